@@ -1,0 +1,350 @@
+"""TCP passthrough: a client connection spliced to a backend connection.
+
+The front protocol pauses the client until a backend connects (trying the next
+backend the pool gives when a connect fails), then each transport becomes the
+other's producer, as in Twisted's C{portforward}: a slow reader on one side
+pauses reading on the other, so memory per connection stays flat.  Half-close
+is carried both ways.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from twisted.internet.defer import Deferred
+from twisted.internet.error import ConnectionDone
+from twisted.internet.interfaces import (
+    IAddress,
+    IDelayedCall,
+    IHalfCloseableProtocol,
+    IReactorTime,
+    IStreamClientEndpoint,
+)
+from twisted.internet.protocol import Factory, Protocol, connectionDone
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from zope.interface import implementer
+
+from rproxy._endpoints import client_endpoint
+from rproxy._tracking import ConnectionTracker
+from rproxy.backends import Backend, Pool
+from rproxy.health import describe_failure
+
+log = Logger(namespace="rproxy.tcp")
+access_log = Logger(namespace="rproxy.access")
+
+EndpointFor = Callable[[Backend], IStreamClientEndpoint]
+
+
+class TCPProxyFactory(Factory):
+    """
+    Accepts client connections and splices each one to a backend of C{pool}.
+
+    @param reactor: provides L{IReactorTime} and, unless C{endpoint_for} is
+        given, L{IReactorTCP} for connecting to backends.
+    @param endpoint_for: makes the endpoint that connects to a backend;
+        by default a TCP endpoint to its address.
+    @param listener: the name used in access events.
+    @param connect_tries: backends tried per connection; by default the
+        pool's C{connect_tries}.
+    """
+
+    def __init__(
+        self,
+        pool: Pool,
+        reactor: Any,
+        *,
+        listener: str = "tcp",
+        connect_timeout: float = 5.0,
+        idle_timeout: float = 300.0,
+        connect_tries: int | None = None,
+        endpoint_for: EndpointFor | None = None,
+    ):
+        self.pool = pool
+        self.clock: IReactorTime = reactor
+        self.listener = listener
+        self.connect_timeout = connect_timeout
+        self.idle_timeout = idle_timeout
+        self.connect_tries = connect_tries
+        self.connections = ConnectionTracker()
+        if endpoint_for is None:
+
+            def endpoint_for(backend: Backend) -> IStreamClientEndpoint:
+                return client_endpoint(
+                    reactor, backend.host, backend.port, connect_timeout
+                )
+
+        self.endpoint_for = endpoint_for
+
+    def buildProtocol(self, addr: IAddress) -> TCPFrontProtocol:
+        return TCPFrontProtocol(self)
+
+
+def _host_of(address: IAddress | None) -> str:
+    return str(getattr(address, "host", "") or "")
+
+
+@implementer(IHalfCloseableProtocol)
+class _BackendProtocol(Protocol):
+    """
+    The backend side of a splice: hands everything to its front protocol.
+    """
+
+    def __init__(self, front: TCPFrontProtocol, backend: Backend):
+        self.front = front
+        self.backend = backend
+
+    def dataReceived(self, data: bytes) -> None:
+        front = self.front
+        front.bytes_out += len(data)
+        self.backend.bytes_out += len(data)
+        front.last_activity = front.clock.seconds()
+        front.transport.write(data)  # type: ignore[union-attr]
+
+    def readConnectionLost(self) -> None:
+        self.front.backend_finished_sending()
+
+    def writeConnectionLost(self) -> None:
+        pass
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
+        self.front.backend_lost(reason)
+
+
+class _BackendFactory(Factory):
+    def __init__(self, front: TCPFrontProtocol, backend: Backend):
+        self._front = front
+        self._backend = backend
+
+    def buildProtocol(self, addr: IAddress) -> _BackendProtocol:
+        return _BackendProtocol(self._front, self._backend)
+
+
+@implementer(IHalfCloseableProtocol)
+class TCPFrontProtocol(Protocol):
+    """
+    The client side of a splice.  One per client connection.
+
+    @ivar bytes_in: bytes from the client to the backend.
+    @ivar bytes_out: bytes from the backend to the client.
+    """
+
+    backend: Backend | None = None
+    peer: _BackendProtocol | None = None
+    bytes_in = 0
+    bytes_out = 0
+
+    def __init__(self, factory: TCPProxyFactory):
+        self.factory = factory
+        self.pool = factory.pool
+        self.clock = factory.clock
+        self.tried: list[Backend] = []
+        self.client = ""
+        self.started = 0.0
+        self.last_activity = 0.0
+        self.ended = ""
+        self._connecting: Deferred[Any] | None = None
+        self._idle: IDelayedCall | None = None
+        self._client_done_sending = False
+        self._backend_done_sending = False
+        self._client_gone = False
+        self._backend_gone = False
+        self._released = False
+        self._finished = False
+
+    # Connecting ---------------------------------------------------------
+
+    def connectionMade(self) -> None:
+        assert self.transport is not None
+        self.transport.pauseProducing()  # type: ignore[attr-defined]
+        self.factory.connections.add(self)
+        self.client = _host_of(self.transport.getPeer())
+        self.started = self.last_activity = self.clock.seconds()
+        self._connect_next()
+
+    def _connect_next(self) -> None:
+        tries = self.factory.connect_tries or self.pool.connect_tries
+        backend = None
+        if len(self.tried) < tries:
+            backend = self.pool.pick(self.client, self.tried)
+        if backend is None:
+            self._end("no backend" if not self.tried else "connect failed")
+            self.transport.loseConnection()  # type: ignore[union-attr]
+            return
+        self.tried.append(backend)
+        self.backend = backend
+        self._released = False
+        self.pool.acquire(backend)
+        connecting = self.factory.endpoint_for(backend).connect(
+            _BackendFactory(self, backend)
+        )
+        connecting.addTimeout(self.factory.connect_timeout, self.clock)
+        self._connecting = connecting
+        connecting.addCallbacks(self._connected, self._connect_failed)
+        connecting.addErrback(self._bug)
+
+    def _connect_failed(self, failure: Failure) -> None:
+        self._connecting = None
+        backend = self.backend
+        assert backend is not None
+        self._release()
+        if self._client_gone:
+            self._finish()
+            return
+        reason = describe_failure(failure)
+        log.info(
+            "connect to {backend} in pool {pool} failed: {reason}",
+            backend=backend.name,
+            pool=self.pool.name,
+            reason=reason,
+        )
+        self.pool.report_failure(backend, reason)
+        self._connect_next()
+
+    def _connected(self, peer: _BackendProtocol) -> None:
+        self._connecting = None
+        assert self.backend is not None
+        self.pool.report_success(self.backend)
+        if self._client_gone:
+            peer.transport.loseConnection()  # type: ignore[union-attr]
+            return
+        self.peer = peer
+        client, server = self.transport, peer.transport
+        assert client is not None and server is not None
+        client.registerProducer(server, True)  # type: ignore[attr-defined]
+        server.registerProducer(client, True)  # type: ignore[attr-defined]
+        client.resumeProducing()  # type: ignore[attr-defined]
+        self.last_activity = self.clock.seconds()
+        self._watch_idle(self.factory.idle_timeout)
+
+    def _bug(self, failure: Failure) -> None:
+        log.failure("bug in the TCP proxy; closing the connection", failure)
+        if self.transport is not None:
+            self.transport.abortConnection()  # type: ignore[attr-defined]
+
+    # Relaying -----------------------------------------------------------
+
+    def dataReceived(self, data: bytes) -> None:
+        self.bytes_in += len(data)
+        self.backend.bytes_in += len(data)  # type: ignore[union-attr]
+        self.last_activity = self.clock.seconds()
+        self.peer.transport.write(data)  # type: ignore[union-attr]
+
+    def readConnectionLost(self) -> None:
+        """
+        The client shut its write side: pass the half-close to the backend.
+        """
+        self._client_done_sending = True
+        if self.peer is None:
+            self.transport.loseConnection()  # type: ignore[union-attr]
+            return
+        self.peer.transport.loseWriteConnection()  # type: ignore[union-attr]
+        self._close_if_both_done()
+
+    def writeConnectionLost(self) -> None:
+        pass
+
+    def backend_finished_sending(self) -> None:
+        """
+        The backend shut its write side: pass the half-close to the client.
+        """
+        self._backend_done_sending = True
+        self.transport.loseWriteConnection()  # type: ignore[union-attr]
+        self._close_if_both_done()
+
+    def _close_if_both_done(self) -> None:
+        if self._client_done_sending and self._backend_done_sending:
+            self._end("closed")
+            self.transport.loseConnection()  # type: ignore[union-attr]
+            self.peer.transport.loseConnection()  # type: ignore[union-attr]
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
+        self._client_gone = True
+        self.factory.connections.discard(self)
+        if self._connecting is not None:
+            self._end("client left while connecting")
+            self._connecting.cancel()
+        elif self.peer is not None and not self._backend_gone:
+            self._end("client closed" if reason.check(ConnectionDone) else "client reset")
+            self.peer.transport.loseConnection()  # type: ignore[union-attr]
+        self._finish()
+
+    def backend_lost(self, reason: Failure) -> None:
+        """
+        The backend connection is gone.
+        """
+        self._backend_gone = True
+        if not self._client_gone:
+            self._end("backend closed" if reason.check(ConnectionDone) else "backend reset")
+            self.transport.loseConnection()  # type: ignore[union-attr]
+        self._finish()
+
+    # Ending -------------------------------------------------------------
+
+    def _watch_idle(self, delay: float) -> None:
+        self._idle = self.clock.callLater(delay, self._check_idle)
+
+    def _check_idle(self) -> None:
+        idle_for = self.clock.seconds() - self.last_activity
+        remaining = self.factory.idle_timeout - idle_for
+        if remaining > 0:
+            self._watch_idle(remaining)
+            return
+        self._idle = None
+        self._end("idle timeout")
+        self._abort()
+
+    def shut_down(self, abort: bool) -> None:
+        """
+        A TCP stream has no natural end the proxy can see: it is left to
+        finish until the grace period is over, then dropped.
+        """
+        if abort:
+            self._end("shutdown")
+            self._abort()
+
+    def _abort(self) -> None:
+        self.transport.abortConnection()  # type: ignore[union-attr]
+        if self.peer is not None:
+            self.peer.transport.abortConnection()  # type: ignore[union-attr]
+
+    def _release(self) -> None:
+        if not self._released and self.backend is not None:
+            self._released = True
+            self.pool.release(self.backend)
+
+    def _end(self, how: str) -> None:
+        if not self.ended:
+            self.ended = how
+
+    def _finish(self) -> None:
+        """
+        Once both sides are gone (or the backend never came), release the
+        backend, stop the idle timer and emit the access event.
+        """
+        if not self._client_gone or (self.peer is not None and not self._backend_gone):
+            return
+        if self._connecting is not None or self._finished:
+            return  # a connect still under way reports back through _finish
+        self._finished = True
+        if self._idle is not None and self._idle.active():
+            self._idle.cancel()
+        self._idle = None
+        self._release()
+        backend = self.backend
+        access_log.info(
+            "{client} {listener} {pool}/{backend} {ended} "
+            "in={bytes_in} out={bytes_out} {duration:.3f}s",
+            client=self.client,
+            listener=self.factory.listener,
+            pool=self.pool.name,
+            backend=backend.name if backend is not None and self.peer else "-",
+            bytes_in=self.bytes_in,
+            bytes_out=self.bytes_out,
+            duration=self.clock.seconds() - self.started,
+            ended=self.ended or "closed",
+            status=self.ended or "closed",
+            protocol="tcp",
+        )
+

@@ -1,0 +1,268 @@
+"""TCP passthrough driven by hand: fake endpoints, string transports, a Clock."""
+
+from __future__ import annotations
+
+from twisted.internet.address import IPv4Address
+from twisted.internet.error import ConnectionLost, ConnectionRefusedError
+from twisted.internet.task import Clock
+from twisted.logger import capturedLogs
+from twisted.python.failure import Failure
+from twisted.trial.unittest import SynchronousTestCase
+
+from rproxy.backends import AdminState, Backend, Pool
+from rproxy.tcp import TCPFrontProtocol, TCPProxyFactory
+from tests.fakes import FakeEndpoints, HalfCloseTransport, connect
+
+
+class TCPProxyTests(SynchronousTestCase):
+    def setUp(self) -> None:
+        self.clock = Clock()
+        self.backends = [Backend("127.0.0.1", 9001 + i) for i in range(3)]
+        self.pool = Pool("db", self.backends, fall=2, now=self.clock.seconds)
+        self.endpoints = FakeEndpoints()
+        self.factory = TCPProxyFactory(
+            self.pool,
+            self.clock,
+            listener="front",
+            connect_timeout=5.0,
+            idle_timeout=60.0,
+            endpoint_for=self.endpoints,
+        )
+
+    def tearDown(self) -> None:
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    def client(self) -> tuple[TCPFrontProtocol, HalfCloseTransport]:
+        proto = self.factory.buildProtocol(IPv4Address("TCP", "192.0.2.7", 4000))
+        return proto, connect(proto, HalfCloseTransport())
+
+    def spliced(self) -> tuple[TCPFrontProtocol, HalfCloseTransport, HalfCloseTransport]:
+        proto, client = self.client()
+        server = self.endpoints.last.succeed()
+        return proto, client, server
+
+    def close_both(self, client: HalfCloseTransport, server: HalfCloseTransport) -> None:
+        client.loseConnection()
+        server.loseConnection()
+
+    def test_pauses_client_until_backend_connects(self) -> None:
+        """The client is not read from until a backend connection is up."""
+        _, client = self.client()
+        self.assertEqual(client.producerState, "paused")
+        self.assertEqual(len(self.endpoints.attempts), 1)
+        server = self.endpoints.last.succeed()
+        self.assertEqual(client.producerState, "producing")
+        self.close_both(client, server)
+
+    def test_each_side_is_the_other_sides_producer(self) -> None:
+        """Backpressure: each transport is registered as the other's producer."""
+        _, client, server = self.spliced()
+        self.assertIs(client.producer, server)
+        self.assertIs(server.producer, client)
+        self.assertTrue(client.streaming and server.streaming)
+        self.close_both(client, server)
+
+    def test_relays_bytes_both_ways_and_counts_them(self) -> None:
+        """Bytes flow client->backend and back, counted on connection and backend."""
+        proto, client, server = self.spliced()
+        proto.dataReceived(b"hello")
+        self.assertEqual(server.value(), b"hello")
+        assert proto.peer is not None
+        proto.peer.dataReceived(b"world!")
+        self.assertEqual(client.value(), b"world!")
+        self.assertEqual((proto.bytes_in, proto.bytes_out), (5, 6))
+        backend = self.endpoints.last.backend
+        self.assertEqual((backend.bytes_in, backend.bytes_out), (5, 6))
+        self.assertEqual(backend.active, 1)
+        self.close_both(client, server)
+        self.assertEqual(backend.active, 0)
+        self.assertEqual(backend.connections_total, 1)
+
+    def test_retries_next_backend_when_connect_refused(self) -> None:
+        """A refused connect moves on to another backend; the client sees nothing."""
+        _, client = self.client()
+        first = self.endpoints.last
+        first.fail(ConnectionRefusedError())
+        self.assertEqual(len(self.endpoints.attempts), 2)
+        second = self.endpoints.last
+        self.assertIsNot(second.backend, first.backend)
+        self.assertEqual(first.backend.failures_total, 1)
+        self.assertEqual(first.backend.active, 0)
+        self.assertFalse(client.disconnecting)
+        server = second.succeed()
+        self.assertEqual(client.producerState, "producing")
+        self.close_both(client, server)
+
+    def test_closes_client_after_connect_tries(self) -> None:
+        """After connect_tries failed connects the client is closed."""
+        self.pool.connect_tries = 2
+        with capturedLogs() as events:
+            _, client = self.client()
+            self.endpoints.last.fail(ConnectionRefusedError())
+            self.endpoints.last.fail(ConnectionRefusedError())
+        self.assertEqual(len(self.endpoints.attempts), 2)
+        self.assertTrue(client.disconnecting)
+        access = [e for e in events if e["log_namespace"] == "rproxy.access"]
+        self.assertEqual(len(access), 1)
+        self.assertEqual(access[0]["ended"], "connect failed")
+        self.assertEqual(access[0]["backend"], "-")
+
+    def test_connect_timeout_tries_next_backend(self) -> None:
+        """A connect that takes longer than connect_timeout is cancelled."""
+        _, client = self.client()
+        first = self.endpoints.last
+        self.clock.advance(4.9)
+        self.assertEqual(len(self.endpoints.attempts), 1)
+        self.clock.advance(0.1)
+        self.assertTrue(first.cancelled)
+        self.assertEqual(len(self.endpoints.attempts), 2)
+        server = self.endpoints.last.succeed()
+        self.close_both(client, server)
+
+    def test_closes_client_at_once_when_no_backend_is_up(self) -> None:
+        """With every backend down the client is closed without a connect."""
+        for backend in self.backends:
+            self.pool.mark_down(backend, "test")
+        with capturedLogs() as events:
+            _, client = self.client()
+        self.assertTrue(client.disconnecting)
+        self.assertEqual(self.endpoints.attempts, [])
+        access = [e for e in events if e["log_namespace"] == "rproxy.access"]
+        self.assertEqual(access[0]["ended"], "no backend")
+
+    def test_full_backend_is_skipped(self) -> None:
+        """A backend at max_connections gets no new connection."""
+        self.backends[0].max_connections = 1
+        self.backends[0].active = 1
+        clients = [self.client()[1] for _ in range(4)]
+        chosen = [a.backend for a in self.endpoints.attempts]
+        self.assertNotIn(self.backends[0], chosen)
+        for client in clients:
+            client.finish(Failure(ConnectionLost()))
+
+    def test_disabled_backend_gets_no_connection(self) -> None:
+        """An operator-disabled backend is not connected to."""
+        self.pool.set_admin(self.backends[1], AdminState.DISABLED, "test")
+        clients = [self.client()[1] for _ in range(4)]
+        self.assertNotIn(self.backends[1], [a.backend for a in self.endpoints.attempts])
+        for client in clients:
+            client.finish(Failure(ConnectionLost()))
+
+    def test_connect_failures_mark_backend_down(self) -> None:
+        """fall consecutive connect failures from real traffic mark it down."""
+        bad = self.backends[0]
+        for other in self.backends[1:]:
+            self.pool.set_admin(other, AdminState.DISABLED, "test")
+        _, client = self.client()
+        self.endpoints.last.fail(ConnectionRefusedError())
+        self.assertTrue(client.disconnecting)
+        self.assertTrue(bad.healthy)
+        self.client()
+        self.endpoints.last.fail(ConnectionRefusedError())
+        self.assertFalse(bad.healthy)
+        self.assertEqual(len(self.endpoints.attempts), 2)
+
+    def test_client_half_close_reaches_backend(self) -> None:
+        """The client shutting its write side shuts the backend's write side."""
+        proto, client, server = self.spliced()
+        proto.readConnectionLost()
+        self.assertTrue(server.write_closed)
+        self.assertFalse(server.disconnecting)
+        self.assertFalse(client.disconnecting)
+        assert proto.peer is not None
+        proto.peer.dataReceived(b"late reply")
+        self.assertEqual(client.value(), b"late reply")
+        self.close_both(client, server)
+
+    def test_backend_half_close_reaches_client(self) -> None:
+        """The backend shutting its write side shuts the client's write side."""
+        proto, client, server = self.spliced()
+        assert proto.peer is not None
+        proto.peer.readConnectionLost()
+        self.assertTrue(client.write_closed)
+        self.assertFalse(client.disconnecting)
+        proto.dataReceived(b"more")
+        self.assertEqual(server.value(), b"more")
+        self.close_both(client, server)
+
+    def test_both_half_closes_close_both_sides(self) -> None:
+        """Once both sides have finished sending, both connections close."""
+        proto, client, server = self.spliced()
+        with capturedLogs() as events:
+            proto.readConnectionLost()
+            assert proto.peer is not None
+            proto.peer.readConnectionLost()
+        self.assertTrue(client.disconnecting and server.disconnecting)
+        access = [e for e in events if e["log_namespace"] == "rproxy.access"]
+        self.assertEqual(access[0]["ended"], "closed")
+
+    def test_backend_close_closes_client(self) -> None:
+        """A backend connection that drops closes the client connection."""
+        _, client, server = self.spliced()
+        server.finish(Failure(ConnectionLost()))
+        self.assertTrue(client.disconnecting)
+        self.assertEqual(self.endpoints.last.backend.active, 0)
+
+    def test_client_close_closes_backend(self) -> None:
+        """A client connection that drops closes the backend connection."""
+        _, client, server = self.spliced()
+        client.finish(Failure(ConnectionLost()))
+        self.assertTrue(server.disconnecting)
+
+    def test_client_leaving_while_connecting_cancels_connect(self) -> None:
+        """A client that goes away before the backend answers cancels the connect."""
+        _, client = self.client()
+        attempt = self.endpoints.last
+        client.finish(Failure(ConnectionLost()))
+        self.assertTrue(attempt.cancelled)
+        self.assertEqual(attempt.backend.active, 0)
+        self.assertEqual(attempt.backend.failures_total, 0)
+        self.assertEqual(len(self.endpoints.attempts), 1)
+
+    def test_idle_timeout_closes_a_silent_pair(self) -> None:
+        """No bytes either way for idle_timeout seconds aborts both sides."""
+        _, client, server = self.spliced()
+        with capturedLogs() as events:
+            self.clock.advance(60)
+        self.assertTrue(client.aborted and server.aborted)
+        access = [e for e in events if e["log_namespace"] == "rproxy.access"]
+        self.assertEqual(access[0]["ended"], "idle timeout")
+
+    def test_traffic_defers_the_idle_timeout(self) -> None:
+        """Bytes in either direction restart the idle clock."""
+        proto, client, server = self.spliced()
+        self.clock.advance(40)
+        proto.dataReceived(b"x")
+        self.clock.advance(40)
+        assert proto.peer is not None
+        proto.peer.dataReceived(b"y")
+        self.clock.advance(59)
+        self.assertFalse(client.disconnecting)
+        self.clock.advance(1)
+        self.assertTrue(client.aborted)
+
+    def test_access_event_has_stable_keys(self) -> None:
+        """One access event per connection with client, pool, backend, bytes."""
+        proto, client, server = self.spliced()
+        proto.dataReceived(b"abc")
+        self.clock.advance(2)
+        with capturedLogs() as events:
+            self.close_both(client, server)
+        access = [e for e in events if e["log_namespace"] == "rproxy.access"]
+        self.assertEqual(len(access), 1)
+        event = access[0]
+        self.assertEqual(event["client"], "192.0.2.7")
+        self.assertEqual(event["listener"], "front")
+        self.assertEqual(event["pool"], "db")
+        self.assertEqual(event["backend"], self.endpoints.last.backend.name)
+        self.assertEqual((event["bytes_in"], event["bytes_out"]), (3, 0))
+        self.assertEqual(event["duration"], 2)
+
+    def test_shutdown_waits_then_aborts(self) -> None:
+        """Draining the listener drops connections still open after the grace."""
+        _, client, server = self.spliced()
+        done = self.factory.connections.drain(10.0, self.clock)
+        self.assertNoResult(done)
+        self.clock.advance(10)
+        self.assertTrue(client.aborted)
+        self.successResultOf(done)
