@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable, Collection, Iterable, Iterator
 from enum import Enum
 
-from attrs import define, field
+from attrs import define, field, validators
 from twisted.logger import Logger
 from zope.interface import implementer
 
@@ -92,7 +92,9 @@ class Backend:
     host: str
     port: int
     name: str = ""
-    weight: int = 1
+    #: change a live backend's weight with L{Pool.set_weight}, which tells
+    #: the balancer.
+    weight: int = field(default=1, validator=validators.ge(1))
     max_connections: int | None = None
     backup: bool = False
 
@@ -333,7 +335,7 @@ class Pool:
 
         A draining backend whose last connection ends becomes disabled.
         """
-        backend.active -= 1
+        backend.active = max(backend.active - 1, 0)
         if backend.active == 0 and backend.admin is AdminState.DRAINING:
             self.set_admin(backend, AdminState.DISABLED, "drained")
 

@@ -37,7 +37,7 @@ MAX_BACKOFF_FACTOR = 32
 _MAX_STATUS_LINE = 4096
 
 
-class CheckFailed(Exception):
+class HealthCheckError(Exception):
     """
     A health check ran and the backend did not pass; the text says why.
     """
@@ -50,10 +50,12 @@ def describe_failure(failure: Failure) -> str:
     error = failure.value
     if isinstance(error, TimeoutError | CancelledError):
         return "timed out"
-    if isinstance(error, CheckFailed):
+    if isinstance(error, HealthCheckError):
         return str(error)
     if isinstance(error, ConnectError):
-        return error.__class__.__name__ + (f": {error.osError}" if error.osError else "")
+        return error.__class__.__name__ + (
+            f": {error.osError}" if error.osError else ""
+        )
     return f"{error.__class__.__name__}: {error}"
 
 
@@ -93,14 +95,16 @@ class _Probe(Protocol):
         self.transport.loseConnection()  # type: ignore[union-attr]
         try:
             self._judge(line)
-        except CheckFailed as error:
+        except HealthCheckError as error:
             self.done.errback(error)
         else:
             self.done.callback(None)
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         if not self.done.called:
-            self.done.errback(CheckFailed("connection closed before a status line"))
+            self.done.errback(
+                HealthCheckError("connection closed before a status line")
+            )
 
 
 class _ProbeFactory(Factory):
@@ -176,7 +180,7 @@ class HTTPCheck:
 
     def judge(self, status_line: bytes) -> None:
         """
-        Raise L{CheckFailed} unless C{status_line} has an expected status.
+        Raise L{HealthCheckError} unless C{status_line} has an expected status.
         """
         parts = status_line.split(b" ", 2)
         if (
@@ -185,11 +189,11 @@ class HTTPCheck:
             or len(parts[1]) != 3
             or not parts[1].isdigit()
         ):
-            raise CheckFailed(f"not an HTTP status line: {status_line[:80]!r}")
+            raise HealthCheckError(f"not an HTTP status line: {status_line[:80]!r}")
         status = int(parts[1])
         low, high = self._expect
         if not low <= status <= high:
-            raise CheckFailed(f"status {status}, expected {low}-{high}")
+            raise HealthCheckError(f"status {status}, expected {low}-{high}")
 
     def check(self, backend: Backend) -> Deferred[None]:
         endpoint = client_endpoint(
@@ -266,7 +270,9 @@ class HealthMonitor(Service):
     def _begin(self, backend: Backend, loop: LoopingCall) -> None:
         del self._starts[backend]
         loop.start(self.interval, now=True).addErrback(
-            lambda f: log.failure("health loop of {backend} stopped", f, backend=backend.name)
+            lambda f: log.failure(
+                "health loop of {backend} stopped", f, backend=backend.name
+            )
         )
 
     def _forget(self, backend: Backend) -> None:
@@ -331,7 +337,9 @@ class HealthMonitor(Service):
         else:
             delay = min(previous * 2, self.interval * MAX_BACKOFF_FACTOR)
         self._backoff[backend] = delay
-        self._trials[backend] = self._clock.callLater(delay, self._trial, backend, delay)
+        self._trials[backend] = self._clock.callLater(
+            delay, self._trial, backend, delay
+        )
 
     def _up_since(self, backend: Backend) -> float:
         up_at = self._trial_at.get(backend)

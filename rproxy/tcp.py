@@ -77,7 +77,7 @@ class TCPProxyFactory(Factory):
 
         self.endpoint_for = endpoint_for
 
-    def buildProtocol(self, addr: IAddress) -> TCPFrontProtocol:
+    def buildProtocol(self, addr: IAddress | None) -> TCPFrontProtocol:
         return TCPFrontProtocol(self)
 
 
@@ -117,7 +117,7 @@ class _BackendFactory(Factory):
         self._front = front
         self._backend = backend
 
-    def buildProtocol(self, addr: IAddress) -> _BackendProtocol:
+    def buildProtocol(self, addr: IAddress | None) -> _BackendProtocol:
         return _BackendProtocol(self._front, self._backend)
 
 
@@ -266,7 +266,9 @@ class TCPFrontProtocol(Protocol):
             self._end("client left while connecting")
             self._connecting.cancel()
         elif self.peer is not None and not self._backend_gone:
-            self._end("client closed" if reason.check(ConnectionDone) else "client reset")
+            self._end(
+                "client closed" if reason.check(ConnectionDone) else "client reset"
+            )
             self.peer.transport.loseConnection()  # type: ignore[union-attr]
         self._finish()
 
@@ -276,7 +278,9 @@ class TCPFrontProtocol(Protocol):
         """
         self._backend_gone = True
         if not self._client_gone:
-            self._end("backend closed" if reason.check(ConnectionDone) else "backend reset")
+            self._end(
+                "backend closed" if reason.check(ConnectionDone) else "backend reset"
+            )
             self.transport.loseConnection()  # type: ignore[union-attr]
         self._finish()
 
@@ -347,4 +351,3 @@ class TCPFrontProtocol(Protocol):
             status=self.ended or "closed",
             protocol="tcp",
         )
-

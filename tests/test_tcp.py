@@ -36,12 +36,16 @@ class TCPProxyTests(SynchronousTestCase):
         proto = self.factory.buildProtocol(IPv4Address("TCP", "192.0.2.7", 4000))
         return proto, connect(proto, HalfCloseTransport())
 
-    def spliced(self) -> tuple[TCPFrontProtocol, HalfCloseTransport, HalfCloseTransport]:
+    def spliced(
+        self,
+    ) -> tuple[TCPFrontProtocol, HalfCloseTransport, HalfCloseTransport]:
         proto, client = self.client()
         server = self.endpoints.last.succeed()
         return proto, client, server
 
-    def close_both(self, client: HalfCloseTransport, server: HalfCloseTransport) -> None:
+    def close_both(
+        self, client: HalfCloseTransport, server: HalfCloseTransport
+    ) -> None:
         client.loseConnection()
         server.loseConnection()
 
@@ -230,7 +234,7 @@ class TCPProxyTests(SynchronousTestCase):
 
     def test_traffic_defers_the_idle_timeout(self) -> None:
         """Bytes in either direction restart the idle clock."""
-        proto, client, server = self.spliced()
+        proto, client, _ = self.spliced()
         self.clock.advance(40)
         proto.dataReceived(b"x")
         self.clock.advance(40)
@@ -260,7 +264,7 @@ class TCPProxyTests(SynchronousTestCase):
 
     def test_shutdown_waits_then_aborts(self) -> None:
         """Draining the listener drops connections still open after the grace."""
-        _, client, server = self.spliced()
+        _, client, _ = self.spliced()
         done = self.factory.connections.drain(10.0, self.clock)
         self.assertNoResult(done)
         self.clock.advance(10)

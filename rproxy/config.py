@@ -1,0 +1,449 @@
+"""The config file: TOML in, a validated frozen attrs model out.
+
+Nothing else in rproxy reads TOML.  L{load_config} reads a file and
+L{parse_config} checks already-parsed data; both collect every problem before
+raising one L{ConfigError} whose lines each name the file, the key path and
+the problem::
+
+    examples/bad.toml: pools.db.backends[1].weight: must be a positive integer, got -2
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from collections.abc import Iterable, Mapping
+
+from attrs import field, fields_dict, frozen, validators
+
+from rproxy._validate import (
+    Problems,
+    Table,
+    boolean,
+    did_you_mean,
+    http_path,
+    item,
+    non_negative_number,
+    one_of,
+    port_number,
+    positive_int,
+    positive_number,
+    quoted,
+    server_endpoint,
+    show,
+    status_range,
+    string,
+)
+from rproxy.backends import format_address, parse_address
+
+__all__ = [
+    "BALANCE_NAMES",
+    "CHECK_KINDS",
+    "PROTOCOLS",
+    "BackendConfig",
+    "Config",
+    "ConfigError",
+    "HealthConfig",
+    "ListenerConfig",
+    "PoolConfig",
+    "Timeouts",
+    "load_config",
+    "parse_config",
+]
+
+#: Listener protocols accepted now.
+PROTOCOLS = ("tcp",)
+#: Balancing strategies a pool may name.
+BALANCE_NAMES = ("round_robin", "weighted", "least_conn", "random2", "hash")
+#: Kinds of active health check.
+CHECK_KINDS = ("tcp", "http", "none")
+
+# RFC 9110 token characters, for header names in hash_key.
+_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+
+_positive = validators.gt(0)
+_positive_float = validators.gt(0.0)
+
+
+class ConfigError(Exception):
+    """
+    A config file cannot be used.
+
+    @ivar errors: every problem found, each C{"FILE: KEY.PATH: problem"}.
+    """
+
+    def __init__(self, errors: Iterable[str]) -> None:
+        self.errors = list(errors)
+        super().__init__("\n".join(self.errors))
+
+
+# The model ------------------------------------------------------------------
+
+
+@frozen
+class Timeouts:
+    """
+    How long, in seconds, to wait for a backend to accept a connection
+    (C{connect}) and for either side of an open connection to send anything
+    (C{idle}).
+    """
+
+    connect: float = field(default=5.0, validator=_positive_float)
+    idle: float = field(default=300.0, validator=_positive_float)
+
+
+def _check_status_range(_: object, __: object, value: tuple[int, int]) -> None:
+    lo, hi = value
+    if not 100 <= lo <= hi <= 599:
+        raise ValueError(f"expect_status must lie within 100-599, got {value}")
+
+
+@frozen
+class HealthConfig:
+    """
+    Active health checks for every backend of a pool.
+
+    A backend goes down after C{fall} failed checks in a row and comes back
+    after C{rise} passed ones.  C{path}, C{expect_status} and C{host} (the
+    Host header; None for the backend's address) apply to C{check = "http"};
+    C{port}, if set, is probed instead of each backend's traffic port.
+    """
+
+    check: str = field(default="tcp", validator=validators.in_(CHECK_KINDS))
+    interval: float = field(default=2.0, validator=_positive_float)
+    timeout: float = field(default=1.0, validator=_positive_float)
+    rise: int = field(default=2, validator=_positive)
+    fall: int = field(default=3, validator=_positive)
+    path: str = "/"
+    expect_status: tuple[int, int] = field(
+        default=(200, 399), validator=_check_status_range
+    )
+    host: str | None = None
+    port: int | None = None
+
+
+@frozen
+class BackendConfig:
+    """
+    One backend as configured: C{address} as written, C{host} and C{port}
+    parsed from it, and C{name} (the address unless given) unique in its pool.
+    """
+
+    address: str
+    host: str
+    port: int
+    name: str
+    weight: int = field(default=1, validator=_positive)
+    max_connections: int | None = field(
+        default=None, validator=validators.optional(_positive)
+    )
+    backup: bool = False
+
+
+@frozen
+class PoolConfig:
+    """
+    A named set of backends with its balancing, health checks and timeouts.
+
+    C{hash_key} is what C{balance = "hash"} hashes: C{"client_ip"} or
+    C{"header:NAME"}.  C{connect_tries} is how many backends a new connection
+    tries before giving up.
+    """
+
+    name: str
+    backends: tuple[BackendConfig, ...]
+    balance: str = field(default="round_robin", validator=validators.in_(BALANCE_NAMES))
+    hash_key: str = "client_ip"
+    health: HealthConfig = field(factory=HealthConfig)
+    timeouts: Timeouts = field(factory=Timeouts)
+    connect_tries: int = field(default=3, validator=_positive)
+
+
+@frozen
+class ListenerConfig:
+    """
+    Where to accept connections (a Twisted server endpoint string), how to
+    speak on them and which pool serves them.
+    """
+
+    name: str
+    listen: str
+    pool: str
+    protocol: str = field(default="tcp", validator=validators.in_(PROTOCOLS))
+
+
+@frozen
+class Config:
+    """
+    A whole validated config file.
+
+    C{timeouts} are the global defaults (each pool's C{timeouts} already has
+    them merged in); C{shutdown_grace} is how long open connections get to
+    finish on shutdown.
+    """
+
+    source: str
+    pools: tuple[PoolConfig, ...]
+    listeners: tuple[ListenerConfig, ...]
+    timeouts: Timeouts = field(factory=Timeouts)
+    shutdown_grace: float = field(default=10.0, validator=validators.ge(0.0))
+
+    def pool(self, name: str) -> PoolConfig:
+        """
+        The pool called C{name}.
+
+        @raise KeyError: if there is none.
+        """
+        for pool in self.pools:
+            if pool.name == name:
+                return pool
+        raise KeyError(name)
+
+
+# Reading --------------------------------------------------------------------
+
+
+def load_config(path: str | os.PathLike[str]) -> Config:
+    """
+    Read and validate the TOML config file at C{path}.
+
+    @raise ConfigError: if the file cannot be read, is not TOML, or describes
+        an invalid config.
+    """
+    source = os.fspath(path)
+    try:
+        with open(source, "rb") as f:
+            raw = f.read()
+    except OSError as e:
+        raise ConfigError([f"{source}: cannot read: {e.strerror or e}"]) from None
+    try:
+        data = tomllib.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError as e:
+        raise ConfigError(
+            [f"{source}: invalid TOML: not UTF-8 (byte {e.start})"]
+        ) from None
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError([f"{source}: invalid TOML: {e}"]) from None
+    return parse_config(data, source)
+
+
+def parse_config(data: Mapping[str, object], source: str) -> Config:
+    """
+    Validate parsed TOML C{data}; C{source} names the file in messages.
+
+    @raise ConfigError: listing every problem found.
+    """
+    problems = Problems(source)
+    top = Table(problems, "", data, ("pools", "listeners", "timeouts", "shutdown"))
+
+    timeouts = _timeouts(top.table("timeouts", _TIMEOUT_KEYS), Timeouts())
+    grace = 10.0
+    if shutdown := top.table("shutdown", ("grace",)):
+        grace = shutdown.get("grace", non_negative_number, grace)
+
+    pools = _pools(top, timeouts)
+    listeners = _listeners(top, pools)
+
+    if problems.lines:
+        raise ConfigError(problems.lines)
+    return Config(
+        source=source,
+        pools=tuple(pool for pool in pools.values() if pool is not None),
+        listeners=tuple(listeners),
+        timeouts=timeouts,
+        shutdown_grace=grace,
+    )
+
+
+def _keys(cls: type, *computed: str) -> tuple[str, ...]:
+    """
+    The file keys of a model class: its fields, less those C{computed}.
+    """
+    return tuple(key for key in fields_dict(cls) if key not in computed)
+
+
+_TIMEOUT_KEYS = _keys(Timeouts)
+_HEALTH_KEYS = _keys(HealthConfig)
+_BACKEND_KEYS = _keys(BackendConfig, "host", "port")
+_POOL_KEYS = _keys(PoolConfig, "name")
+_LISTENER_KEYS = _keys(ListenerConfig)
+
+
+def _timeouts(table: Table | None, defaults: Timeouts) -> Timeouts:
+    if table is None:
+        return defaults
+    return Timeouts(
+        connect=table.get("connect", positive_number, defaults.connect),
+        idle=table.get("idle", positive_number, defaults.idle),
+    )
+
+
+def _pools(top: Table, timeouts: Timeouts) -> dict[str, PoolConfig | None]:
+    """
+    Every pool declared, by name; None for one that is not even a table.
+
+    A pool with problems is still returned (and the problems reported) so
+    that listeners naming it are checked against it.
+    """
+    raw = top.nonempty("pools", dict, "define at least one pool, as [pools.NAME]")
+    if raw is None:
+        return {}
+    # Any key of [pools] is a pool name.
+    names = Table(top.problems, "pools", raw, known=raw.keys())
+    return {name: _pool(names, name, timeouts) for name in raw}
+
+
+def _pool(pools: Table, name: str, timeouts: Timeouts) -> PoolConfig | None:
+    table = pools.table(name, _POOL_KEYS)
+    if table is None:
+        return None
+    balance = table.get("balance", one_of(BALANCE_NAMES), "round_robin")
+    hash_key = table.get("hash_key", _hash_key, "client_ip")
+    connect_tries = table.get("connect_tries", positive_int, 3)
+    backends = _backends(table)
+    health = _health(table.table("health", _HEALTH_KEYS))
+    timeouts = _timeouts(table.table("timeouts", _TIMEOUT_KEYS), timeouts)
+    if not name:
+        pools.report(name, "a pool name must not be empty")
+    return PoolConfig(
+        name=name,
+        backends=tuple(backends),
+        balance=balance,
+        hash_key=hash_key,
+        health=health,
+        timeouts=timeouts,
+        connect_tries=connect_tries,
+    )
+
+
+def _hash_key(value: object) -> str:
+    if isinstance(value, str):
+        kind, _, header = value.partition(":")
+        if value == "client_ip" or (kind == "header" and _TOKEN.fullmatch(header)):
+            return value
+    raise ValueError(
+        f"must be 'client_ip' or 'header:NAME' with NAME a header name, "
+        f"got {show(value)}"
+    )
+
+
+def _backends(pool: Table) -> list[BackendConfig]:
+    path = f"{pool.path}.backends"
+    raw = pool.nonempty("backends", list, "a pool needs at least one backend")
+    if raw is None:
+        return []
+    backends = []
+    first_use: dict[str, int] = {}
+    for index, entry in enumerate(raw):
+        backend = _backend(pool.problems, item(path, index), entry)
+        if backend is None:
+            continue
+        if backend.name in first_use:
+            pool.problems.add(
+                item(path, index),
+                f"duplicate backend name {backend.name!r}, also used by "
+                f"backends[{first_use[backend.name]}]; give one a distinct name",
+            )
+            continue
+        first_use[backend.name] = index
+        backends.append(backend)
+    return backends
+
+
+def _backend(problems: Problems, path: str, entry: object) -> BackendConfig | None:
+    if isinstance(entry, str):
+        entry = {"address": entry}
+    elif not isinstance(entry, Mapping):
+        problems.add(path, f"must be an address string or a table, got {show(entry)}")
+        return None
+    table = Table(problems, path, entry, _BACKEND_KEYS)
+    address = table.require("address", string)
+    name = table.get("name", string, None)
+    weight = table.get("weight", positive_int, 1)
+    max_connections = table.get("max_connections", positive_int, None)
+    backup = table.get("backup", boolean, False)
+    if address is None:
+        return None
+    try:
+        host, port = parse_address(address)
+    except ValueError as e:
+        table.report("address", str(e))
+        return None
+    return BackendConfig(
+        address=address,
+        host=host,
+        port=port,
+        name=name or format_address(host, port),
+        weight=weight,
+        max_connections=max_connections,
+        backup=backup,
+    )
+
+
+def _health(table: Table | None) -> HealthConfig:
+    default = HealthConfig()
+    if table is None:
+        return default
+    return HealthConfig(
+        check=table.get("check", one_of(CHECK_KINDS), default.check),
+        interval=table.get("interval", positive_number, default.interval),
+        timeout=table.get("timeout", positive_number, default.timeout),
+        rise=table.get("rise", positive_int, default.rise),
+        fall=table.get("fall", positive_int, default.fall),
+        path=table.get("path", http_path, default.path),
+        expect_status=table.get("expect_status", status_range, default.expect_status),
+        host=table.get("host", string, None),
+        port=table.get("port", port_number, None),
+    )
+
+
+def _listeners(
+    top: Table, pools: Mapping[str, PoolConfig | None]
+) -> list[ListenerConfig]:
+    problems = top.problems
+    raw = top.nonempty("listeners", list, "define at least one [[listeners]]")
+    if raw is None:
+        return []
+    listeners = []
+    first_use: dict[str, int] = {}
+    for index, entry in enumerate(raw):
+        table = Table.open(problems, item("listeners", index), entry, _LISTENER_KEYS)
+        if table is None:
+            continue
+        name = table.require("name", string)
+        protocol = table.get("protocol", one_of(PROTOCOLS), "tcp")
+        listen = table.require("listen", server_endpoint)
+        pool = table.require("pool", string)
+        if name is not None:
+            if name in first_use:
+                table.report(
+                    "name",
+                    f"duplicate listener name {name!r}, also used by "
+                    f"listeners[{first_use[name]}]",
+                )
+            else:
+                first_use[name] = index
+        if pool is not None:
+            _check_listener_pool(table, pool, protocol, pools)
+        if name is not None and listen is not None and pool is not None:
+            listeners.append(ListenerConfig(name, listen, pool, protocol))
+    return listeners
+
+
+def _check_listener_pool(
+    table: Table, name: str, protocol: str, pools: Mapping[str, PoolConfig | None]
+) -> None:
+    if name not in pools:
+        hint = did_you_mean(name, pools) or (
+            f"pools are {quoted(pools)}" if pools else ""
+        )
+        table.report("pool", f"no pool named {name!r}" + (f"; {hint}" if hint else ""))
+        return
+    pool = pools[name]
+    if pool and protocol == "tcp" and pool.hash_key.startswith("header:"):
+        table.report(
+            "pool",
+            f"pool {name!r} hashes on {pool.hash_key!r}, "
+            "but a tcp listener cannot see headers",
+        )

@@ -1,0 +1,171 @@
+"""Builds the running proxy from a L{Config}: registry, health monitors and
+listeners, under one L{MultiService}."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from twisted.application.service import MultiService, Service
+from twisted.internet.defer import Deferred
+from twisted.internet.endpoints import serverFromString
+from twisted.internet.interfaces import IListeningPort, IReactorTime
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from rproxy.backends import Backend, Pool, Registry
+from rproxy.balancing import make_balancer
+from rproxy.config import Config, HealthConfig, PoolConfig
+from rproxy.health import HealthMonitor, HTTPCheck, TCPCheck
+from rproxy.interfaces import IHealthCheck
+from rproxy.tcp import TCPProxyFactory
+
+log = Logger(namespace="rproxy.service")
+
+
+def build_pool(config: PoolConfig, clock: IReactorTime) -> Pool:
+    """
+    A L{Pool} with the backends, balancer and thresholds of C{config}.
+    """
+    backends = [
+        Backend(
+            b.host,
+            b.port,
+            name=b.name,
+            weight=b.weight,
+            max_connections=b.max_connections,
+            backup=b.backup,
+        )
+        for b in config.backends
+    ]
+    return Pool(
+        config.name,
+        backends,
+        make_balancer(config.balance),
+        rise=config.health.rise,
+        fall=config.health.fall,
+        connect_tries=config.connect_tries,
+    )
+
+
+def build_check(reactor: Any, health: HealthConfig) -> IHealthCheck | None:
+    """
+    The active check C{health} asks for, or None for C{check = "none"}.
+    """
+    if health.check == "tcp":
+        return TCPCheck(reactor, port=health.port, timeout=health.timeout)
+    if health.check == "http":
+        return HTTPCheck(
+            reactor,
+            path=health.path,
+            expect_status=health.expect_status,
+            host=health.host,
+            port=health.port,
+            timeout=health.timeout,
+        )
+    return None
+
+
+class ListenerService(Service):
+    """
+    Listens on a server endpoint with a proxy factory.  Stopping it stops
+    listening at once, then gives open connections C{grace} seconds to
+    finish before dropping them.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        description: str,
+        factory: TCPProxyFactory,
+        reactor: Any,
+        grace: float,
+    ):
+        self.name = name
+        self.description = description
+        self.factory = factory
+        self.grace = grace
+        self._reactor = reactor
+        self.port: IListeningPort | None = None
+
+    def privilegedStartService(self) -> None:
+        super().privilegedStartService()
+        endpoint = serverFromString(self._reactor, self.description)
+        listening: Deferred[IListeningPort] = endpoint.listen(self.factory)
+        result: list[IListeningPort | Failure] = []
+        listening.addBoth(result.append)
+        if not result:
+            raise RuntimeError(f"listener {self.name}: {self.description} did not bind")
+        outcome = result[0]
+        if isinstance(outcome, Failure):
+            raise SystemExit(
+                f"rproxy: listener {self.name!r} cannot listen on "
+                f"{self.description!r}: {outcome.getErrorMessage()}"
+            )
+        self.port = outcome
+        log.info(
+            "listener {listener} on {address} for pool {pool}",
+            listener=self.name,
+            address=self.description,
+            pool=self.factory.pool.name,
+        )
+
+    def startService(self) -> None:
+        if self.port is None:
+            self.privilegedStartService()
+        super().startService()
+
+    def stopService(self) -> Deferred[None]:
+        super().stopService()
+        port, self.port = self.port, None
+        stopped: Deferred[Any] = Deferred()
+        stopped.callback(None)
+        if port is not None:
+            stopped = Deferred.fromCoroutine(_stop_listening(port))
+        tracker = self.factory.connections
+        return stopped.addCallback(lambda _: tracker.drain(self.grace, self._reactor))
+
+
+async def _stop_listening(port: IListeningPort) -> None:
+    await port.stopListening()  # type: ignore[misc]
+
+
+class ProxyService(MultiService):
+    """
+    The whole proxy for one L{Config}: one health monitor per pool, one
+    listener per listener, sharing one L{Registry}.
+    """
+
+    def __init__(self, config: Config, reactor: Any):
+        super().__init__()
+        self.config = config
+        self.registry = Registry()
+        self.monitors: dict[str, HealthMonitor] = {}
+        self.listeners: dict[str, ListenerService] = {}
+        for pool_config in config.pools:
+            pool = build_pool(pool_config, reactor)
+            self.registry.add(pool)
+            monitor = HealthMonitor(
+                pool,
+                build_check(reactor, pool_config.health),
+                reactor,
+                interval=pool_config.health.interval,
+                timeout=pool_config.health.timeout,
+            )
+            monitor.setName(f"health:{pool.name}")
+            monitor.setServiceParent(self)
+            self.monitors[pool.name] = monitor
+        for listener in config.listeners:
+            pool_config = config.pool(listener.pool)
+            factory = TCPProxyFactory(
+                self.registry.get(listener.pool),
+                reactor,
+                listener=listener.name,
+                connect_timeout=pool_config.timeouts.connect,
+                idle_timeout=pool_config.timeouts.idle,
+            )
+            service = ListenerService(
+                listener.name, listener.listen, factory, reactor, config.shutdown_grace
+            )
+            service.setName(f"listener:{listener.name}")
+            service.setServiceParent(self)
+            self.listeners[listener.name] = service

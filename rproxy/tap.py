@@ -1,0 +1,61 @@
+"""The twistd plugin's options and service maker: ``twistd -n rproxy --config FILE``."""
+
+from __future__ import annotations
+
+from twisted.application.service import IService, MultiService
+from twisted.python import usage
+
+from rproxy.config import Config, ConfigError, load_config
+
+
+class Options(usage.Options):
+    """
+    Command-line options of ``twistd rproxy``.
+    """
+
+    synopsis = "--config FILE [--demo-backends]"
+    longdesc = (
+        "Run rproxy, a reverse proxy and load balancer, with the listeners and "
+        "pools of a TOML config file. A config with errors is refused with "
+        "every problem listed."
+    )
+    optParameters = [
+        ["config", "c", None, "The TOML config file."],
+    ]
+    optFlags = [
+        [
+            "demo-backends",
+            None,
+            "Also run an echo server on each loopback backend address of the "
+            "config, for trying rproxy out with nothing else running.",
+        ],
+    ]
+
+    config: Config
+
+    def postOptions(self) -> None:
+        if not self["config"]:
+            raise usage.UsageError("--config FILE is required")
+        try:
+            self.config = load_config(self["config"])
+        except ConfigError as error:
+            raise SystemExit(
+                f"rproxy: not starting, the config has errors:\n{error}"
+            ) from None
+
+
+def makeService(options: Options) -> IService:
+    """
+    Build the proxy service for the parsed options.
+    """
+    from twisted.internet import reactor
+
+    from rproxy.service import ProxyService
+
+    top = MultiService()
+    if options["demo-backends"]:
+        from rproxy.demo import demo_backends
+
+        demo_backends(options.config, reactor).setServiceParent(top)
+    ProxyService(options.config, reactor).setServiceParent(top)
+    return top

@@ -1,0 +1,754 @@
+"""Tests for rproxy.config: TOML files in, a validated frozen model out."""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+
+import attrs
+import pytest
+
+from rproxy.config import (
+    BALANCE_NAMES,
+    CHECK_KINDS,
+    PROTOCOLS,
+    BackendConfig,
+    Config,
+    ConfigError,
+    HealthConfig,
+    ListenerConfig,
+    PoolConfig,
+    Timeouts,
+    load_config,
+    parse_config,
+)
+
+EXAMPLE = Path(__file__).parent / "configs" / "example.toml"
+
+POOL = """
+[pools.db]
+backends = ["127.0.0.1:5433"]
+"""
+
+POOL_BACKENDS = 'backends = ["127.0.0.1:5433"]'
+
+LISTENER = """
+[[listeners]]
+name = "front"
+listen = "tcp:6432"
+pool = "db"
+"""
+
+
+def parse(text: str) -> Config:
+    return parse_config(tomllib.loads(text), "c.toml")
+
+
+def errors(text: str) -> list[str]:
+    """
+    The problems C{parse_config} reports for the TOML C{text}.
+    """
+    with pytest.raises(ConfigError) as info:
+        parse(text)
+    return info.value.errors
+
+
+def pool_errors(pool_body: str, tail: str = "") -> list[str]:
+    """
+    The problems reported for a pool C{db} with C{pool_body}, then C{tail}
+    (sub-tables of the pool), then one listener using it.
+    """
+    return errors("[pools.db]\n" + pool_body + "\n" + tail + LISTENER)
+
+
+# Valid configs --------------------------------------------------------------
+
+
+def test_example_file_parses_to_the_expected_model() -> None:
+    """
+    The documented example loads with shorthand backends, IPv6, hostnames,
+    defaults filled in and pool timeouts merged over the global ones.
+    """
+    config = load_config(EXAMPLE)
+    assert config == Config(
+        source=str(EXAMPLE),
+        pools=(
+            PoolConfig(
+                name="db",
+                balance="least_conn",
+                connect_tries=2,
+                backends=(
+                    BackendConfig(
+                        "127.0.0.1:5433", "127.0.0.1", 5433, "127.0.0.1:5433"
+                    ),
+                    BackendConfig(
+                        "127.0.0.1:5434",
+                        "127.0.0.1",
+                        5434,
+                        "127.0.0.1:5434",
+                        weight=3,
+                        max_connections=100,
+                    ),
+                    BackendConfig(
+                        "127.0.0.1:5435", "127.0.0.1", 5435, "spare", backup=True
+                    ),
+                    BackendConfig("[::1]:5436", "::1", 5436, "[::1]:5436"),
+                    BackendConfig(
+                        "db.internal:5437", "db.internal", 5437, "db.internal:5437"
+                    ),
+                ),
+                health=HealthConfig(
+                    check="tcp", interval=2.0, timeout=0.5, rise=1, fall=5, port=9000
+                ),
+                timeouts=Timeouts(connect=2.0, idle=600.0),
+            ),
+            PoolConfig(
+                name="web",
+                balance="hash",
+                backends=(
+                    BackendConfig("10.0.0.1:8080", "10.0.0.1", 8080, "10.0.0.1:8080"),
+                ),
+                health=HealthConfig(
+                    check="http",
+                    path="/healthz",
+                    expect_status=(200, 299),
+                    host="web.example",
+                ),
+                timeouts=Timeouts(connect=4.0, idle=600.0),
+            ),
+        ),
+        listeners=(
+            ListenerConfig(
+                "postgres", "tcp:6432:interface=127.0.0.1", "db", protocol="tcp"
+            ),
+            ListenerConfig("web", "tcp:8080", "web"),
+        ),
+        timeouts=Timeouts(connect=4.0, idle=600.0),
+        shutdown_grace=0.0,
+    )
+
+
+def test_minimal_config_gets_the_documented_defaults() -> None:
+    """
+    A pool with only backends and one listener gets every stated default.
+    """
+    config = parse(POOL + LISTENER)
+    assert config.timeouts == Timeouts(connect=5.0, idle=300.0)
+    assert config.shutdown_grace == 10.0
+    assert config.pool("db") == PoolConfig(
+        name="db",
+        backends=(
+            BackendConfig("127.0.0.1:5433", "127.0.0.1", 5433, "127.0.0.1:5433"),
+        ),
+        balance="round_robin",
+        hash_key="client_ip",
+        health=HealthConfig(
+            check="tcp",
+            interval=2.0,
+            timeout=1.0,
+            rise=2,
+            fall=3,
+            path="/",
+            expect_status=(200, 399),
+            host=None,
+            port=None,
+        ),
+        timeouts=Timeouts(connect=5.0, idle=300.0),
+        connect_tries=3,
+    )
+    assert config.listeners == (ListenerConfig("front", "tcp:6432", "db", "tcp"),)
+
+
+def test_pool_timeouts_override_global_ones_key_by_key() -> None:
+    """
+    A key in [pools.X.timeouts] wins; a key missing there comes from
+    [timeouts].
+    """
+    config = parse(
+        POOL + "[pools.db.timeouts]\nidle = 30\n"
+        "[timeouts]\nconnect = 7\nidle = 100\n" + LISTENER
+    )
+    assert config.pool("db").timeouts == Timeouts(connect=7.0, idle=30.0)
+    assert config.timeouts == Timeouts(connect=7.0, idle=100.0)
+
+
+def test_integers_are_accepted_where_seconds_are_expected() -> None:
+    """
+    C{interval = 2} reads as the float 2.0.
+    """
+    config = parse(POOL + "[pools.db.health]\ninterval = 2\n" + LISTENER)
+    interval = config.pool("db").health.interval
+    assert interval == 2.0
+    assert isinstance(interval, float)
+
+
+@pytest.mark.parametrize(
+    ("written", "expected"),
+    [("200", (200, 200)), ("200-399", (200, 399)), (" 204 - 204 ", (204, 204))],
+)
+def test_expect_status_accepts_a_code_or_a_range(
+    written: str, expected: tuple[int, int]
+) -> None:
+    """
+    C{expect_status} is a string status, a string range, or (below) an integer.
+    """
+    config = parse(
+        POOL + f'[pools.db.health]\nexpect_status = "{written}"\n' + LISTENER
+    )
+    assert config.pool("db").health.expect_status == expected
+
+
+def test_expect_status_accepts_an_integer() -> None:
+    """
+    C{expect_status = 204} means exactly 204.
+    """
+    config = parse(POOL + "[pools.db.health]\nexpect_status = 204\n" + LISTENER)
+    assert config.pool("db").health.expect_status == (204, 204)
+
+
+def test_header_hash_key_is_accepted_on_a_pool() -> None:
+    """
+    C{hash_key = "header:X-User"} is valid where no tcp listener uses the pool.
+    """
+    config = parse(
+        POOL + '[pools.api]\nbalance = "hash"\nhash_key = "header:X-User"\n'
+        'backends = ["10.0.0.1:80"]\n' + LISTENER
+    )
+    assert config.pool("api").hash_key == "header:X-User"
+
+
+def test_config_pool_raises_key_error_for_an_unknown_name() -> None:
+    """
+    C{Config.pool} finds pools by name and raises KeyError otherwise.
+    """
+    config = parse(POOL + LISTENER)
+    assert config.pool("db").name == "db"
+    with pytest.raises(KeyError):
+        config.pool("nope")
+
+
+def test_model_is_frozen() -> None:
+    """
+    Config objects cannot be changed after parsing.
+    """
+    config = parse(POOL + LISTENER)
+    with pytest.raises(attrs.exceptions.FrozenInstanceError):
+        config.shutdown_grace = 1.0  # type: ignore[misc]
+
+
+def test_model_validators_reject_bad_values_built_in_code() -> None:
+    """
+    Embedders building the model directly get the same rules, one at a time.
+    """
+    with pytest.raises(ValueError):
+        PoolConfig(name="p", backends=(), balance="fastest")
+    with pytest.raises(ValueError):
+        Timeouts(connect=0)
+    with pytest.raises(ValueError):
+        HealthConfig(expect_status=(400, 200))
+
+
+def test_choice_constants_are_tuples() -> None:
+    """
+    The allowed names are exported as tuples, in documentation order.
+    """
+    assert PROTOCOLS == ("tcp",)
+    assert BALANCE_NAMES == ("round_robin", "weighted", "least_conn", "random2", "hash")
+    assert CHECK_KINDS == ("tcp", "http", "none")
+
+
+# One kind of problem per test -----------------------------------------------
+
+
+def test_wrong_type_is_reported() -> None:
+    """
+    A string where a number belongs is reported with the value as written.
+    """
+    assert pool_errors('backends = [{ address = "127.0.0.1:1", weight = "3" }]') == [
+        "c.toml: pools.db.backends[0].weight: must be a positive integer, got '3'"
+    ]
+
+
+def test_boolean_is_not_an_integer() -> None:
+    """
+    C{weight = true} is an error although bool is an int in Python.
+    """
+    assert pool_errors('backends = [{ address = "127.0.0.1:1", weight = true }]') == [
+        "c.toml: pools.db.backends[0].weight: must be a positive integer, got true"
+    ]
+
+
+def test_string_where_seconds_expected_is_reported() -> None:
+    """
+    C{connect = "5"} is not a number.
+    """
+    assert errors(POOL + '[timeouts]\nconnect = "5"\n' + LISTENER) == [
+        "c.toml: timeouts.connect: must be a positive number, got '5'"
+    ]
+
+
+def test_non_positive_numbers_are_reported() -> None:
+    """
+    Weights, limits, tries, thresholds and durations must be above zero.
+    """
+    assert pool_errors(
+        "connect_tries = 0\n"
+        'backends = [{ address = "127.0.0.1:1", weight = -2, max_connections = 0 }]',
+        "[pools.db.health]\ninterval = 0\nrise = 0\nfall = -1\n"
+        "[pools.db.timeouts]\nidle = -1.5\n",
+    ) == [
+        "c.toml: pools.db.connect_tries: must be a positive integer, got 0",
+        "c.toml: pools.db.backends[0].weight: must be a positive integer, got -2",
+        "c.toml: pools.db.backends[0].max_connections: "
+        "must be a positive integer, got 0",
+        "c.toml: pools.db.health.interval: must be a positive number, got 0",
+        "c.toml: pools.db.health.rise: must be a positive integer, got 0",
+        "c.toml: pools.db.health.fall: must be a positive integer, got -1",
+        "c.toml: pools.db.timeouts.idle: must be a positive number, got -1.5",
+    ]
+
+
+def test_health_timeout_must_be_positive() -> None:
+    """
+    A zero probe timeout is reported.
+    """
+    assert pool_errors(POOL_BACKENDS, "[pools.db.health]\ntimeout = 0\n") == [
+        "c.toml: pools.db.health.timeout: must be a positive number, got 0"
+    ]
+
+
+def test_infinite_seconds_are_reported() -> None:
+    """
+    TOML's C{inf} and C{nan} are not durations.
+    """
+    assert pool_errors(POOL_BACKENDS, "[pools.db.health]\ninterval = inf\n") == [
+        "c.toml: pools.db.health.interval: must be a positive number, got inf"
+    ]
+
+
+def test_negative_shutdown_grace_is_reported() -> None:
+    """
+    C{grace} may be zero but not negative.
+    """
+    assert errors(POOL + "[shutdown]\ngrace = -1\n" + LISTENER) == [
+        "c.toml: shutdown.grace: must be a number >= 0, got -1"
+    ]
+
+
+def test_unknown_key_suggests_the_closest_known_key() -> None:
+    """
+    A misspelt key is reported with "did you mean".
+    """
+    assert pool_errors('balanse = "hash"\n' + POOL_BACKENDS) == [
+        "c.toml: pools.db.balanse: unknown key, did you mean 'balance'?"
+    ]
+
+
+def test_unknown_key_lists_known_keys_when_none_is_close() -> None:
+    """
+    An unknown key with no close match lists the keys the table accepts.
+    """
+    assert pool_errors(POOL_BACKENDS, "[pools.db.timeouts]\nzzz = 1\n") == [
+        "c.toml: pools.db.timeouts.zzz: unknown key; known keys are 'connect', 'idle'"
+    ]
+
+
+def test_unknown_keys_are_found_at_every_level() -> None:
+    """
+    Top-level, backend and listener tables are all checked for unknown keys.
+    """
+    assert errors(
+        'listner = 1\n[pools.db]\nbackends = [{ address = "h:1", wieght = 2 }]\n'
+        + LISTENER
+        + 'poool = "db"\n'
+    ) == [
+        "c.toml: listner: unknown key, did you mean 'listeners'?",
+        "c.toml: pools.db.backends[0].wieght: unknown key, did you mean 'weight'?",
+        "c.toml: listeners[0].poool: unknown key, did you mean 'pool'?",
+    ]
+
+
+def test_unknown_balance_lists_the_allowed_names() -> None:
+    """
+    An unknown C{balance} names every strategy, and the closest one.
+    """
+    assert pool_errors('balance = "least_con"\n' + POOL_BACKENDS) == [
+        "c.toml: pools.db.balance: must be one of 'round_robin', 'weighted', "
+        "'least_conn', 'random2', 'hash', got 'least_con'; did you mean 'least_conn'?"
+    ]
+
+
+def test_unknown_check_kind_lists_the_allowed_kinds() -> None:
+    """
+    An unknown C{check} names every kind of health check.
+    """
+    assert pool_errors(POOL_BACKENDS, '[pools.db.health]\ncheck = "ping"\n') == [
+        "c.toml: pools.db.health.check: must be one of 'tcp', 'http', 'none', "
+        "got 'ping'"
+    ]
+
+
+def test_unknown_protocol_lists_the_allowed_protocols() -> None:
+    """
+    A listener protocol not yet supported is reported.
+    """
+    assert errors(POOL + LISTENER + 'protocol = "http"\n') == [
+        "c.toml: listeners[0].protocol: must be one of 'tcp', got 'http'"
+    ]
+
+
+@pytest.mark.parametrize(
+    ("address", "problem"),
+    [
+        ("localhost", "expected 'host:port', got 'localhost'"),
+        ("::1:80", "write an IPv6 address as '[::1]:port'"),
+        ("[::1]80", "expected '[ipv6]:port', got '[::1]80'"),
+        ("h:0", "port must be 1-65535, got '0'"),
+    ],
+)
+def test_bad_address_is_reported_with_parse_address_message(
+    address: str, problem: str
+) -> None:
+    """
+    A backend address that cannot be split into host and port is reported.
+    """
+    assert pool_errors(f'backends = ["127.0.0.1:1", "{address}"]') == [
+        f"c.toml: pools.db.backends[1].address: {problem}"
+    ]
+
+
+def test_backend_must_be_an_address_or_a_table() -> None:
+    """
+    A backend written as a number is reported.
+    """
+    assert pool_errors("backends = [5433]") == [
+        "c.toml: pools.db.backends[0]: must be an address string or a table, got 5433"
+    ]
+
+
+def test_backend_table_needs_an_address() -> None:
+    """
+    A backend table without C{address} is reported.
+    """
+    assert pool_errors('backends = [{ name = "a" }]') == [
+        "c.toml: pools.db.backends[0].address: missing required key"
+    ]
+
+
+def test_duplicate_backend_names_are_reported() -> None:
+    """
+    Two backends with one name in a pool are reported, defaulted names too.
+    """
+    assert pool_errors(
+        'backends = ["h:1", { address = "h:2", name = "h:1" }, "h:3", "h:3"]'
+    ) == [
+        "c.toml: pools.db.backends[1]: duplicate backend name 'h:1', also used "
+        "by backends[0]; give one a distinct name",
+        "c.toml: pools.db.backends[3]: duplicate backend name 'h:3', also used "
+        "by backends[2]; give one a distinct name",
+    ]
+
+
+def test_pool_with_empty_backends_is_reported() -> None:
+    """
+    C{backends = []} is reported.
+    """
+    assert pool_errors("backends = []") == [
+        "c.toml: pools.db.backends: is empty: a pool needs at least one backend"
+    ]
+
+
+def test_pool_without_backends_is_reported() -> None:
+    """
+    A pool with no C{backends} key is reported.
+    """
+    assert pool_errors('balance = "random2"') == [
+        "c.toml: pools.db.backends: missing: a pool needs at least one backend"
+    ]
+
+
+def test_backends_must_be_an_array() -> None:
+    """
+    C{backends = "h:1"} is not an array.
+    """
+    assert pool_errors('backends = "h:1"') == [
+        "c.toml: pools.db.backends: must be an array, got 'h:1'"
+    ]
+
+
+def test_missing_listeners_are_reported() -> None:
+    """
+    A config with no listener is reported.
+    """
+    assert errors(POOL) == [
+        "c.toml: listeners: missing: define at least one [[listeners]]"
+    ]
+
+
+def test_empty_listeners_are_reported() -> None:
+    """
+    C{listeners = []} is reported.
+    """
+    assert errors("listeners = []\n" + POOL) == [
+        "c.toml: listeners: is empty: define at least one [[listeners]]"
+    ]
+
+
+def test_listener_must_be_a_table() -> None:
+    """
+    A listener written as a string is reported.
+    """
+    assert errors('listeners = ["tcp:80"]\n' + POOL) == [
+        "c.toml: listeners[0]: must be a table, got 'tcp:80'"
+    ]
+
+
+def test_duplicate_listener_names_are_reported() -> None:
+    """
+    Two listeners with one name are reported.
+    """
+    second = LISTENER.replace("6432", "6433")
+    assert errors(POOL + LISTENER + second) == [
+        "c.toml: listeners[1].name: duplicate listener name 'front', also used by "
+        "listeners[0]"
+    ]
+
+
+def test_listener_missing_required_keys_are_reported() -> None:
+    """
+    A listener without name, listen or pool reports each missing key.
+    """
+    assert errors(POOL + '[[listeners]]\nprotocol = "tcp"\n') == [
+        "c.toml: listeners[0].name: missing required key",
+        "c.toml: listeners[0].listen: missing required key",
+        "c.toml: listeners[0].pool: missing required key",
+    ]
+
+
+def test_listener_naming_a_missing_pool_suggests_a_close_one() -> None:
+    """
+    A misspelt pool name is reported with "did you mean".
+    """
+    assert errors(POOL + LISTENER.replace('"db"', '"dbb"')) == [
+        "c.toml: listeners[0].pool: no pool named 'dbb'; did you mean 'db'?"
+    ]
+
+
+def test_listener_naming_a_missing_pool_lists_the_pools() -> None:
+    """
+    With no close match, the pools that exist are listed.
+    """
+    assert errors(POOL + LISTENER.replace('"db"', '"zzz"')) == [
+        "c.toml: listeners[0].pool: no pool named 'zzz'; pools are 'db'"
+    ]
+
+
+def test_listener_naming_a_broken_pool_reports_only_the_pool() -> None:
+    """
+    A pool with problems still exists: its listeners are not reported.
+    """
+    assert errors("[pools.db]\nbackends = []\n" + LISTENER) == [
+        "c.toml: pools.db.backends: is empty: a pool needs at least one backend"
+    ]
+
+
+@pytest.mark.parametrize(
+    ("listen", "problem"),
+    [
+        ("foo:1", "Unknown endpoint type: 'foo'"),
+        ("tcp:abc", "invalid literal for int() with base 10: 'abc'"),
+    ],
+)
+def test_listen_string_twisted_cannot_parse_is_reported(
+    listen: str, problem: str
+) -> None:
+    """
+    The exception text from serverFromString is reported.
+    """
+    assert errors(POOL + LISTENER.replace('"tcp:6432"', f'"{listen}"')) == [
+        f"c.toml: listeners[0].listen: invalid endpoint {listen!r}: {problem}"
+    ]
+
+
+@pytest.mark.parametrize(
+    ("written", "problem"),
+    [
+        ('"600"', "status codes must be 100-599, got '600'"),
+        ("99", "status codes must be 100-599, got 99"),
+        ('"200-700"', "status codes must be 100-599, got '200-700'"),
+        ('"400-200"', "range start 400 is above its end 200"),
+        ('"2xx"', "must be a status (200) or a range ('200-399'), got '2xx'"),
+        ("true", "must be a status (200) or a range ('200-399'), got true"),
+    ],
+)
+def test_bad_expect_status_is_reported(written: str, problem: str) -> None:
+    """
+    Statuses outside 100-599, inverted ranges and other forms are reported.
+    """
+    assert pool_errors(
+        POOL_BACKENDS, f"[pools.db.health]\nexpect_status = {written}\n"
+    ) == [f"c.toml: pools.db.health.expect_status: {problem}"]
+
+
+@pytest.mark.parametrize("hash_key", ["cookie:id", "header:", "header:X User"])
+def test_bad_hash_key_is_reported(hash_key: str) -> None:
+    """
+    C{hash_key} is C{client_ip} or C{header:} and a header name.
+    """
+    assert pool_errors(f'hash_key = "{hash_key}"\n' + POOL_BACKENDS) == [
+        "c.toml: pools.db.hash_key: must be 'client_ip' or 'header:NAME' with "
+        f"NAME a header name, got {hash_key!r}"
+    ]
+
+
+def test_tcp_listener_cannot_use_a_pool_hashing_on_a_header() -> None:
+    """
+    TCP has no headers, so a tcp listener on a header-hashed pool is reported.
+    """
+    assert pool_errors('hash_key = "header:X-User"\n' + POOL_BACKENDS) == [
+        "c.toml: listeners[0].pool: pool 'db' hashes on 'header:X-User', but a "
+        "tcp listener cannot see headers"
+    ]
+
+
+def test_health_port_out_of_range_is_reported() -> None:
+    """
+    A probe port must be 1-65535.
+    """
+    assert pool_errors(POOL_BACKENDS, "[pools.db.health]\nport = 70000\n") == [
+        "c.toml: pools.db.health.port: must be a port number 1-65535, got 70000"
+    ]
+
+
+def test_health_path_must_start_with_a_slash() -> None:
+    """
+    An HTTP check path is absolute.
+    """
+    assert pool_errors(
+        POOL_BACKENDS, '[pools.db.health]\ncheck = "http"\npath = "healthz"\n'
+    ) == [
+        "c.toml: pools.db.health.path: must be a path starting with '/', got 'healthz'"
+    ]
+
+
+def test_missing_pools_are_reported() -> None:
+    """
+    A config without [pools] is reported.
+    """
+    assert errors(LISTENER) == [
+        "c.toml: pools: missing: define at least one pool, as [pools.NAME]",
+        "c.toml: listeners[0].pool: no pool named 'db'",
+    ]
+
+
+def test_empty_pools_are_reported() -> None:
+    """
+    An empty [pools] table is reported.
+    """
+    assert errors("pools = {}\n" + LISTENER) == [
+        "c.toml: pools: is empty: define at least one pool, as [pools.NAME]",
+        "c.toml: listeners[0].pool: no pool named 'db'",
+    ]
+
+
+def test_sections_must_be_tables() -> None:
+    """
+    A pool, [timeouts] or [shutdown] written as a value is reported.
+    """
+    assert errors("timeouts = 5\nshutdown = true\n[pools]\ndb = 1\n" + LISTENER) == [
+        "c.toml: timeouts: must be a table, got 5",
+        "c.toml: shutdown: must be a table, got true",
+        "c.toml: pools.db: must be a table, got 1",
+    ]
+
+
+def test_odd_pool_names_are_quoted_in_key_paths() -> None:
+    """
+    A pool name that is not a bare TOML key is quoted in the path.
+    """
+    assert errors('[pools."a.b"]\nbackends = [{ address = "h:1", weight = 0 }]\n') == [
+        'c.toml: pools."a.b".backends[0].weight: must be a positive integer, got 0',
+        "c.toml: listeners: missing: define at least one [[listeners]]",
+    ]
+
+
+def test_several_problems_are_reported_at_once() -> None:
+    """
+    Every problem in the file is reported, in file order, in one error.
+    """
+    assert errors(
+        "[pools.db]\n"
+        'balance = "fastest"\n'
+        'backends = ["nohost", { address = "h:1", weight = 0 }]\n'
+        "[pools.db.health]\nrise = 0\n"
+        "[[listeners]]\n"
+        'name = "front"\nlisten = "tcp:6432"\npool = "web"\n'
+    ) == [
+        "c.toml: pools.db.balance: must be one of 'round_robin', 'weighted', "
+        "'least_conn', 'random2', 'hash', got 'fastest'",
+        "c.toml: pools.db.backends[0].address: expected 'host:port', got 'nohost'",
+        "c.toml: pools.db.backends[1].weight: must be a positive integer, got 0",
+        "c.toml: pools.db.health.rise: must be a positive integer, got 0",
+        "c.toml: listeners[0].pool: no pool named 'web'; pools are 'db'",
+    ]
+
+
+# Reading files --------------------------------------------------------------
+
+
+def test_load_config_reports_a_missing_file(tmp_path: Path) -> None:
+    """
+    An unreadable file is one problem naming the file and the OS reason.
+    """
+    path = tmp_path / "missing.toml"
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert info.value.errors == [f"{path}: cannot read: No such file or directory"]
+
+
+def test_load_config_reports_broken_toml_with_line_and_column(
+    tmp_path: Path,
+) -> None:
+    """
+    A TOML syntax error is reported with tomllib's line and column.
+    """
+    path = tmp_path / "broken.toml"
+    path.write_text("[pools.db]\nbalance = round_robin\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert info.value.errors == [
+        f"{path}: invalid TOML: Invalid value (at line 2, column 11)"
+    ]
+
+
+def test_load_config_reports_a_file_that_is_not_utf8(tmp_path: Path) -> None:
+    """
+    TOML is UTF-8; other bytes are reported as invalid TOML.
+    """
+    path = tmp_path / "latin1.toml"
+    path.write_bytes(b'name = "caf\xe9"\n')
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert info.value.errors == [f"{path}: invalid TOML: not UTF-8 (byte 11)"]
+
+
+def test_load_config_names_the_file_in_validation_problems(tmp_path: Path) -> None:
+    """
+    Problems found after parsing name the file as given.
+    """
+    path = tmp_path / "c.toml"
+    path.write_text(POOL)
+    with pytest.raises(ConfigError) as info:
+        load_config(str(path))
+    assert info.value.errors == [
+        f"{path}: listeners: missing: define at least one [[listeners]]"
+    ]
+
+
+def test_config_error_str_is_the_problems_one_per_line() -> None:
+    """
+    C{str(ConfigError)} joins the problem lines with newlines.
+    """
+    error = ConfigError(["a.toml: x: bad", "a.toml: y: worse"])
+    assert str(error) == "a.toml: x: bad\na.toml: y: worse"
+    assert error.errors == ["a.toml: x: bad", "a.toml: y: worse"]
