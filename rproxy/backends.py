@@ -114,6 +114,7 @@ class Backend:
     #: the result of the last active check: None before the first one.
     last_check_ok: bool | None = None
     last_check_at: float | None = None
+    last_check_duration: float | None = None
 
     def __attrs_post_init__(self) -> None:
         if not self.name:

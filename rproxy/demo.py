@@ -9,12 +9,14 @@ from typing import Any
 from twisted.application.internet import StreamServerEndpointService
 from twisted.application.service import MultiService
 from twisted.internet.endpoints import TCP4ServerEndpoint, TCP6ServerEndpoint
-from twisted.internet.interfaces import IAddress
+from twisted.internet.interfaces import IAddress, IHalfCloseableProtocol
 from twisted.internet.protocol import Factory, Protocol
+from zope.interface import implementer
 
 from rproxy.config import Config
 
 
+@implementer(IHalfCloseableProtocol)
 class _Echo(Protocol):
     def __init__(self, name: str):
         self.name = name
@@ -26,6 +28,13 @@ class _Echo(Protocol):
 
     def dataReceived(self, data: bytes) -> None:
         self.transport.write(data)  # type: ignore[union-attr]
+
+    def readConnectionLost(self) -> None:
+        # The client has finished sending: answer what is left, then close.
+        self.transport.loseConnection()  # type: ignore[union-attr]
+
+    def writeConnectionLost(self) -> None:
+        pass
 
 
 class _EchoFactory(Factory):

@@ -108,6 +108,8 @@ class _Probe(Protocol):
 
 
 class _ProbeFactory(Factory):
+    noisy = False
+
     def __init__(self, request: bytes | None, judge: Callable[[bytes], None] | None):
         self._request = request
         self._judge = judge
@@ -308,11 +310,7 @@ class HealthMonitor(Service):
 
         def done(_: None) -> None:
             self._in_flight.pop(backend, None)
-            log.debug(
-                "checked {backend} in {duration:.3f}s",
-                backend=backend.name,
-                duration=self._clock.seconds() - started,
-            )
+            backend.last_check_duration = self._clock.seconds() - started
 
         checking.addCallbacks(passed, failed).addCallback(done)
         return checking

@@ -80,7 +80,7 @@ class ListenerService(Service):
         reactor: Any,
         grace: float,
     ):
-        self.name = name
+        self.listener = name
         self.description = description
         self.factory = factory
         self.grace = grace
@@ -94,18 +94,20 @@ class ListenerService(Service):
         result: list[IListeningPort | Failure] = []
         listening.addBoth(result.append)
         if not result:
-            raise RuntimeError(f"listener {self.name}: {self.description} did not bind")
+            raise RuntimeError(f"listener {self.listener}: {self.description} did not bind")
         outcome = result[0]
         if isinstance(outcome, Failure):
             raise SystemExit(
-                f"rproxy: listener {self.name!r} cannot listen on "
+                f"rproxy: listener {self.listener!r} cannot listen on "
                 f"{self.description!r}: {outcome.getErrorMessage()}"
             )
         self.port = outcome
+        host = outcome.getHost()
         log.info(
-            "listener {listener} on {address} for pool {pool}",
-            listener=self.name,
+            "listener {listener} on {address} ({bound}) for pool {pool}",
+            listener=self.listener,
             address=self.description,
+            bound=f"{getattr(host, 'host', '')}:{getattr(host, 'port', '')}",
             pool=self.factory.pool.name,
         )
 

@@ -61,6 +61,7 @@ class TCPProxyFactory(Factory):
         connect_tries: int | None = None,
         endpoint_for: EndpointFor | None = None,
     ):
+        self.noisy = False
         self.pool = pool
         self.clock: IReactorTime = reactor
         self.listener = listener
@@ -113,6 +114,8 @@ class _BackendProtocol(Protocol):
 
 
 class _BackendFactory(Factory):
+    noisy = False
+
     def __init__(self, front: TCPFrontProtocol, backend: Backend):
         self._front = front
         self._backend = backend

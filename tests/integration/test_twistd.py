@@ -1,0 +1,246 @@
+"""rproxy as users run it: twistd processes, the CLI and the examples, with
+real backends on 127.0.0.1 (plain sockets in threads)."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import select
+import socket
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+
+from tests.integration.helpers import (
+    ROOT,
+    TWISTD,
+    drain,
+    free_port,
+    proxy,
+    python_env,
+    start_proxy,
+    tcp_config,
+)
+
+MIB = 1 << 20
+
+
+class Source(threading.Thread):
+    """A backend that accepts one connection and sends C{total} bytes,
+    noting when the proxy stops taking them."""
+
+    def __init__(self, total: int) -> None:
+        super().__init__(daemon=True)
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.total = total
+        self.sent = 0
+        self.digest = hashlib.sha256()
+        self.stalled = threading.Event()
+        self.resume = threading.Event()
+        self.sent_at_stall = -1
+
+    def run(self) -> None:
+        conn, _ = self.listener.accept()
+        block = os.urandom(MIB)
+        with conn:
+            conn.setblocking(False)
+            for index in range(self.total // MIB):
+                chunk = index.to_bytes(8, "big") + block[8:]
+                self.digest.update(chunk)
+                view = memoryview(chunk)
+                while view:
+                    if not self.stalled.is_set():
+                        _, writable, _ = select.select([], [conn], [], 2.0)
+                        if not writable:
+                            # Nothing taken for 2 s: the proxy stopped reading.
+                            self.sent_at_stall = self.sent
+                            self.stalled.set()
+                            self.resume.wait(60)
+                            conn.setblocking(True)
+                            continue
+                    try:
+                        n = conn.send(view)
+                    except BlockingIOError:
+                        continue
+                    view = view[n:]
+                    self.sent += n
+            self.stalled.set()
+        self.listener.close()
+
+
+def test_200_mib_through_a_stalled_reader_keeps_memory_flat(tmp_path: Path) -> None:
+    """200 MiB arrive intact while the client at first reads nothing: the
+    proxy stops reading from the backend instead of buffering."""
+    source = Source(200 * MIB)
+    source.start()
+    config = tmp_path / "rproxy.toml"
+    config.write_text(tcp_config([source.port], extra='[pools.p.health]\ncheck = "none"'))
+    with proxy(config) as running:
+        baseline = running.rss_kib()
+        client = socket.create_connection(("127.0.0.1", running.ports["front"]))
+        client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)
+        assert source.stalled.wait(60), "the backend never stalled"
+        stalled_rss = running.rss_kib()
+        assert 0 < source.sent_at_stall < 48 * MIB, source.sent_at_stall
+        source.resume.set()
+        digest = hashlib.sha256()
+        received = 0
+        while chunk := client.recv(16 * 1024):
+            digest.update(chunk)
+            received += len(chunk)
+        client.close()
+        peak = running.rss_kib("VmHWM")
+        running.stop()
+    source.join(30)
+    assert received == 200 * MIB
+    assert digest.hexdigest() == source.digest.hexdigest()
+    assert stalled_rss - baseline < 32 * 1024, (baseline, stalled_rss)
+    assert peak - baseline < 48 * 1024, (baseline, peak)
+
+
+def test_a_bad_config_is_refused_with_every_problem_and_no_traceback(
+    tmp_path: Path,
+) -> None:
+    """twistd rproxy exits non-zero naming file, key and problem."""
+    config = tmp_path / "bad.toml"
+    config.write_text(
+        """
+[pools.db]
+balanse = "round_robin"
+backends = [{ address = "127.0.0.1:5433" }, { address = "127.0.0.1:5434", weight = -2 }]
+[[listeners]]
+name = "x"
+listen = "tcp:6432"
+pool = "dbb"
+"""
+    )
+    result = subprocess.run(
+        [*TWISTD, "-n", "--pidfile=", "rproxy"]
+        + ["--config", str(config)],
+        capture_output=True,
+        text=True,
+        env=python_env(),
+        timeout=60,
+    )
+    assert result.returncode != 0
+    err = result.stderr
+    assert f"{config}: pools.db.balanse: unknown key, did you mean 'balance'?" in err
+    assert f"{config}: pools.db.backends[1].weight: must be a positive integer, got -2" in err
+    assert f"{config}: listeners[0].pool:" in err and "'dbb'" in err
+    assert "Traceback" not in err + result.stdout
+
+
+def test_check_command_exit_codes(tmp_path: Path) -> None:
+    """rproxy check prints a summary and exits 0, or the errors and exits 1."""
+    run = [sys.executable, "-m", "rproxy.cli", "check"]
+    good = subprocess.run(
+        [*run, str(ROOT / "examples" / "tcp.toml")],
+        capture_output=True,
+        text=True,
+        env=python_env(),
+        timeout=60,
+    )
+    assert good.returncode == 0, good.stderr
+    assert good.stdout.strip().endswith("ok: 1 listener, 1 pool, 3 backends")
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[pools.p]\nbackends = ['nohost']\n")
+    result = subprocess.run(
+        [*run, str(bad)], capture_output=True, text=True, env=python_env(), timeout=60
+    )
+    assert result.returncode == 1
+    assert f"{bad}: pools.p.backends[0]" in result.stderr
+    assert f"{bad}: listeners:" in result.stderr
+
+
+def test_sigterm_stops_listening_and_lets_open_connections_finish(
+    tmp_path: Path,
+) -> None:
+    """On SIGTERM new connections are refused while an open one still works,
+    until the grace period ends."""
+    backend = socket.create_server(("127.0.0.1", 0))
+    config = tmp_path / "rproxy.toml"
+    config.write_text(
+        tcp_config([backend.getsockname()[1]], grace=3.0,
+                   extra='[pools.p.health]\ncheck = "none"')
+    )
+    with proxy(config) as running:
+        port = running.ports["front"]
+        client = socket.create_connection(("127.0.0.1", port))
+        conn, _ = backend.accept()
+        running.proc.send_signal(15)
+        running.wait_for(f"(TCP Port {port} Closed)")
+        with pytest.raises(ConnectionRefusedError):
+            socket.create_connection(("127.0.0.1", port))
+        client.sendall(b"still here")
+        assert conn.recv(100) == b"still here"
+        conn.sendall(b"and answered")
+        assert client.recv(100) == b"and answered"
+        # After the grace period the proxy drops the connection (a reset) and
+        # exits.
+        with pytest.raises(ConnectionResetError):
+            drain(client)
+        running.proc.wait(30)
+        output = running.stop()
+        assert running.proc.returncode == 0
+        assert "shutdown" in output
+    conn.close()
+    backend.close()
+
+
+def test_embedding_example_balances_with_no_config(tmp_path: Path) -> None:
+    """examples/embed_tcp.py runs a working load balancer."""
+    backend = socket.create_server(("127.0.0.1", 0))
+    listen = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, str(ROOT / "examples" / "embed_tcp.py"), str(listen),
+         str(backend.getsockname()[1])],
+        stdout=subprocess.PIPE,
+        text=True,
+        env=python_env(),
+    )
+    try:
+        assert proc.stdout is not None
+        assert proc.stdout.readline().strip() == f"listening on 127.0.0.1:{listen}"
+        client = socket.create_connection(("127.0.0.1", listen))
+        conn, _ = backend.accept()
+        client.sendall(b"hi")
+        assert conn.recv(10) == b"hi"
+        conn.sendall(b"there")
+        conn.close()
+        assert drain(client) == b"there"
+        client.close()
+    finally:
+        proc.kill()
+        proc.wait(30)
+        backend.close()
+
+
+def test_quick_start_config_runs_with_demo_backends(tmp_path: Path) -> None:
+    """The README's quick start: examples/tcp.toml with --demo-backends."""
+    text = (ROOT / "examples" / "tcp.toml").read_text()
+    ports = [free_port() for _ in range(3)]
+    for default, port in zip((9001, 9002, 9003), ports, strict=True):
+        text = text.replace(f"127.0.0.1:{default}", f"127.0.0.1:{port}")
+    text = text.replace("tcp:6000:", "tcp:0:")
+    config = tmp_path / "tcp.toml"
+    config.write_text(text)
+    running = start_proxy(config, extra_args=["--demo-backends"])
+    try:
+        replies = []
+        for _ in range(3):
+            client = socket.create_connection(("127.0.0.1", running.ports["echo"]))
+            client.sendall(b"ping\n")
+            client.shutdown(socket.SHUT_WR)
+            replies.append(drain(client))
+            client.close()
+    finally:
+        running.stop()
+    greeted = sorted(r.split(b" ")[2].decode() for r in replies)
+    # weights 1 and 2, the backup idle: one connection to the first, two to
+    # the second.
+    assert greeted == sorted([f"127.0.0.1:{ports[0]}"] + [f"127.0.0.1:{ports[1]}"] * 2)
+    assert all(r.endswith(b"ping\n") for r in replies)
