@@ -313,6 +313,7 @@ class Run:
     gbits: float
     sent_gbits: float
     retransmits: int | None
+    load_cpu_percent: float | None = None
     proxy_cpu_percent: float | None = None
     proxy_idle_rss_kib: int | None = None
     proxy_peak_rss_kib: int | None = None
@@ -331,9 +332,13 @@ class Plan:
 
 
 def iperf3_client(
-    procs: Processes, plan: Plan, port: int
-) -> tuple[float, float, int | None]:
-    """Run the iperf3 client to C{port}: (received, sent) Gbit/s, retransmits."""
+    procs: Processes, plan: Plan, port: int, target: str, round_: int
+) -> Run:
+    """
+    Run the iperf3 client to C{port}.  The run's C{load_cpu_percent} is the
+    iperf3 client's plus the server's CPU use: near 100 means the load
+    generator's CPU, not the proxy, was the limit.
+    """
     argv = [
         "iperf3",
         "-c",
@@ -366,9 +371,15 @@ def iperf3_client(
     if "error" in report:
         raise BenchError(f"iperf3: {report['error']}")
     end = report["end"]
-    received = end["sum_received"]["bits_per_second"] / 1e9
-    sent = end["sum_sent"]["bits_per_second"] / 1e9
-    return received, sent, end["sum_sent"].get("retransmits")
+    cpu = end.get("cpu_utilization_percent", {})
+    return Run(
+        target,
+        round_,
+        gbits=end["sum_received"]["bits_per_second"] / 1e9,
+        sent_gbits=end["sum_sent"]["bits_per_second"] / 1e9,
+        retransmits=end["sum_sent"].get("retransmits"),
+        load_cpu_percent=cpu.get("host_total", 0) + cpu.get("remote_total", 0),
+    )
 
 
 def measure(
@@ -389,8 +400,7 @@ def measure(
         started.append(server)
         wait_listening(server, plan.backend_port)
         if target == "direct":
-            received, sent, retransmits = iperf3_client(procs, plan, plan.backend_port)
-            return Run(target, round_, received, sent, retransmits)
+            return iperf3_client(procs, plan, plan.backend_port, target, round_)
 
         port = plan.proxy_ports[target]
         argv = PROXY_ARGV[target](procs.workdir, port, plan.backend_port)
@@ -403,15 +413,16 @@ def measure(
         if profile is not None:
             started.append(profile.attach(procs, pid, plan))
         cpu_before, clock_before = cpu_seconds(pid), time.monotonic()
-        received, sent, retransmits = iperf3_client(procs, plan, port)
+        run = iperf3_client(procs, plan, port, target, round_)
         cpu_after, clock_after = cpu_seconds(pid), time.monotonic()
-        cpu = None
         if cpu_before is not None and cpu_after is not None:
-            cpu = 100 * (cpu_after - cpu_before) / (clock_after - clock_before)
+            cpu_used = cpu_after - cpu_before
+            run.proxy_cpu_percent = 100 * cpu_used / (clock_after - clock_before)
         if proxy.proc.poll() is not None:
             raise BenchError(f"{target} exited during the run:\n{tail(proxy.log)}")
-        peak_rss = memory_kib(pid, "VmHWM")
-        return Run(target, round_, received, sent, retransmits, cpu, idle_rss, peak_rss)
+        run.proxy_idle_rss_kib = idle_rss
+        run.proxy_peak_rss_kib = memory_kib(pid, "VmHWM")
+        return run
     finally:
         for each in reversed(started):
             # py-spy writes its profile when interrupted.
@@ -472,41 +483,48 @@ def _short(file: str) -> str:
 
 
 def summarize_speedscope(path: Path, top: int, out: TextIO) -> dict[str, Any]:
-    """Print the frames with the most self and total samples."""
+    """
+    Print the source lines with the most self time and the functions with
+    the most total time (self + callees) in a py-spy speedscope file.
+    """
     data = json.loads(path.read_text())
+
+    def line_of(frame: dict[str, Any]) -> str:
+        return f"{frame['name']} ({_short(frame.get('file', ''))}:{frame.get('line')})"
+
+    def function_of(frame: dict[str, Any]) -> str:
+        return f"{frame['name']} ({_short(frame.get('file', ''))})"
+
     frames = data["shared"]["frames"]
-    own: Counter[int] = Counter()
-    total: Counter[tuple[str, str]] = Counter()
-    samples = 0.0
+    lines = [line_of(f) for f in frames]
+    functions = [function_of(f) for f in frames]
+    own: Counter[str] = Counter()
+    total: Counter[str] = Counter()
+    sampled = 0.0
     unit = "samples"
     for profile in data["profiles"]:
         unit = profile.get("unit", unit)
         for stack, weight in zip(profile["samples"], profile["weights"], strict=True):
-            samples += weight
+            sampled += weight
             if stack:
-                own[stack[-1]] += weight
-            for key in {(frames[i]["name"], frames[i].get("file", "")) for i in stack}:
-                total[key] += weight
-
-    def label(i: int) -> str:
-        frame = frames[i]
-        return f"{frame['name']} ({_short(frame.get('file', ''))}:{frame.get('line')})"
-
-    summary: dict[str, Any] = {"sampled": samples, "unit": unit}
-    summary.update(self=[], total=[])
-    if not samples:
+                own[lines[stack[-1]]] += weight
+            for function in {functions[i] for i in stack}:
+                total[function] += weight
+    summary: dict[str, Any] = {"sampled": sampled, "unit": unit}
+    if not sampled:
         print("py-spy recorded no samples", file=out)
         return summary
-    print(f"\nTop lines by self time (of {samples:.2f} {unit} sampled):", file=out)
-    for i, count in own.most_common(top):
-        print(f"  {100 * count / samples:5.1f}%  {label(i)}", file=out)
-        summary["self"].append([label(i), count])
-    print("\nTop functions by total time (self + callees):", file=out)
-    # The reactor's frames under every sample say nothing: left out.
-    busy = [(k, c) for k, c in total.most_common() if c < 0.995 * samples]
-    for (name, file), count in busy[:top]:
-        print(f"  {100 * count / samples:5.1f}%  {name} ({_short(file)})", file=out)
-        summary["total"].append([f"{name} ({_short(file)})", count])
+    summary["self"] = own.most_common(top)
+    # Frames under (nearly) every sample, the reactor loop and twistd's
+    # start-up, say nothing about where the time goes: left out.
+    summary["total"] = [(f, c) for f, c in total.most_common() if c < 0.9 * sampled]
+    del summary["total"][top:]
+    print(f"\nTop lines by self time (of {sampled:.2f} {unit} sampled):", file=out)
+    for line, weight in summary["self"]:
+        print(f"  {100 * weight / sampled:5.1f}%  {line}", file=out)
+    print("\nTop functions by total time (self + callees), below 90%:", file=out)
+    for function, weight in summary["total"]:
+        print(f"  {100 * weight / sampled:5.1f}%  {function}", file=out)
     return summary
 
 
@@ -537,8 +555,25 @@ def ratios(median: dict[str, float]) -> dict[str, float]:
     }
 
 
+def _median_of(values: Sequence[float | int | None], scale: float = 1.0) -> str:
+    present = [v / scale for v in values if v is not None]
+    return f"{statistics.median(present):.0f}" if present else "-"
+
+
 def table(runs: list[Run], plan: Plan, pinned: bool) -> str:
+    """
+    The results as plain text: per target the median and spread of the
+    runs, the proxy's and iperf3's CPU use and the proxy's memory.
+    """
     median = medians(runs)
+    head = (
+        f"{'target':<12} {'Gbit/s':>7} {'min':>6} {'max':>6} "
+        f"{'proxy':>6} {'iperf3':>6} {'RSS MiB':>8} {'peak':>5}  runs Gbit/s"
+    )
+    units = (
+        f"{'':<12} {'median':>7} {'':>6} {'':>6} "
+        f"{'CPU%':>6} {'CPU%':>6} {'idle':>8} {'':>5}"
+    )
     lines = [
         f"TCP throughput over {HOST}: {plan.streams} stream(s), {plan.seconds}s "
         f"per run ({plan.omit}s warm-up omitted), "
@@ -548,24 +583,22 @@ def table(runs: list[Run], plan: Plan, pinned: bool) -> str:
         if pinned
         else "not pinned (fewer than two usable CPUs)",
         "",
-        f"{'target':<12} {'median Gbit/s':>13} {'min':>7} {'max':>7} "
-        f"{'proxy CPU%':>10} {'RSS MiB idle/peak':>17}  runs Gbit/s",
+        head,
+        units.rstrip(),
     ]
     for target in TARGETS:
         mine = [r for r in runs if r.target == target]
         if not mine:
             continue
         speeds = [r.gbits for r in mine]
-        cpus = [r.proxy_cpu_percent for r in mine if r.proxy_cpu_percent is not None]
-        idle = [r.proxy_idle_rss_kib for r in mine if r.proxy_idle_rss_kib]
+        idle = _median_of([r.proxy_idle_rss_kib for r in mine], 1024)
         peak = [r.proxy_peak_rss_kib for r in mine if r.proxy_peak_rss_kib]
-        cpu_text = f"{statistics.median(cpus):.0f}" if cpus else "-"
-        rss_text = "-"
-        if idle and peak:
-            rss_text = f"{max(idle) / 1024:.1f} / {max(peak) / 1024:.1f}"
         lines.append(
-            f"{target:<12} {median[target]:>13.2f} {min(speeds):>7.2f} "
-            f"{max(speeds):>7.2f} {cpu_text:>10} {rss_text:>17}  "
+            f"{target:<12} {median[target]:>7.2f} {min(speeds):>6.2f} "
+            f"{max(speeds):>6.2f} "
+            f"{_median_of([r.proxy_cpu_percent for r in mine]):>6} "
+            f"{_median_of([r.load_cpu_percent for r in mine]):>6} "
+            f"{idle:>8} {f'{max(peak) / 1024:.0f}' if peak else '-':>5}  "
             + ", ".join(f"{s:.2f}" for s in speeds)
         )
     found = ratios(median)

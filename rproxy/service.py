@@ -94,7 +94,9 @@ class ListenerService(Service):
         result: list[IListeningPort | Failure] = []
         listening.addBoth(result.append)
         if not result:
-            raise RuntimeError(f"listener {self.listener}: {self.description} did not bind")
+            raise RuntimeError(
+                f"listener {self.listener}: {self.description} did not bind"
+            )
         outcome = result[0]
         if isinstance(outcome, Failure):
             raise SystemExit(
@@ -119,16 +121,20 @@ class ListenerService(Service):
     def stopService(self) -> Deferred[None]:
         super().stopService()
         port, self.port = self.port, None
-        stopped: Deferred[Any] = Deferred()
-        stopped.callback(None)
+        return Deferred.fromCoroutine(self._stop(port))
+
+    async def _stop(self, port: IListeningPort | None) -> None:
         if port is not None:
-            stopped = Deferred.fromCoroutine(_stop_listening(port))
+            await port.stopListening()  # type: ignore[misc]
         tracker = self.factory.connections
-        return stopped.addCallback(lambda _: tracker.drain(self.grace, self._reactor))
-
-
-async def _stop_listening(port: IListeningPort) -> None:
-    await port.stopListening()  # type: ignore[misc]
+        log.info(
+            "listener {listener} stopped accepting; {open} connections open, "
+            "waiting up to {grace}s for them",
+            listener=self.listener,
+            open=len(tracker),
+            grace=self.grace,
+        )
+        await tracker.drain(self.grace, self._reactor)
 
 
 class ProxyService(MultiService):

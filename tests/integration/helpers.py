@@ -4,11 +4,12 @@ a real twistd process, all on 127.0.0.1."""
 from __future__ import annotations
 
 import os
+import queue
 import re
-import selectors
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -97,12 +98,41 @@ def python_env() -> dict[str, str]:
 
 
 class RunningProxy:
-    """A twistd rproxy process and what it printed."""
+    """A twistd rproxy process; a thread collects what it prints."""
 
-    def __init__(self, proc: subprocess.Popen[str], ports: dict[str, int]) -> None:
+    def __init__(self, proc: subprocess.Popen[str]) -> None:
         self.proc = proc
-        self.ports = ports
+        self.ports: dict[str, int] = {}
         self.output: list[str] = []
+        self._lines: queue.Queue[str | None] = queue.Queue()
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self._lines.put(line)
+        self._lines.put(None)
+
+    def next_line(self, deadline: float) -> str | None:
+        """The next line printed, or None once the process has exited."""
+        try:
+            line = self._lines.get(timeout=max(deadline - time.monotonic(), 0))
+        except queue.Empty:
+            raise AssertionError(
+                "rproxy printed nothing in time:\n" + "".join(self.output)
+            ) from None
+        if line is not None:
+            self.output.append(line)
+        return line
+
+    def wait_for(self, text: str, deadline: float = 30) -> str:
+        """Read the process's output until a line contains C{text}."""
+        end = time.monotonic() + deadline
+        while (line := self.next_line(end)) is not None:
+            if text in line:
+                return line
+        raise AssertionError(f"exited before {text!r}:\n" + "".join(self.output))
 
     def rss_kib(self, field: str = "VmRSS") -> int:
         """The process's resident memory (or C{VmHWM}, its peak) in KiB."""
@@ -112,32 +142,14 @@ class RunningProxy:
                     return int(line.split()[1])
         raise AssertionError(f"no {field} for {self.proc.pid}")
 
-    def wait_for(self, text: str, deadline: float = 30) -> str:
-        """Read the process's output until a line contains C{text}."""
-        assert self.proc.stdout is not None
-        selector = selectors.DefaultSelector()
-        selector.register(self.proc.stdout, selectors.EVENT_READ)
-        end = time.monotonic() + deadline
-        try:
-            while True:
-                remaining = end - time.monotonic()
-                if remaining <= 0 or not selector.select(remaining):
-                    raise AssertionError(f"no {text!r} in:\n" + "".join(self.output))
-                line = self.proc.stdout.readline()
-                if not line:
-                    raise AssertionError(f"exited before {text!r}")
-                self.output.append(line)
-                if text in line:
-                    return line
-        finally:
-            selector.close()
-
     def stop(self, timeout: float = 30) -> str:
         """SIGTERM the process, wait for it and return everything it printed."""
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
-        out, _ = self.proc.communicate(timeout=timeout)
-        self.output.append(out)
+        self.proc.wait(timeout)
+        self._reader.join(timeout)
+        while line := self._lines.get_nowait() if not self._lines.empty() else None:
+            self.output.append(line)
         return "".join(self.output)
 
 
@@ -155,42 +167,28 @@ def start_proxy(
     seconds) until it logs that its listeners are bound.
     """
     proc = subprocess.Popen(
-        [
-            *TWISTD,
-            "-n",
-            "--pidfile=",
-            "rproxy",
-            "--config",
-            str(config),
-            *(extra_args or []),
-        ],
+        [*TWISTD, "-n", "--pidfile=", "rproxy", "--config", str(config)]
+        + (extra_args or []),
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
         env=python_env(),
         cwd=str(config.parent),
     )
-    assert proc.stdout is not None
-    ports: dict[str, int] = {}
-    seen: list[str] = []
-    selector = selectors.DefaultSelector()
-    selector.register(proc.stdout, selectors.EVENT_READ)
+    running = RunningProxy(proc)
     end = time.monotonic() + deadline
-    while len(ports) < listeners:
-        if time.monotonic() > end or not selector.select(end - time.monotonic()):
-            proc.kill()
-            raise AssertionError("rproxy did not listen in time:\n" + "".join(seen))
-        line = proc.stdout.readline()
-        if not line:
-            proc.wait()
-            raise AssertionError("rproxy exited:\n" + "".join(seen))
-        seen.append(line)
-        match = _LISTENING.search(line)
-        if match:
-            ports[match.group(1)] = int(match.group(2))
-    selector.close()
-    running = RunningProxy(proc, ports)
-    running.output.extend(seen)
+    try:
+        while len(running.ports) < listeners:
+            line = running.next_line(end)
+            if line is None:
+                raise AssertionError("rproxy exited:\n" + "".join(running.output))
+            match = _LISTENING.search(line)
+            if match:
+                running.ports[match.group(1)] = int(match.group(2))
+    except BaseException:
+        proc.kill()
+        proc.wait(30)
+        raise
     return running
 
 
@@ -203,7 +201,7 @@ def proxy(config: Path, listeners: int = 1) -> Iterator[RunningProxy]:
     finally:
         if running.proc.poll() is None:
             running.proc.kill()
-            running.proc.communicate(timeout=30)
+            running.proc.wait(30)
 
 
 def tcp_config(backends: list[int], *, extra: str = "", grace: float = 10.0) -> str:
