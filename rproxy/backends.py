@@ -161,6 +161,10 @@ class Backend:
         return self.max_connections is not None and self.active >= self.max_connections
 
 
+def _count(n: int, word: str) -> str:
+    return f"{n} {word}" if n == 1 else f"{n} {word}s"
+
+
 StateObserver = Callable[["Pool", Backend, BackendState, BackendState, str], None]
 
 
@@ -354,7 +358,9 @@ class Pool:
         backend.fails += 1
         if backend.fails >= self.fall:
             self._set_health(
-                backend, False, f"{backend.fails} failures in a row, last: {reason}"
+                backend,
+                False,
+                f"{_count(backend.fails, 'failure')} in a row, last: {reason}",
             )
 
     def report_success(self, backend: Backend) -> None:
@@ -377,7 +383,9 @@ class Pool:
                 return
             backend.passes += 1
             if backend.passes >= self.rise:
-                self._set_health(backend, True, f"{backend.passes} checks passed")
+                self._set_health(
+                    backend, True, f"{_count(backend.passes, 'check')} passed"
+                )
         else:
             backend.passes = 0
             if not backend.healthy:
@@ -385,7 +393,9 @@ class Pool:
             backend.fails += 1
             if backend.fails >= self.fall:
                 self._set_health(
-                    backend, False, f"{backend.fails} checks failed, last: {reason}"
+                    backend,
+                    False,
+                    f"{_count(backend.fails, 'check')} failed, last: {reason}",
                 )
 
     def mark_up(self, backend: Backend, reason: str, *, fails: int = 0) -> None:
