@@ -44,6 +44,7 @@ def build_pool(config: PoolConfig, clock: IReactorTime) -> Pool:
         rise=config.health.rise,
         fall=config.health.fall,
         connect_tries=config.connect_tries,
+        now=clock.seconds,
     )
 
 

@@ -138,6 +138,29 @@ pool = "dbb"
     assert "Traceback" not in err + result.stdout
 
 
+def test_a_busy_listen_address_is_refused_in_one_line(tmp_path: Path) -> None:
+    """A listener that cannot bind stops startup with a one-line reason."""
+    with socket.create_server(("127.0.0.1", 0)) as busy:
+        port = busy.getsockname()[1]
+        config = tmp_path / "busy.toml"
+        config.write_text(tcp_config([9]).replace("tcp:0:", f"tcp:{port}:"))
+        result = subprocess.run(
+            [*TWISTD, "-n", "--pidfile=", "rproxy", "--config", str(config)],
+            capture_output=True,
+            text=True,
+            env=python_env(),
+            timeout=60,
+        )
+    assert result.returncode == 1
+    output = result.stdout + result.stderr
+    assert (
+        f"rproxy: listener 'front' cannot listen on 'tcp:{port}:interface=127.0.0.1'"
+        in output
+    )
+    assert "Address already in use" in output
+    assert "Traceback" not in output
+
+
 def test_check_command_exit_codes(tmp_path: Path) -> None:
     """rproxy check prints a summary and exits 0, or the errors and exits 1."""
     run = [sys.executable, "-m", "rproxy.cli", "check"]
