@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable, Collection, Iterable, Iterator
 from enum import Enum
 
-from attrs import define, field, validators
+from attrs import define, field, setters, validators
 from twisted.logger import Logger
 from zope.interface import implementer
 
@@ -80,7 +80,9 @@ def format_address(host: str, port: int) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
-@define(eq=False)
+# Validators run when a backend is built; assignments (counters change on every
+# chunk relayed) are plain attribute writes.
+@define(eq=False, on_setattr=setters.NO_OP)
 class Backend:
     """
     One server behind a pool, with its live state and counters.

@@ -27,6 +27,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from rproxy._endpoints import client_endpoint
+from rproxy._splice import Splicer, can_splice
 from rproxy._tracking import ConnectionTracker
 from rproxy.backends import Backend, Pool
 from rproxy.health import describe_failure
@@ -48,6 +49,8 @@ class TCPProxyFactory(Factory):
     @param listener: the name used in access events.
     @param connect_tries: backends tried per connection; by default the
         pool's C{connect_tries}.
+    @param splice: relay plain TCP pairs with Linux splice(2) where the
+        reactor and the system allow it (bytes never enter Python).
     """
 
     def __init__(
@@ -60,8 +63,10 @@ class TCPProxyFactory(Factory):
         idle_timeout: float = 300.0,
         connect_tries: int | None = None,
         endpoint_for: EndpointFor | None = None,
+        splice: bool = True,
     ):
         self.noisy = False
+        self.splice = splice
         self.pool = pool
         self.clock: IReactorTime = reactor
         self.listener = listener
@@ -135,6 +140,7 @@ class TCPFrontProtocol(Protocol):
 
     backend: Backend | None = None
     peer: _BackendProtocol | None = None
+    _splicer: Splicer | None = None
     bytes_in = 0
     bytes_out = 0
 
@@ -215,11 +221,46 @@ class TCPFrontProtocol(Protocol):
         self.peer = peer
         client, server = self.transport, peer.transport
         assert client is not None and server is not None
+        self.last_activity = self.clock.seconds()
+        self._watch_idle(self.factory.idle_timeout)
+        if self.factory.splice and can_splice(self.clock, client, server):
+            self._splicer = Splicer(
+                self.clock,
+                client,
+                server,
+                self._moved_in,
+                self._moved_out,
+                self._splice_finished,
+            )
+            self._splicer.start()
+            return
         client.registerProducer(server, True)  # type: ignore[attr-defined]
         server.registerProducer(client, True)  # type: ignore[attr-defined]
         client.resumeProducing()  # type: ignore[attr-defined]
+
+    def _moved_in(self, count: int) -> None:
+        self.bytes_in += count
+        self.backend.bytes_in += count  # type: ignore[union-attr]
         self.last_activity = self.clock.seconds()
-        self._watch_idle(self.factory.idle_timeout)
+
+    def _moved_out(self, count: int) -> None:
+        self.bytes_out += count
+        self.backend.bytes_out += count  # type: ignore[union-attr]
+        self.last_activity = self.clock.seconds()
+
+    def _splice_finished(self, side: str | None, failure: Failure | None) -> None:
+        """
+        The splicer has ended: both sides half-closed (C{side} None), or one
+        side failed.  Either way the transports close through Twisted.
+        """
+        self._splicer = None
+        if side is None:
+            self._end("closed")
+            self.transport.loseConnection()  # type: ignore[union-attr]
+            self.peer.transport.loseConnection()  # type: ignore[union-attr]
+        else:
+            self._end(f"{side} reset")
+            self._abort()
 
     def _bug(self, failure: Failure) -> None:
         log.failure("bug in the TCP proxy; closing the connection", failure)
@@ -312,6 +353,9 @@ class TCPFrontProtocol(Protocol):
             self._abort()
 
     def _abort(self) -> None:
+        if self._splicer is not None:
+            self._splicer.stop()
+            self._splicer = None
         self.transport.abortConnection()  # type: ignore[union-attr]
         if self.peer is not None:
             self.peer.transport.abortConnection()  # type: ignore[union-attr]

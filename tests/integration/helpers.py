@@ -40,6 +40,9 @@ class Greeter(Protocol):
     def connectionMade(self) -> None:
         self.factory.connections += 1  # type: ignore[attr-defined]
         self.transport.write(f"{self.factory.name}\n".encode())  # type: ignore[attr-defined]
+        waiting, self.factory.waiting = self.factory.waiting, []  # type: ignore[attr-defined]
+        for d in waiting:
+            d.callback(self)
 
     def dataReceived(self, data: bytes) -> None:
         self.transport.write(data)  # type: ignore[union-attr]
@@ -51,10 +54,18 @@ class Greeter(Protocol):
         pass
 
 
+def backend_connected(factory: Factory) -> Deferred[Greeter]:
+    """A Deferred that fires when C{factory}'s next connection is made."""
+    d: Deferred[Greeter] = Deferred()
+    factory.waiting.append(d)  # type: ignore[attr-defined]
+    return d
+
+
 def greeter_factory(name: str) -> Factory:
     factory = Factory.forProtocol(Greeter)
     factory.name = name  # type: ignore[attr-defined]
     factory.connections = 0  # type: ignore[attr-defined]
+    factory.waiting = []  # type: ignore[attr-defined]
     factory.noisy = False
     return factory
 
@@ -68,7 +79,22 @@ class Exchange(Protocol):
         self.payload = payload
         self.half_close = half_close
         self.received: list[bytes] = []
+        self.count = 0
         self.done: Deferred[bytes] = Deferred()
+        self._wanted: list[tuple[int, Deferred[None]]] = []
+
+    def received_at_least(self, count: int) -> Deferred[None]:
+        """A Deferred that fires once C{count} bytes have arrived."""
+        d: Deferred[None] = Deferred()
+        self._wanted.append((count, d))
+        self._notify()
+        return d
+
+    def _notify(self) -> None:
+        for item in list(self._wanted):
+            if self.count >= item[0]:
+                self._wanted.remove(item)
+                item[1].callback(None)
 
     def connectionMade(self) -> None:
         self.transport.write(self.payload)  # type: ignore[union-attr]
@@ -77,6 +103,8 @@ class Exchange(Protocol):
 
     def dataReceived(self, data: bytes) -> None:
         self.received.append(data)
+        self.count += len(data)
+        self._notify()
 
     def readConnectionLost(self) -> None:
         self.transport.loseConnection()  # type: ignore[union-attr]

@@ -145,3 +145,12 @@ pool = "p"
         reply = yield self.exchange()
         self.assertEqual(reply, b"")
         self.assertEqual(sum(f.connections for f in self.factories), 0)
+
+
+class TCPBalancingWithoutSpliceTests(TCPBalancingTests):
+    """The same behaviour on the portable path: each transport the other's
+    producer, bytes through Python."""
+
+    def start(self, balance: str = "round_robin", health: str = "") -> None:
+        super().start(balance, health)
+        self.service.listeners["front"].factory.splice = False
