@@ -8,6 +8,9 @@ while iperf3 (client and server) is pinned to another:
 - ``direct``: iperf3 client to the iperf3 server, no proxy;
 - ``rproxy``: ``twistd -n rproxy`` with one TCP listener over one backend;
 - ``haproxy``: HAProxy ``mode tcp``, ``nbthread 1``, no logging;
+- ``haproxy-splice``: the same with ``option splice-request`` and
+  ``splice-response`` (always splice), HAProxy's own
+  use of splice(2), the like-for-like peer of rproxy's splice path;
 - ``portforward``: ``twistd -n portforward``, Twisted's plain splice.
 
 Each target is measured ``--repeat`` times in interleaved order, every run
@@ -42,7 +45,7 @@ from typing import Any, TextIO
 
 REPO = Path(__file__).resolve().parent.parent
 RESULTS = REPO / "bench" / "results"
-TARGETS = ("direct", "rproxy", "haproxy", "portforward")
+TARGETS = ("direct", "rproxy", "haproxy", "haproxy-splice", "portforward")
 PROXIES = TARGETS[1:]
 HOST = "127.0.0.1"
 READY_TIMEOUT = 20.0  # seconds a started process gets to listen
@@ -259,7 +262,9 @@ pool = "sink"
     return [*TWISTD, "-n", "--pidfile=", "rproxy", "--config", str(config)]
 
 
-def haproxy_argv(workdir: Path, port: int, backend: int) -> list[str]:
+def haproxy_argv(
+    workdir: Path, port: int, backend: int, options: str = ""
+) -> list[str]:
     config = workdir / "haproxy.cfg"
     config.write_text(
         f"""\
@@ -272,7 +277,7 @@ defaults
     timeout connect 5s
     timeout client 60s
     timeout server 60s
-
+{options}
 listen bench
     bind {HOST}:{port}
     server sink {HOST}:{backend}
@@ -296,9 +301,19 @@ def portforward_argv(workdir: Path, port: int, backend: int) -> list[str]:
     ]
 
 
+def haproxy_splice_argv(workdir: Path, port: int, backend: int) -> list[str]:
+    return haproxy_argv(
+        workdir,
+        port,
+        backend,
+        "    option splice-request\n    option splice-response\n",
+    )
+
+
 PROXY_ARGV = {
     "rproxy": rproxy_argv,
     "haproxy": haproxy_argv,
+    "haproxy-splice": haproxy_splice_argv,
     "portforward": portforward_argv,
 }
 
@@ -540,6 +555,7 @@ def medians(runs: list[Run]) -> dict[str, float]:
 
 RATIOS = (
     ("rproxy", "haproxy"),
+    ("rproxy", "haproxy-splice"),
     ("rproxy", "direct"),
     ("rproxy", "portforward"),
     ("haproxy", "direct"),
@@ -649,7 +665,7 @@ def preflight(targets: Sequence[str], pin: bool, profile: bool) -> list[str]:
     """Problems that stop the benchmark before it starts anything."""
     problems = []
     needed = ["iperf3"]
-    if "haproxy" in targets:
+    if any(t.startswith("haproxy") for t in targets):
         needed.append("haproxy")
     if pin:
         needed.append("taskset")

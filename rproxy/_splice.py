@@ -10,7 +10,6 @@ descriptors while it runs, and hands them back for closing.
 from __future__ import annotations
 
 import contextlib
-import errno
 import fcntl
 import os
 import socket
@@ -256,14 +255,3 @@ class Splicer:
             self._set(end, False, False)
         self._up.close()
         self._down.close()
-
-
-def is_reset(failure: Failure | None) -> bool:
-    """
-    Whether C{failure} is a peer resetting its connection.
-    """
-    error = failure.value if failure is not None else None
-    return isinstance(error, OSError) and error.errno in (
-        errno.ECONNRESET,
-        errno.EPIPE,
-    )

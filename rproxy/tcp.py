@@ -102,11 +102,8 @@ class _BackendProtocol(Protocol):
         self.backend = backend
 
     def dataReceived(self, data: bytes) -> None:
-        front = self.front
-        front.bytes_out += len(data)
-        self.backend.bytes_out += len(data)
-        front.last_activity = front.clock.seconds()
-        front.transport.write(data)  # type: ignore[union-attr]
+        self.front.moved_out(len(data))
+        self.front.transport.write(data)  # type: ignore[union-attr]
 
     def readConnectionLost(self) -> None:
         self.front.backend_finished_sending()
@@ -228,8 +225,8 @@ class TCPFrontProtocol(Protocol):
                 self.clock,
                 client,
                 server,
-                self._moved_in,
-                self._moved_out,
+                self.moved_in,
+                self.moved_out,
                 self._splice_finished,
             )
             self._splicer.start()
@@ -238,12 +235,18 @@ class TCPFrontProtocol(Protocol):
         server.registerProducer(client, True)  # type: ignore[attr-defined]
         client.resumeProducing()  # type: ignore[attr-defined]
 
-    def _moved_in(self, count: int) -> None:
+    def moved_in(self, count: int) -> None:
+        """
+        Count C{count} bytes relayed from the client to the backend.
+        """
         self.bytes_in += count
         self.backend.bytes_in += count  # type: ignore[union-attr]
         self.last_activity = self.clock.seconds()
 
-    def _moved_out(self, count: int) -> None:
+    def moved_out(self, count: int) -> None:
+        """
+        Count C{count} bytes relayed from the backend to the client.
+        """
         self.bytes_out += count
         self.backend.bytes_out += count  # type: ignore[union-attr]
         self.last_activity = self.clock.seconds()
@@ -270,9 +273,7 @@ class TCPFrontProtocol(Protocol):
     # Relaying -----------------------------------------------------------
 
     def dataReceived(self, data: bytes) -> None:
-        self.bytes_in += len(data)
-        self.backend.bytes_in += len(data)  # type: ignore[union-attr]
-        self.last_activity = self.clock.seconds()
+        self.moved_in(len(data))
         self.peer.transport.write(data)  # type: ignore[union-attr]
 
     def readConnectionLost(self) -> None:
