@@ -354,16 +354,7 @@ class Pool:
         checks (or the back-off of a pool without them) bring it back.
         """
         backend.failures_total += 1
-        if not backend.healthy:
-            return
-        backend.passes = 0
-        backend.fails += 1
-        if backend.fails >= self.fall:
-            self._set_health(
-                backend,
-                False,
-                f"{_count(backend.fails, 'failure')} in a row, last: {reason}",
-            )
+        self._count_failure(backend, reason, checked=False)
 
     def report_success(self, backend: Backend) -> None:
         """
@@ -389,16 +380,20 @@ class Pool:
                     backend, True, f"{_count(backend.passes, 'check')} passed"
                 )
         else:
-            backend.passes = 0
-            if not backend.healthy:
-                return
-            backend.fails += 1
-            if backend.fails >= self.fall:
-                self._set_health(
-                    backend,
-                    False,
-                    f"{_count(backend.fails, 'check')} failed, last: {reason}",
-                )
+            self._count_failure(backend, reason, checked=True)
+
+    def _count_failure(self, backend: Backend, reason: str, checked: bool) -> None:
+        backend.passes = 0
+        if not backend.healthy:
+            return
+        backend.fails += 1
+        if backend.fails >= self.fall:
+            run = (
+                f"{_count(backend.fails, 'check')} failed"
+                if checked
+                else f"{_count(backend.fails, 'failure')} in a row"
+            )
+            self._set_health(backend, False, f"{run}, last: {reason}")
 
     def mark_up(self, backend: Backend, reason: str, *, fails: int = 0) -> None:
         """

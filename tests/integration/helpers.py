@@ -125,6 +125,18 @@ def python_env() -> dict[str, str]:
     return env
 
 
+def run_twistd(config: Path) -> subprocess.CompletedProcess[str]:
+    """Run C{twistd -n rproxy --config CONFIG} to its end (for configs that
+    must be refused)."""
+    return subprocess.run(
+        [*TWISTD, "-n", "--pidfile=", "rproxy", "--config", str(config)],
+        capture_output=True,
+        text=True,
+        env=python_env(),
+        timeout=60,
+    )
+
+
 class RunningProxy:
     """A twistd rproxy process; a thread collects what it prints."""
 

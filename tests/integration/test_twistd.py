@@ -16,11 +16,11 @@ import pytest
 
 from tests.integration.helpers import (
     ROOT,
-    TWISTD,
     drain,
     free_port,
     proxy,
     python_env,
+    run_twistd,
     start_proxy,
     tcp_config,
 )
@@ -120,13 +120,7 @@ listen = "tcp:6432"
 pool = "dbb"
 """
     )
-    result = subprocess.run(
-        [*TWISTD, "-n", "--pidfile=", "rproxy", "--config", str(config)],
-        capture_output=True,
-        text=True,
-        env=python_env(),
-        timeout=60,
-    )
+    result = run_twistd(config)
     assert result.returncode != 0
     err = result.stderr
     assert f"{config}: pools.db.balanse: unknown key, did you mean 'balance'?" in err
@@ -144,13 +138,7 @@ def test_a_busy_listen_address_is_refused_in_one_line(tmp_path: Path) -> None:
         port = busy.getsockname()[1]
         config = tmp_path / "busy.toml"
         config.write_text(tcp_config([9]).replace("tcp:0:", f"tcp:{port}:"))
-        result = subprocess.run(
-            [*TWISTD, "-n", "--pidfile=", "rproxy", "--config", str(config)],
-            capture_output=True,
-            text=True,
-            env=python_env(),
-            timeout=60,
-        )
+        result = run_twistd(config)
     assert result.returncode == 1
     output = result.stdout + result.stderr
     assert (
