@@ -70,3 +70,28 @@ class IRegistry(Interface):
         """
         Iterate over the pools, in the order they were added.
         """
+
+
+if TYPE_CHECKING:
+    from rproxy.http.routing import Match
+
+
+class IRouter(Interface):
+    """
+    Chooses the pool for an HTTP request from its C{Host} and target.
+
+    Called once per request on the hot path; never does I/O.
+    """
+
+    def route(host: bytes | None, target: bytes) -> Match | None:
+        """
+        Route one request.
+
+        @param host: the C{Host} header value as received (any case, maybe
+            with a C{":port"}), or None when the request has none.
+        @param target: the request target in origin-form
+            (C{b"/path?query"}).
+        @return: the matching route, its pool and the target to send
+            upstream (rewritten if the route strips its prefix), or None
+            when no route matches.
+        """
