@@ -22,6 +22,10 @@ from twisted.python.failure import Failure
 #: bytes asked of one splice call, and the size asked for each pipe.
 CHUNK = 1 << 20
 PIPE_SIZE = 1 << 18
+#: bytes one direction moves per reactor wakeup before it yields to the rest
+#: of the reactor (epoll is level-triggered: a ready socket comes back next
+#: iteration).
+BUDGET = 1 << 20
 _FLAGS = getattr(os, "SPLICE_F_MOVE", 0) | getattr(os, "SPLICE_F_NONBLOCK", 0)
 _F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)
 
@@ -73,6 +77,7 @@ class _Direction:
 
         @raise OSError: on a socket error; C{error_end} says which side.
         """
+        budget = BUDGET
         while not self.done:
             if self.pending:
                 try:
@@ -95,6 +100,10 @@ class _Direction:
                     raise
                 self.done = True
                 return
+            if budget <= 0:
+                # The pipe is empty; let the reactor serve others first.
+                self.waiting = "src"
+                return
             try:
                 n = os.splice(self.src.fd, self.write_fd, CHUNK, flags=_FLAGS)
             except BlockingIOError:
@@ -108,6 +117,7 @@ class _Direction:
             else:
                 self.pending = n
                 self.moved(n)
+                budget -= n
 
     def close(self) -> None:
         for fd in (self.read_fd, self.write_fd):
@@ -157,6 +167,8 @@ class Splicer:
         cleanly (both sockets half-closed), or with the side ("client" or
         "backend") and the failure when one failed.  The splicer has then
         given the sockets back; the caller closes the transports.
+    @raise OSError: if the pipes cannot be made (no file descriptors left);
+        the transports are then untouched.
     """
 
     def __init__(
@@ -171,13 +183,19 @@ class Splicer:
         self._reactor = reactor
         self._finished = finished
         self._stopped = False
+        self._client = _End(self, client, "client")
+        self._backend = _End(self, backend, "backend")
+        # Make both pipes before touching the transports, so that running out
+        # of file descriptors leaves the pair to the portable relay.
+        self._up = _Direction(self._client, self._backend, moved_in)
+        try:
+            self._down = _Direction(self._backend, self._client, moved_out)
+        except OSError:
+            self._up.close()
+            raise
         for transport in (client, backend):
             transport.stopReading()
             transport.stopWriting()
-        self._client = _End(self, client, "client")
-        self._backend = _End(self, backend, "backend")
-        self._up = _Direction(self._client, self._backend, moved_in)
-        self._down = _Direction(self._backend, self._client, moved_out)
 
     def start(self) -> None:
         """

@@ -17,7 +17,7 @@ from typing import Any
 
 from twisted.application.service import Service
 from twisted.internet.defer import CancelledError, Deferred, TimeoutError
-from twisted.internet.error import ConnectError
+from twisted.internet.error import ConnectError, ConnectingCancelledError
 from twisted.internet.interfaces import IDelayedCall, IReactorTime, ITransport
 from twisted.internet.protocol import Factory, Protocol, connectionDone
 from twisted.internet.task import LoopingCall
@@ -48,7 +48,7 @@ def describe_failure(failure: Failure) -> str:
     A short, human reason for a failed check or connect.
     """
     error = failure.value
-    if isinstance(error, TimeoutError | CancelledError):
+    if isinstance(error, TimeoutError | CancelledError | ConnectingCancelledError):
         return "timed out"
     if isinstance(error, HealthCheckError):
         return str(error)
@@ -241,6 +241,8 @@ class HealthMonitor(Service):
         self.sync()
 
     def stopService(self) -> None:
+        if not self.running:
+            return
         super().stopService()
         self.pool.unobserve(self._state_changed)
         for backend in list(self._loops) + list(self._trials):
@@ -254,10 +256,12 @@ class HealthMonitor(Service):
         for backend in set(self._loops) | set(self._trials):
             if backend not in members:
                 self._forget(backend)
-        if self.check is None:
-            return
         for backend in self.pool.backends:
-            if backend not in self._loops:
+            if self.check is None:
+                if not backend.healthy and backend not in self._trials:
+                    # Down before this monitor ran (or before a restart).
+                    self._schedule_trial(backend)
+            elif backend not in self._loops:
                 self._start_loop(backend)
 
     def _start_loop(self, backend: Backend) -> None:
@@ -304,8 +308,8 @@ class HealthMonitor(Service):
             self.pool.record_check(backend, True, "passed")
 
         def failed(failure: Failure) -> None:
-            if failure.check(CancelledError) and backend not in self._in_flight:
-                return  # stopped, not a verdict
+            if self._in_flight.get(backend) is not checking:
+                return  # cancelled by stopService or sync(): not a verdict
             self.pool.record_check(backend, False, describe_failure(failure))
 
         def done(_: None) -> None:
@@ -329,6 +333,9 @@ class HealthMonitor(Service):
             return
         if not self.running or backend in self._trials:
             return
+        self._schedule_trial(backend)
+
+    def _schedule_trial(self, backend: Backend) -> None:
         previous = self._backoff.get(backend)
         if previous is None or self._up_since(backend) > 2 * previous:
             delay = self.interval

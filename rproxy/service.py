@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from twisted.application.service import MultiService, Service
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, maybeDeferred
 from twisted.internet.endpoints import serverFromString
 from twisted.internet.interfaces import IListeningPort, IReactorTime
 from twisted.logger import Logger
@@ -126,7 +126,7 @@ class ListenerService(Service):
 
     async def _stop(self, port: IListeningPort | None) -> None:
         if port is not None:
-            await port.stopListening()  # type: ignore[misc]
+            await maybeDeferred(port.stopListening)
         tracker = self.factory.connections
         log.info(
             "listener {listener} stopped accepting; {open} connections open, "

@@ -158,6 +158,8 @@ class TCPFrontProtocol(Protocol):
         self._backend_gone = False
         self._released = False
         self._finished = False
+        #: the pair is being dropped: a connect finishing now is discarded.
+        self._closing = False
 
     # Connecting ---------------------------------------------------------
 
@@ -195,7 +197,7 @@ class TCPFrontProtocol(Protocol):
         backend = self.backend
         assert backend is not None
         self._release()
-        if self._client_gone:
+        if self._client_gone or self._closing:
             self._finish()
             return
         reason = describe_failure(failure)
@@ -212,8 +214,8 @@ class TCPFrontProtocol(Protocol):
         self._connecting = None
         assert self.backend is not None
         self.pool.report_success(self.backend)
-        if self._client_gone:
-            peer.transport.loseConnection()  # type: ignore[union-attr]
+        if self._client_gone or self._closing:
+            peer.transport.abortConnection()  # type: ignore[union-attr]
             return
         self.peer = peer
         client, server = self.transport, peer.transport
@@ -221,16 +223,24 @@ class TCPFrontProtocol(Protocol):
         self.last_activity = self.clock.seconds()
         self._watch_idle(self.factory.idle_timeout)
         if self.factory.splice and can_splice(self.clock, client, server):
-            self._splicer = Splicer(
-                self.clock,
-                client,
-                server,
-                self.moved_in,
-                self.moved_out,
-                self._splice_finished,
-            )
-            self._splicer.start()
-            return
+            try:
+                self._splicer = Splicer(
+                    self.clock,
+                    client,
+                    server,
+                    self.moved_in,
+                    self.moved_out,
+                    self._splice_finished,
+                )
+            except OSError as error:
+                log.warn(
+                    "cannot splice ({error}); relaying {client} through Python",
+                    error=error,
+                    client=self.client,
+                )
+            else:
+                self._splicer.start()
+                return
         client.registerProducer(server, True)  # type: ignore[attr-defined]
         server.registerProducer(client, True)  # type: ignore[attr-defined]
         client.resumeProducing()  # type: ignore[attr-defined]
@@ -306,15 +316,13 @@ class TCPFrontProtocol(Protocol):
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         self._client_gone = True
+        self._stop_splicer()
         self.factory.connections.discard(self)
         if self._connecting is not None:
             self._end("client left while connecting")
             self._connecting.cancel()
         elif self.peer is not None and not self._backend_gone:
-            self._end(
-                "client closed" if reason.check(ConnectionDone) else "client reset"
-            )
-            self.peer.transport.loseConnection()  # type: ignore[union-attr]
+            self._pass_on_close("client", reason, self.peer.transport)
         self._finish()
 
     def backend_lost(self, reason: Failure) -> None:
@@ -322,12 +330,28 @@ class TCPFrontProtocol(Protocol):
         The backend connection is gone.
         """
         self._backend_gone = True
+        self._stop_splicer()
         if not self._client_gone:
-            self._end(
-                "backend closed" if reason.check(ConnectionDone) else "backend reset"
-            )
-            self.transport.loseConnection()  # type: ignore[union-attr]
+            self._pass_on_close("backend", reason, self.transport)
         self._finish()
+
+    def _pass_on_close(self, side: str, reason: Failure, other: Any) -> None:
+        """
+        C{side} has gone: close the other side the same way, a clean close
+        with a close (after what is buffered), a reset with a reset, so a
+        truncated stream never looks complete.
+        """
+        if reason.check(ConnectionDone):
+            self._end(f"{side} closed")
+            other.loseConnection()
+        else:
+            self._end(f"{side} reset")
+            other.abortConnection()
+
+    def _stop_splicer(self) -> None:
+        if self._splicer is not None:
+            self._splicer.stop()
+            self._splicer = None
 
     # Ending -------------------------------------------------------------
 
@@ -354,9 +378,10 @@ class TCPFrontProtocol(Protocol):
             self._abort()
 
     def _abort(self) -> None:
-        if self._splicer is not None:
-            self._splicer.stop()
-            self._splicer = None
+        self._closing = True
+        self._stop_splicer()
+        if self._connecting is not None:
+            self._connecting.cancel()
         self.transport.abortConnection()  # type: ignore[union-attr]
         if self.peer is not None:
             self.peer.transport.abortConnection()  # type: ignore[union-attr]

@@ -214,6 +214,14 @@ class BackoffTests(SynchronousTestCase):
         self.assertEqual(waits, [2, 4, 8, 16, 32, 64, 64, 64])
         self.clock.advance(64)
 
+    def test_a_restarted_monitor_retries_backends_already_down(self) -> None:
+        """Stopping and starting the monitor keeps retrying a down backend."""
+        self.fail_passively(3)
+        self.monitor.stopService()
+        self.monitor.startService()
+        self.clock.advance(2.0)
+        self.assertTrue(self.backend.healthy)
+
     def test_back_off_resets_after_a_good_spell(self) -> None:
         """A backend that stayed up a while starts again from the first back-off."""
         self.fail_passively(3)
@@ -224,6 +232,39 @@ class BackoffTests(SynchronousTestCase):
         self.fail_passively(3)
         self.clock.advance(2.0)
         self.assertTrue(self.backend.healthy)
+
+
+class RealProbeMonitorTests(SynchronousTestCase):
+    """A monitor driving the real TCP probe over a MemoryReactorClock."""
+
+    def setUp(self) -> None:
+        self.reactor = MemoryReactorClock()
+        self.backend = Backend("127.0.0.1", 8080)
+        self.pool = Pool("p", [self.backend], fall=1, now=self.reactor.seconds)
+        self.monitor = HealthMonitor(
+            self.pool,
+            TCPCheck(self.reactor),
+            self.reactor,
+            interval=2.0,
+            timeout=1.0,
+            rng=random.Random(3),
+        )
+        self.monitor.startService()
+        self.reactor.advance(2.0)
+        self.assertEqual(len(self.reactor.tcpClients), 1)
+
+    def test_stopping_mid_connect_is_not_a_failed_check(self) -> None:
+        """A check cancelled by stopService leaves the backend as it was."""
+        self.monitor.stopService()
+        self.assertTrue(self.backend.healthy)
+        self.assertIsNone(self.backend.last_check_ok)
+
+    def test_a_connect_that_times_out_reads_timed_out(self) -> None:
+        """A probe stuck connecting fails as 'timed out'."""
+        self.reactor.advance(1.0)
+        self.assertFalse(self.backend.healthy)
+        self.assertEqual(self.backend.reason, "1 check failed, last: timed out")
+        self.monitor.stopService()
 
 
 class ProbeTests(SynchronousTestCase):

@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 from twisted.internet.address import IPv4Address
-from twisted.internet.error import ConnectionLost, ConnectionRefusedError
+from twisted.internet.error import (
+    ConnectionDone,
+    ConnectionLost,
+    ConnectionRefusedError,
+)
 from twisted.internet.task import Clock
 from twisted.logger import capturedLogs
 from twisted.python.failure import Failure
@@ -200,18 +204,42 @@ class TCPProxyTests(SynchronousTestCase):
         access = [e for e in events if e["log_namespace"] == "rproxy.access"]
         self.assertEqual(access[0]["ended"], "closed")
 
-    def test_backend_close_closes_client(self) -> None:
-        """A backend connection that drops closes the client connection."""
+    def test_backend_reset_resets_client(self) -> None:
+        """A backend connection that breaks is passed on as a reset, so a
+        truncated response never looks complete."""
         _, client, server = self.spliced()
         server.finish(Failure(ConnectionLost()))
-        self.assertTrue(client.disconnecting)
+        self.assertTrue(client.aborted)
         self.assertEqual(self.endpoints.last.backend.active, 0)
 
-    def test_client_close_closes_backend(self) -> None:
-        """A client connection that drops closes the backend connection."""
+    def test_client_reset_resets_backend(self) -> None:
+        """A client connection that breaks resets the backend connection."""
         _, client, server = self.spliced()
-        client.finish(Failure(ConnectionLost()))
+        with capturedLogs() as events:
+            client.finish(Failure(ConnectionLost()))
+        self.assertTrue(server.aborted)
+        access = [e for e in events if e["log_namespace"] == "rproxy.access"]
+        self.assertEqual(access[0]["ended"], "client reset")
+
+    def test_clean_close_is_passed_on_as_a_close(self) -> None:
+        """A clean close of one side closes the other after its buffer."""
+        _, client, server = self.spliced()
+        client.finish(Failure(ConnectionDone()))
         self.assertTrue(server.disconnecting)
+        self.assertFalse(server.aborted)
+
+    def test_dropping_a_connecting_client_cancels_the_connect(self) -> None:
+        """Shutdown's abort while a backend connect is under way cancels it
+        and releases the backend."""
+        _, client = self.client()
+        attempt = self.endpoints.last
+        self.factory.connections.drain(0, self.clock)
+        self.clock.advance(0)
+        self.assertTrue(attempt.cancelled)
+        self.assertTrue(client.aborted)
+        self.assertEqual(attempt.backend.active, 0)
+        self.assertEqual(attempt.backend.failures_total, 0)
+        self.assertEqual(len(self.endpoints.attempts), 1)
 
     def test_client_leaving_while_connecting_cancels_connect(self) -> None:
         """A client that goes away before the backend answers cancels the connect."""

@@ -3,6 +3,8 @@ connections the way the portable path does."""
 
 from __future__ import annotations
 
+import errno
+import os
 import socket
 from typing import Any
 
@@ -14,6 +16,7 @@ from twisted.internet.testing import StringTransport
 from twisted.logger import LogEvent, globalLogPublisher
 from twisted.trial.unittest import TestCase
 
+from rproxy import _splice as splice_module
 from rproxy._splice import can_splice
 from rproxy.backends import Backend, Pool
 from rproxy.tcp import TCPFrontProtocol, TCPProxyFactory
@@ -82,6 +85,31 @@ class SpliceTests(TestCase):
         event = yield self.ended
         self.assertEqual(event["ended"], "client reset")
         self.assertEqual(self.pool.backends[0].active, 0)
+
+    @inlineCallbacks
+    def test_no_pipes_left_falls_back_to_the_portable_relay(self) -> Any:
+        """When the second pipe cannot be made, the first is closed and the
+        pair is relayed through Python instead."""
+        made: list[int] = []
+        real_pipe2 = os.pipe2
+
+        def pipe2(flags: int) -> tuple[int, int]:
+            if made:
+                raise OSError(errno.EMFILE, "Too many open files")
+            fds = real_pipe2(flags)
+            made.extend(fds)
+            return fds
+
+        self.patch(splice_module.os, "pipe2", pipe2)
+        client = Exchange(b"y" * 50_000)
+        endpoint = TCP4ClientEndpoint(reactor, "127.0.0.1", self.proxy_port)
+        yield endpoint.connect(Factory.forProtocol(lambda: client))
+        reply = yield client.done
+        self.assertEqual(reply, b"b0\n" + b"y" * 50_000)
+        self.assertEqual(len(made), 2)
+        for fd in made:
+            with self.assertRaises(OSError):
+                os.fstat(fd)
 
     @inlineCallbacks
     def test_the_idle_timeout_applies_while_spliced(self) -> Any:
