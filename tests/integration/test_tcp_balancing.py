@@ -10,11 +10,12 @@ from twisted.internet import reactor
 from twisted.internet.defer import Deferred, inlineCallbacks
 from twisted.internet.endpoints import TCP4ClientEndpoint
 from twisted.internet.protocol import Factory
-from twisted.trial.unittest import TestCase
+from twisted.trial.unittest import SkipTest, TestCase
 
 from rproxy.backends import Backend, BackendState, Pool
 from rproxy.config import parse_config
 from rproxy.service import ProxyService
+from rproxy.tcp import TCPProxyFactory
 from tests.integration.helpers import Exchange, greeter_factory
 
 
@@ -154,3 +155,44 @@ class TCPBalancingWithoutSpliceTests(TCPBalancingTests):
     def start(self, balance: str = "round_robin", health: str = "") -> None:
         super().start(balance, health)
         self.service.listeners["front"].factory.splice = False
+
+
+class AddressFamilyTests(TestCase):
+    """Backends named by IPv6 literal and by hostname, over real sockets."""
+
+    timeout = 30
+
+    @inlineCallbacks
+    def relay_through(self, address: str, interface: str) -> Any:
+        factory = greeter_factory("named")
+        port = reactor.listenTCP(0, factory, interface=interface)
+        self.addCleanup(port.stopListening)
+        pool = Pool(
+            "p", [Backend.from_address(address.format(port=port.getHost().port))]
+        )
+        proxy = reactor.listenTCP(
+            0, TCPProxyFactory(pool, reactor), interface="127.0.0.1"
+        )
+        self.addCleanup(proxy.stopListening)
+        client = Exchange(b"hi")
+        endpoint = TCP4ClientEndpoint(reactor, "127.0.0.1", proxy.getHost().port)
+        yield endpoint.connect(Factory.forProtocol(lambda: client))
+        reply = yield client.done
+        return reply
+
+    @inlineCallbacks
+    def test_an_ipv6_backend_is_reached(self) -> Any:
+        """A backend written [::1]:port is connected to over IPv6."""
+        try:
+            probe = reactor.listenTCP(0, Factory(), interface="::1")
+        except Exception as error:  # no IPv6 loopback on this machine
+            raise SkipTest(f"no ::1: {error}") from error
+        yield probe.stopListening()
+        reply = yield self.relay_through("[::1]:{port}", "::1")
+        self.assertEqual(reply, b"named\nhi")
+
+    @inlineCallbacks
+    def test_a_hostname_backend_is_resolved_at_connect(self) -> Any:
+        """A backend written localhost:port is resolved and reached."""
+        reply = yield self.relay_through("localhost:{port}", "127.0.0.1")
+        self.assertEqual(reply, b"named\nhi")
