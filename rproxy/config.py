@@ -38,9 +38,11 @@ from rproxy._validate import (
 from rproxy.backends import format_address, parse_address
 
 __all__ = [
+    "ACCESS_LOG_FORMATS",
     "BALANCE_NAMES",
     "CHECK_KINDS",
     "PROTOCOLS",
+    "AccessLogConfig",
     "BackendConfig",
     "Config",
     "ConfigError",
@@ -58,6 +60,8 @@ PROTOCOLS = ("tcp",)
 BALANCE_NAMES = ("round_robin", "weighted", "least_conn", "random2", "hash")
 #: Kinds of active health check.
 CHECK_KINDS = ("tcp", "http", "none")
+#: Line formats of the access log.
+ACCESS_LOG_FORMATS = ("combined", "json")
 
 # RFC 9110 token characters, for header names in hash_key.
 _TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
@@ -174,6 +178,19 @@ class ListenerConfig:
 
 
 @frozen
+class AccessLogConfig:
+    """
+    The file the access log is appended to (relative paths are relative to
+    the working directory) and the format of its lines.
+    """
+
+    path: str
+    format: str = field(
+        default="combined", validator=validators.in_(ACCESS_LOG_FORMATS)
+    )
+
+
+@frozen
 class Config:
     """
     A whole validated config file.
@@ -188,6 +205,7 @@ class Config:
     listeners: tuple[ListenerConfig, ...]
     timeouts: Timeouts = field(factory=Timeouts)
     shutdown_grace: float = field(default=10.0, validator=validators.ge(0.0))
+    access_log: AccessLogConfig | None = None
 
     def pool(self, name: str) -> PoolConfig:
         """
@@ -235,12 +253,24 @@ def parse_config(data: Mapping[str, object], source: str) -> Config:
     @raise ConfigError: listing every problem found.
     """
     problems = Problems(source)
-    top = Table(problems, "", data, ("pools", "listeners", "timeouts", "shutdown"))
+    top = Table(
+        problems,
+        "",
+        data,
+        ("pools", "listeners", "timeouts", "shutdown", "access_log"),
+    )
 
     timeouts = _timeouts(top.table("timeouts", _TIMEOUT_KEYS), Timeouts())
     grace = 10.0
     if shutdown := top.table("shutdown", ("grace",)):
         grace = shutdown.get("grace", non_negative_number, grace)
+
+    access_log = None
+    if log_table := top.table("access_log", ("path", "format")):
+        log_path = log_table.require("path", string)
+        log_format = log_table.get("format", one_of(ACCESS_LOG_FORMATS), "combined")
+        if log_path is not None:
+            access_log = AccessLogConfig(log_path, log_format)
 
     pools = _pools(top, timeouts)
     listeners = _listeners(top, pools)
@@ -253,6 +283,7 @@ def parse_config(data: Mapping[str, object], source: str) -> Config:
         listeners=tuple(listeners),
         timeouts=timeouts,
         shutdown_grace=grace,
+        access_log=access_log,
     )
 
 

@@ -12,6 +12,7 @@ from twisted.internet.interfaces import IListeningPort, IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from rproxy.accesslog import AccessLog, AccessLogService
 from rproxy.backends import Backend, Pool, Registry
 from rproxy.balancing import make_balancer
 from rproxy.config import Config, HealthConfig, PoolConfig
@@ -141,12 +142,19 @@ class ListenerService(Service):
 class ProxyService(MultiService):
     """
     The whole proxy for one L{Config}: one health monitor per pool, one
-    listener per listener, sharing one L{Registry}.
+    listener per listener, sharing one L{Registry}, and the access log if
+    the config names one.  The access log starts before the listeners and
+    stops after they have drained, so it records every connection.
     """
 
     def __init__(self, config: Config, reactor: Any):
         super().__init__()
         self.config = config
+        self.access_log: AccessLogService | None = None
+        if config.access_log is not None:
+            self.access_log = AccessLogService(
+                AccessLog(config.access_log.path, config.access_log.format, reactor)
+            )
         self.registry = Registry()
         self.monitors: dict[str, HealthMonitor] = {}
         self.listeners: dict[str, ListenerService] = {}
@@ -178,3 +186,20 @@ class ProxyService(MultiService):
             service.setName(f"listener:{listener.name}")
             service.setServiceParent(self)
             self.listeners[listener.name] = service
+
+    def startService(self) -> None:
+        if self.access_log is not None:
+            self.access_log.startService()
+        super().startService()
+
+    def stopService(self) -> Deferred[None]:
+        stopping: Deferred[None] = super().stopService()
+        access_log = self.access_log
+        if access_log is not None:
+
+            def stop_log(result: object) -> object:
+                access_log.stopService()
+                return result
+
+            stopping.addBoth(stop_log)
+        return stopping

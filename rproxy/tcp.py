@@ -317,7 +317,6 @@ class TCPFrontProtocol(Protocol):
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         self._client_gone = True
         self._stop_splicer()
-        self.factory.connections.discard(self)
         if self._connecting is not None:
             self._end("client left while connecting")
             self._connecting.cancel()
@@ -424,3 +423,6 @@ class TCPFrontProtocol(Protocol):
             status=self.ended or "closed",
             protocol="tcp",
         )
+        # Last: draining the listener waits for this, and the access log
+        # closes after the drain.
+        self.factory.connections.discard(self)

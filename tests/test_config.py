@@ -752,3 +752,30 @@ def test_config_error_str_is_the_problems_one_per_line() -> None:
     error = ConfigError(["a.toml: x: bad", "a.toml: y: worse"])
     assert str(error) == "a.toml: x: bad\na.toml: y: worse"
     assert error.errors == ["a.toml: x: bad", "a.toml: y: worse"]
+
+
+def test_access_log_is_off_unless_configured() -> None:
+    """Without an [access_log] table no access log is written."""
+    assert parse(POOL + LISTENER).access_log is None
+
+
+def test_access_log_path_and_format() -> None:
+    """[access_log] gives the file and the format, combined by default."""
+    config = parse(POOL + LISTENER + '[access_log]\npath = "/var/log/rproxy.log"\n')
+    assert config.access_log is not None
+    assert (config.access_log.path, config.access_log.format) == (
+        "/var/log/rproxy.log",
+        "combined",
+    )
+    json_log = parse(
+        POOL + LISTENER + '[access_log]\npath = "a.log"\nformat = "json"\n'
+    )
+    assert json_log.access_log is not None and json_log.access_log.format == "json"
+
+
+def test_access_log_problems_are_reported() -> None:
+    """A missing path and an unknown format are both named."""
+    assert errors(POOL + LISTENER + '[access_log]\nformat = "xml"\n') == [
+        "c.toml: access_log.path: missing required key",
+        "c.toml: access_log.format: must be one of 'combined', 'json', got 'xml'",
+    ]

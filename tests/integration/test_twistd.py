@@ -4,6 +4,7 @@ real backends on 127.0.0.1 (plain sockets in threads)."""
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import select
 import socket
@@ -268,3 +269,38 @@ def test_quick_start_config_runs_with_demo_backends(tmp_path: Path) -> None:
     # the second.
     assert greeted == sorted([f"127.0.0.1:{ports[0]}"] + [f"127.0.0.1:{ports[1]}"] * 2)
     assert all(r.endswith(b"ping\n") for r in replies)
+
+
+def test_access_log_records_each_connection_through_shutdown(tmp_path: Path) -> None:
+    """With [access_log], each connection is one JSON line in the file, and a
+    connection cut by shutdown is recorded too."""
+    backend = socket.create_server(("127.0.0.1", 0))
+    log_path = tmp_path / "access.log"
+    config = tmp_path / "rproxy.toml"
+    config.write_text(
+        tcp_config(
+            [backend.getsockname()[1]],
+            grace=0.5,
+            extra=f'[pools.p.health]\ncheck = "none"\n\n'
+            f'[access_log]\npath = "{log_path}"\nformat = "json"',
+        )
+    )
+    with proxy(config) as running:
+        port = running.ports["front"]
+        first = socket.create_connection(("127.0.0.1", port))
+        conn, _ = backend.accept()
+        first.sendall(b"abc")
+        assert conn.recv(3) == b"abc"
+        conn.close()
+        assert drain(first) == b""
+        first.close()
+        second = socket.create_connection(("127.0.0.1", port))
+        second_conn, _ = backend.accept()
+        running.stop()
+        second.close()
+        second_conn.close()
+    backend.close()
+    records = [json.loads(line) for line in log_path.read_text().splitlines()]
+    assert [r["status"] for r in records] == ["closed", "shutdown"]
+    assert records[0]["bytes_in"] == 3
+    assert records[0]["listener"] == "front" and records[0]["pool"] == "p"
