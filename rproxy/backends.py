@@ -225,6 +225,7 @@ class Pool:
         rise: int = 2,
         fall: int = 3,
         connect_tries: int = 3,
+        hash_key: str = "client_ip",
         now: Callable[[], float] = time.time,
     ) -> None:
         if balancer is None:
@@ -236,6 +237,8 @@ class Pool:
         self.rise = rise
         self.fall = fall
         self.connect_tries = connect_tries
+        #: what a hashing balancer hashes: "client_ip" or "header:NAME".
+        self.hash_key = hash_key
         self.version = 0
         self._now = now
         self._backends: dict[str, Backend] = {}

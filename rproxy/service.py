@@ -45,6 +45,7 @@ def build_pool(config: PoolConfig, clock: IReactorTime) -> Pool:
         rise=config.health.rise,
         fall=config.health.fall,
         connect_tries=config.connect_tries,
+        hash_key=config.hash_key,
         now=clock.seconds,
     )
 

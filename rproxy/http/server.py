@@ -1,0 +1,675 @@
+"""The HTTP/1.1 front protocol: strict request framing, routing, streaming to
+a backend connection and back, keep-alive and pipelining.
+
+One request is handled at a time per client connection; pipelined requests
+wait in a bounded buffer and are answered in order.  Request and response
+bodies stream through with backpressure (each transport the other's producer
+while a body flows).  What the client sent is re-framed, never forwarded in an
+ambiguous form: a chunked body is decoded and chunked again.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from attrs import field, frozen
+from twisted.internet.interfaces import IAddress, IDelayedCall, IStreamClientEndpoint
+from twisted.internet.protocol import Factory, Protocol, connectionDone
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from rproxy._endpoints import client_endpoint
+from rproxy._tracking import ConnectionTracker
+from rproxy.backends import Backend, Pool
+from rproxy.health import describe_failure
+from rproxy.http.chunked import (
+    ChunkedDecoder,
+    End,
+    Trailers,
+    encode_chunk,
+    encode_last_chunk,
+)
+from rproxy.http.errors import error_response
+from rproxy.http.framing import (
+    HTTPError,
+    Limits,
+    RequestHead,
+    ResponseHead,
+    check_incomplete_head,
+    find_head_end,
+    parse_request_head,
+)
+from rproxy.http.headers import (
+    ForwardingPolicy,
+    forward_request_headers,
+    forward_response_headers,
+)
+from rproxy.http.upstream import KeepAlivePool, UpstreamFactory, UpstreamProtocol
+from rproxy.interfaces import IRegistry, IRouter
+
+log = Logger(namespace="rproxy.http")
+access_log = Logger(namespace="rproxy.access")
+
+#: methods whose request may be sent again after a backend failed mid-way.
+IDEMPOTENT = frozenset({b"GET", b"HEAD", b"OPTIONS", b"TRACE", b"PUT", b"DELETE"})
+#: request body bytes held while the backend is being connected.
+_BODY_BUFFER = 1 << 16
+
+_HEAD, _BODY, _WAIT, _CLOSED = range(4)
+_CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+
+
+@frozen
+class HTTPSettings:
+    """
+    How one HTTP listener behaves.
+
+    @ivar remove_response_headers: lowercased names of backend response
+        headers not to pass on (e.g. C{b"server"}).
+    """
+
+    listener: str
+    router: IRouter
+    policy: ForwardingPolicy = field(factory=ForwardingPolicy)
+    limits: Limits = field(factory=Limits)
+    remove_response_headers: frozenset[bytes] = frozenset()
+    scheme: bytes = b"http"
+    request_head_timeout: float = 10.0
+    keep_alive_timeout: float = 60.0
+    connect_timeout: float = 5.0
+    response_timeout: float = 60.0
+
+
+EndpointFor = Callable[[Backend], IStreamClientEndpoint]
+
+
+class HTTPProxyFactory(Factory):
+    """
+    Accepts HTTP/1.1 clients and proxies their requests to the pools of
+    C{registry} that C{settings.router} chooses.
+
+    @param reactor: provides L{IReactorTime} and, unless C{endpoint_for} is
+        given, L{IReactorTCP}.
+    @param keep_alive: the idle backend connections to reuse; one is made if
+        not given.
+    """
+
+    noisy = False
+
+    def __init__(
+        self,
+        registry: IRegistry,
+        reactor: Any,
+        settings: HTTPSettings,
+        *,
+        endpoint_for: EndpointFor | None = None,
+        keep_alive: KeepAlivePool | None = None,
+    ):
+        self.registry = registry
+        self.clock = reactor
+        self.settings = settings
+        self.keep_alive = keep_alive or KeepAlivePool(reactor)
+        self.connections = ConnectionTracker()
+        if endpoint_for is None:
+
+            def endpoint_for(backend: Backend) -> IStreamClientEndpoint:
+                return client_endpoint(
+                    reactor, backend.host, backend.port, settings.connect_timeout
+                )
+
+        self.endpoint_for = endpoint_for
+
+    def buildProtocol(self, addr: IAddress | None) -> HTTPFrontProtocol:
+        return HTTPFrontProtocol(self)
+
+
+def _unregister_producer(transport: Any) -> None:
+    """
+    End the body that was streaming into C{transport}, if any.
+    """
+    if transport is not None and getattr(transport, "producer", None) is not None:
+        transport.unregisterProducer()
+
+
+def _header(headers: list[tuple[bytes, bytes]], name: bytes) -> bytes | None:
+    for key, value in headers:
+        if key.lower() == name:
+            return value
+    return None
+
+
+class HTTPFrontProtocol(Protocol):
+    """
+    One client connection.
+    """
+
+    def __init__(self, factory: HTTPProxyFactory):
+        self.factory = factory
+        self.settings = factory.settings
+        self.clock = factory.clock
+        self.client = ""
+        self._buffer = bytearray()
+        self._search_from = 0
+        self._state = _HEAD
+        self._timer: IDelayedCall | None = None
+        self._idle_wait = False
+        self._closing = False
+        self._paused = False
+        self._new_exchange()
+
+    def _new_exchange(self) -> None:
+        self.request: RequestHead | None = None
+        self.target = b""
+        self.pool: Pool | None = None
+        self.backend: Backend | None = None
+        self.upstream: UpstreamProtocol | None = None
+        self.tried: list[Backend] = []
+        self.status: int | str = "-"
+        self.bytes_in = 0
+        self.bytes_out = 0
+        self.started = 0.0
+        self.upstream_time: float | None = None
+        self._from_pool = False
+        self._holding = False
+        self._connecting: Any = None
+        self._response_timer: IDelayedCall | None = None
+        self._response_started = False
+        self._chunk_out = False
+        self._keep_client = True
+        self._trailers: list[tuple[bytes, bytes]] = []
+        self._body_left = 0
+        self._decoder: ChunkedDecoder | None = None
+
+    # Connection -----------------------------------------------------------
+
+    def connectionMade(self) -> None:
+        self.factory.connections.add(self)
+        peer = self.transport.getPeer()  # type: ignore[union-attr]
+        self.client = str(getattr(peer, "host", ""))
+        self._wait_for_head(self.settings.request_head_timeout)
+
+    def _wait_for_head(self, timeout: float) -> None:
+        self._cancel_timer()
+        self._timer = self.clock.callLater(timeout, self._head_timed_out)
+
+    def _cancel_timer(self) -> None:
+        if self._timer is not None and self._timer.active():
+            self._timer.cancel()
+        self._timer = None
+
+    def _head_timed_out(self) -> None:
+        self._timer = None
+        if self._buffer:
+            self._reject(408)
+        else:
+            self._close()
+
+    def dataReceived(self, data: bytes) -> None:
+        if self._state == _CLOSED:
+            return
+        self._buffer += data
+        if self._state == _HEAD:
+            if self._idle_wait:
+                # A new request began on a kept-alive connection: it has the
+                # head timeout, not the (longer) keep-alive one, to arrive.
+                self._idle_wait = False
+                self._wait_for_head(self.settings.request_head_timeout)
+            self._read_head()
+        elif self._state == _BODY:
+            if self.upstream is not None:
+                self._pump_body()
+            elif len(self._buffer) > _BODY_BUFFER:
+                self._pause()
+        elif len(self._buffer) > self.settings.limits.max_head:
+            self._pause()  # pipelined requests wait for this response
+
+    def _pause(self) -> None:
+        if not self._paused:
+            self._paused = True
+            self.transport.pauseProducing()  # type: ignore[union-attr]
+
+    def _resume(self) -> None:
+        if self._paused:
+            self._paused = False
+            self.transport.resumeProducing()  # type: ignore[union-attr]
+
+    # Request head -----------------------------------------------------------
+
+    def _read_head(self) -> None:
+        limits = self.settings.limits
+        buffer = self._buffer
+        end = find_head_end(buffer, self._search_from)
+        try:
+            if end < 0:
+                check_incomplete_head(buffer, 0, limits)
+                self._search_from = max(len(buffer) - 3, 0)
+                return
+            head = parse_request_head(bytes(buffer[:end]), limits)
+        except HTTPError as error:
+            self._reject(error.status)
+            return
+        del buffer[:end]
+        self._search_from = 0
+        self._cancel_timer()
+        self._begin(head)
+
+    def _reject(self, status: int) -> None:
+        """
+        Answer C{status} ourselves and close the connection.
+        """
+        self.status = status
+        if self.started == 0.0:
+            self.started = self.clock.seconds()
+        self._state = _CLOSED
+        if self._connecting is not None:
+            self._connecting.cancel()
+        self._drop_upstream()
+        self.transport.write(error_response(status))  # type: ignore[union-attr]
+        self._emit()
+        self._close()
+
+    def _begin(self, head: RequestHead) -> None:
+        self.request = head
+        self.started = self.clock.seconds()
+        if head.upgrade is not None:
+            # Upgrades (WebSocket) are not relayed yet: refuse clearly rather
+            # than forward a request the backend would half-understand.
+            self._reject(501)
+            return
+        match = self.settings.router.route(head.host, head.target)
+        if match is None:
+            self._reject(404)
+            return
+        self.target = match.target
+        try:
+            self.pool = self.factory.registry.get(match.route.pool)
+        except KeyError:
+            self._reject(503)
+            return
+        if head.body == "none":
+            self._state = _WAIT
+        else:
+            self._state = _BODY
+            if head.body == "length":
+                self._body_left = head.content_length or 0
+            else:
+                self._decoder = ChunkedDecoder(self.settings.limits)
+        self._connect()
+
+    # Backend connection ----------------------------------------------------
+
+    def _hash_key(self, pool: Pool) -> str | None:
+        key = pool.hash_key
+        if key.startswith("header:") and self.request is not None:
+            value = _header(self.request.headers, key[7:].lower().encode())
+            return value.decode("latin-1") if value is not None else None
+        return self.client
+
+    def _connect(self) -> None:
+        pool = self.pool
+        assert pool is not None
+        backend = None
+        if len(self.tried) < pool.connect_tries:
+            backend = pool.pick(self._hash_key(pool), self.tried)
+        if backend is None:
+            self._reject(503 if not self.tried else 502)
+            return
+        self.tried.append(backend)
+        self.backend = backend
+        pool.acquire(backend)
+        self._holding = True
+        upstream = self.factory.keep_alive.take(backend)
+        if upstream is not None:
+            self._from_pool = True
+            self._attach(upstream)
+            return
+        self._from_pool = False
+        connecting = self.factory.endpoint_for(backend).connect(
+            UpstreamFactory(backend)
+        )
+        connecting.addTimeout(self.settings.connect_timeout, self.clock)
+        self._connecting = connecting
+        connecting.addCallbacks(self._connected, self._connect_failed)
+        connecting.addErrback(self._bug)
+
+    def _connected(self, upstream: UpstreamProtocol) -> None:
+        self._connecting = None
+        if self._state == _CLOSED:
+            upstream.transport.loseConnection()  # type: ignore[union-attr]
+            return
+        self._attach(upstream)
+
+    def _connect_failed(self, failure: Failure) -> None:
+        self._connecting = None
+        backend, pool = self.backend, self.pool
+        assert backend is not None and pool is not None
+        self._release_backend()
+        if self._state == _CLOSED:
+            return
+        reason = describe_failure(failure)
+        log.info(
+            "connect to {backend} in pool {pool} failed: {reason}",
+            backend=backend.name,
+            pool=pool.name,
+            reason=reason,
+        )
+        pool.report_failure(backend, reason)
+        self._connect()
+
+    def _bug(self, failure: Failure) -> None:
+        log.failure("bug in the HTTP proxy; closing the connection", failure)
+        if self.transport is not None:
+            self.transport.abortConnection()  # type: ignore[attr-defined]
+
+    def _attach(self, upstream: UpstreamProtocol) -> None:
+        head, pool, backend = self.request, self.pool, self.backend
+        assert head is not None and pool is not None and backend is not None
+        pool.report_success(backend)
+        self.upstream = upstream
+        upstream.start(self, head.method)
+        upstream.write(self._request_head(head, backend))
+        self._upstream_started = self.clock.seconds()
+        if self._state == _WAIT:
+            self._request_sent()
+            return
+        upstream.transport.registerProducer(self.transport, True)  # type: ignore[union-attr]
+        self._resume()
+        self._pump_body()
+
+    def _request_head(self, head: RequestHead, backend: Backend) -> bytes:
+        settings = self.settings
+        policy = settings.policy
+        host = head.host
+        headers = forward_request_headers(
+            head.headers,
+            client_ip=self.client,
+            scheme=settings.scheme,
+            host=host,
+            policy=policy,
+            backend_host=backend.address.encode() if not policy.preserve_host else None,
+        )
+        if host is None and policy.preserve_host:
+            headers.insert(0, (b"Host", backend.address.encode()))
+        lines = [head.method + b" " + self.target + b" HTTP/1.1"]
+        lines.extend(name + b": " + value for name, value in headers)
+        return b"\r\n".join(lines) + b"\r\n\r\n"
+
+    # Request body ----------------------------------------------------------
+
+    def _pump_body(self) -> None:
+        upstream = self.upstream
+        assert upstream is not None
+        buffer = self._buffer
+        if not buffer:
+            return
+        if self._decoder is None:
+            count = min(self._body_left, len(buffer))
+            data = bytes(buffer[:count])
+            del buffer[:count]
+            self._body_left -= count
+            self.bytes_in += count
+            upstream.write(data)
+            if self._body_left == 0:
+                self._request_sent()
+            return
+        data = bytes(buffer)
+        buffer.clear()
+        try:
+            events = self._decoder.feed(data)
+        except HTTPError as error:
+            self._fail_request(error.status)
+            return
+        for event in events:
+            if isinstance(event, bytes):
+                self.bytes_in += len(event)
+                upstream.write(encode_chunk(event))
+            elif isinstance(event, Trailers):
+                self._trailers = event.headers
+            elif isinstance(event, End):
+                upstream.write(encode_last_chunk(self._trailers))
+                self._trailers = []
+                buffer[:0] = event.rest
+                self._request_sent()
+                return
+
+    def _fail_request(self, status: int) -> None:
+        """
+        The client's body is malformed or too large: drop the backend
+        connection and answer C{status}.
+        """
+        if self._response_started:
+            self._drop_upstream()
+            self._abort()
+        else:
+            self._reject(status)
+
+    def _request_sent(self) -> None:
+        self._state = _WAIT
+        if self.upstream is not None:
+            _unregister_producer(self.upstream.transport)
+        if self._response_timer is None:
+            self._response_timer = self.clock.callLater(
+                self.settings.response_timeout, self._response_timed_out
+            )
+        if self._buffer and len(self._buffer) > self.settings.limits.max_head:
+            self._pause()
+
+    def _response_timed_out(self) -> None:
+        self._response_timer = None
+        backend, pool = self.backend, self.pool
+        if backend is not None and pool is not None:
+            pool.report_failure(backend, "no response in time")
+        self._drop_upstream()
+        if self._response_started:
+            self._abort()
+        else:
+            self._reject(504)
+
+    # Response (the upstream reports here) ----------------------------------
+
+    def interim_response(self, head: ResponseHead) -> None:
+        request = self.request
+        if head.status == 100 and request is not None and request.version >= (1, 1):
+            self.transport.write(_CONTINUE)  # type: ignore[union-attr]
+
+    def response_head(self, head: ResponseHead) -> None:
+        self._cancel_response_timer()
+        request = self.request
+        assert request is not None
+        self.status = head.status
+        self.upstream_time = self.clock.seconds() - self._upstream_started
+        keep = request.keep_alive and not self._closing
+        http11 = request.version >= (1, 1)
+        drop_te = False
+        if head.body in ("chunked", "close"):
+            if http11:
+                # Re-chunked: a chunked response keeps its Transfer-Encoding
+                # field, a close-delimited one gets one below.
+                self._chunk_out = True
+            else:
+                # HTTP/1.0 has no chunked coding: send the payload and close.
+                keep = False
+                drop_te = True
+        self._keep_client = keep
+        headers = forward_response_headers(
+            head.headers,
+            remove=self.settings.remove_response_headers,
+            via=self.settings.policy.via,
+        )
+        lines = [b"HTTP/1.1 %d %s" % (head.status, head.reason)]
+        for name, value in headers:
+            if drop_te and name.lower() == b"transfer-encoding":
+                continue
+            lines.append(name + b": " + value)
+        if self._chunk_out and head.body == "close":
+            lines.append(b"Transfer-Encoding: chunked")
+        if not keep:
+            lines.append(b"Connection: close")
+        elif not http11:
+            lines.append(b"Connection: keep-alive")
+        transport = self.transport
+        assert transport is not None
+        transport.write(b"\r\n".join(lines) + b"\r\n\r\n")
+        self._response_started = True
+        upstream = self.upstream
+        if upstream is not None and upstream.transport is not None:
+            transport.registerProducer(upstream.transport, True)  # type: ignore[attr-defined]
+
+    def response_body(self, data: bytes) -> None:
+        self.bytes_out += len(data)
+        self.transport.write(  # type: ignore[union-attr]
+            encode_chunk(data) if self._chunk_out else data
+        )
+
+    def response_trailers(self, headers: list[tuple[bytes, bytes]]) -> None:
+        request = self.request
+        if request is not None and request.te_trailers:
+            self._trailers = headers
+
+    def response_end(self) -> None:
+        transport = self.transport
+        assert transport is not None
+        if self._chunk_out:
+            transport.write(encode_last_chunk(self._trailers))
+        _unregister_producer(transport)
+        upstream = self.upstream
+        self.upstream = None
+        self._release_backend()
+        still_sending = self._state == _BODY
+        if upstream is not None:
+            if still_sending:
+                # The backend answered before the request body was all sent:
+                # neither connection can carry another request.
+                upstream.reusable = False
+                _unregister_producer(upstream.transport)
+            self.factory.keep_alive.put(upstream)
+        self._emit()
+        keep = self._keep_client and not still_sending
+        self._new_exchange()
+        if not keep or self._closing:
+            self._state = _CLOSED
+            self._close()
+            return
+        self._state = _HEAD
+        self._resume()
+        if self._buffer:
+            self._wait_for_head(self.settings.request_head_timeout)
+            self._read_head()
+        else:
+            self._wait_for_head(self.settings.keep_alive_timeout)
+            self._idle_wait = True
+
+    def upstream_failed(self, reason: str, status: int) -> None:
+        self._cancel_response_timer()
+        upstream, backend, pool, request = (
+            self.upstream,
+            self.backend,
+            self.pool,
+            self.request,
+        )
+        assert pool is not None and backend is not None and request is not None
+        self.upstream = None
+        self._release_backend()
+        if self._state == _CLOSED:
+            return
+        received = upstream is not None and upstream.received_any
+        if self._from_pool and not received:
+            # A reused connection the backend had closed meanwhile: not the
+            # backend's fault, and the same backend may be asked again.
+            self.tried.remove(backend)
+        else:
+            pool.report_failure(backend, reason)
+        retry = (
+            not self._response_started
+            and not received
+            and request.method in IDEMPOTENT
+            and request.body == "none"
+        )
+        if retry:
+            self._connect()
+        elif self._response_started:
+            self._abort()
+        else:
+            self._reject(status)
+
+    def _cancel_response_timer(self) -> None:
+        if self._response_timer is not None and self._response_timer.active():
+            self._response_timer.cancel()
+        self._response_timer = None
+
+    # Ending ------------------------------------------------------------------
+
+    def _drop_upstream(self) -> None:
+        upstream = self.upstream
+        self.upstream = None
+        if upstream is not None:
+            upstream.release_timeout()
+        self._release_backend()
+
+    def _release_backend(self) -> None:
+        if self._holding and self.pool is not None and self.backend is not None:
+            self._holding = False
+            self.pool.release(self.backend)
+
+    def _close(self) -> None:
+        self._state = _CLOSED
+        self._cancel_timer()
+        self.transport.loseConnection()  # type: ignore[union-attr]
+
+    def _abort(self) -> None:
+        self._state = _CLOSED
+        self._cancel_timer()
+        self.transport.abortConnection()  # type: ignore[union-attr]
+
+    def shut_down(self, abort: bool) -> None:
+        """
+        Close at once if idle between requests; otherwise after the current
+        response (or now, when C{abort}).
+        """
+        if abort:
+            self._drop_upstream()
+            self._abort()
+        elif self._state == _HEAD and not self._buffer:
+            self._close()
+        else:
+            self._closing = True
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
+        in_flight = self.request is not None and self._state != _CLOSED
+        self._state = _CLOSED
+        self._cancel_timer()
+        self._cancel_response_timer()
+        if self._connecting is not None:
+            self._connecting.cancel()
+        if in_flight:
+            self.status = 499  # the client went away before its response
+            self._drop_upstream()
+            self._emit()
+        self.factory.connections.discard(self)
+
+    def _emit(self) -> None:
+        request = self.request
+        if request is None and self.status == "-":
+            return
+        access_log.info(
+            "{client} {method} {path} {status}",
+            client=self.client,
+            listener=self.settings.listener,
+            protocol="http",
+            method=request.method.decode("latin-1") if request else None,
+            path=request.target.decode("latin-1") if request else None,
+            version=f"HTTP/{request.version[0]}.{request.version[1]}"
+            if request
+            else None,
+            status=self.status,
+            bytes_in=self.bytes_in,
+            bytes_out=self.bytes_out,
+            pool=self.pool.name if self.pool else None,
+            backend=self.backend.name if self.backend else None,
+            upstream_time=self.upstream_time,
+            duration=self.clock.seconds() - self.started,
+            referer=_header(request.headers, b"referer") if request else None,
+            user_agent=_header(request.headers, b"user-agent") if request else None,
+        )
+        self.request = None

@@ -1,0 +1,317 @@
+"""Backend connections for HTTP: one request at a time on each, the response
+parsed and streamed to whoever asked, and a keep-alive pool per backend.
+
+An L{UpstreamProtocol} reports to an L{IResponseSink} (the front protocol's
+exchange) as the response arrives; it is reusable only when its response ended
+exactly where its framing said and the backend did not ask to close.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Protocol as TypingProtocol
+
+from twisted.internet.interfaces import IAddress, IDelayedCall, IReactorTime
+from twisted.internet.protocol import Factory, Protocol, connectionDone
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from rproxy.backends import Backend
+from rproxy.http.chunked import ChunkedDecoder, End, Trailers
+from rproxy.http.framing import (
+    HTTPError,
+    ResponseHead,
+    find_head_end,
+    parse_response_head,
+)
+
+log = Logger(namespace="rproxy.http.upstream")
+
+#: the largest response head a backend may send before it is a bad gateway.
+MAX_RESPONSE_HEAD = 65536
+
+
+class IResponseSink(TypingProtocol):
+    """
+    What an upstream connection reports a response to.
+    """
+
+    def response_head(self, head: ResponseHead) -> None:
+        """A final (non-1xx) response head arrived."""
+
+    def interim_response(self, head: ResponseHead) -> None:
+        """A 1xx response other than 101 arrived."""
+
+    def response_body(self, data: bytes) -> None:
+        """Body bytes (decoded from chunked if the backend chunked)."""
+
+    def response_trailers(self, headers: list[tuple[bytes, bytes]]) -> None:
+        """A chunked response's trailer fields."""
+
+    def response_end(self) -> None:
+        """The response is complete."""
+
+    def upstream_failed(self, reason: str, status: int) -> None:
+        """
+        The connection broke or spoke garbage before the response ended;
+        C{status} is what the client should get if nothing was sent yet.
+        """
+
+
+class UpstreamProtocol(Protocol):
+    """
+    One connection to a backend, carrying one request at a time.
+
+    @ivar reusable: the last response ended cleanly on a keep-alive
+        connection, so another request may be sent.
+    @ivar received_any: some bytes of the current response arrived.
+    """
+
+    def __init__(self, backend: Backend):
+        self.backend = backend
+        self.sink: IResponseSink | None = None
+        self.reusable = False
+        self.received_any = False
+        self.connected_ = False
+        self._method = b"GET"
+        self._buffer = bytearray()
+        self._head: ResponseHead | None = None
+        self._remaining = 0
+        self._decoder: ChunkedDecoder | None = None
+        self.on_idle_lost: Callable[[UpstreamProtocol], None] | None = None
+
+    def connectionMade(self) -> None:
+        self.connected_ = True
+
+    def start(self, sink: IResponseSink, method: bytes) -> None:
+        """
+        Expect the response to a request with C{method}, reporting to C{sink}.
+        """
+        self.sink = sink
+        self._method = method
+        self.reusable = False
+        self.received_any = False
+        self._buffer.clear()
+        self._head = None
+        self._decoder = None
+
+    def write(self, data: bytes) -> None:
+        """
+        Send request bytes.
+        """
+        self.transport.write(data)  # type: ignore[union-attr]
+
+    def dataReceived(self, data: bytes) -> None:
+        sink = self.sink
+        if sink is None:
+            # Nothing was asked: a backend talking out of turn is not reused.
+            self.transport.loseConnection()  # type: ignore[union-attr]
+            return
+        self.received_any = True
+        try:
+            if self._head is None:
+                self._buffer += data
+                self._read_heads(sink)
+            else:
+                self._read_body(sink, data)
+        except HTTPError as error:
+            self._fail(f"bad response: {error.reason}", 502)
+
+    def _read_heads(self, sink: IResponseSink) -> None:
+        while self._head is None and self.sink is sink:
+            end = find_head_end(self._buffer)
+            if end < 0:
+                if len(self._buffer) > MAX_RESPONSE_HEAD:
+                    raise HTTPError(502, "response head too large")
+                return
+            head = parse_response_head(bytes(self._buffer[:end]), self._method)
+            del self._buffer[:end]
+            if 100 <= head.status < 200:
+                if head.status == 101:
+                    raise HTTPError(502, "unexpected 101")
+                sink.interim_response(head)
+                continue
+            self._head = head
+            if head.body == "length":
+                self._remaining = head.content_length or 0
+            elif head.body == "chunked":
+                self._decoder = ChunkedDecoder(bad_status=502)
+            sink.response_head(head)
+            rest = bytes(self._buffer)
+            self._buffer.clear()
+            if head.body == "none":
+                self._finish(rest)
+            elif rest:
+                self._read_body(sink, rest)
+
+    def _read_body(self, sink: IResponseSink, data: bytes) -> None:
+        head = self._head
+        assert head is not None
+        if head.body == "length":
+            if len(data) >= self._remaining:
+                body, rest = data[: self._remaining], data[self._remaining :]
+                self._remaining = 0
+                if body:
+                    sink.response_body(body)
+                self._finish(rest)
+            else:
+                self._remaining -= len(data)
+                sink.response_body(data)
+        elif head.body == "chunked":
+            assert self._decoder is not None
+            for event in self._decoder.feed(data):
+                if isinstance(event, bytes):
+                    sink.response_body(event)
+                elif isinstance(event, Trailers):
+                    sink.response_trailers(event.headers)
+                elif isinstance(event, End):
+                    self._finish(event.rest)
+                    return
+        elif head.body == "close":
+            sink.response_body(data)
+        else:
+            self._finish(data)
+
+    def _finish(self, rest: bytes) -> None:
+        head = self._head
+        sink = self.sink
+        assert head is not None and sink is not None
+        self.sink = None
+        # Bytes after the response, or a backend that wants to close, end
+        # the connection's usefulness.
+        self.reusable = head.keep_alive and not rest and head.body != "close"
+        sink.response_end()
+        if rest:
+            self.transport.loseConnection()  # type: ignore[union-attr]
+
+    def _fail(self, reason: str, status: int) -> None:
+        sink, self.sink = self.sink, None
+        self.reusable = False
+        if self.transport is not None:
+            self.transport.abortConnection()  # type: ignore[attr-defined]
+        if sink is not None:
+            sink.upstream_failed(reason, status)
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
+        self.connected_ = False
+        self.reusable = False
+        sink, self.sink = self.sink, None
+        if sink is None:
+            if self.on_idle_lost is not None:
+                self.on_idle_lost(self)
+            return
+        if self._head is not None and self._head.body == "close":
+            sink.response_end()
+            return
+        sink.upstream_failed("backend closed the connection", 502)
+
+    def release_timeout(self) -> None:
+        """
+        The response timed out: drop the connection without a report.
+        """
+        self.sink = None
+        self.reusable = False
+        if self.transport is not None:
+            self.transport.abortConnection()  # type: ignore[attr-defined]
+
+
+class UpstreamFactory(Factory):
+    """
+    Builds the protocol for one new backend connection.
+    """
+
+    noisy = False
+
+    def __init__(self, backend: Backend):
+        self.backend = backend
+
+    def buildProtocol(self, addr: IAddress | None) -> UpstreamProtocol:
+        return UpstreamProtocol(self.backend)
+
+
+class KeepAlivePool:
+    """
+    Idle keep-alive connections per backend: the most recently used first,
+    at most C{max_idle} per backend, each closed after C{idle_timeout}.
+    """
+
+    def __init__(
+        self, clock: IReactorTime, *, max_idle: int = 32, idle_timeout: float = 30.0
+    ):
+        self._clock = clock
+        self.max_idle = max_idle
+        self.idle_timeout = idle_timeout
+        self._idle: dict[Backend, list[tuple[UpstreamProtocol, IDelayedCall]]] = {}
+
+    def idle_count(self, backend: Backend) -> int:
+        """
+        Idle connections kept for C{backend}.
+        """
+        return len(self._idle.get(backend, ()))
+
+    def take(self, backend: Backend) -> UpstreamProtocol | None:
+        """
+        An idle connection to C{backend}, or None.
+        """
+        idle = self._idle.get(backend)
+        while idle:
+            connection, timer = idle.pop()
+            if timer.active():
+                timer.cancel()
+            connection.on_idle_lost = None
+            if connection.connected_:
+                return connection
+        return None
+
+    def put(self, connection: UpstreamProtocol) -> None:
+        """
+        Keep C{connection} for reuse if it may be reused and there is room;
+        close it otherwise.
+        """
+        idle = self._idle.setdefault(connection.backend, [])
+        if (
+            not connection.reusable
+            or not connection.connected_
+            or len(idle) >= self.max_idle
+        ):
+            if connection.transport is not None:
+                connection.transport.loseConnection()
+            return
+        timer = self._clock.callLater(self.idle_timeout, self._expire, connection)
+        connection.on_idle_lost = self._lost
+        idle.append((connection, timer))
+
+    def _remove(self, connection: UpstreamProtocol) -> IDelayedCall | None:
+        idle = self._idle.get(connection.backend, [])
+        for index, (kept, timer) in enumerate(idle):
+            if kept is connection:
+                del idle[index]
+                return timer
+        return None
+
+    def _expire(self, connection: UpstreamProtocol) -> None:
+        self._remove(connection)
+        connection.on_idle_lost = None
+        if connection.transport is not None:
+            connection.transport.loseConnection()
+
+    def _lost(self, connection: UpstreamProtocol) -> None:
+        timer = self._remove(connection)
+        if timer is not None and timer.active():
+            timer.cancel()
+
+    def close_all(self) -> None:
+        """
+        Close every idle connection (on shutdown).
+        """
+        for idle in self._idle.values():
+            for connection, timer in idle:
+                if timer.active():
+                    timer.cancel()
+                connection.on_idle_lost = None
+                if connection.transport is not None:
+                    connection.transport.loseConnection()
+        self._idle.clear()
+
+
+__all__ = ["IResponseSink", "KeepAlivePool", "UpstreamFactory", "UpstreamProtocol"]
