@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import datetime
 import difflib
+import ipaddress
 import json
 import math
 import re
 from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import TypeVar
 
+from attrs import fields_dict
 from twisted.internet.endpoints import serverFromString
 
 T = TypeVar("T")
@@ -23,6 +25,8 @@ D = TypeVar("D")
 
 _BARE_KEY = re.compile(r"[A-Za-z0-9_-]+")
 _STATUS_RANGE = re.compile(r"\s*(\d+)\s*(?:-\s*(\d+)\s*)?", re.ASCII)
+#: RFC 9110 token characters: what a header name is made of.
+TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 
 
 class Problems:
@@ -84,6 +88,13 @@ def did_you_mean(word: str, choices: Collection[str]) -> str:
     """
     close = difflib.get_close_matches(word, list(choices), n=1)
     return f"did you mean {close[0]!r}?" if close else ""
+
+
+def model_keys(cls: type, *computed: str) -> tuple[str, ...]:
+    """
+    The file keys of an attrs model class: its fields, less those C{computed}.
+    """
+    return tuple(key for key in fields_dict(cls) if key not in computed)
 
 
 # Converters -----------------------------------------------------------------
@@ -173,6 +184,31 @@ def status_range(value: object) -> tuple[int, int]:
     if lo > hi:
         raise ValueError(f"range start {lo} is above its end {hi}")
     return lo, hi
+
+
+def header_name(value: object) -> str:
+    if not isinstance(value, str) or not TOKEN.fullmatch(value):
+        raise ValueError(
+            f"must be a header name (an RFC 9110 token), got {show(value)}"
+        )
+    return value
+
+
+def ip_network(value: object) -> str:
+    """
+    An IP address or network (C{"10.0.0.0/8"}, C{"::1"}), as written; host
+    bits may be set (C{"10.0.0.1/8"} means 10.0.0.0/8).
+    """
+    if isinstance(value, str):
+        try:
+            ipaddress.ip_network(value, strict=False)
+        except ValueError:
+            pass
+        else:
+            return value
+    raise ValueError(
+        f"must be an IP address or network ('10.0.0.0/8', '::1'), got {show(value)}"
+    )
 
 
 def server_endpoint(value: object) -> str:
@@ -279,6 +315,27 @@ class Table:
             self.report(key, f"is empty: {need}")
             return None
         return value
+
+    def array(self, key: str, convert: Callable[[object], T]) -> tuple[T, ...]:
+        """
+        Every element of the array C{key} passed through C{convert}; C{()} if
+        it is missing.  A value that is no array, and each wrong element
+        (under its own path, C{key[i]}), is reported and left out.
+        """
+        if key not in self.data:
+            return ()
+        value = self.data[key]
+        if not isinstance(value, list):
+            self.report(key, f"must be an array, got {show(value)}")
+            return ()
+        path = child(self.path, key)
+        converted = []
+        for index, element in enumerate(value):
+            try:
+                converted.append(convert(element))
+            except ValueError as e:
+                self.problems.add(item(path, index), str(e))
+        return tuple(converted)
 
     def table(self, key: str, known: Collection[str]) -> Table | None:
         """

@@ -11,26 +11,25 @@ the problem::
 from __future__ import annotations
 
 import os
-import re
 import tomllib
 from collections.abc import Iterable, Mapping
 
-from attrs import field, fields_dict, frozen, validators
+from attrs import field, frozen, validators
 
+from rproxy._listeners_config import PROTOCOLS, ListenerConfig, parse_listeners
 from rproxy._validate import (
+    TOKEN,
     Problems,
     Table,
     boolean,
-    did_you_mean,
     http_path,
     item,
+    model_keys,
     non_negative_number,
     one_of,
     port_number,
     positive_int,
     positive_number,
-    quoted,
-    server_endpoint,
     show,
     status_range,
     string,
@@ -54,17 +53,12 @@ __all__ = [
     "parse_config",
 ]
 
-#: Listener protocols accepted now.
-PROTOCOLS = ("tcp",)
 #: Balancing strategies a pool may name.
 BALANCE_NAMES = ("round_robin", "weighted", "least_conn", "random2", "hash")
 #: Kinds of active health check.
 CHECK_KINDS = ("tcp", "http", "none")
 #: Line formats of the access log.
 ACCESS_LOG_FORMATS = ("combined", "json")
-
-# RFC 9110 token characters, for header names in hash_key.
-_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 
 _positive = validators.gt(0)
 _positive_float = validators.gt(0.0)
@@ -88,13 +82,23 @@ class ConfigError(Exception):
 @frozen
 class Timeouts:
     """
-    How long, in seconds, to wait for a backend to accept a connection
-    (C{connect}) and for either side of an open connection to send anything
-    (C{idle}).
+    How long, in seconds, to wait for things before giving up on them.
+
+    @ivar connect: for a backend to accept a connection.
+    @ivar idle: for either side of a TCP connection to send anything.
+    @ivar request_head: for an HTTP client to send a whole request head.
+    @ivar keep_alive: for an idle keep-alive HTTP client to send a request.
+    @ivar response: for a backend to start its response (else 504).
+    @ivar tunnel: for either side of an upgraded (WebSocket) connection to
+        send anything.
     """
 
     connect: float = field(default=5.0, validator=_positive_float)
     idle: float = field(default=300.0, validator=_positive_float)
+    request_head: float = field(default=10.0, validator=_positive_float)
+    keep_alive: float = field(default=60.0, validator=_positive_float)
+    response: float = field(default=60.0, validator=_positive_float)
+    tunnel: float = field(default=3600.0, validator=_positive_float)
 
 
 def _check_status_range(_: object, __: object, value: tuple[int, int]) -> None:
@@ -162,19 +166,6 @@ class PoolConfig:
     health: HealthConfig = field(factory=HealthConfig)
     timeouts: Timeouts = field(factory=Timeouts)
     connect_tries: int = field(default=3, validator=_positive)
-
-
-@frozen
-class ListenerConfig:
-    """
-    Where to accept connections (a Twisted server endpoint string), how to
-    speak on them and which pool serves them.
-    """
-
-    name: str
-    listen: str
-    pool: str
-    protocol: str = field(default="tcp", validator=validators.in_(PROTOCOLS))
 
 
 @frozen
@@ -273,7 +264,7 @@ def parse_config(data: Mapping[str, object], source: str) -> Config:
             access_log = AccessLogConfig(log_path, log_format)
 
     pools = _pools(top, timeouts)
-    listeners = _listeners(top, pools)
+    listeners = parse_listeners(top, pools)
 
     if problems.lines:
         raise ConfigError(problems.lines)
@@ -287,18 +278,10 @@ def parse_config(data: Mapping[str, object], source: str) -> Config:
     )
 
 
-def _keys(cls: type, *computed: str) -> tuple[str, ...]:
-    """
-    The file keys of a model class: its fields, less those C{computed}.
-    """
-    return tuple(key for key in fields_dict(cls) if key not in computed)
-
-
-_TIMEOUT_KEYS = _keys(Timeouts)
-_HEALTH_KEYS = _keys(HealthConfig)
-_BACKEND_KEYS = _keys(BackendConfig, "host", "port")
-_POOL_KEYS = _keys(PoolConfig, "name")
-_LISTENER_KEYS = _keys(ListenerConfig)
+_TIMEOUT_KEYS = model_keys(Timeouts)
+_HEALTH_KEYS = model_keys(HealthConfig)
+_BACKEND_KEYS = model_keys(BackendConfig, "host", "port")
+_POOL_KEYS = model_keys(PoolConfig, "name")
 
 
 def _timeouts(table: Table | None, defaults: Timeouts) -> Timeouts:
@@ -307,6 +290,10 @@ def _timeouts(table: Table | None, defaults: Timeouts) -> Timeouts:
     return Timeouts(
         connect=table.get("connect", positive_number, defaults.connect),
         idle=table.get("idle", positive_number, defaults.idle),
+        request_head=table.get("request_head", positive_number, defaults.request_head),
+        keep_alive=table.get("keep_alive", positive_number, defaults.keep_alive),
+        response=table.get("response", positive_number, defaults.response),
+        tunnel=table.get("tunnel", positive_number, defaults.tunnel),
     )
 
 
@@ -351,7 +338,7 @@ def _pool(pools: Table, name: str, timeouts: Timeouts) -> PoolConfig | None:
 def _hash_key(value: object) -> str:
     if isinstance(value, str):
         kind, _, header = value.partition(":")
-        if value == "client_ip" or (kind == "header" and _TOKEN.fullmatch(header)):
+        if value == "client_ip" or (kind == "header" and TOKEN.fullmatch(header)):
             return value
     raise ValueError(
         f"must be 'client_ip' or 'header:NAME' with NAME a header name, "
@@ -427,54 +414,3 @@ def _health(table: Table | None) -> HealthConfig:
         host=table.get("host", string, None),
         port=table.get("port", port_number, None),
     )
-
-
-def _listeners(
-    top: Table, pools: Mapping[str, PoolConfig | None]
-) -> list[ListenerConfig]:
-    problems = top.problems
-    raw = top.nonempty("listeners", list, "define at least one [[listeners]]")
-    if raw is None:
-        return []
-    listeners = []
-    first_use: dict[str, int] = {}
-    for index, entry in enumerate(raw):
-        table = Table.open(problems, item("listeners", index), entry, _LISTENER_KEYS)
-        if table is None:
-            continue
-        name = table.require("name", string)
-        protocol = table.get("protocol", one_of(PROTOCOLS), "tcp")
-        listen = table.require("listen", server_endpoint)
-        pool = table.require("pool", string)
-        if name is not None:
-            if name in first_use:
-                table.report(
-                    "name",
-                    f"duplicate listener name {name!r}, also used by "
-                    f"listeners[{first_use[name]}]",
-                )
-            else:
-                first_use[name] = index
-        if pool is not None:
-            _check_listener_pool(table, pool, protocol, pools)
-        if name is not None and listen is not None and pool is not None:
-            listeners.append(ListenerConfig(name, listen, pool, protocol))
-    return listeners
-
-
-def _check_listener_pool(
-    table: Table, name: str, protocol: str, pools: Mapping[str, PoolConfig | None]
-) -> None:
-    if name not in pools:
-        hint = did_you_mean(name, pools) or (
-            f"pools are {quoted(pools)}" if pools else ""
-        )
-        table.report("pool", f"no pool named {name!r}" + (f"; {hint}" if hint else ""))
-        return
-    pool = pools[name]
-    if pool and protocol == "tcp" and pool.hash_key.startswith("header:"):
-        table.report(
-            "pool",
-            f"pool {name!r} hashes on {pool.hash_key!r}, "
-            "but a tcp listener cannot see headers",
-        )

@@ -15,8 +15,12 @@ from twisted.python.failure import Failure
 from rproxy.accesslog import AccessLog, AccessLogService
 from rproxy.backends import Backend, Pool, Registry
 from rproxy.balancing import make_balancer
-from rproxy.config import Config, HealthConfig, PoolConfig
+from rproxy.config import Config, HealthConfig, ListenerConfig, PoolConfig
 from rproxy.health import HealthMonitor, HTTPCheck, TCPCheck
+from rproxy.http.framing import Limits
+from rproxy.http.headers import ForwardingPolicy
+from rproxy.http.routing import Router
+from rproxy.http.server import HTTPProxyFactory, HTTPSettings
 from rproxy.interfaces import IHealthCheck
 from rproxy.tcp import TCPProxyFactory
 
@@ -68,6 +72,42 @@ def build_check(reactor: Any, health: HealthConfig) -> IHealthCheck | None:
     return None
 
 
+def http_settings(config: Config, listener: ListenerConfig) -> HTTPSettings:
+    """
+    The settings of an HTTP listener, with each pool's backend timeouts.
+    """
+    timeouts = config.timeouts
+    via = b"1.1 rproxy" if listener.via else None
+    return HTTPSettings(
+        listener=listener.name,
+        router=Router(listener.routes),
+        policy=ForwardingPolicy(
+            trusted=listener.trusted_proxies,
+            x_forwarded=listener.x_forwarded,
+            forwarded=listener.forwarded,
+            via=via,
+            preserve_host=listener.preserve_host,
+        ),
+        limits=Limits(
+            max_head=listener.max_header_size,
+            max_headers=listener.max_headers,
+            max_target=listener.max_target,
+            max_body=listener.max_body,
+        ),
+        remove_response_headers=frozenset(
+            name.encode() for name in listener.remove_response_headers
+        ),
+        request_head_timeout=timeouts.request_head,
+        keep_alive_timeout=timeouts.keep_alive,
+        connect_timeout=timeouts.connect,
+        response_timeout=timeouts.response,
+        pool_timeouts={
+            pool.name: (pool.timeouts.connect, pool.timeouts.response)
+            for pool in config.pools
+        },
+    )
+
+
 class ListenerService(Service):
     """
     Listens on a server endpoint with a proxy factory.  Stopping it stops
@@ -79,7 +119,7 @@ class ListenerService(Service):
         self,
         name: str,
         description: str,
-        factory: TCPProxyFactory,
+        factory: TCPProxyFactory | HTTPProxyFactory,
         reactor: Any,
         grace: float,
     ):
@@ -108,12 +148,18 @@ class ListenerService(Service):
             )
         self.port = outcome
         host = outcome.getHost()
+        factory = self.factory
+        serves = (
+            f"pool {factory.pool.name}"
+            if isinstance(factory, TCPProxyFactory)
+            else "HTTP routes"
+        )
         log.info(
-            "listener {listener} on {address} ({bound}) for pool {pool}",
+            "listener {listener} on {address} ({bound}) serving {serves}",
             listener=self.listener,
             address=self.description,
             bound=f"{getattr(host, 'host', '')}:{getattr(host, 'port', '')}",
-            pool=self.factory.pool.name,
+            serves=serves,
         )
 
     def startService(self) -> None:
@@ -138,6 +184,8 @@ class ListenerService(Service):
             grace=self.grace,
         )
         await tracker.drain(self.grace, self._reactor)
+        if isinstance(self.factory, HTTPProxyFactory):
+            self.factory.keep_alive.close_all()
 
 
 class ProxyService(MultiService):
@@ -173,20 +221,31 @@ class ProxyService(MultiService):
             monitor.setServiceParent(self)
             self.monitors[pool.name] = monitor
         for listener in config.listeners:
-            pool_config = config.pool(listener.pool)
-            factory = TCPProxyFactory(
-                self.registry.get(listener.pool),
-                reactor,
-                listener=listener.name,
-                connect_timeout=pool_config.timeouts.connect,
-                idle_timeout=pool_config.timeouts.idle,
-            )
+            factory = self._factory(listener, reactor)
             service = ListenerService(
                 listener.name, listener.listen, factory, reactor, config.shutdown_grace
             )
             service.setName(f"listener:{listener.name}")
             service.setServiceParent(self)
             self.listeners[listener.name] = service
+
+    def _factory(
+        self, listener: ListenerConfig, reactor: Any
+    ) -> TCPProxyFactory | HTTPProxyFactory:
+        config = self.config
+        if listener.protocol == "http":
+            return HTTPProxyFactory(
+                self.registry, reactor, http_settings(config, listener)
+            )
+        assert listener.pool is not None
+        pool_config = config.pool(listener.pool)
+        return TCPProxyFactory(
+            self.registry.get(listener.pool),
+            reactor,
+            listener=listener.name,
+            connect_timeout=pool_config.timeouts.connect,
+            idle_timeout=pool_config.timeouts.idle,
+        )
 
     def startService(self) -> None:
         if self.access_log is not None:

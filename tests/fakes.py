@@ -70,6 +70,7 @@ class Attempt:
         self.cancelled = False
         self.deferred: Deferred[Any] = Deferred(self._cancel)
         self.transport: HalfCloseTransport | None = None
+        self.protocol: Any = None
 
     def _cancel(self, d: Deferred[Any]) -> None:
         self.cancelled = True
@@ -79,6 +80,7 @@ class Attempt:
         Complete the connect; return the backend side's transport.
         """
         protocol = self.factory.buildProtocol(None)
+        self.protocol = protocol
         self.transport = connect(protocol, HalfCloseTransport("127.0.0.1", 9000))
         self.deferred.callback(protocol)
         return self.transport

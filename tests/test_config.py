@@ -22,6 +22,7 @@ from rproxy.config import (
     load_config,
     parse_config,
 )
+from rproxy.http.routing import Route
 
 EXAMPLE = Path(__file__).parent / "configs" / "example.toml"
 
@@ -51,6 +52,35 @@ def errors(text: str) -> list[str]:
     with pytest.raises(ConfigError) as info:
         parse(text)
     return info.value.errors
+
+
+HTTP_POOLS = """
+[pools.web]
+backends = ["10.0.0.1:80"]
+[pools.api]
+backends = ["10.0.0.2:80"]
+"""
+
+HTTP_LISTENER = """
+[[listeners]]
+name = "public"
+protocol = "http"
+listen = "tcp:8080"
+"""
+
+
+def http_errors(keys: str, routes: str = "") -> list[str]:
+    """
+    The problems reported for an http listener with C{keys} and then
+    C{routes} (its C{[[listeners.routes]]} tables), over pools C{web} and
+    C{api}.
+    """
+    return errors(HTTP_POOLS + HTTP_LISTENER + keys + "\n" + routes)
+
+
+def route(body: str) -> str:
+    """One C{[[listeners.routes]]} table with C{body}."""
+    return "[[listeners.routes]]\n" + body + "\n"
 
 
 def pool_errors(pool_body: str, tail: str = "") -> list[str]:
@@ -252,7 +282,7 @@ def test_choice_constants_are_tuples() -> None:
     """
     The allowed names are exported as tuples, in documentation order.
     """
-    assert PROTOCOLS == ("tcp",)
+    assert PROTOCOLS == ("tcp", "http")
     assert BALANCE_NAMES == ("round_robin", "weighted", "least_conn", "random2", "hash")
     assert CHECK_KINDS == ("tcp", "http", "none")
 
@@ -349,7 +379,8 @@ def test_unknown_key_lists_known_keys_when_none_is_close() -> None:
     An unknown key with no close match lists the keys the table accepts.
     """
     assert pool_errors(POOL_BACKENDS, "[pools.db.timeouts]\nzzz = 1\n") == [
-        "c.toml: pools.db.timeouts.zzz: unknown key; known keys are 'connect', 'idle'"
+        "c.toml: pools.db.timeouts.zzz: unknown key; known keys are 'connect', "
+        "'idle', 'request_head', 'keep_alive', 'response', 'tunnel'"
     ]
 
 
@@ -390,10 +421,10 @@ def test_unknown_check_kind_lists_the_allowed_kinds() -> None:
 
 def test_unknown_protocol_lists_the_allowed_protocols() -> None:
     """
-    A listener protocol not yet supported is reported.
+    A listener protocol not supported is reported.
     """
-    assert errors(POOL + LISTENER + 'protocol = "http"\n') == [
-        "c.toml: listeners[0].protocol: must be one of 'tcp', got 'http'"
+    assert errors(POOL + LISTENER + 'protocol = "udp"\n') == [
+        "c.toml: listeners[0].protocol: must be one of 'tcp', 'http', got 'udp'"
     ]
 
 
@@ -778,4 +809,448 @@ def test_access_log_problems_are_reported() -> None:
     assert errors(POOL + LISTENER + '[access_log]\nformat = "xml"\n') == [
         "c.toml: access_log.path: missing required key",
         "c.toml: access_log.format: must be one of 'combined', 'json', got 'xml'",
+    ]
+
+
+# HTTP listeners --------------------------------------------------------------
+
+
+def test_http_listener_parses_to_the_documented_model() -> None:
+    """
+    Every HTTP key is read; the listener's pool becomes the last route, a
+    default for requests no other route matches.
+    """
+    config = parse(
+        HTTP_POOLS + HTTP_LISTENER + 'pool = "web"\n'
+        'trusted_proxies = ["10.0.0.0/8", "127.0.0.1", "::1"]\n'
+        "x_forwarded = false\nforwarded = true\nvia = true\n"
+        "preserve_host = false\n"
+        'remove_response_headers = ["Server", "X-Powered-By"]\n'
+        "max_body = 1048576\nmax_header_size = 8192\nmax_headers = 50\n"
+        "max_target = 4096\n"
+        + route(
+            'host = "API.example.com."\npath_prefix = "/v1/"\n'
+            'strip_prefix = true\npool = "api"'
+        )
+        + route('host = "*.example.com"\npool = "api"')
+    )
+    assert config.listeners == (
+        ListenerConfig(
+            "public",
+            "tcp:8080",
+            "web",
+            "http",
+            routes=(
+                Route("api", "api.example.com", "/v1/", strip_prefix=True),
+                Route("api", "*.example.com"),
+                Route("web"),
+            ),
+            trusted_proxies=("10.0.0.0/8", "127.0.0.1", "::1"),
+            x_forwarded=False,
+            forwarded=True,
+            via=True,
+            preserve_host=False,
+            remove_response_headers=("server", "x-powered-by"),
+            max_body=1048576,
+            max_header_size=8192,
+            max_headers=50,
+            max_target=4096,
+        ),
+    )
+
+
+def test_http_listener_gets_the_documented_defaults() -> None:
+    """
+    An http listener with only a pool routes everything there and gets
+    every stated default.
+    """
+    (listener,) = parse(HTTP_POOLS + HTTP_LISTENER + 'pool = "web"\n').listeners
+    assert listener == ListenerConfig(
+        "public", "tcp:8080", "web", "http", routes=(Route("web"),)
+    )
+    assert attrs.asdict(listener, recurse=False) == {
+        "name": "public",
+        "listen": "tcp:8080",
+        "pool": "web",
+        "protocol": "http",
+        "routes": (Route("web"),),
+        "trusted_proxies": (),
+        "x_forwarded": True,
+        "forwarded": False,
+        "via": False,
+        "preserve_host": True,
+        "remove_response_headers": (),
+        "max_body": None,
+        "max_header_size": 16384,
+        "max_headers": 100,
+        "max_target": 8192,
+    }
+
+
+def test_tcp_listener_gets_no_routes() -> None:
+    """
+    A tcp listener keeps its pool and has no routes.
+    """
+    (listener,) = parse(POOL + LISTENER).listeners
+    assert (listener.pool, listener.routes) == ("db", ())
+
+
+def test_http_listener_with_routes_needs_no_pool() -> None:
+    """
+    Without a pool the routes are exactly those written, in file order.
+    """
+    config = parse(
+        HTTP_POOLS
+        + HTTP_LISTENER
+        + route('path_prefix = "/api/"\npool = "api"')
+        + route('pool = "web"')
+    )
+    (listener,) = config.listeners
+    assert listener.pool is None
+    assert listener.routes == (Route("api", path_prefix="/api/"), Route("web"))
+
+
+def test_http_listener_may_use_a_pool_hashing_on_a_header() -> None:
+    """
+    An http listener sees headers, so C{hash_key = "header:NAME"} is fine,
+    for its pool and for its routes' pools.
+    """
+    config = parse(
+        '[pools.web]\nbalance = "hash"\nhash_key = "header:X-User"\n'
+        'backends = ["10.0.0.1:80"]\n'
+        + HTTP_LISTENER
+        + 'pool = "web"\n'
+        + route('host = "a.example"\npool = "web"')
+    )
+    assert config.listeners[0].routes == (Route("web", "a.example"), Route("web"))
+
+
+def test_equal_remove_response_headers_are_kept_once() -> None:
+    """
+    Header names are compared without case; each is kept once, lowercase.
+    """
+    (listener,) = parse(
+        HTTP_POOLS
+        + HTTP_LISTENER
+        + 'pool = "web"\nremove_response_headers = ["Server", "SERVER", "Via"]\n'
+    ).listeners
+    assert listener.remove_response_headers == ("server", "via")
+
+
+def test_http_timeouts_have_defaults_and_merge_per_pool() -> None:
+    """
+    The HTTP timeouts default as documented, and a pool overrides them key
+    by key like connect and idle.
+    """
+    config = parse(
+        POOL + "[pools.db.timeouts]\nresponse = 5\n"
+        "[timeouts]\nrequest_head = 3\ntunnel = 60\n" + LISTENER
+    )
+    assert Timeouts() == Timeouts(
+        connect=5.0,
+        idle=300.0,
+        request_head=10.0,
+        keep_alive=60.0,
+        response=60.0,
+        tunnel=3600.0,
+    )
+    assert config.timeouts == Timeouts(request_head=3.0, tunnel=60.0)
+    assert config.pool("db").timeouts == Timeouts(
+        request_head=3.0, response=5.0, tunnel=60.0
+    )
+
+
+def test_listener_model_built_in_code_keeps_its_shape() -> None:
+    """
+    A tcp listener needs a pool and no routes; an http one needs routes, and
+    its pool, if any, must be the last of them.
+    """
+    with pytest.raises(ValueError, match="a tcp listener needs a pool"):
+        ListenerConfig("a", "tcp:1")
+    with pytest.raises(ValueError, match="a tcp listener needs a pool"):
+        ListenerConfig("a", "tcp:1", "web", routes=(Route("web"),))
+    with pytest.raises(ValueError, match="at least one route"):
+        ListenerConfig("a", "tcp:1", "web", "http")
+    with pytest.raises(ValueError, match="pool must be its last route"):
+        ListenerConfig("a", "tcp:1", "web", "http", routes=(Route("api"),))
+    with pytest.raises(ValueError):
+        ListenerConfig("a", "tcp:1", "web", "http", routes=(Route("web"),), max_body=0)
+
+
+def test_http_timeouts_must_be_positive() -> None:
+    """
+    The new timeouts are durations like the others.
+    """
+    assert errors(
+        POOL + "[timeouts]\nrequest_head = 0\nkeep_alive = -1\n"
+        'response = "60"\ntunnel = inf\n' + LISTENER
+    ) == [
+        "c.toml: timeouts.request_head: must be a positive number, got 0",
+        "c.toml: timeouts.keep_alive: must be a positive number, got -1",
+        "c.toml: timeouts.response: must be a positive number, got '60'",
+        "c.toml: timeouts.tunnel: must be a positive number, got inf",
+    ]
+
+
+def test_unknown_route_key_suggests_the_closest_known_key() -> None:
+    """
+    A misspelt key in a route is reported with "did you mean".
+    """
+    assert http_errors("", route('pool = "web"\npath_prefx = "/a/"')) == [
+        "c.toml: listeners[0].routes[0].path_prefx: unknown key, "
+        "did you mean 'path_prefix'?"
+    ]
+
+
+def test_route_without_a_pool_is_reported() -> None:
+    """
+    Every route names its pool.
+    """
+    assert http_errors('pool = "web"', route('host = "a.example"')) == [
+        "c.toml: listeners[0].routes[0].pool: missing required key"
+    ]
+
+
+def test_route_naming_a_missing_pool_suggests_a_close_one() -> None:
+    """
+    A route's pool is checked like a listener's.
+    """
+    assert http_errors("", route('pool = "apii"') + route('pool = "zzz"')) == [
+        "c.toml: listeners[0].routes[0].pool: no pool named 'apii'; "
+        "did you mean 'api'?",
+        "c.toml: listeners[0].routes[1].pool: no pool named 'zzz'; "
+        "pools are 'web', 'api'",
+    ]
+
+
+def test_http_listener_naming_a_missing_pool_is_reported() -> None:
+    """
+    An http listener's own pool must exist too.
+    """
+    assert http_errors('pool = "wbe"') == [
+        "c.toml: listeners[0].pool: no pool named 'wbe'; did you mean 'web'?"
+    ]
+
+
+@pytest.mark.parametrize(
+    ("keys", "problem"),
+    [
+        (
+            'host = "a b"',
+            "host: must be a name ('api.example.com'), a wildcard "
+            "('*.example.com') or an IP address, got 'a b'",
+        ),
+        (
+            'host = "a.*.example"',
+            "host: a wildcard must be the whole first label ('*.example.com'), "
+            "got 'a.*.example'",
+        ),
+        ("host = 5", "host: must be a non-empty string, got 5"),
+        (
+            'path_prefix = "v1"',
+            "path_prefix: must start with '/' and be printable ASCII without "
+            "spaces, '?' or '#' (percent-encode the rest), got 'v1'",
+        ),
+        ("strip_prefix = true", "strip_prefix: needs a path_prefix"),
+        (
+            'path_prefix = "/a"\nstrip_prefix = 1',
+            "strip_prefix: must be true or false, got 1",
+        ),
+    ],
+)
+def test_bad_route_is_reported_under_the_key_at_fault(keys: str, problem: str) -> None:
+    """
+    What L{Route} refuses is reported under the key it is about.
+    """
+    assert http_errors(
+        'pool = "web"',
+        route('host = "ok.example"\npool = "api"') + route(keys + '\npool = "api"'),
+    ) == [f"c.toml: listeners[0].routes[1].{problem}"]
+
+
+def test_bad_path_prefix_does_not_also_blame_strip_prefix() -> None:
+    """
+    C{strip_prefix} is only checked against a valid C{path_prefix}.
+    """
+    for prefix in ('"x"', "5"):
+        (problem,) = http_errors(
+            "", route(f'path_prefix = {prefix}\nstrip_prefix = true\npool = "api"')
+        )
+        assert problem.startswith("c.toml: listeners[0].routes[0].path_prefix: ")
+
+
+def test_duplicate_routes_are_reported() -> None:
+    """
+    A second route with the same host (as normalised) and path_prefix would
+    never be used.
+    """
+    assert http_errors(
+        "",
+        route('host = "a.example"\npath_prefix = "/v1/"\npool = "api"')
+        + route('host = "A.Example."\npath_prefix = "/v1/"\npool = "web"')
+        + route('host = "a.example"\npool = "web"')
+        + route('pool = "web"')
+        + route('pool = "api"'),
+    ) == [
+        "c.toml: listeners[0].routes[1]: same host and path_prefix as routes[0], "
+        "so it would never be used",
+        "c.toml: listeners[0].routes[4]: same host and path_prefix as routes[3], "
+        "so it would never be used",
+    ]
+
+
+def test_pool_beside_a_default_route_is_reported() -> None:
+    """
+    A listener pool is the default route, so a route without host or
+    path_prefix makes it useless.
+    """
+    assert http_errors(
+        'pool = "web"',
+        route('host = "a.example"\npool = "api"') + route('pool = "api"'),
+    ) == [
+        "c.toml: listeners[0].pool: routes[1] is already the default route (no "
+        "host, no path_prefix), so this pool would never be used; drop one"
+    ]
+
+
+@pytest.mark.parametrize("keys", ["", "routes = []"])
+def test_http_listener_without_pool_or_routes_is_reported(keys: str) -> None:
+    """
+    An http listener must send requests somewhere.
+    """
+    assert http_errors(keys) == [
+        "c.toml: listeners[0].pool: missing: an http listener needs a pool, "
+        "[[listeners.routes]] or both"
+    ]
+
+
+def test_routes_must_be_an_array_of_tables() -> None:
+    """
+    C{routes} written as a value, or with a value in it, is reported.
+    """
+    assert http_errors('pool = "web"\nroutes = "api"') == [
+        "c.toml: listeners[0].routes: must be an array of tables, as "
+        "[[listeners.routes]]"
+    ]
+    assert http_errors('pool = "web"\nroutes = ["api"]') == [
+        "c.toml: listeners[0].routes[0]: must be a table, got 'api'"
+    ]
+
+
+def test_http_keys_on_a_tcp_listener_are_reported() -> None:
+    """
+    Each HTTP-only key on a tcp listener is named, whatever its value.
+    """
+    keys = (
+        'trusted_proxies = ["x"]\nx_forwarded = true\nforwarded = true\n'
+        "via = true\npreserve_host = true\nremove_response_headers = []\n"
+        "max_body = 0\nmax_header_size = 1\nmax_headers = 1\nmax_target = 1\n"
+    )
+    assert errors(POOL + LISTENER + keys + route('pool = "db"')) == [
+        f'c.toml: listeners[0].{key}: only for protocol = "http" listeners'
+        for key in (
+            "routes",
+            "trusted_proxies",
+            "x_forwarded",
+            "forwarded",
+            "via",
+            "preserve_host",
+            "remove_response_headers",
+            "max_body",
+            "max_header_size",
+            "max_headers",
+            "max_target",
+        )
+    ]
+
+
+def test_bad_protocol_is_not_blamed_on_http_keys() -> None:
+    """
+    A listener with an unknown protocol is checked as http, so its HTTP keys
+    are not reported as well.
+    """
+    assert errors(
+        HTTP_POOLS
+        + HTTP_LISTENER.replace('"http"', '"htp"')
+        + 'pool = "web"\nvia = true\n'
+    ) == [
+        "c.toml: listeners[0].protocol: must be one of 'tcp', 'http', got 'htp'; "
+        "did you mean 'http'?"
+    ]
+
+
+def test_bad_trusted_proxies_are_reported() -> None:
+    """
+    Each entry is an IP address or a network; host bits may be set.
+    """
+    assert http_errors(
+        'pool = "web"\n'
+        'trusted_proxies = ["10.0.0.1/8", "10.0.0.256", "fe80::/200", 10, "x"]'
+    ) == [
+        "c.toml: listeners[0].trusted_proxies[1]: must be an IP address or "
+        "network ('10.0.0.0/8', '::1'), got '10.0.0.256'",
+        "c.toml: listeners[0].trusted_proxies[2]: must be an IP address or "
+        "network ('10.0.0.0/8', '::1'), got 'fe80::/200'",
+        "c.toml: listeners[0].trusted_proxies[3]: must be an IP address or "
+        "network ('10.0.0.0/8', '::1'), got 10",
+        "c.toml: listeners[0].trusted_proxies[4]: must be an IP address or "
+        "network ('10.0.0.0/8', '::1'), got 'x'",
+    ]
+
+
+def test_trusted_proxies_must_be_an_array() -> None:
+    """
+    A single network must still be written as an array.
+    """
+    assert http_errors('pool = "web"\ntrusted_proxies = "10.0.0.0/8"') == [
+        "c.toml: listeners[0].trusted_proxies: must be an array, got '10.0.0.0/8'"
+    ]
+
+
+def test_bad_response_header_names_are_reported() -> None:
+    """
+    Names to remove are header names (tokens), and not the framing headers.
+    """
+    assert http_errors(
+        'pool = "web"\nremove_response_headers = ["X Powered", "", 1, "Content-Length"]'
+    ) == [
+        "c.toml: listeners[0].remove_response_headers[0]: must be a header name "
+        "(an RFC 9110 token), got 'X Powered'",
+        "c.toml: listeners[0].remove_response_headers[1]: must be a header name "
+        "(an RFC 9110 token), got ''",
+        "c.toml: listeners[0].remove_response_headers[2]: must be a header name "
+        "(an RFC 9110 token), got 1",
+        "c.toml: listeners[0].remove_response_headers[3]: cannot remove "
+        "'Content-Length': it frames the response body; the headers that "
+        "cannot be removed are 'content-length', 'transfer-encoding'",
+    ]
+
+
+def test_non_positive_limits_are_reported() -> None:
+    """
+    Size and count limits are positive integers; C{max_body = 0} too is refused.
+    """
+    assert http_errors(
+        'pool = "web"\nmax_body = 0\nmax_header_size = -1\nmax_headers = 1.5\n'
+        "max_target = true"
+    ) == [
+        "c.toml: listeners[0].max_body: must be a positive integer, got 0",
+        "c.toml: listeners[0].max_header_size: must be a positive integer, got -1",
+        "c.toml: listeners[0].max_headers: must be a positive integer, got 1.5",
+        "c.toml: listeners[0].max_target: must be a positive integer, got true",
+    ]
+
+
+def test_non_boolean_flags_are_reported() -> None:
+    """
+    The forwarding switches are true or false.
+    """
+    assert http_errors(
+        'pool = "web"\nx_forwarded = "yes"\nforwarded = 1\nvia = "1.1 rproxy"\n'
+        "preserve_host = 0"
+    ) == [
+        "c.toml: listeners[0].x_forwarded: must be true or false, got 'yes'",
+        "c.toml: listeners[0].forwarded: must be true or false, got 1",
+        "c.toml: listeners[0].via: must be true or false, got '1.1 rproxy'",
+        "c.toml: listeners[0].preserve_host: must be true or false, got 0",
     ]

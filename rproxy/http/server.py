@@ -10,7 +10,7 @@ ambiguous form: a chunked body is decoded and chunked again.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from attrs import field, frozen
@@ -79,6 +79,16 @@ class HTTPSettings:
     keep_alive_timeout: float = 60.0
     connect_timeout: float = 5.0
     response_timeout: float = 60.0
+    #: per pool name, (connect, response) timeouts overriding the two above.
+    pool_timeouts: Mapping[str, tuple[float, float]] = field(factory=dict)
+
+    def timeouts_for(self, pool: str) -> tuple[float, float]:
+        """
+        The connect and response timeouts for requests to C{pool}.
+        """
+        return self.pool_timeouts.get(
+            pool, (self.connect_timeout, self.response_timeout)
+        )
 
 
 EndpointFor = Callable[[Backend], IStreamClientEndpoint]
@@ -328,7 +338,7 @@ class HTTPFrontProtocol(Protocol):
         connecting = self.factory.endpoint_for(backend).connect(
             UpstreamFactory(backend)
         )
-        connecting.addTimeout(self.settings.connect_timeout, self.clock)
+        connecting.addTimeout(self.settings.timeouts_for(pool.name)[0], self.clock)
         self._connecting = connecting
         connecting.addCallbacks(self._connected, self._connect_failed)
         connecting.addErrback(self._bug)
@@ -448,9 +458,9 @@ class HTTPFrontProtocol(Protocol):
         self._state = _WAIT
         if self.upstream is not None:
             _unregister_producer(self.upstream.transport)
-        if self._response_timer is None:
+        if self._response_timer is None and self.pool is not None:
             self._response_timer = self.clock.callLater(
-                self.settings.response_timeout, self._response_timed_out
+                self.settings.timeouts_for(self.pool.name)[1], self._response_timed_out
             )
         if self._buffer and len(self._buffer) > self.settings.limits.max_head:
             self._pause()

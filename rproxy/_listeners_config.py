@@ -1,0 +1,319 @@
+"""The C{[[listeners]]} part of the config: the L{ListenerConfig} model and its checks.
+
+L{rproxy.config} re-exports L{ListenerConfig} and L{PROTOCOLS} and calls
+L{parse_listeners} with the pools already read, so that every pool a listener
+or route names can be checked.  Problems go to the shared L{Problems}, each
+under its key path (C{listeners[0].routes[1].host}).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from functools import partial
+from typing import TYPE_CHECKING
+
+from attrs import Attribute, field, frozen, validators
+
+from rproxy._validate import (
+    Table,
+    boolean,
+    did_you_mean,
+    header_name,
+    ip_network,
+    item,
+    model_keys,
+    one_of,
+    positive_int,
+    quoted,
+    server_endpoint,
+    string,
+)
+from rproxy.http.routing import Route
+
+if TYPE_CHECKING:
+    from rproxy.config import PoolConfig
+
+__all__ = ["HTTP_ONLY_KEYS", "PROTOCOLS", "ListenerConfig", "parse_listeners"]
+
+#: Listener protocols accepted now.
+PROTOCOLS = ("tcp", "http")
+#: Listener keys that mean something only to C{protocol = "http"}.
+HTTP_ONLY_KEYS = (
+    "routes",
+    "trusted_proxies",
+    "x_forwarded",
+    "forwarded",
+    "via",
+    "preserve_host",
+    "remove_response_headers",
+    "max_body",
+    "max_header_size",
+    "max_headers",
+    "max_target",
+)
+
+# Response headers that frame the body: removing them would desynchronise it.
+_FRAMING = ("content-length", "transfer-encoding")
+# A pool name that only lets a Route be built to check its other fields.
+_PROBE = "-"
+
+_positive = validators.gt(0)
+
+
+def _check_shape(
+    listener: ListenerConfig, attribute: Attribute[tuple[Route, ...]], value: object
+) -> None:
+    if listener.protocol == "tcp":
+        if listener.pool is None or listener.routes:
+            raise ValueError("a tcp listener needs a pool and no routes")
+    elif not listener.routes:
+        raise ValueError("an http listener needs at least one route")
+    elif listener.pool is not None and listener.routes[-1] != Route(listener.pool):
+        raise ValueError("an http listener's pool must be its last route")
+
+
+@frozen
+class ListenerConfig:
+    """
+    Where to accept connections (a Twisted server endpoint string), how to
+    speak on them and which pools serve them.
+
+    A tcp listener sends every connection to C{pool}.  An http listener
+    routes each request with C{Router(routes)}: the file's
+    C{[[listeners.routes]]} in order, then, if the file gives the listener a
+    C{pool}, C{Route(pool=pool)} as the default for requests no route
+    matches.  C{pool} stays set for information; C{routes} is complete.
+
+    The rest apply to http listeners only:
+
+    @ivar trusted_proxies: addresses and networks (C{"10.0.0.0/8"},
+        C{"::1"}) whose forwarding headers are kept, as written; the
+        C{trusted} of L{rproxy.http.headers.ForwardingPolicy}.
+    @ivar x_forwarded: add C{X-Forwarded-For}, C{-Proto} and C{-Host}.
+    @ivar forwarded: add an RFC 7239 C{Forwarded} element.
+    @ivar via: add C{Via: 1.1 rproxy} to requests and responses.
+    @ivar preserve_host: send the client's C{Host}; if false, the backend's
+        C{host:port}.
+    @ivar remove_response_headers: header names, lowercase, without
+        duplicates, removed from every response.
+    @ivar max_body: the largest request body in bytes, or None for no limit.
+    @ivar max_header_size: the largest request head in bytes (431 above).
+    @ivar max_headers: the most header fields in a request (431 above).
+    @ivar max_target: the longest request target in bytes (414 above).
+    """
+
+    name: str
+    listen: str
+    pool: str | None = None
+    protocol: str = field(default="tcp", validator=validators.in_(PROTOCOLS))
+    routes: tuple[Route, ...] = field(default=(), kw_only=True, validator=_check_shape)
+    trusted_proxies: tuple[str, ...] = field(default=(), kw_only=True)
+    x_forwarded: bool = field(default=True, kw_only=True)
+    forwarded: bool = field(default=False, kw_only=True)
+    via: bool = field(default=False, kw_only=True)
+    preserve_host: bool = field(default=True, kw_only=True)
+    remove_response_headers: tuple[str, ...] = field(default=(), kw_only=True)
+    max_body: int | None = field(
+        default=None, kw_only=True, validator=validators.optional(_positive)
+    )
+    max_header_size: int = field(default=16384, kw_only=True, validator=_positive)
+    max_headers: int = field(default=100, kw_only=True, validator=_positive)
+    max_target: int = field(default=8192, kw_only=True, validator=_positive)
+
+
+_LISTENER_KEYS = model_keys(ListenerConfig)
+_ROUTE_KEYS = ("host", "path_prefix", "strip_prefix", "pool")
+
+
+def parse_listeners(
+    top: Table, pools: Mapping[str, PoolConfig | None]
+) -> list[ListenerConfig]:
+    """
+    Every valid listener in the C{listeners} array of C{top}; the problems
+    of the others are reported.  C{pools} are the pools declared, by name.
+    """
+    raw = top.nonempty("listeners", list, "define at least one [[listeners]]")
+    if raw is None:
+        return []
+    listeners = []
+    first_use: dict[str, int] = {}
+    for index, entry in enumerate(raw):
+        table = Table.open(
+            top.problems, item("listeners", index), entry, _LISTENER_KEYS
+        )
+        if table is None:
+            continue
+        found = len(top.problems.lines)
+        name = table.require("name", string)
+        if name is not None:
+            if name in first_use:
+                table.report(
+                    "name",
+                    f"duplicate listener name {name!r}, also used by "
+                    f"listeners[{first_use[name]}]",
+                )
+            else:
+                first_use[name] = index
+        listener = _listener(table, name, pools)
+        # One with problems is not built: the model could refuse it.
+        if listener is not None and len(top.problems.lines) == found:
+            listeners.append(listener())
+    return listeners
+
+
+def _listener(
+    table: Table, name: str | None, pools: Mapping[str, PoolConfig | None]
+) -> Callable[[], ListenerConfig] | None:
+    """
+    Check the rest of one listener; return what builds its model if it has
+    the keys to build one.
+    """
+    protocol = table.get("protocol", one_of(PROTOCOLS), None)
+    listen = table.require("listen", server_endpoint)
+    if protocol is None:
+        # Absent means tcp; a wrong one is reported, then checked as http
+        # rather than reporting every http key on it as well.
+        protocol = "http" if "protocol" in table else "tcp"
+    if protocol == "tcp":
+        for key in HTTP_ONLY_KEYS:
+            if key in table:
+                table.report(key, 'only for protocol = "http" listeners')
+        pool = table.require("pool", string)
+        if pool is not None:
+            _check_pool(table, pool, pools, tcp=True)
+        if name is None or listen is None or pool is None:
+            return None
+        return partial(ListenerConfig, name, listen, pool, protocol)
+
+    pool = table.get("pool", string, None)
+    if pool is not None:
+        _check_pool(table, pool, pools, tcp=False)
+    routes = _routes(table, pools)
+    if "pool" not in table and not table.data.get("routes"):
+        table.report(
+            "pool",
+            "missing: an http listener needs a pool, [[listeners.routes]] or both",
+        )
+    if pool is not None:
+        for index, route in enumerate(routes):
+            if route.host is None and route.path_prefix is None:
+                table.report(
+                    "pool",
+                    f"routes[{index}] is already the default route (no host, "
+                    "no path_prefix), so this pool would never be used; drop one",
+                )
+        routes.append(Route(pool))
+    remove = table.array("remove_response_headers", _removable_header)
+    build = partial(
+        ListenerConfig,
+        routes=tuple(routes),
+        trusted_proxies=table.array("trusted_proxies", ip_network),
+        x_forwarded=table.get("x_forwarded", boolean, True),
+        forwarded=table.get("forwarded", boolean, False),
+        via=table.get("via", boolean, False),
+        preserve_host=table.get("preserve_host", boolean, True),
+        remove_response_headers=tuple(dict.fromkeys(remove)),
+        max_body=table.get("max_body", positive_int, None),
+        max_header_size=table.get("max_header_size", positive_int, 16384),
+        max_headers=table.get("max_headers", positive_int, 100),
+        max_target=table.get("max_target", positive_int, 8192),
+    )
+    if name is None or listen is None:
+        return None
+    return partial(build, name, listen, pool, protocol)
+
+
+def _removable_header(value: object) -> str:
+    name = header_name(value).lower()
+    if name in _FRAMING:
+        raise ValueError(
+            f"cannot remove {value!r}: it frames the response body; "
+            f"the headers that cannot be removed are {quoted(_FRAMING)}"
+        )
+    return name
+
+
+def _routes(table: Table, pools: Mapping[str, PoolConfig | None]) -> list[Route]:
+    if "routes" not in table:
+        return []
+    raw = table.data["routes"]
+    if not isinstance(raw, list):
+        table.report("routes", "must be an array of tables, as [[listeners.routes]]")
+        return []
+    path = f"{table.path}.routes"
+    routes: list[Route] = []
+    first_use: dict[tuple[str | None, str | None], int] = {}
+    for index, entry in enumerate(raw):
+        route_table = Table.open(table.problems, item(path, index), entry, _ROUTE_KEYS)
+        route = None if route_table is None else _route(route_table, pools)
+        if route is None:
+            continue
+        key = (route.host, route.path_prefix)
+        if key in first_use:
+            table.problems.add(
+                item(path, index),
+                f"same host and path_prefix as routes[{first_use[key]}], "
+                "so it would never be used",
+            )
+            continue
+        first_use[key] = index
+        routes.append(route)
+    return routes
+
+
+def _route(table: Table, pools: Mapping[str, PoolConfig | None]) -> Route | None:
+    """
+    One route, its fields checked one by one so that L{Route}'s complaints
+    land on the key they are about.
+    """
+    found = len(table.problems.lines)
+    host = table.get("host", string, None)
+    prefix = table.get("path_prefix", string, None)
+    strip = table.get("strip_prefix", boolean, False)
+    pool = table.require("pool", string)
+    _try_route(table, "host", lambda: Route(_PROBE, host=host))
+    prefix_ok = prefix is not None or "path_prefix" not in table
+    if prefix_ok and _try_route(
+        table, "path_prefix", lambda: Route(_PROBE, path_prefix=prefix)
+    ):
+        _try_route(
+            table,
+            "strip_prefix",
+            lambda: Route(_PROBE, path_prefix=prefix, strip_prefix=strip),
+        )
+    if pool is not None:
+        _check_pool(table, pool, pools, tcp=False)
+    if pool is None or len(table.problems.lines) != found:
+        return None
+    return Route(pool, host, prefix, strip)
+
+
+def _try_route(table: Table, key: str, build: Callable[[], Route]) -> bool:
+    try:
+        build()
+    except ValueError as e:
+        table.report(key, str(e).removeprefix(f"{key} "))
+        return False
+    return True
+
+
+def _check_pool(
+    table: Table, name: str, pools: Mapping[str, PoolConfig | None], *, tcp: bool
+) -> None:
+    """
+    Report C{table}'s C{pool} if there is no such pool, or if it hashes on a
+    header a C{tcp} listener cannot see.
+    """
+    if name not in pools:
+        hint = did_you_mean(name, pools) or (
+            f"pools are {quoted(pools)}" if pools else ""
+        )
+        table.report("pool", f"no pool named {name!r}" + (f"; {hint}" if hint else ""))
+        return
+    pool = pools[name]
+    if pool and tcp and pool.hash_key.startswith("header:"):
+        table.report(
+            "pool",
+            f"pool {name!r} hashes on {pool.hash_key!r}, "
+            "but a tcp listener cannot see headers",
+        )

@@ -1,0 +1,177 @@
+"""The HTTP front protocol driven by hand: string transports, fake endpoints,
+a Clock."""
+
+from __future__ import annotations
+
+import pytest
+from twisted.internet.address import IPv4Address
+from twisted.internet.error import ConnectionDone, ConnectionRefusedError
+from twisted.internet.task import Clock
+from twisted.python.failure import Failure
+from twisted.trial.unittest import SynchronousTestCase
+
+from rproxy.backends import Backend, Pool, Registry
+from rproxy.http.routing import Route, Router
+from rproxy.http.server import HTTPFrontProtocol, HTTPProxyFactory, HTTPSettings
+from tests.fakes import FakeEndpoints, HalfCloseTransport, connect
+
+BAD_REQUESTS = [
+    pytest.param(b"GET /\r\n\r\n", 400, id="http-0.9"),
+    pytest.param(b"GET / HTTP/2.0\r\nHost: a\r\n\r\n", 505, id="http-2"),
+    pytest.param(b"GET / HTTP/1.1\r\n\r\n", 400, id="no-host"),
+    pytest.param(
+        b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n",
+        400,
+        id="differing-content-length",
+    ),
+    pytest.param(
+        b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked, gzip\r\n\r\n",
+        400,
+        id="chunked-not-last",
+    ),
+    pytest.param(
+        b"GET / HTTP/1.1\r\nHost: a\r\nX: a\r\n b\r\n\r\n", 400, id="obs-fold"
+    ),
+    pytest.param(b"GET / HTTP/1.1\r\nHost : a\r\n\r\n", 400, id="space-before-colon"),
+    pytest.param(b"GET / HTTP/1.1\nHost: a\n\n", 400, id="bare-lf"),
+    pytest.param(
+        b"GET / HTTP/1.1\r\nHost: a\r\n" + b"X: y\r\n" * 101 + b"\r\n",
+        431,
+        id="too-many-headers",
+    ),
+    pytest.param(
+        b"GET /" + b"a" * 9000 + b" HTTP/1.1\r\nHost: a\r\n\r\n", 414, id="long-target"
+    ),
+    pytest.param(b"CONNECT a:443 HTTP/1.1\r\nHost: a\r\n\r\n", 501, id="connect"),
+]
+
+
+class ServerTests(SynchronousTestCase):
+    def setUp(self) -> None:
+        self.clock = Clock()
+        self.backend = Backend("127.0.0.1", 8001)
+        self.pool = Pool("web", [self.backend], now=self.clock.seconds)
+        self.endpoints = FakeEndpoints()
+        self.factory = HTTPProxyFactory(
+            Registry([self.pool]),
+            self.clock,
+            HTTPSettings(
+                listener="front",
+                router=Router(
+                    [Route(pool="web", host="a"), Route(pool="web", host="b")]
+                ),
+                request_head_timeout=10.0,
+                keep_alive_timeout=60.0,
+                response_timeout=30.0,
+            ),
+            endpoint_for=self.endpoints,
+        )
+
+    def tearDown(self) -> None:
+        self.factory.keep_alive.close_all()
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    def client(self) -> tuple[HTTPFrontProtocol, HalfCloseTransport]:
+        proto = self.factory.buildProtocol(IPv4Address("TCP", "192.0.2.7", 4000))
+        return proto, connect(proto, HalfCloseTransport())
+
+    def test_bad_requests_get_their_status_and_reach_no_backend(self) -> None:
+        """Every malformed request is answered and closed, never forwarded."""
+        for raw, status in [(p.values[0], p.values[1]) for p in BAD_REQUESTS]:
+            proto, transport = self.client()
+            proto.dataReceived(raw)
+            self.assertTrue(
+                transport.value().startswith(b"HTTP/1.1 %d " % status),
+                (raw, transport.value()),
+            )
+            self.assertTrue(transport.disconnecting)
+        self.assertEqual(self.endpoints.attempts, [])
+
+    def test_unknown_host_is_404(self) -> None:
+        """A request no route matches gets a 404."""
+        proto, transport = self.client()
+        proto.dataReceived(b"GET / HTTP/1.1\r\nHost: elsewhere\r\n\r\n")
+        self.assertTrue(transport.value().startswith(b"HTTP/1.1 404 "))
+
+    def test_a_slow_head_gets_408(self) -> None:
+        """A head not complete within the head timeout is answered 408."""
+        proto, transport = self.client()
+        proto.dataReceived(b"GET / HTTP/1.1\r\nHost:")
+        self.clock.advance(10)
+        self.assertTrue(transport.value().startswith(b"HTTP/1.1 408 "))
+        self.assertTrue(transport.disconnecting)
+
+    def test_a_silent_connection_is_closed_without_an_answer(self) -> None:
+        """A connection that sends nothing is closed after the head timeout."""
+        _, transport = self.client()
+        self.clock.advance(10)
+        self.assertEqual(transport.value(), b"")
+        self.assertTrue(transport.disconnecting)
+
+    def exchange(self, proto: HTTPFrontProtocol, request: bytes) -> HalfCloseTransport:
+        proto.dataReceived(request)
+        server = self.endpoints.last.succeed()
+        return server
+
+    def test_response_timeout_is_504(self) -> None:
+        """A backend that does not answer in time gets the client a 504."""
+        proto, transport = self.client()
+        server = self.exchange(proto, b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+        self.assertTrue(server.value().startswith(b"GET / HTTP/1.1\r\n"))
+        self.clock.advance(30)
+        self.assertTrue(transport.value().startswith(b"HTTP/1.1 504 "))
+        self.assertTrue(server.aborted)
+        self.assertEqual(self.backend.active, 0)
+
+    def test_keep_alive_then_idle_timeout(self) -> None:
+        """After a response the connection waits keep_alive seconds for the
+        next request; a new request then has the head timeout."""
+        proto, transport = self.client()
+        server = self.exchange(proto, b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+        upstream = self.endpoints.last.protocol
+        upstream.dataReceived(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+        self.assertTrue(transport.value().endswith(b"\r\n\r\nok"))
+        self.assertFalse(transport.disconnecting)
+        self.assertEqual(self.factory.keep_alive.idle_count(self.backend), 1)
+        self.clock.advance(59)
+        proto.dataReceived(b"GET / HT")
+        self.clock.advance(9)
+        self.assertFalse(transport.disconnecting)
+        self.clock.advance(1)
+        self.assertTrue(transport.value().endswith(b"408 Request Timeout\n"))
+        server.loseConnection()
+
+    def test_stale_pooled_connection_is_retried(self) -> None:
+        """A GET on a reused connection the backend had closed is sent again
+        on a new connection, and the backend is not blamed."""
+        proto, transport = self.client()
+        self.exchange(proto, b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+        first = self.endpoints.last.protocol
+        first.dataReceived(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+        proto.dataReceived(b"GET /again HTTP/1.1\r\nHost: a\r\n\r\n")
+        self.assertEqual(len(self.endpoints.attempts), 1)  # reused
+        first.transport.finish(Failure(ConnectionDone()))
+        self.assertEqual(len(self.endpoints.attempts), 2)
+        second = self.endpoints.last.succeed()
+        self.assertTrue(second.value().startswith(b"GET /again HTTP/1.1\r\n"))
+        self.assertEqual(self.backend.failures_total, 0)
+        self.endpoints.last.protocol.dataReceived(
+            b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+        )
+        self.assertEqual(transport.value().count(b"HTTP/1.1 200 OK"), 2)
+        second.loseConnection()
+        transport.loseConnection()
+
+    def test_refused_connect_tries_the_next_backend(self) -> None:
+        """A refused connect is retried elsewhere before any answer."""
+        self.pool.add(Backend("127.0.0.1", 8002))
+        proto, transport = self.client()
+        proto.dataReceived(b"GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
+        self.endpoints.last.fail(ConnectionRefusedError())
+        self.assertEqual(len(self.endpoints.attempts), 2)
+        self.endpoints.last.succeed()
+        self.endpoints.last.protocol.dataReceived(
+            b"HTTP/1.1 204 No Content\r\n\r\n"
+        )
+        self.assertTrue(transport.value().startswith(b"HTTP/1.1 204 No Content\r\n"))
+        self.assertEqual(self.backend.failures_total, 1)
