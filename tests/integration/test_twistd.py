@@ -304,3 +304,36 @@ def test_access_log_records_each_connection_through_shutdown(tmp_path: Path) -> 
     assert [r["status"] for r in records] == ["closed", "shutdown"]
     assert records[0]["bytes_in"] == 3
     assert records[0]["listener"] == "front" and records[0]["pool"] == "p"
+
+
+def test_http_example_runs_with_demo_backends(tmp_path: Path) -> None:
+    """examples/http.toml with --demo-backends answers through both routes,
+    strips the /api prefix, hides Server and adds Via."""
+    import http.client
+
+    text = (ROOT / "examples" / "http.toml").read_text()
+    for default in (8001, 8002, 8011):
+        text = text.replace(f"127.0.0.1:{default}", f"127.0.0.1:{free_port()}")
+    text = text.replace("tcp:8080:", "tcp:0:")
+    config = tmp_path / "http.toml"
+    config.write_text(text)
+    running = start_proxy(config, extra_args=["--demo-backends"])
+    try:
+        conn = http.client.HTTPConnection(
+            "127.0.0.1", running.ports["public"], timeout=20
+        )
+        conn.request("GET", "/hello")
+        web = conn.getresponse()
+        web_body = web.read()
+        conn.request("GET", "/api/users")
+        api = conn.getresponse()
+        api_body = api.read()
+        conn.close()
+    finally:
+        running.stop()
+    assert web.status == 200 and b"you asked for /hello" in web_body
+    assert api.status == 200 and b"you asked for /users" in api_body
+    assert web.getheader("Server") is None
+    assert web.getheader("Via") == "1.1 rproxy"
+    log = (tmp_path / "access.log").read_text().splitlines()
+    assert len(log) == 2 and '"GET /api/users HTTP/1.1" 200' in log[1]
