@@ -101,6 +101,7 @@ def http_settings(config: Config, listener: ListenerConfig) -> HTTPSettings:
         keep_alive_timeout=timeouts.keep_alive,
         connect_timeout=timeouts.connect,
         response_timeout=timeouts.response,
+        tunnel_timeout=timeouts.tunnel,
         pool_timeouts={
             pool.name: (pool.timeouts.connect, pool.timeouts.response)
             for pool in config.pools

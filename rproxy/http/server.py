@@ -56,7 +56,7 @@ IDEMPOTENT = frozenset({b"GET", b"HEAD", b"OPTIONS", b"TRACE", b"PUT", b"DELETE"
 #: request body bytes held while the backend is being connected.
 _BODY_BUFFER = 1 << 16
 
-_HEAD, _BODY, _WAIT, _CLOSED = range(4)
+_HEAD, _BODY, _WAIT, _TUNNEL, _CLOSED = range(5)
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 
 
@@ -79,6 +79,7 @@ class HTTPSettings:
     keep_alive_timeout: float = 60.0
     connect_timeout: float = 5.0
     response_timeout: float = 60.0
+    tunnel_timeout: float = 3600.0
     #: per pool name, (connect, response) timeouts overriding the two above.
     pool_timeouts: Mapping[str, tuple[float, float]] = field(factory=dict)
 
@@ -218,6 +219,12 @@ class HTTPFrontProtocol(Protocol):
     def dataReceived(self, data: bytes) -> None:
         if self._state == _CLOSED:
             return
+        if self._state == _TUNNEL:
+            self.bytes_in += len(data)
+            self._last_activity = self.clock.seconds()
+            if self.upstream is not None:
+                self.upstream.write(data)
+            return
         self._buffer += data
         if self._state == _HEAD:
             if self._idle_wait:
@@ -282,11 +289,6 @@ class HTTPFrontProtocol(Protocol):
     def _begin(self, head: RequestHead) -> None:
         self.request = head
         self.started = self.clock.seconds()
-        if head.upgrade is not None:
-            # Upgrades (WebSocket) are not relayed yet: refuse clearly rather
-            # than forward a request the backend would half-understand.
-            self._reject(501)
-            return
         match = self.settings.router.route(head.host, head.target)
         if match is None:
             self._reject(404)
@@ -377,7 +379,7 @@ class HTTPFrontProtocol(Protocol):
         assert head is not None and pool is not None and backend is not None
         pool.report_success(backend)
         self.upstream = upstream
-        upstream.start(self, head.method)
+        upstream.start(self, head.method, upgrade=head.upgrade is not None)
         upstream.write(self._request_head(head, backend))
         self._upstream_started = self.clock.seconds()
         if self._state == _WAIT:
@@ -398,6 +400,7 @@ class HTTPFrontProtocol(Protocol):
             host=host,
             policy=policy,
             backend_host=backend.address.encode() if not policy.preserve_host else None,
+            keep_upgrade=head.upgrade is not None,
         )
         if host is None and policy.preserve_host:
             headers.insert(0, (b"Host", backend.address.encode()))
@@ -526,6 +529,74 @@ class HTTPFrontProtocol(Protocol):
         if upstream is not None and upstream.transport is not None:
             transport.registerProducer(upstream.transport, True)  # type: ignore[attr-defined]
 
+    # Upgrade tunnel -------------------------------------------------------
+
+    def switched(self, head: ResponseHead, rest: bytes) -> None:
+        """
+        The backend switched protocols: pass the 101 on and relay raw bytes
+        both ways until either side closes or the tunnel is idle too long.
+        """
+        self._cancel_response_timer()
+        self.status = 101
+        self.upstream_time = self.clock.seconds() - self._upstream_started
+        headers = forward_response_headers(
+            head.headers,
+            remove=self.settings.remove_response_headers,
+            via=self.settings.policy.via,
+            keep_upgrade=True,
+        )
+        lines = [b"HTTP/1.1 101 %s" % (head.reason or b"Switching Protocols")]
+        lines.extend(name + b": " + value for name, value in headers)
+        transport, upstream = self.transport, self.upstream
+        assert transport is not None and upstream is not None
+        transport.write(b"\r\n".join(lines) + b"\r\n\r\n")
+        self._state = _TUNNEL
+        self._response_started = True
+        if rest:
+            self.response_body_raw(rest)
+        if self._buffer:
+            early = bytes(self._buffer)
+            self._buffer.clear()
+            self.bytes_in += len(early)
+            upstream.write(early)
+        _unregister_producer(upstream.transport)
+        upstream.transport.registerProducer(transport, True)  # type: ignore[union-attr]
+        transport.registerProducer(upstream.transport, True)  # type: ignore[attr-defined]
+        self._resume()
+        self._last_activity = self.clock.seconds()
+        self._watch_tunnel(self.settings.tunnel_timeout)
+
+    def response_body_raw(self, data: bytes) -> None:
+        self.bytes_out += len(data)
+        self._last_activity = self.clock.seconds()
+        self.transport.write(data)  # type: ignore[union-attr]
+
+    def tunnel_data(self, data: bytes) -> None:
+        self.response_body_raw(data)
+
+    def tunnel_closed(self) -> None:
+        self.upstream = None
+        self._release_backend()
+        if self._state != _CLOSED:
+            self._emit()
+            self._close()
+
+    def _watch_tunnel(self, delay: float) -> None:
+        self._cancel_timer()
+        self._timer = self.clock.callLater(delay, self._tunnel_idle)
+
+    def _tunnel_idle(self) -> None:
+        self._timer = None
+        remaining = self.settings.tunnel_timeout - (
+            self.clock.seconds() - self._last_activity
+        )
+        if remaining > 0:
+            self._watch_tunnel(remaining)
+            return
+        self._drop_upstream()
+        self._emit()
+        self._abort()
+
     def response_body(self, data: bytes) -> None:
         self.bytes_out += len(data)
         self.transport.write(  # type: ignore[union-attr]
@@ -646,7 +717,14 @@ class HTTPFrontProtocol(Protocol):
             self._closing = True
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
-        in_flight = self.request is not None and self._state != _CLOSED
+        if self._state == _TUNNEL:
+            upstream = self.upstream
+            self.upstream = None
+            self._release_backend()
+            if upstream is not None and upstream.transport is not None:
+                upstream.transport.loseConnection()
+            self._emit()
+        in_flight = self.request is not None and self._state not in (_CLOSED, _TUNNEL)
         self._state = _CLOSED
         self._cancel_timer()
         self._cancel_response_timer()

@@ -57,6 +57,18 @@ class IResponseSink(TypingProtocol):
         C{status} is what the client should get if nothing was sent yet.
         """
 
+    def switched(self, head: ResponseHead, rest: bytes) -> None:
+        """
+        The backend accepted an upgrade (101): from now on the connection is
+        a raw tunnel; C{rest} is what it sent after the 101 head.
+        """
+
+    def tunnel_data(self, data: bytes) -> None:
+        """Bytes from the backend through the tunnel."""
+
+    def tunnel_closed(self) -> None:
+        """The backend side of the tunnel closed."""
+
 
 class UpstreamProtocol(Protocol):
     """
@@ -73,6 +85,9 @@ class UpstreamProtocol(Protocol):
         self.reusable = False
         self.received_any = False
         self.connected_ = False
+        #: a 101 turned this connection into a tunnel.
+        self.tunnel = False
+        self._upgrade = False
         self._method = b"GET"
         self._buffer = bytearray()
         self._head: ResponseHead | None = None
@@ -83,12 +98,14 @@ class UpstreamProtocol(Protocol):
     def connectionMade(self) -> None:
         self.connected_ = True
 
-    def start(self, sink: IResponseSink, method: bytes) -> None:
+    def start(self, sink: IResponseSink, method: bytes, upgrade: bool = False) -> None:
         """
-        Expect the response to a request with C{method}, reporting to C{sink}.
+        Expect the response to a request with C{method}, reporting to C{sink};
+        C{upgrade} if the request asked to switch protocols.
         """
         self.sink = sink
         self._method = method
+        self._upgrade = upgrade
         self.reusable = False
         self.received_any = False
         self._buffer.clear()
@@ -103,6 +120,9 @@ class UpstreamProtocol(Protocol):
 
     def dataReceived(self, data: bytes) -> None:
         sink = self.sink
+        if self.tunnel and sink is not None:
+            sink.tunnel_data(data)
+            return
         if sink is None:
             # Nothing was asked: a backend talking out of turn is not reused.
             self.transport.loseConnection()  # type: ignore[union-attr]
@@ -128,7 +148,13 @@ class UpstreamProtocol(Protocol):
             del self._buffer[:end]
             if 100 <= head.status < 200:
                 if head.status == 101:
-                    raise HTTPError(502, "unexpected 101")
+                    if not self._upgrade:
+                        raise HTTPError(502, "unexpected 101")
+                    self.tunnel = True
+                    rest = bytes(self._buffer)
+                    self._buffer.clear()
+                    sink.switched(head, rest)
+                    return
                 sink.interim_response(head)
                 continue
             self._head = head
@@ -196,6 +222,10 @@ class UpstreamProtocol(Protocol):
         self.connected_ = False
         self.reusable = False
         sink, self.sink = self.sink, None
+        if self.tunnel:
+            if sink is not None:
+                sink.tunnel_closed()
+            return
         if sink is None:
             if self.on_idle_lost is not None:
                 self.on_idle_lost(self)

@@ -3,6 +3,7 @@ a Clock."""
 
 from __future__ import annotations
 
+import attrs
 import pytest
 from twisted.internet.address import IPv4Address
 from twisted.internet.error import ConnectionDone, ConnectionRefusedError
@@ -46,7 +47,9 @@ BAD_REQUESTS = [
 ]
 
 
-class ServerTests(SynchronousTestCase):
+class _ServerCase(SynchronousTestCase):
+    """One pool of one backend behind fake endpoints, on a Clock."""
+
     def setUp(self) -> None:
         self.clock = Clock()
         self.backend = Backend("127.0.0.1", 8001)
@@ -75,6 +78,13 @@ class ServerTests(SynchronousTestCase):
         proto = self.factory.buildProtocol(IPv4Address("TCP", "192.0.2.7", 4000))
         return proto, connect(proto, HalfCloseTransport())
 
+    def exchange(self, proto: HTTPFrontProtocol, request: bytes) -> HalfCloseTransport:
+        proto.dataReceived(request)
+        server = self.endpoints.last.succeed()
+        return server
+
+
+class ServerTests(_ServerCase):
     def test_bad_requests_get_their_status_and_reach_no_backend(self) -> None:
         """Every malformed request is answered and closed, never forwarded."""
         for raw, status in [(p.values[0], p.values[1]) for p in BAD_REQUESTS]:
@@ -107,11 +117,6 @@ class ServerTests(SynchronousTestCase):
         self.clock.advance(10)
         self.assertEqual(transport.value(), b"")
         self.assertTrue(transport.disconnecting)
-
-    def exchange(self, proto: HTTPFrontProtocol, request: bytes) -> HalfCloseTransport:
-        proto.dataReceived(request)
-        server = self.endpoints.last.succeed()
-        return server
 
     def test_response_timeout_is_504(self) -> None:
         """A backend that does not answer in time gets the client a 504."""
@@ -170,8 +175,75 @@ class ServerTests(SynchronousTestCase):
         self.endpoints.last.fail(ConnectionRefusedError())
         self.assertEqual(len(self.endpoints.attempts), 2)
         self.endpoints.last.succeed()
-        self.endpoints.last.protocol.dataReceived(
-            b"HTTP/1.1 204 No Content\r\n\r\n"
-        )
+        self.endpoints.last.protocol.dataReceived(b"HTTP/1.1 204 No Content\r\n\r\n")
         self.assertTrue(transport.value().startswith(b"HTTP/1.1 204 No Content\r\n"))
         self.assertEqual(self.backend.failures_total, 1)
+
+
+class UpgradeAndContinueTests(_ServerCase):
+    """Interim and switching responses."""
+
+    def setUp(self) -> None:
+        super().setUp()
+        self.factory.settings = attrs.evolve(
+            self.factory.settings, tunnel_timeout=100.0
+        )
+
+    def test_101_turns_the_pair_into_a_tunnel(self) -> None:
+        """After a 101, bytes flow raw both ways, even right after the head."""
+        proto, transport = self.client()
+        server = self.exchange(
+            proto,
+            b"GET /ws HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\n"
+            b"Upgrade: websocket\r\n\r\nearly",
+        )
+        sent = server.value()
+        self.assertIn(b"\r\nUpgrade: websocket\r\n", sent)
+        self.assertIn(b"\r\nConnection: upgrade\r\n", sent)
+        upstream = self.endpoints.last.protocol
+        upstream.dataReceived(
+            b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
+            b"Connection: Upgrade\r\n\r\nfirst frame"
+        )
+        self.assertTrue(
+            transport.value().startswith(b"HTTP/1.1 101 Switching Protocols\r\n")
+        )
+        self.assertTrue(transport.value().endswith(b"\r\n\r\nfirst frame"))
+        self.assertTrue(server.value().endswith(b"\r\n\r\nearly"))
+        proto.dataReceived(b"\x81\x05hello")
+        self.assertTrue(server.value().endswith(b"early\x81\x05hello"))
+        upstream.dataReceived(b"\x81\x02hi")
+        self.assertTrue(transport.value().endswith(b"\x81\x02hi"))
+        self.clock.advance(99)
+        self.assertFalse(transport.disconnecting)
+        self.clock.advance(1)
+        self.assertTrue(transport.aborted and server.aborted)
+        self.assertEqual(self.backend.active, 0)
+
+    def test_an_unrequested_101_is_a_bad_gateway(self) -> None:
+        """A backend that switches protocols unasked gets the client a 502."""
+        proto, transport = self.client()
+        self.exchange(proto, b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+        self.endpoints.last.protocol.dataReceived(
+            b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: x\r\n\r\n"
+        )
+        self.assertTrue(transport.value().startswith(b"HTTP/1.1 502 "))
+
+    def test_expect_100_continue_is_passed_through(self) -> None:
+        """The backend's 100 Continue reaches the client before the body."""
+        proto, transport = self.client()
+        server = self.exchange(
+            proto,
+            b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 4\r\n"
+            b"Expect: 100-continue\r\n\r\n",
+        )
+        self.assertIn(b"\r\nExpect: 100-continue\r\n", server.value())
+        upstream = self.endpoints.last.protocol
+        upstream.dataReceived(b"HTTP/1.1 100 Continue\r\n\r\n")
+        self.assertEqual(transport.value(), b"HTTP/1.1 100 Continue\r\n\r\n")
+        proto.dataReceived(b"body")
+        self.assertTrue(server.value().endswith(b"\r\n\r\nbody"))
+        upstream.dataReceived(b"HTTP/1.1 201 Created\r\nContent-Length: 0\r\n\r\n")
+        self.assertIn(b"HTTP/1.1 201 Created\r\n", transport.value())
+        server.loseConnection()
+        transport.loseConnection()
