@@ -84,6 +84,9 @@ class HTTPProxyTests(TestCase):
         self.addCleanup(port.stopListening)
         self.addCleanup(self.factory.keep_alive.close_all)
         self.port = port.getHost().port
+        # Runs first: close client connections as a shutdown would, so no
+        # keep-alive timer outlives the test.
+        self.addCleanup(self.factory.connections.drain, 5.0, reactor)
 
     def client(self) -> http.client.HTTPConnection:
         return http.client.HTTPConnection("127.0.0.1", self.port, timeout=20)

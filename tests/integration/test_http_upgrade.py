@@ -42,6 +42,9 @@ class UpgradeTests(TestCase):
         port = reactor.listenTCP(0, self.factory, interface="127.0.0.1")
         self.addCleanup(port.stopListening)
         self.port = port.getHost().port
+        # Runs first: close client connections as a shutdown would, so no
+        # keep-alive timer outlives the test.
+        self.addCleanup(self.factory.connections.drain, 5.0, reactor)
 
     @inlineCallbacks
     def test_websocket_echo_through_the_proxy(self) -> Any:
