@@ -247,3 +247,81 @@ class UpgradeAndContinueTests(_ServerCase):
         self.assertIn(b"HTTP/1.1 201 Created\r\n", transport.value())
         server.loseConnection()
         transport.loseConnection()
+
+
+class ConnectionHandlingTests(_ServerCase):
+    """Which side closes when, and HTTP/1.0."""
+
+    def test_client_leaving_mid_response_closes_the_backend(self) -> None:
+        """A client gone mid-response drops the backend connection too."""
+        proto, transport = self.client()
+        server = self.exchange(proto, b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+        self.endpoints.last.protocol.dataReceived(
+            b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\npartial"
+        )
+        transport.finish(Failure(ConnectionDone()))
+        self.assertTrue(server.aborted)
+        self.assertEqual(self.backend.active, 0)
+        self.assertEqual(self.factory.keep_alive.idle_count(self.backend), 0)
+
+    def test_backend_connection_close_keeps_the_client(self) -> None:
+        """A backend's Connection: close ends that backend connection only."""
+        proto, transport = self.client()
+        server = self.exchange(proto, b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+        self.endpoints.last.protocol.dataReceived(
+            b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok"
+        )
+        self.assertFalse(transport.disconnecting)
+        self.assertNotIn(b"Connection: close", transport.value())
+        self.assertTrue(server.disconnecting)
+        self.assertEqual(self.factory.keep_alive.idle_count(self.backend), 0)
+        transport.loseConnection()
+        self.clock.advance(0)
+
+    def test_http10_keep_alive_is_honoured(self) -> None:
+        """An HTTP/1.0 client asking for keep-alive gets it, and says so."""
+        proto, transport = self.client()
+        server = self.exchange(
+            proto, b"GET / HTTP/1.0\r\nHost: a\r\nConnection: keep-alive\r\n\r\n"
+        )
+        self.endpoints.last.protocol.dataReceived(
+            b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
+        )
+        self.assertIn(b"\r\nConnection: keep-alive\r\n", transport.value())
+        self.assertFalse(transport.disconnecting)
+        transport.loseConnection()
+        server.loseConnection()
+
+    def test_http10_gets_a_close_delimited_body_for_chunked(self) -> None:
+        """HTTP/1.0 has no chunked coding: the payload is sent plain and the
+        connection closed."""
+        proto, transport = self.client()
+        server = self.exchange(proto, b"GET / HTTP/1.0\r\nHost: a\r\n\r\n")
+        self.endpoints.last.protocol.dataReceived(
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+            b"3\r\nabc\r\n0\r\n\r\n"
+        )
+        value = transport.value()
+        self.assertNotIn(b"Transfer-Encoding", value)
+        self.assertIn(b"\r\nConnection: close\r\n", value)
+        self.assertTrue(value.endswith(b"\r\n\r\nabc"))
+        self.assertTrue(transport.disconnecting)
+        server.loseConnection()
+
+    def test_trailers_pass_only_when_asked_for(self) -> None:
+        """Response trailers reach a client that sent TE: trailers."""
+        for te, expected in (
+            (b"TE: trailers\r\n", b"0\r\nX-Sum: 7\r\n\r\n"),
+            (b"", b"0\r\n\r\n"),
+        ):
+            proto, transport = self.client()
+            server = self.exchange(
+                proto,
+                b"GET / HTTP/1.1\r\nHost: a\r\n" + te + b"Connection: close\r\n\r\n",
+            )
+            self.endpoints.last.protocol.dataReceived(
+                b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+                b"1\r\nx\r\n0\r\nX-Sum: 7\r\n\r\n"
+            )
+            self.assertTrue(transport.value().endswith(b"1\r\nx\r\n" + expected))
+            server.loseConnection()
