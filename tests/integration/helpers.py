@@ -3,10 +3,13 @@ a real twistd process, all on 127.0.0.1."""
 
 from __future__ import annotations
 
+import hashlib
 import os
 import queue
 import re
+import select
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -265,8 +268,6 @@ pool = "p"
 
 def free_port() -> int:
     """A TCP port free on 127.0.0.1 right now."""
-    import socket
-
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port: int = s.getsockname()[1]
@@ -279,3 +280,59 @@ def drain(sock: Any, size: int = 1 << 16) -> bytes:
     while chunk := sock.recv(size):
         chunks.append(chunk)
     return b"".join(chunks)
+
+
+MIB = 1 << 20
+
+
+class StallingSender:
+    """
+    Sends C{total} pseudo-random bytes on a socket, noticing when the peer
+    (the proxy) takes nothing for 2 s: it then records how much it had sent,
+    sets C{stalled} and waits for C{resume} before sending the rest.
+    """
+
+    def __init__(self, total: int) -> None:
+        self.total = total
+        self.sent = 0
+        self.digest = hashlib.sha256()
+        self.stalled = threading.Event()
+        self.resume = threading.Event()
+        self.sent_at_stall = -1
+
+    def send(self, conn: socket.socket) -> None:
+        block = os.urandom(MIB)
+        conn.setblocking(False)
+        for index in range(self.total // MIB):
+            chunk = index.to_bytes(8, "big") + block[8:]
+            self.digest.update(chunk)
+            view = memoryview(chunk)
+            while view:
+                if not self.stalled.is_set():
+                    _, writable, _ = select.select([], [conn], [], 2.0)
+                    if not writable:
+                        # Nothing taken for 2 s: the proxy stopped reading.
+                        self.sent_at_stall = self.sent
+                        self.stalled.set()
+                        self.resume.wait(60)
+                        conn.setblocking(True)
+                        continue
+                try:
+                    n = conn.send(view)
+                except BlockingIOError:
+                    continue
+                view = view[n:]
+                self.sent += n
+        self.stalled.set()
+
+
+def read_head(conn: socket.socket) -> tuple[bytes, bytes]:
+    """Read an HTTP head from a blocking socket: (head, bytes after it)."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = conn.recv(65536)
+        if not chunk:
+            raise AssertionError(f"closed before a head: {data!r}")
+        data += chunk
+    head, _, rest = data.partition(b"\r\n\r\n")
+    return head, rest

@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import select
 import socket
 import subprocess
 import sys
@@ -16,7 +14,9 @@ from pathlib import Path
 import pytest
 
 from tests.integration.helpers import (
+    MIB,
     ROOT,
+    StallingSender,
     drain,
     free_port,
     proxy,
@@ -25,8 +25,6 @@ from tests.integration.helpers import (
     start_proxy,
     tcp_config,
 )
-
-MIB = 1 << 20
 
 
 class Source(threading.Thread):
@@ -37,39 +35,12 @@ class Source(threading.Thread):
         super().__init__(daemon=True)
         self.listener = socket.create_server(("127.0.0.1", 0))
         self.port = self.listener.getsockname()[1]
-        self.total = total
-        self.sent = 0
-        self.digest = hashlib.sha256()
-        self.stalled = threading.Event()
-        self.resume = threading.Event()
-        self.sent_at_stall = -1
+        self.sender = StallingSender(total)
 
     def run(self) -> None:
         conn, _ = self.listener.accept()
-        block = os.urandom(MIB)
         with conn:
-            conn.setblocking(False)
-            for index in range(self.total // MIB):
-                chunk = index.to_bytes(8, "big") + block[8:]
-                self.digest.update(chunk)
-                view = memoryview(chunk)
-                while view:
-                    if not self.stalled.is_set():
-                        _, writable, _ = select.select([], [conn], [], 2.0)
-                        if not writable:
-                            # Nothing taken for 2 s: the proxy stopped reading.
-                            self.sent_at_stall = self.sent
-                            self.stalled.set()
-                            self.resume.wait(60)
-                            conn.setblocking(True)
-                            continue
-                    try:
-                        n = conn.send(view)
-                    except BlockingIOError:
-                        continue
-                    view = view[n:]
-                    self.sent += n
-            self.stalled.set()
+            self.sender.send(conn)
         self.listener.close()
 
 
@@ -86,10 +57,10 @@ def test_200_mib_through_a_stalled_reader_keeps_memory_flat(tmp_path: Path) -> N
         baseline = running.rss_kib()
         client = socket.create_connection(("127.0.0.1", running.ports["front"]))
         client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)
-        assert source.stalled.wait(60), "the backend never stalled"
+        assert source.sender.stalled.wait(60), "the backend never stalled"
         stalled_rss = running.rss_kib()
-        assert 0 < source.sent_at_stall < 48 * MIB, source.sent_at_stall
-        source.resume.set()
+        assert 0 < source.sender.sent_at_stall < 48 * MIB, source.sender.sent_at_stall
+        source.sender.resume.set()
         digest = hashlib.sha256()
         received = 0
         while chunk := client.recv(16 * 1024):
@@ -100,7 +71,7 @@ def test_200_mib_through_a_stalled_reader_keeps_memory_flat(tmp_path: Path) -> N
         running.stop()
     source.join(30)
     assert received == 200 * MIB
-    assert digest.hexdigest() == source.digest.hexdigest()
+    assert digest.hexdigest() == source.sender.digest.hexdigest()
     assert stalled_rss - baseline < 32 * 1024, (baseline, stalled_rss)
     assert peak - baseline < 48 * 1024, (baseline, peak)
 
