@@ -274,6 +274,19 @@ def free_port() -> int:
         return port
 
 
+def wait_for_port(port: int, deadline: float = 20.0) -> None:
+    """Wait (bounded) until something accepts on 127.0.0.1:C{port}."""
+    end = time.monotonic() + deadline
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return
+        except OSError:
+            if time.monotonic() > end:
+                raise AssertionError(f"nothing listens on {port}") from None
+            time.sleep(0.02)
+
+
 def drain(sock: Any, size: int = 1 << 16) -> bytes:
     """Read C{sock} until EOF."""
     chunks = []
