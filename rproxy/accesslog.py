@@ -1,19 +1,22 @@
-"""The access log: one line per proxied connection (and, for HTTP, request),
-rendered from the C{rproxy.access} log events as combined-style text or JSON.
+"""The access log: one event per proxied connection (and, for HTTP, request),
+written as combined-style text or JSON lines.
 
-The protocols only emit events (with the stable keys C{client}, C{listener},
+The protocols hand events (with the stable keys C{client}, C{listener},
 C{pool}, C{backend}, C{status}, C{bytes_in}, C{bytes_out}, C{duration}, and
 for HTTP C{method}, C{path}, C{version}, C{referer}, C{user_agent},
-C{upstream_time}); an L{AccessLog} is the one observer rproxy installs, and
-only when the config asks for one.  Lines are written through a buffer that
-is flushed every second, and the file is reopened when it has been moved
-away (logrotate without C{copytruncate}).
+C{upstream_time}) to L{access_events}, and build them only when something
+observes it: the L{AccessLog} the config asks for, or an embedder's
+observer.  They do not go through Twisted's global log, so a busy proxy with
+no access log pays nothing for one.  Lines are written through a buffer that
+is flushed every second, and the file is reopened when it has been moved away
+(logrotate without C{copytruncate}); C{path = "-"} writes to standard output.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import sys
 import time
 from collections.abc import Callable
 from typing import IO, Any
@@ -21,11 +24,59 @@ from typing import IO, Any
 from twisted.application.service import Service
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import LoopingCall
-from twisted.logger import ILogObserver, LogEvent, globalLogPublisher
+from twisted.logger import ILogObserver, LogEvent, LogLevel
 from zope.interface import implementer
 
 #: the namespace of access events.
 NAMESPACE = "rproxy.access"
+
+
+class AccessEvents:
+    """
+    Where access events go.  Observers are Twisted log observers; an event
+    is a Twisted log event (C{log_namespace} C{"rproxy.access"}, C{log_time},
+    C{log_format}) with the access fields.
+    """
+
+    def __init__(self) -> None:
+        self._observers: list[ILogObserver] = []
+
+    @property
+    def active(self) -> bool:
+        """
+        Whether anything observes: protocols build events only then.
+        """
+        return bool(self._observers)
+
+    def add_observer(self, observer: ILogObserver) -> None:
+        """
+        Start giving events to C{observer}.
+        """
+        self._observers.append(observer)
+
+    def remove_observer(self, observer: ILogObserver) -> None:
+        """
+        Stop giving events to C{observer}.
+        """
+        self._observers.remove(observer)
+
+    def emit(self, log_format: str, **fields: Any) -> None:
+        """
+        Give every observer one event with C{fields}.
+        """
+        event: LogEvent = {
+            "log_namespace": NAMESPACE,
+            "log_level": LogLevel.info,
+            "log_format": log_format,
+            "log_time": time.time(),
+            **fields,
+        }
+        for observer in list(self._observers):
+            observer(event)
+
+
+#: the access events of every listener in this process.
+access_events = AccessEvents()
 
 _JSON_KEYS = (
     "client",
@@ -141,9 +192,16 @@ class AccessLog:
     @param clock: drives the once-a-second flush and rotation check.
     """
 
-    def __init__(self, path: str, format: str, clock: IReactorTime):
+    def __init__(
+        self,
+        path: str,
+        format: str,
+        clock: IReactorTime,
+        events: AccessEvents = access_events,
+    ):
         self.path = path
         self._render = RENDERERS[format]
+        self._events = events
         self._clock = clock
         self._file: IO[str] | None = None
         self._identity: tuple[int, int] | None = None
@@ -156,6 +214,9 @@ class AccessLog:
 
         @raise OSError: if it cannot be opened.
         """
+        if self.path == "-":
+            self._file = sys.stdout
+            return
         handle = open(  # noqa: SIM115 - kept open for the service's life
             self.path, "a", encoding="utf-8", errors="backslashreplace"
         )
@@ -170,18 +231,21 @@ class AccessLog:
         Open the file and start observing access events.
         """
         self.open()
-        globalLogPublisher.addObserver(self)
+        self._events.add_observer(self)
         self._flusher.start(1.0, now=False)
 
     def stop(self) -> None:
         """
         Stop observing, write out what is buffered and close the file.
         """
-        globalLogPublisher.removeObserver(self)
+        self._events.remove_observer(self)
         if self._flusher.running:
             self._flusher.stop()
         if self._file is not None:
-            self._file.close()
+            if self._file is sys.stdout:
+                self._file.flush()
+            else:
+                self._file.close()
             self._file = None
 
     def __call__(self, event: LogEvent) -> None:
@@ -196,6 +260,8 @@ class AccessLog:
         if self._file is None:
             return
         self._file.flush()
+        if self._file is sys.stdout:
+            return
         try:
             status = os.stat(self.path)
             moved = (status.st_dev, status.st_ino) != self._identity

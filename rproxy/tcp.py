@@ -29,11 +29,11 @@ from zope.interface import implementer
 from rproxy._endpoints import client_endpoint
 from rproxy._splice import Splicer, can_splice
 from rproxy._tracking import ConnectionTracker
+from rproxy.accesslog import access_events
 from rproxy.backends import Backend, Pool
 from rproxy.health import describe_failure
 
 log = Logger(namespace="rproxy.tcp")
-access_log = Logger(namespace="rproxy.access")
 
 EndpointFor = Callable[[Backend], IStreamClientEndpoint]
 
@@ -409,20 +409,21 @@ class TCPFrontProtocol(Protocol):
         self._idle = None
         self._release()
         backend = self.backend
-        access_log.info(
-            "{client} {listener} {pool}/{backend} {ended} "
-            "in={bytes_in} out={bytes_out} {duration:.3f}s",
-            client=self.client,
-            listener=self.factory.listener,
-            pool=self.pool.name,
-            backend=backend.name if backend is not None and self.peer else "-",
-            bytes_in=self.bytes_in,
-            bytes_out=self.bytes_out,
-            duration=self.clock.seconds() - self.started,
-            ended=self.ended or "closed",
-            status=self.ended or "closed",
-            protocol="tcp",
-        )
+        if access_events.active:
+            access_events.emit(
+                "{client} {listener} {pool}/{backend} {ended} "
+                "in={bytes_in} out={bytes_out} {duration:.3f}s",
+                client=self.client,
+                listener=self.factory.listener,
+                pool=self.pool.name,
+                backend=backend.name if backend is not None and self.peer else "-",
+                bytes_in=self.bytes_in,
+                bytes_out=self.bytes_out,
+                duration=self.clock.seconds() - self.started,
+                ended=self.ended or "closed",
+                status=self.ended or "closed",
+                protocol="tcp",
+            )
         # Last: draining the listener waits for this, and the access log
         # closes after the drain.
         self.factory.connections.discard(self)

@@ -3,6 +3,8 @@ fires, and a transport that records half-closes."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from twisted.internet.address import IPv4Address
@@ -14,7 +16,21 @@ from twisted.internet.testing import StringTransport
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from rproxy.accesslog import access_events
 from rproxy.backends import Backend
+
+
+@contextmanager
+def captured_access() -> Iterator[list[dict[str, Any]]]:
+    """
+    Collect the access events emitted inside the block.
+    """
+    events: list[dict[str, Any]] = []
+    access_events.add_observer(events.append)  # type: ignore[arg-type]
+    try:
+        yield events
+    finally:
+        access_events.remove_observer(events.append)  # type: ignore[arg-type]
 
 
 class HalfCloseTransport(StringTransport):

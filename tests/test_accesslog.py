@@ -9,7 +9,13 @@ import pytest
 from twisted.internet.task import Clock
 from twisted.logger import Logger
 
-from rproxy.accesslog import AccessLog, AccessLogService, render_combined, render_json
+from rproxy.accesslog import (
+    AccessLog,
+    AccessLogService,
+    access_events,
+    render_combined,
+    render_json,
+)
 
 TCP_EVENT = {
     "log_namespace": "rproxy.access",
@@ -85,14 +91,14 @@ def clock() -> Clock:
 def test_writes_access_events_only_and_flushes_each_second(
     tmp_path: Path, clock: Clock
 ) -> None:
-    """Only rproxy.access events are written, and they reach the file on the
-    next flush."""
+    """Access events are written and reach the file on the next flush; events
+    of Twisted's global log (even in the access namespace) are not."""
     path = tmp_path / "access.log"
     log = AccessLog(str(path), "json", clock)
     log.start()
     try:
-        Logger(namespace="rproxy.access").info("x", **TCP_EVENT | {"log_time": None})
-        Logger(namespace="rproxy.tcp").info("not an access event")
+        access_events.emit("x", **TCP_EVENT)
+        Logger(namespace="rproxy.access").info("not through the access channel")
         assert path.read_text() == ""
         clock.advance(1.0)
         lines = path.read_text().splitlines()
@@ -108,13 +114,12 @@ def test_reopens_the_file_after_rotation(tmp_path: Path, clock: Clock) -> None:
     path = tmp_path / "access.log"
     log = AccessLog(str(path), "combined", clock)
     log.start()
-    access = Logger(namespace="rproxy.access")
     try:
-        access.info("x", **TCP_EVENT)
+        access_events.emit("x", **TCP_EVENT)
         clock.advance(1.0)
         path.rename(tmp_path / "access.log.1")
         clock.advance(1.0)
-        access.info("x", **TCP_EVENT)
+        access_events.emit("x", **TCP_EVENT)
         clock.advance(1.0)
     finally:
         log.stop()
@@ -127,7 +132,7 @@ def test_stopping_writes_out_what_is_buffered(tmp_path: Path, clock: Clock) -> N
     path = tmp_path / "access.log"
     service = AccessLogService(AccessLog(str(path), "combined", clock))
     service.startService()
-    Logger(namespace="rproxy.access").info("x", **TCP_EVENT)
+    access_events.emit("x", **TCP_EVENT)
     service.stopService()
     assert path.read_text().count("\n") == 1
 
@@ -143,3 +148,19 @@ def test_an_unwritable_path_stops_startup_with_one_line(
     assert str(raised.value) == (
         f"rproxy: cannot open the access log '{path}': No such file or directory"
     )
+
+
+def test_no_observer_means_no_event_is_built() -> None:
+    """With no access log, the channel reports itself inactive."""
+    assert not access_events.active
+
+
+def test_dash_writes_to_standard_output(
+    clock: Clock, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """path = "-" writes the lines to standard output."""
+    log = AccessLog("-", "combined", clock)
+    log.start()
+    access_events.emit("x", **TCP_EVENT)
+    log.stop()
+    assert '"TCP db" "client reset"' in capsys.readouterr().out

@@ -9,13 +9,12 @@ from twisted.internet.error import (
     ConnectionRefusedError,
 )
 from twisted.internet.task import Clock
-from twisted.logger import capturedLogs
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
 from rproxy.backends import AdminState, Backend, Pool
 from rproxy.tcp import TCPFrontProtocol, TCPProxyFactory
-from tests.fakes import FakeEndpoints, HalfCloseTransport, connect
+from tests.fakes import FakeEndpoints, HalfCloseTransport, captured_access, connect
 
 
 class TCPProxyTests(SynchronousTestCase):
@@ -104,13 +103,12 @@ class TCPProxyTests(SynchronousTestCase):
     def test_closes_client_after_connect_tries(self) -> None:
         """After connect_tries failed connects the client is closed."""
         self.pool.connect_tries = 2
-        with capturedLogs() as events:
+        with captured_access() as access:
             _, client = self.client()
             self.endpoints.last.fail(ConnectionRefusedError())
             self.endpoints.last.fail(ConnectionRefusedError())
         self.assertEqual(len(self.endpoints.attempts), 2)
         self.assertTrue(client.disconnecting)
-        access = [e for e in events if e["log_namespace"] == "rproxy.access"]
         self.assertEqual(len(access), 1)
         self.assertEqual(access[0]["ended"], "connect failed")
         self.assertEqual(access[0]["backend"], "-")
@@ -131,11 +129,10 @@ class TCPProxyTests(SynchronousTestCase):
         """With every backend down the client is closed without a connect."""
         for backend in self.backends:
             self.pool.mark_down(backend, "test")
-        with capturedLogs() as events:
+        with captured_access() as access:
             _, client = self.client()
         self.assertTrue(client.disconnecting)
         self.assertEqual(self.endpoints.attempts, [])
-        access = [e for e in events if e["log_namespace"] == "rproxy.access"]
         self.assertEqual(access[0]["ended"], "no backend")
 
     def test_full_backend_is_skipped(self) -> None:
@@ -196,12 +193,11 @@ class TCPProxyTests(SynchronousTestCase):
     def test_both_half_closes_close_both_sides(self) -> None:
         """Once both sides have finished sending, both connections close."""
         proto, client, server = self.spliced()
-        with capturedLogs() as events:
+        with captured_access() as access:
             proto.readConnectionLost()
             assert proto.peer is not None
             proto.peer.readConnectionLost()
         self.assertTrue(client.disconnecting and server.disconnecting)
-        access = [e for e in events if e["log_namespace"] == "rproxy.access"]
         self.assertEqual(access[0]["ended"], "closed")
 
     def test_backend_reset_resets_client(self) -> None:
@@ -215,10 +211,9 @@ class TCPProxyTests(SynchronousTestCase):
     def test_client_reset_resets_backend(self) -> None:
         """A client connection that breaks resets the backend connection."""
         _, client, server = self.spliced()
-        with capturedLogs() as events:
+        with captured_access() as access:
             client.finish(Failure(ConnectionLost()))
         self.assertTrue(server.aborted)
-        access = [e for e in events if e["log_namespace"] == "rproxy.access"]
         self.assertEqual(access[0]["ended"], "client reset")
 
     def test_clean_close_is_passed_on_as_a_close(self) -> None:
@@ -254,10 +249,9 @@ class TCPProxyTests(SynchronousTestCase):
     def test_idle_timeout_closes_a_silent_pair(self) -> None:
         """No bytes either way for idle_timeout seconds aborts both sides."""
         _, client, server = self.spliced()
-        with capturedLogs() as events:
+        with captured_access() as access:
             self.clock.advance(60)
         self.assertTrue(client.aborted and server.aborted)
-        access = [e for e in events if e["log_namespace"] == "rproxy.access"]
         self.assertEqual(access[0]["ended"], "idle timeout")
 
     def test_traffic_defers_the_idle_timeout(self) -> None:
@@ -278,9 +272,8 @@ class TCPProxyTests(SynchronousTestCase):
         proto, client, server = self.spliced()
         proto.dataReceived(b"abc")
         self.clock.advance(2)
-        with capturedLogs() as events:
+        with captured_access() as access:
             self.close_both(client, server)
-        access = [e for e in events if e["log_namespace"] == "rproxy.access"]
         self.assertEqual(len(access), 1)
         event = access[0]
         self.assertEqual(event["client"], "192.0.2.7")

@@ -21,6 +21,7 @@ from twisted.python.failure import Failure
 
 from rproxy._endpoints import client_endpoint
 from rproxy._tracking import ConnectionTracker
+from rproxy.accesslog import access_events
 from rproxy.backends import Backend, Pool
 from rproxy.health import describe_failure
 from rproxy.http.chunked import (
@@ -49,7 +50,6 @@ from rproxy.http.upstream import KeepAlivePool, UpstreamFactory, UpstreamProtoco
 from rproxy.interfaces import IRegistry, IRouter
 
 log = Logger(namespace="rproxy.http")
-access_log = Logger(namespace="rproxy.access")
 
 #: methods whose request may be sent again after a backend failed mid-way.
 IDEMPOTENT = frozenset({b"GET", b"HEAD", b"OPTIONS", b"TRACE", b"PUT", b"DELETE"})
@@ -135,12 +135,19 @@ class HTTPProxyFactory(Factory):
         return HTTPFrontProtocol(self)
 
 
-def _unregister_producer(transport: Any) -> None:
+def _end_stream(consumer: Any, resume: bool = True) -> None:
     """
-    End the body that was streaming into C{transport}, if any.
+    End the body that was streaming into C{consumer}, if any, and let its
+    producer read again: backpressure may have paused it, and
+    unregistering does not resume it (a pooled backend connection left
+    paused would never read its next response).
     """
-    if transport is not None and getattr(transport, "producer", None) is not None:
-        transport.unregisterProducer()
+    producer = getattr(consumer, "producer", None)
+    if consumer is None or producer is None:
+        return
+    consumer.unregisterProducer()
+    if resume:
+        producer.resumeProducing()
 
 
 def _header(headers: list[tuple[bytes, bytes]], name: bytes) -> bytes | None:
@@ -460,7 +467,8 @@ class HTTPFrontProtocol(Protocol):
     def _request_sent(self) -> None:
         self._state = _WAIT
         if self.upstream is not None:
-            _unregister_producer(self.upstream.transport)
+            # The client may have been paused by a full backend connection.
+            _end_stream(self.upstream.transport, resume=not self._paused)
         if self._response_timer is None and self.pool is not None:
             self._response_timer = self.clock.callLater(
                 self.settings.timeouts_for(self.pool.name)[1], self._response_timed_out
@@ -559,7 +567,7 @@ class HTTPFrontProtocol(Protocol):
             self._buffer.clear()
             self.bytes_in += len(early)
             upstream.write(early)
-        _unregister_producer(upstream.transport)
+        _end_stream(upstream.transport, resume=False)
         upstream.transport.registerProducer(transport, True)  # type: ignore[union-attr]
         transport.registerProducer(upstream.transport, True)  # type: ignore[attr-defined]
         self._resume()
@@ -613,7 +621,7 @@ class HTTPFrontProtocol(Protocol):
         assert transport is not None
         if self._chunk_out:
             transport.write(encode_last_chunk(self._trailers))
-        _unregister_producer(transport)
+        _end_stream(transport)
         upstream = self.upstream
         self.upstream = None
         self._release_backend()
@@ -623,7 +631,7 @@ class HTTPFrontProtocol(Protocol):
                 # The backend answered before the request body was all sent:
                 # neither connection can carry another request.
                 upstream.reusable = False
-                _unregister_producer(upstream.transport)
+                _end_stream(upstream.transport, resume=False)
             self.factory.keep_alive.put(upstream)
         self._emit()
         keep = self._keep_client and not still_sending
@@ -738,9 +746,10 @@ class HTTPFrontProtocol(Protocol):
 
     def _emit(self) -> None:
         request = self.request
-        if request is None and self.status == "-":
+        if not access_events.active or (request is None and self.status == "-"):
+            self.request = None
             return
-        access_log.info(
+        access_events.emit(
             "{client} {method} {path} {status}",
             client=self.client,
             listener=self.settings.listener,

@@ -43,6 +43,8 @@ class Hello(Resource):
             return NOT_DONE_YET  # type: ignore[no-any-return]
         if path == b"/big":
             return b"x" * (1 << 20)
+        if path == b"/64k":
+            return b"y" * 65536
         return f"hello from {self.name} {path.decode()}".encode()
 
     def render_POST(self, request: Request) -> bytes:
@@ -167,6 +169,17 @@ class HTTPProxyTests(TestCase):
         """A 1 MiB response arrives byte-identical."""
         ((status, body, _),) = yield self.requests(("GET", "/big", None, {}))
         self.assertEqual((status, len(body)), (200, 1 << 20))
+
+    @inlineCallbacks
+    def test_large_responses_back_to_back_on_one_connection(self) -> Any:
+        """A backend connection paused by backpressure is resumed before it
+        goes back to the pool, so the next response on it is read."""
+        # A 64 KiB body arrives with its head in one read and fills the
+        # client's write buffer at once: the backend connection is paused
+        # exactly when its response ends.
+        results = yield self.requests(*[("GET", "/64k", None, {})] * 4)
+        self.assertEqual([(r[0], len(r[1])) for r in results], [(200, 65536)] * 4)
+        self.assertEqual(sum(site.connections for site, _ in self.sites), 2)
 
     @inlineCallbacks
     def test_pipelined_requests_are_answered_in_order(self) -> Any:

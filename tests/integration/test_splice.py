@@ -13,11 +13,12 @@ from twisted.internet.defer import Deferred, inlineCallbacks
 from twisted.internet.endpoints import TCP4ClientEndpoint
 from twisted.internet.protocol import Factory
 from twisted.internet.testing import StringTransport
-from twisted.logger import LogEvent, globalLogPublisher
+from twisted.logger import LogEvent
 from twisted.trial.unittest import TestCase
 
 from rproxy import _splice as splice_module
 from rproxy._splice import can_splice
+from rproxy.accesslog import access_events
 from rproxy.backends import Backend, Pool
 from rproxy.tcp import TCPFrontProtocol, TCPProxyFactory
 from tests.integration.helpers import Exchange, greeter_factory
@@ -44,8 +45,8 @@ class SpliceTests(TestCase):
                 if not self.ended.called:
                     self.ended.callback(event)
 
-        globalLogPublisher.addObserver(observe)
-        self.addCleanup(globalLogPublisher.removeObserver, observe)
+        access_events.add_observer(observe)  # type: ignore[arg-type]
+        self.addCleanup(access_events.remove_observer, observe)
 
     def fronts(self) -> list[TCPFrontProtocol]:
         return list(self.factory.connections._open)  # type: ignore[arg-type]
