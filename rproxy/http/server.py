@@ -20,6 +20,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from rproxy._endpoints import client_endpoint
+from rproxy._fastwrite import no_delay, send_now
 from rproxy._tracking import ConnectionTracker
 from rproxy.accesslog import access_events
 from rproxy.backends import Backend, Pool
@@ -171,6 +172,9 @@ class HTTPFrontProtocol(Protocol):
         self._search_from = 0
         self._state = _HEAD
         self._timer: IDelayedCall | None = None
+        #: response bytes gathered while one read from the backend is handled,
+        #: sent in one go (a head and a small body in one packet).
+        self._out: list[bytes] = []
         self._idle_wait = False
         self._closing = False
         self._paused = False
@@ -203,6 +207,7 @@ class HTTPFrontProtocol(Protocol):
 
     def connectionMade(self) -> None:
         self.factory.connections.add(self)
+        no_delay(self.transport)
         peer = self.transport.getPeer()  # type: ignore[union-attr]
         self.client = str(getattr(peer, "host", ""))
         self._wait_for_head(self.settings.request_head_timeout)
@@ -289,7 +294,7 @@ class HTTPFrontProtocol(Protocol):
         if self._connecting is not None:
             self._connecting.cancel()
         self._drop_upstream()
-        self.transport.write(error_response(status))  # type: ignore[union-attr]
+        send_now(self.transport, error_response(status))
         self._emit()
         self._close()
 
@@ -531,7 +536,7 @@ class HTTPFrontProtocol(Protocol):
             lines.append(b"Connection: keep-alive")
         transport = self.transport
         assert transport is not None
-        transport.write(b"\r\n".join(lines) + b"\r\n\r\n")
+        self._out.append(b"\r\n".join(lines) + b"\r\n\r\n")
         self._response_started = True
         upstream = self.upstream
         if upstream is not None and upstream.transport is not None:
@@ -607,9 +612,16 @@ class HTTPFrontProtocol(Protocol):
 
     def response_body(self, data: bytes) -> None:
         self.bytes_out += len(data)
-        self.transport.write(  # type: ignore[union-attr]
-            encode_chunk(data) if self._chunk_out else data
-        )
+        self._out.append(encode_chunk(data) if self._chunk_out else data)
+
+    def flush_output(self) -> None:
+        """
+        Send what the last read from the backend produced.
+        """
+        if self._out:
+            data = b"".join(self._out) if len(self._out) > 1 else self._out[0]
+            self._out.clear()
+            send_now(self.transport, data)
 
     def response_trailers(self, headers: list[tuple[bytes, bytes]]) -> None:
         request = self.request
@@ -620,7 +632,8 @@ class HTTPFrontProtocol(Protocol):
         transport = self.transport
         assert transport is not None
         if self._chunk_out:
-            transport.write(encode_last_chunk(self._trailers))
+            self._out.append(encode_last_chunk(self._trailers))
+        self.flush_output()
         _end_stream(transport)
         upstream = self.upstream
         self.upstream = None

@@ -16,6 +16,7 @@ from twisted.internet.protocol import Factory, Protocol, connectionDone
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from rproxy._fastwrite import no_delay, send_now
 from rproxy.backends import Backend
 from rproxy.http.chunked import ChunkedDecoder, End, Trailers
 from rproxy.http.framing import (
@@ -50,6 +51,9 @@ class IResponseSink(TypingProtocol):
 
     def response_end(self) -> None:
         """The response is complete."""
+
+    def flush_output(self) -> None:
+        """A read from the backend has been handled: send what it produced."""
 
     def upstream_failed(self, reason: str, status: int) -> None:
         """
@@ -97,6 +101,7 @@ class UpstreamProtocol(Protocol):
 
     def connectionMade(self) -> None:
         self.connected_ = True
+        no_delay(self.transport)
 
     def start(self, sink: IResponseSink, method: bytes, upgrade: bool = False) -> None:
         """
@@ -116,7 +121,7 @@ class UpstreamProtocol(Protocol):
         """
         Send request bytes.
         """
-        self.transport.write(data)  # type: ignore[union-attr]
+        send_now(self.transport, data)
 
     def dataReceived(self, data: bytes) -> None:
         sink = self.sink
@@ -136,6 +141,9 @@ class UpstreamProtocol(Protocol):
                 self._read_body(sink, data)
         except HTTPError as error:
             self._fail(f"bad response: {error.reason}", 502)
+            return
+        if self.sink is sink:
+            sink.flush_output()
 
     def _read_heads(self, sink: IResponseSink) -> None:
         while self._head is None and self.sink is sink:
@@ -262,11 +270,13 @@ class UpstreamFactory(Factory):
 class KeepAlivePool:
     """
     Idle keep-alive connections per backend: the most recently used first,
-    at most C{max_idle} per backend, each closed after C{idle_timeout}.
+    at most C{max_idle} per backend (enough for the concurrency a busy
+    listener keeps in flight, so connections are not churned), each closed
+    after C{idle_timeout}.
     """
 
     def __init__(
-        self, clock: IReactorTime, *, max_idle: int = 32, idle_timeout: float = 30.0
+        self, clock: IReactorTime, *, max_idle: int = 256, idle_timeout: float = 30.0
     ):
         self._clock = clock
         self.max_idle = max_idle
