@@ -8,6 +8,7 @@ of the package is private.  A TCP load balancer in a few lines::
     serverFromString(reactor, "tcp:8000").listen(TCPProxyFactory(pool, reactor))
 """
 
+from rproxy.accesslog import AccessEvents, AccessLog, access_events
 from rproxy.backends import AdminState, Backend, BackendState, Pool, Registry
 from rproxy.balancing import (
     ConsistentHash,
@@ -19,31 +20,45 @@ from rproxy.balancing import (
 )
 from rproxy.config import Config, ConfigError, load_config
 from rproxy.health import HealthMonitor, HTTPCheck, TCPCheck
-from rproxy.interfaces import IBalancer, IHealthCheck, IRegistry
+from rproxy.http.framing import Limits
+from rproxy.http.headers import ForwardingPolicy
+from rproxy.http.listener import HTTPProxyFactory, HTTPSettings
+from rproxy.http.routing import Route, Router
+from rproxy.interfaces import IBalancer, IHealthCheck, IRegistry, IRouter
 from rproxy.service import ProxyService
 from rproxy.tcp import TCPProxyFactory
 
 __all__ = [
+    "AccessEvents",
+    "AccessLog",
     "AdminState",
     "Backend",
     "BackendState",
     "Config",
     "ConfigError",
     "ConsistentHash",
+    "ForwardingPolicy",
+    "HTTPProxyFactory",
+    "HTTPSettings",
     "HTTPCheck",
     "HealthMonitor",
     "IBalancer",
     "IHealthCheck",
     "IRegistry",
+    "IRouter",
     "LeastConnections",
+    "Limits",
     "Pool",
     "ProxyService",
     "Registry",
     "RoundRobin",
+    "Route",
+    "Router",
     "SmoothWeighted",
     "TCPCheck",
     "TCPProxyFactory",
     "TwoRandomChoices",
+    "access_events",
     "load_config",
     "make_balancer",
 ]

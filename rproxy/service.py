@@ -19,8 +19,8 @@ from rproxy.config import Config, HealthConfig, ListenerConfig, PoolConfig
 from rproxy.health import HealthMonitor, HTTPCheck, TCPCheck
 from rproxy.http.framing import Limits
 from rproxy.http.headers import ForwardingPolicy
+from rproxy.http.listener import HTTPProxyFactory, HTTPSettings
 from rproxy.http.routing import Router
-from rproxy.http.server import HTTPProxyFactory, HTTPSettings
 from rproxy.interfaces import IHealthCheck
 from rproxy.tcp import TCPProxyFactory
 

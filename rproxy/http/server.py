@@ -10,21 +10,18 @@ ambiguous form: a chunked body is decoded and chunked again.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from attrs import field, frozen
-from twisted.internet.interfaces import IAddress, IDelayedCall, IStreamClientEndpoint
-from twisted.internet.protocol import Factory, Protocol, connectionDone
+from twisted.internet.interfaces import IDelayedCall
+from twisted.internet.protocol import Protocol, connectionDone
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from rproxy._endpoints import client_endpoint
 from rproxy._fastwrite import no_delay, send_now
-from rproxy._tracking import ConnectionTracker
 from rproxy.accesslog import access_events
 from rproxy.backends import Backend, Pool
 from rproxy.health import describe_failure
+from rproxy.http._tunnel import Tunnel
 from rproxy.http.chunked import (
     ChunkedDecoder,
     End,
@@ -35,20 +32,17 @@ from rproxy.http.chunked import (
 from rproxy.http.errors import error_response
 from rproxy.http.framing import (
     HTTPError,
-    Limits,
     RequestHead,
     ResponseHead,
     check_incomplete_head,
     find_head_end,
     parse_request_head,
 )
-from rproxy.http.headers import (
-    ForwardingPolicy,
-    forward_request_headers,
-    forward_response_headers,
-)
-from rproxy.http.upstream import KeepAlivePool, UpstreamFactory, UpstreamProtocol
-from rproxy.interfaces import IRegistry, IRouter
+from rproxy.http.messages import header, request_head, response_head, switching_head
+from rproxy.http.upstream import UpstreamFactory, UpstreamProtocol
+
+if TYPE_CHECKING:
+    from rproxy.http.listener import HTTPProxyFactory
 
 log = Logger(namespace="rproxy.http")
 
@@ -59,81 +53,6 @@ _BODY_BUFFER = 1 << 16
 
 _HEAD, _BODY, _WAIT, _TUNNEL, _CLOSED = range(5)
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
-
-
-@frozen
-class HTTPSettings:
-    """
-    How one HTTP listener behaves.
-
-    @ivar remove_response_headers: lowercased names of backend response
-        headers not to pass on (e.g. C{b"server"}).
-    """
-
-    listener: str
-    router: IRouter
-    policy: ForwardingPolicy = field(factory=ForwardingPolicy)
-    limits: Limits = field(factory=Limits)
-    remove_response_headers: frozenset[bytes] = frozenset()
-    scheme: bytes = b"http"
-    request_head_timeout: float = 10.0
-    keep_alive_timeout: float = 60.0
-    connect_timeout: float = 5.0
-    response_timeout: float = 60.0
-    tunnel_timeout: float = 3600.0
-    #: per pool name, (connect, response) timeouts overriding the two above.
-    pool_timeouts: Mapping[str, tuple[float, float]] = field(factory=dict)
-
-    def timeouts_for(self, pool: str) -> tuple[float, float]:
-        """
-        The connect and response timeouts for requests to C{pool}.
-        """
-        return self.pool_timeouts.get(
-            pool, (self.connect_timeout, self.response_timeout)
-        )
-
-
-EndpointFor = Callable[[Backend], IStreamClientEndpoint]
-
-
-class HTTPProxyFactory(Factory):
-    """
-    Accepts HTTP/1.1 clients and proxies their requests to the pools of
-    C{registry} that C{settings.router} chooses.
-
-    @param reactor: provides L{IReactorTime} and, unless C{endpoint_for} is
-        given, L{IReactorTCP}.
-    @param keep_alive: the idle backend connections to reuse; one is made if
-        not given.
-    """
-
-    noisy = False
-
-    def __init__(
-        self,
-        registry: IRegistry,
-        reactor: Any,
-        settings: HTTPSettings,
-        *,
-        endpoint_for: EndpointFor | None = None,
-        keep_alive: KeepAlivePool | None = None,
-    ):
-        self.registry = registry
-        self.clock = reactor
-        self.settings = settings
-        self.keep_alive = keep_alive or KeepAlivePool(reactor)
-        self.connections = ConnectionTracker()
-        if endpoint_for is None:
-
-            def endpoint_for(backend: Backend) -> IStreamClientEndpoint:
-                return client_endpoint(
-                    reactor, backend.host, backend.port, settings.connect_timeout
-                )
-
-        self.endpoint_for = endpoint_for
-
-    def buildProtocol(self, addr: IAddress | None) -> HTTPFrontProtocol:
-        return HTTPFrontProtocol(self)
 
 
 def _end_stream(consumer: Any, resume: bool = True) -> None:
@@ -151,13 +70,6 @@ def _end_stream(consumer: Any, resume: bool = True) -> None:
         producer.resumeProducing()
 
 
-def _header(headers: list[tuple[bytes, bytes]], name: bytes) -> bytes | None:
-    for key, value in headers:
-        if key.lower() == name:
-            return value
-    return None
-
-
 class HTTPFrontProtocol(Protocol):
     """
     One client connection.
@@ -172,6 +84,7 @@ class HTTPFrontProtocol(Protocol):
         self._search_from = 0
         self._state = _HEAD
         self._timer: IDelayedCall | None = None
+        self._tunnel: Tunnel | None = None
         #: response bytes gathered while one read from the backend is handled,
         #: sent in one go (a head and a small body in one packet).
         self._out: list[bytes] = []
@@ -232,10 +145,8 @@ class HTTPFrontProtocol(Protocol):
         if self._state == _CLOSED:
             return
         if self._state == _TUNNEL:
-            self.bytes_in += len(data)
-            self._last_activity = self.clock.seconds()
-            if self.upstream is not None:
-                self.upstream.write(data)
+            if self._tunnel is not None:
+                self._tunnel.from_client(data)
             return
         self._buffer += data
         if self._state == _HEAD:
@@ -326,7 +237,7 @@ class HTTPFrontProtocol(Protocol):
     def _hash_key(self, pool: Pool) -> str | None:
         key = pool.hash_key
         if key.startswith("header:") and self.request is not None:
-            value = _header(self.request.headers, key[7:].lower().encode())
+            value = header(self.request.headers, key[7:].lower().encode())
             return value.decode("latin-1") if value is not None else None
         return self.client
 
@@ -392,7 +303,17 @@ class HTTPFrontProtocol(Protocol):
         pool.report_success(backend)
         self.upstream = upstream
         upstream.start(self, head.method, upgrade=head.upgrade is not None)
-        upstream.write(self._request_head(head, backend))
+        settings = self.settings
+        upstream.write(
+            request_head(
+                head,
+                self.target,
+                backend_address=backend.address.encode(),
+                client_ip=self.client,
+                scheme=settings.scheme,
+                policy=settings.policy,
+            )
+        )
         self._upstream_started = self.clock.seconds()
         if self._state == _WAIT:
             self._request_sent()
@@ -400,25 +321,6 @@ class HTTPFrontProtocol(Protocol):
         upstream.transport.registerProducer(self.transport, True)  # type: ignore[union-attr]
         self._resume()
         self._pump_body()
-
-    def _request_head(self, head: RequestHead, backend: Backend) -> bytes:
-        settings = self.settings
-        policy = settings.policy
-        host = head.host
-        headers = forward_request_headers(
-            head.headers,
-            client_ip=self.client,
-            scheme=settings.scheme,
-            host=host,
-            policy=policy,
-            backend_host=backend.address.encode() if not policy.preserve_host else None,
-            keep_upgrade=head.upgrade is not None,
-        )
-        if host is None and policy.preserve_host:
-            headers.insert(0, (b"Host", backend.address.encode()))
-        lines = [head.method + b" " + self.target + b" HTTP/1.1"]
-        lines.extend(name + b": " + value for name, value in headers)
-        return b"\r\n".join(lines) + b"\r\n\r\n"
 
     # Request body ----------------------------------------------------------
 
@@ -505,38 +407,17 @@ class HTTPFrontProtocol(Protocol):
         assert request is not None
         self.status = head.status
         self.upstream_time = self.clock.seconds() - self._upstream_started
-        keep = request.keep_alive and not self._closing
-        http11 = request.version >= (1, 1)
-        drop_te = False
-        if head.body in ("chunked", "close"):
-            if http11:
-                # Re-chunked: a chunked response keeps its Transfer-Encoding
-                # field, a close-delimited one gets one below.
-                self._chunk_out = True
-            else:
-                # HTTP/1.0 has no chunked coding: send the payload and close.
-                keep = False
-                drop_te = True
-        self._keep_client = keep
-        headers = forward_response_headers(
-            head.headers,
-            remove=self.settings.remove_response_headers,
-            via=self.settings.policy.via,
+        settings = self.settings
+        data, self._chunk_out, self._keep_client = response_head(
+            head,
+            request,
+            keep_alive=request.keep_alive and not self._closing,
+            remove=settings.remove_response_headers,
+            via=settings.policy.via,
         )
-        lines = [b"HTTP/1.1 %d %s" % (head.status, head.reason)]
-        for name, value in headers:
-            if drop_te and name.lower() == b"transfer-encoding":
-                continue
-            lines.append(name + b": " + value)
-        if self._chunk_out and head.body == "close":
-            lines.append(b"Transfer-Encoding: chunked")
-        if not keep:
-            lines.append(b"Connection: close")
-        elif not http11:
-            lines.append(b"Connection: keep-alive")
         transport = self.transport
         assert transport is not None
-        self._out.append(b"\r\n".join(lines) + b"\r\n\r\n")
+        self._out.append(data)
         self._response_started = True
         upstream = self.upstream
         if upstream is not None and upstream.transport is not None:
@@ -550,62 +431,49 @@ class HTTPFrontProtocol(Protocol):
         both ways until either side closes or the tunnel is idle too long.
         """
         self._cancel_response_timer()
+        self._cancel_timer()
         self.status = 101
         self.upstream_time = self.clock.seconds() - self._upstream_started
-        headers = forward_response_headers(
-            head.headers,
-            remove=self.settings.remove_response_headers,
-            via=self.settings.policy.via,
-            keep_upgrade=True,
-        )
-        lines = [b"HTTP/1.1 101 %s" % (head.reason or b"Switching Protocols")]
-        lines.extend(name + b": " + value for name, value in headers)
+        settings = self.settings
         transport, upstream = self.transport, self.upstream
         assert transport is not None and upstream is not None
-        transport.write(b"\r\n".join(lines) + b"\r\n\r\n")
+        transport.write(
+            switching_head(
+                head, remove=settings.remove_response_headers, via=settings.policy.via
+            )
+        )
         self._state = _TUNNEL
         self._response_started = True
-        if rest:
-            self.response_body_raw(rest)
-        if self._buffer:
-            early = bytes(self._buffer)
-            self._buffer.clear()
-            self.bytes_in += len(early)
-            upstream.write(early)
+        early = bytes(self._buffer)
+        self._buffer.clear()
         _end_stream(upstream.transport, resume=False)
-        upstream.transport.registerProducer(transport, True)  # type: ignore[union-attr]
-        transport.registerProducer(upstream.transport, True)  # type: ignore[attr-defined]
+        self._tunnel = Tunnel(
+            transport, upstream, self.clock, settings.tunnel_timeout, self._tunnel_idle
+        )
+        self._tunnel.start(early, rest)
         self._resume()
-        self._last_activity = self.clock.seconds()
-        self._watch_tunnel(self.settings.tunnel_timeout)
-
-    def response_body_raw(self, data: bytes) -> None:
-        self.bytes_out += len(data)
-        self._last_activity = self.clock.seconds()
-        self.transport.write(data)  # type: ignore[union-attr]
 
     def tunnel_data(self, data: bytes) -> None:
-        self.response_body_raw(data)
+        if self._tunnel is not None:
+            self._tunnel.from_backend(data)
 
     def tunnel_closed(self) -> None:
         self.upstream = None
+        self._end_tunnel()
         self._release_backend()
         if self._state != _CLOSED:
             self._emit()
             self._close()
 
-    def _watch_tunnel(self, delay: float) -> None:
-        self._cancel_timer()
-        self._timer = self.clock.callLater(delay, self._tunnel_idle)
+    def _end_tunnel(self) -> None:
+        tunnel, self._tunnel = self._tunnel, None
+        if tunnel is not None:
+            tunnel.stop()
+            self.bytes_in += tunnel.bytes_in
+            self.bytes_out += tunnel.bytes_out
 
     def _tunnel_idle(self) -> None:
-        self._timer = None
-        remaining = self.settings.tunnel_timeout - (
-            self.clock.seconds() - self._last_activity
-        )
-        if remaining > 0:
-            self._watch_tunnel(remaining)
-            return
+        self._end_tunnel()
         self._drop_upstream()
         self._emit()
         self._abort()
@@ -739,6 +607,7 @@ class HTTPFrontProtocol(Protocol):
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         if self._state == _TUNNEL:
+            self._end_tunnel()
             upstream = self.upstream
             self.upstream = None
             self._release_backend()
@@ -779,7 +648,7 @@ class HTTPFrontProtocol(Protocol):
             backend=self.backend.name if self.backend else None,
             upstream_time=self.upstream_time,
             duration=self.clock.seconds() - self.started,
-            referer=_header(request.headers, b"referer") if request else None,
-            user_agent=_header(request.headers, b"user-agent") if request else None,
+            referer=header(request.headers, b"referer") if request else None,
+            user_agent=header(request.headers, b"user-agent") if request else None,
         )
         self.request = None

@@ -12,8 +12,9 @@ from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
 from rproxy.backends import Backend, Pool, Registry
+from rproxy.http.listener import HTTPProxyFactory, HTTPSettings
 from rproxy.http.routing import Route, Router
-from rproxy.http.server import HTTPFrontProtocol, HTTPProxyFactory, HTTPSettings
+from rproxy.http.server import HTTPFrontProtocol
 from tests.fakes import FakeEndpoints, HalfCloseTransport, connect
 
 BAD_REQUESTS = [

@@ -18,8 +18,8 @@ from twisted.internet.threads import deferToThread
 from twisted.trial.unittest import SkipTest, TestCase
 
 from rproxy.backends import Backend, Pool, Registry
+from rproxy.http.listener import HTTPProxyFactory, HTTPSettings
 from rproxy.http.routing import Route, Router
-from rproxy.http.server import HTTPProxyFactory, HTTPSettings
 from tests.integration.helpers import free_port, wait_for_port
 
 NGINX_CONF = """

@@ -15,8 +15,8 @@ from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request, Site
 
 from rproxy.backends import Backend, Pool, Registry
+from rproxy.http.listener import HTTPProxyFactory, HTTPSettings
 from rproxy.http.routing import Route, Router
-from rproxy.http.server import HTTPProxyFactory, HTTPSettings
 
 
 class Hello(Resource):

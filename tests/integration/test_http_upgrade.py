@@ -14,8 +14,8 @@ from websockets.sync.client import connect
 from websockets.sync.server import ServerConnection, serve
 
 from rproxy.backends import Backend, Pool, Registry
+from rproxy.http.listener import HTTPProxyFactory, HTTPSettings
 from rproxy.http.routing import Route, Router
-from rproxy.http.server import HTTPProxyFactory, HTTPSettings
 
 
 def echo(connection: ServerConnection) -> None:

@@ -1,0 +1,94 @@
+"""An HTTP listener's settings and the factory that serves its clients."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from attrs import field, frozen
+from twisted.internet.interfaces import IAddress, IStreamClientEndpoint
+from twisted.internet.protocol import Factory
+
+from rproxy._endpoints import client_endpoint
+from rproxy._tracking import ConnectionTracker
+from rproxy.backends import Backend
+from rproxy.http.framing import Limits
+from rproxy.http.headers import ForwardingPolicy
+from rproxy.http.server import HTTPFrontProtocol
+from rproxy.http.upstream import KeepAlivePool
+from rproxy.interfaces import IRegistry, IRouter
+
+
+@frozen
+class HTTPSettings:
+    """
+    How one HTTP listener behaves.
+
+    @ivar remove_response_headers: lowercased names of backend response
+        headers not to pass on (e.g. C{b"server"}).
+    """
+
+    listener: str
+    router: IRouter
+    policy: ForwardingPolicy = field(factory=ForwardingPolicy)
+    limits: Limits = field(factory=Limits)
+    remove_response_headers: frozenset[bytes] = frozenset()
+    scheme: bytes = b"http"
+    request_head_timeout: float = 10.0
+    keep_alive_timeout: float = 60.0
+    connect_timeout: float = 5.0
+    response_timeout: float = 60.0
+    tunnel_timeout: float = 3600.0
+    #: per pool name, (connect, response) timeouts overriding the two above.
+    pool_timeouts: Mapping[str, tuple[float, float]] = field(factory=dict)
+
+    def timeouts_for(self, pool: str) -> tuple[float, float]:
+        """
+        The connect and response timeouts for requests to C{pool}.
+        """
+        return self.pool_timeouts.get(
+            pool, (self.connect_timeout, self.response_timeout)
+        )
+
+
+EndpointFor = Callable[[Backend], IStreamClientEndpoint]
+
+
+class HTTPProxyFactory(Factory):
+    """
+    Accepts HTTP/1.1 clients and proxies their requests to the pools of
+    C{registry} that C{settings.router} chooses.
+
+    @param reactor: provides L{IReactorTime} and, unless C{endpoint_for} is
+        given, L{IReactorTCP}.
+    @param keep_alive: the idle backend connections to reuse; one is made if
+        not given.
+    """
+
+    noisy = False
+
+    def __init__(
+        self,
+        registry: IRegistry,
+        reactor: Any,
+        settings: HTTPSettings,
+        *,
+        endpoint_for: EndpointFor | None = None,
+        keep_alive: KeepAlivePool | None = None,
+    ):
+        self.registry = registry
+        self.clock = reactor
+        self.settings = settings
+        self.keep_alive = keep_alive or KeepAlivePool(reactor)
+        self.connections = ConnectionTracker()
+        if endpoint_for is None:
+
+            def endpoint_for(backend: Backend) -> IStreamClientEndpoint:
+                return client_endpoint(
+                    reactor, backend.host, backend.port, settings.connect_timeout
+                )
+
+        self.endpoint_for = endpoint_for
+
+    def buildProtocol(self, addr: IAddress | None) -> HTTPFrontProtocol:
+        return HTTPFrontProtocol(self)

@@ -1,0 +1,112 @@
+"""The heads rproxy sends: a request head for a backend and a response head
+for a client, built from what was received.  Pure functions, no I/O."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from rproxy.http.framing import RequestHead, ResponseHead
+from rproxy.http.headers import (
+    ForwardingPolicy,
+    forward_request_headers,
+    forward_response_headers,
+)
+
+Headers = Sequence[tuple[bytes, bytes]]
+
+
+def header(headers: Headers, name: bytes) -> bytes | None:
+    """
+    The first value of the field called C{name} (lowercase), or None.
+    """
+    for key, value in headers:
+        if key.lower() == name:
+            return value
+    return None
+
+
+def request_head(
+    head: RequestHead,
+    target: bytes,
+    *,
+    backend_address: bytes,
+    client_ip: str,
+    scheme: bytes,
+    policy: ForwardingPolicy,
+) -> bytes:
+    """
+    The HTTP/1.1 head to send a backend for C{head}, with C{target} (the
+    route may have stripped a prefix) and the forwarding fields.  The body
+    framing fields stay as received: the proxy re-frames the body the same
+    way.
+    """
+    upgrade = head.upgrade is not None
+    headers = forward_request_headers(
+        head.headers,
+        client_ip=client_ip,
+        scheme=scheme,
+        host=head.host,
+        policy=policy,
+        backend_host=None if policy.preserve_host else backend_address,
+        keep_upgrade=upgrade,
+    )
+    if head.host is None and policy.preserve_host:
+        headers.insert(0, (b"Host", backend_address))
+    lines = [head.method + b" " + target + b" HTTP/1.1"]
+    lines.extend(name + b": " + value for name, value in headers)
+    return b"\r\n".join(lines) + b"\r\n\r\n"
+
+
+def response_head(
+    head: ResponseHead,
+    request: RequestHead,
+    *,
+    keep_alive: bool,
+    remove: frozenset[bytes],
+    via: bytes | None,
+) -> tuple[bytes, bool, bool]:
+    """
+    The head to send the client for a backend's final response.
+
+    @param keep_alive: whether the client connection may stay open.
+    @return: the head, whether the body must be chunked on the way out, and
+        whether the client connection stays open after this response.
+    """
+    http11 = request.version >= (1, 1)
+    chunk_out = drop_te = False
+    if head.body in ("chunked", "close"):
+        if http11:
+            # Re-chunked: a chunked response keeps its Transfer-Encoding
+            # field, a close-delimited one gets one below.
+            chunk_out = True
+        else:
+            # HTTP/1.0 has no chunked coding: send the payload and close.
+            keep_alive = False
+            drop_te = True
+    headers = forward_response_headers(head.headers, remove=remove, via=via)
+    lines = [b"HTTP/1.1 %d %s" % (head.status, head.reason)]
+    for name, value in headers:
+        if drop_te and name.lower() == b"transfer-encoding":
+            continue
+        lines.append(name + b": " + value)
+    if chunk_out and head.body == "close":
+        lines.append(b"Transfer-Encoding: chunked")
+    if not keep_alive:
+        lines.append(b"Connection: close")
+    elif not http11:
+        lines.append(b"Connection: keep-alive")
+    return b"\r\n".join(lines) + b"\r\n\r\n", chunk_out, keep_alive
+
+
+def switching_head(
+    head: ResponseHead, *, remove: frozenset[bytes], via: bytes | None
+) -> bytes:
+    """
+    The 101 head to send the client, keeping Upgrade and Connection.
+    """
+    headers = forward_response_headers(
+        head.headers, remove=remove, via=via, keep_upgrade=True
+    )
+    lines = [b"HTTP/1.1 101 %s" % (head.reason or b"Switching Protocols")]
+    lines.extend(name + b": " + value for name, value in headers)
+    return b"\r\n".join(lines) + b"\r\n\r\n"
