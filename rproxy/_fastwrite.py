@@ -31,6 +31,8 @@ def send_now(transport: Any, data: bytes) -> None:
         and not transport._tempDataLen
         and len(transport.dataBuffer) == transport.offset
         and not transport._writeDisconnected
+        and not getattr(transport, "_aborting", False)
+        and not getattr(transport, "TLS", False)
     ):
         sock: socket.socket = transport.socket
         try:

@@ -135,16 +135,22 @@ class ResponseHead:
     keep_alive: bool = True
 
 
-def find_head_end(buffer: bytes | bytearray, start: int = 0) -> int:
+def find_head_end(
+    buffer: bytes | bytearray, start: int = 0, search_from: int = 0
+) -> int:
     """
     The index just past the CRLFCRLF ending the head that begins at
     C{start}, or -1.  Empty lines before a request line are skipped, so
     C{buffer[start:end]} is what L{parse_request_head} takes.
+
+    @param search_from: where a previous search of the same head stopped
+        (to avoid rescanning); empty lines are still only skipped at
+        C{start}.
     """
     i = start
     while buffer.startswith(b"\r\n", i):
         i += 2
-    end = buffer.find(b"\r\n\r\n", i)
+    end = buffer.find(b"\r\n\r\n", max(i, search_from))
     return -1 if end < 0 else end + 4
 
 

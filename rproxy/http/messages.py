@@ -36,9 +36,10 @@ def request_head(
 ) -> bytes:
     """
     The HTTP/1.1 head to send a backend for C{head}, with C{target} (the
-    route may have stripped a prefix) and the forwarding fields.  The body
-    framing fields stay as received: the proxy re-frames the body the same
-    way.
+    route may have stripped a prefix) and the forwarding fields.  Whatever
+    Content-Length and Transfer-Encoding fields the client sent are replaced
+    by one canonical field for the body as the proxy sends it, so a backend
+    can never read the framing differently from the proxy.
     """
     upgrade = head.upgrade is not None
     headers = forward_request_headers(
@@ -53,8 +54,35 @@ def request_head(
     if head.host is None and policy.preserve_host:
         headers.insert(0, (b"Host", backend_address))
     lines = [head.method + b" " + target + b" HTTP/1.1"]
-    lines.extend(name + b": " + value for name, value in headers)
+    lines.extend(
+        name + b": " + value for name, value in headers if name.lower() not in _FRAMING
+    )
+    if head.body == "chunked":
+        lines.append(b"Transfer-Encoding: chunked")
+    elif head.content_length is not None:
+        lines.append(b"Content-Length: %d" % head.content_length)
     return b"\r\n".join(lines) + b"\r\n\r\n"
+
+
+_FRAMING = frozenset({b"content-length", b"transfer-encoding"})
+#: fields that may never travel as trailers (framing, routing, forwarding).
+_NOT_TRAILERS = _FRAMING | frozenset(
+    {b"host", b"x-forwarded-for", b"x-forwarded-proto", b"x-forwarded-host"}
+    | {b"forwarded", b"via", b"connection", b"te", b"trailer", b"upgrade"}
+)
+
+
+def response_trailers(
+    trailers: Headers, *, remove: frozenset[bytes]
+) -> list[tuple[bytes, bytes]]:
+    """
+    The trailer fields of a response that may be passed to a client.
+    """
+    return [
+        (name, value)
+        for name, value in forward_response_headers(trailers, remove=remove)
+        if name.lower() not in _NOT_TRAILERS
+    ]
 
 
 def response_head(

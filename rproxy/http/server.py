@@ -38,7 +38,13 @@ from rproxy.http.framing import (
     find_head_end,
     parse_request_head,
 )
-from rproxy.http.messages import header, request_head, response_head, switching_head
+from rproxy.http.messages import (
+    header,
+    request_head,
+    response_head,
+    response_trailers,
+    switching_head,
+)
 from rproxy.http.upstream import UpstreamFactory, UpstreamProtocol
 
 if TYPE_CHECKING:
@@ -94,6 +100,9 @@ class HTTPFrontProtocol(Protocol):
         self._new_exchange()
 
     def _new_exchange(self) -> None:
+        timer = getattr(self, "_response_timer", None)
+        if timer is not None and timer.active():
+            timer.cancel()
         self.request: RequestHead | None = None
         self.target = b""
         self.pool: Pool | None = None
@@ -110,6 +119,7 @@ class HTTPFrontProtocol(Protocol):
         self._connecting: Any = None
         self._response_timer: IDelayedCall | None = None
         self._response_started = False
+        self._sent_continue = False
         self._chunk_out = False
         self._keep_client = True
         self._trailers: list[tuple[bytes, bytes]] = []
@@ -157,6 +167,7 @@ class HTTPFrontProtocol(Protocol):
                 self._wait_for_head(self.settings.request_head_timeout)
             self._read_head()
         elif self._state == _BODY:
+            self._last_io = self.clock.seconds()
             if self.upstream is not None:
                 self._pump_body()
             elif len(self._buffer) > _BODY_BUFFER:
@@ -179,7 +190,7 @@ class HTTPFrontProtocol(Protocol):
     def _read_head(self) -> None:
         limits = self.settings.limits
         buffer = self._buffer
-        end = find_head_end(buffer, self._search_from)
+        end = find_head_end(buffer, 0, self._search_from)
         try:
             if end < 0:
                 check_incomplete_head(buffer, 0, limits)
@@ -211,7 +222,7 @@ class HTTPFrontProtocol(Protocol):
 
     def _begin(self, head: RequestHead) -> None:
         self.request = head
-        self.started = self.clock.seconds()
+        self.started = self._last_io = self.clock.seconds()
         match = self.settings.router.route(head.host, head.target)
         if match is None:
             self._reject(404)
@@ -222,6 +233,9 @@ class HTTPFrontProtocol(Protocol):
         except KeyError:
             self._reject(503)
             return
+        self._response_timer = self.clock.callLater(
+            self.settings.timeouts_for(self.pool.name)[1], self._exchange_idle
+        )
         if head.body == "none":
             self._state = _WAIT
         else:
@@ -352,10 +366,9 @@ class HTTPFrontProtocol(Protocol):
                 self.bytes_in += len(event)
                 upstream.write(encode_chunk(event))
             elif isinstance(event, Trailers):
-                self._trailers = event.headers
+                pass  # request trailers are not forwarded
             elif isinstance(event, End):
-                upstream.write(encode_last_chunk(self._trailers))
-                self._trailers = []
+                upstream.write(encode_last_chunk())
                 buffer[:0] = event.rest
                 self._request_sent()
                 return
@@ -373,20 +386,30 @@ class HTTPFrontProtocol(Protocol):
 
     def _request_sent(self) -> None:
         self._state = _WAIT
+        self._last_io = self.clock.seconds()
         if self.upstream is not None:
             # The client may have been paused by a full backend connection.
             _end_stream(self.upstream.transport, resume=not self._paused)
-        if self._response_timer is None and self.pool is not None:
-            self._response_timer = self.clock.callLater(
-                self.settings.timeouts_for(self.pool.name)[1], self._response_timed_out
-            )
         if self._buffer and len(self._buffer) > self.settings.limits.max_head:
             self._pause()
 
-    def _response_timed_out(self) -> None:
+    def _exchange_idle(self) -> None:
+        """
+        Nothing moved for the response timeout: a client that stopped
+        sending its body gets 408, a backend that has not started answering
+        504, and a response that stalled midway is cut.
+        """
         self._response_timer = None
+        timeout = self.settings.timeouts_for(self.pool.name if self.pool else "")[1]
+        remaining = timeout - (self.clock.seconds() - self._last_io)
+        if remaining > 0:
+            self._response_timer = self.clock.callLater(remaining, self._exchange_idle)
+            return
+        if self._state == _BODY and not self._response_started:
+            self._fail_request(408)
+            return
         backend, pool = self.backend, self.pool
-        if backend is not None and pool is not None:
+        if backend is not None and pool is not None and self._holding:
             pool.report_failure(backend, "no response in time")
         self._drop_upstream()
         if self._response_started:
@@ -398,11 +421,19 @@ class HTTPFrontProtocol(Protocol):
 
     def interim_response(self, head: ResponseHead) -> None:
         request = self.request
-        if head.status == 100 and request is not None and request.version >= (1, 1):
+        self._last_io = self.clock.seconds()
+        if (
+            head.status == 100
+            and request is not None
+            and request.expect_continue
+            and request.version >= (1, 1)
+            and not self._sent_continue
+        ):
+            self._sent_continue = True
             self.transport.write(_CONTINUE)  # type: ignore[union-attr]
 
     def response_head(self, head: ResponseHead) -> None:
-        self._cancel_response_timer()
+        self._last_io = self.clock.seconds()
         request = self.request
         assert request is not None
         self.status = head.status
@@ -458,7 +489,9 @@ class HTTPFrontProtocol(Protocol):
             self._tunnel.from_backend(data)
 
     def tunnel_closed(self) -> None:
-        self.upstream = None
+        upstream, self.upstream = self.upstream, None
+        if upstream is not None:
+            _end_stream(upstream.transport, resume=False)
         self._end_tunnel()
         self._release_backend()
         if self._state != _CLOSED:
@@ -480,6 +513,7 @@ class HTTPFrontProtocol(Protocol):
 
     def response_body(self, data: bytes) -> None:
         self.bytes_out += len(data)
+        self._last_io = self.clock.seconds()
         self._out.append(encode_chunk(data) if self._chunk_out else data)
 
     def flush_output(self) -> None:
@@ -494,9 +528,12 @@ class HTTPFrontProtocol(Protocol):
     def response_trailers(self, headers: list[tuple[bytes, bytes]]) -> None:
         request = self.request
         if request is not None and request.te_trailers:
-            self._trailers = headers
+            self._trailers = response_trailers(
+                headers, remove=self.settings.remove_response_headers
+            )
 
     def response_end(self) -> None:
+        self._cancel_response_timer()
         transport = self.transport
         assert transport is not None
         if self._chunk_out:
@@ -585,11 +622,23 @@ class HTTPFrontProtocol(Protocol):
     def _close(self) -> None:
         self._state = _CLOSED
         self._cancel_timer()
+        self._cancel_response_timer()
+        # A registered producer would be resumed instead of the connection
+        # closed (see ITransport.loseConnection).
+        _end_stream(self.transport, resume=False)
         self.transport.loseConnection()  # type: ignore[union-attr]
 
     def _abort(self) -> None:
+        """
+        Drop the client connection now, recording the exchange if one was
+        under way.
+        """
+        self._end_tunnel()
+        if self.request is not None:
+            self._emit()
         self._state = _CLOSED
         self._cancel_timer()
+        self._cancel_response_timer()
         self.transport.abortConnection()  # type: ignore[union-attr]
 
     def shut_down(self, abort: bool) -> None:
@@ -612,6 +661,7 @@ class HTTPFrontProtocol(Protocol):
             self.upstream = None
             self._release_backend()
             if upstream is not None and upstream.transport is not None:
+                _end_stream(upstream.transport, resume=False)
                 upstream.transport.loseConnection()
             self._emit()
         in_flight = self.request is not None and self._state not in (_CLOSED, _TUNNEL)

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Protocol as TypingProtocol
 
+from twisted.internet.error import ConnectionDone
 from twisted.internet.interfaces import IAddress, IDelayedCall, IReactorTime
 from twisted.internet.protocol import Factory, Protocol, connectionDone
 from twisted.logger import Logger
@@ -30,6 +31,8 @@ log = Logger(namespace="rproxy.http.upstream")
 
 #: the largest response head a backend may send before it is a bad gateway.
 MAX_RESPONSE_HEAD = 65536
+#: interim (1xx) responses allowed before the final one.
+MAX_INTERIM = 8
 
 
 class IResponseSink(TypingProtocol):
@@ -116,6 +119,7 @@ class UpstreamProtocol(Protocol):
         self._buffer.clear()
         self._head = None
         self._decoder = None
+        self._interim = 0
 
     def write(self, data: bytes) -> None:
         """
@@ -163,6 +167,9 @@ class UpstreamProtocol(Protocol):
                     self._buffer.clear()
                     sink.switched(head, rest)
                     return
+                self._interim += 1
+                if self._interim > MAX_INTERIM:
+                    raise HTTPError(502, "too many interim responses")
                 sink.interim_response(head)
                 continue
             self._head = head
@@ -238,7 +245,11 @@ class UpstreamProtocol(Protocol):
             if self.on_idle_lost is not None:
                 self.on_idle_lost(self)
             return
-        if self._head is not None and self._head.body == "close":
+        if (
+            self._head is not None
+            and self._head.body == "close"
+            and reason.check(ConnectionDone)
+        ):
             sink.response_end()
             return
         sink.upstream_failed("backend closed the connection", 502)

@@ -6,7 +6,11 @@ from __future__ import annotations
 import attrs
 import pytest
 from twisted.internet.address import IPv4Address
-from twisted.internet.error import ConnectionDone, ConnectionRefusedError
+from twisted.internet.error import (
+    ConnectionDone,
+    ConnectionLost,
+    ConnectionRefusedError,
+)
 from twisted.internet.task import Clock
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
@@ -15,7 +19,7 @@ from rproxy.backends import Backend, Pool, Registry
 from rproxy.http.listener import HTTPProxyFactory, HTTPSettings
 from rproxy.http.routing import Route, Router
 from rproxy.http.server import HTTPFrontProtocol
-from tests.fakes import FakeEndpoints, HalfCloseTransport, connect
+from tests.fakes import FakeEndpoints, HalfCloseTransport, captured_access, connect
 
 BAD_REQUESTS = [
     pytest.param(b"GET /\r\n\r\n", 400, id="http-0.9"),
@@ -326,3 +330,111 @@ class ConnectionHandlingTests(_ServerCase):
             )
             self.assertTrue(transport.value().endswith(b"1\r\nx\r\n" + expected))
             server.loseConnection()
+
+
+class ReviewRegressionTests(_ServerCase):
+    """Each test pins a bug found in review."""
+
+    def test_early_response_timer_does_not_leak_into_the_next_request(self) -> None:
+        """A response that starts before the upload ends leaves no timer
+        behind to 504 the next request."""
+        proto, transport = self.client()
+        server = self.exchange(
+            proto, b"POST /up HTTP/1.1\r\nHost: a\r\nContent-Length: 4\r\n\r\nab"
+        )
+        upstream = self.endpoints.last.protocol
+        upstream.dataReceived(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n")
+        proto.dataReceived(b"cd")
+        upstream.dataReceived(b"ok")
+        proto.dataReceived(b"GET /next HTTP/1.1\r\nHost: a\r\n\r\n")
+        self.clock.advance(25)
+        upstream.dataReceived(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+        self.assertEqual(transport.value().count(b"HTTP/1.1 200 OK"), 2)
+        self.assertNotIn(b"504", transport.value())
+        self.assertEqual(self.backend.failures_total, 0)
+        server.loseConnection()
+        transport.loseConnection()
+
+    def test_a_head_split_before_its_last_lf_is_read(self) -> None:
+        """A head that arrives as '...\\r\\n\\r' then '\\n' is complete."""
+        proto, transport = self.client()
+        proto.dataReceived(b"GET /split HTTP/1.1\r\nHost: a\r\n\r")
+        self.assertEqual(self.endpoints.attempts, [])
+        proto.dataReceived(b"\n")
+        self.assertEqual(len(self.endpoints.attempts), 1)
+        transport.loseConnection()
+
+    def test_framing_is_canonical_and_request_trailers_are_dropped(self) -> None:
+        """The backend gets one Content-Length or Transfer-Encoding field,
+        whatever the client wrote, and no client trailers."""
+        proto, transport = self.client()
+        server = self.exchange(
+            proto, b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 4, 4\r\n\r\nbody"
+        )
+        self.assertEqual(server.value().count(b"Content-Length"), 1)
+        self.assertIn(b"\r\nContent-Length: 4\r\n", server.value())
+        transport.loseConnection()
+        proto, transport = self.client()
+        server = self.exchange(
+            proto,
+            b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n"
+            b"1\r\nx\r\n0\r\nX-Forwarded-For: 6.6.6.6\r\n\r\n",
+        )
+        self.assertTrue(server.value().endswith(b"1\r\nx\r\n0\r\n\r\n"))
+        self.assertNotIn(b"6.6.6.6", server.value())
+        transport.loseConnection()
+
+    def test_backend_reset_in_a_close_delimited_body_is_not_a_complete_response(
+        self,
+    ) -> None:
+        """A reset while reading until close cuts the client off instead of
+        ending the chunked body cleanly."""
+        proto, transport = self.client()
+        server = self.exchange(proto, b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+        self.endpoints.last.protocol.dataReceived(b"HTTP/1.1 200 OK\r\n\r\npartial")
+        server.finish(Failure(ConnectionLost()))
+        self.assertTrue(transport.aborted)
+        self.assertNotIn(b"0\r\n\r\n", transport.value())
+
+    def test_a_stalled_upload_gets_408_and_frees_the_backend(self) -> None:
+        """A client that stops sending its body is cut off after the
+        response timeout."""
+        proto, transport = self.client()
+        server = self.exchange(
+            proto, b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 10\r\n\r\nabc"
+        )
+        self.clock.advance(29)
+        proto.dataReceived(b"de")
+        self.clock.advance(29)
+        self.assertFalse(transport.disconnecting)
+        self.clock.advance(1)
+        self.assertTrue(transport.value().startswith(b"HTTP/1.1 408 "))
+        self.assertTrue(server.aborted)
+        self.assertEqual(self.backend.active, 0)
+
+    def test_interim_responses_are_bounded(self) -> None:
+        """One 100 Continue is passed on; a backend looping 1xx gets 502."""
+        proto, transport = self.client()
+        self.exchange(
+            proto,
+            b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 1\r\n"
+            b"Expect: 100-continue\r\n\r\n",
+        )
+        upstream = self.endpoints.last.protocol
+        upstream.dataReceived(b"HTTP/1.1 100 Continue\r\n\r\n" * 9)
+        value = transport.value()
+        self.assertEqual(value.count(b"100 Continue"), 1)
+        self.assertIn(b"HTTP/1.1 502 ", value)
+
+    def test_an_abort_mid_response_is_still_logged(self) -> None:
+        """Exchanges cut off after their response started get an access
+        event."""
+        with captured_access() as events:
+            proto, transport = self.client()
+            server = self.exchange(proto, b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+            self.endpoints.last.protocol.dataReceived(
+                b"HTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r\npart"
+            )
+            server.finish(Failure(ConnectionLost()))
+        self.assertTrue(transport.aborted)
+        self.assertEqual([(e["status"], e["bytes_out"]) for e in events], [(200, 4)])
