@@ -37,7 +37,6 @@ import contextlib
 import http.client
 import json
 import os
-import platform
 import re
 import resource
 import shutil
@@ -53,8 +52,6 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-# The sibling benchmark, imported as a module: this script's directory is
-# sys.path[0] when it is run as ``python bench/http_bench.py``.
 from tcp_throughput import (
     TWISTD,
     BenchError,
@@ -68,8 +65,11 @@ from tcp_throughput import (
     summarize_speedscope,
     tail,
     twistd_env,
-    version_of,
 )
+
+# The sibling benchmark, imported as a module: this script's directory is
+# sys.path[0] when it is run as ``python bench/http_bench.py``.
+from tcp_throughput import environment as tcp_environment
 
 REPO = Path(__file__).resolve().parent.parent
 RESULTS = REPO / "bench" / "results"
@@ -865,27 +865,13 @@ def failure_report(failures: list[Failure]) -> str:
 
 
 def environment() -> dict[str, Any]:
-    import twisted
-
-    cpu_model = "?"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu_model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return {
-        "python": platform.python_version(),
-        "twisted": twisted.__version__,
-        "nginx": version_of(["nginx", "-v"]),
-        "haproxy": version_of(["haproxy", "-v"]),
-        "wrk": version_of(["wrk", "-v"]),
-        "kernel": platform.release(),
-        "cpu": cpu_model,
-        "cpus": os.cpu_count(),
-        "git": version_of(["git", "-C", str(REPO), "rev-parse", "HEAD"]),
-    }
+    return tcp_environment(
+        {
+            "nginx": ["nginx", "-v"],
+            "haproxy": ["haproxy", "-v"],
+            "wrk": ["wrk", "-v"],
+        }
+    )
 
 
 # Main ---------------------------------------------------------------------

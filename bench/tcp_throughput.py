@@ -635,8 +635,18 @@ def version_of(argv: Sequence[str]) -> str:
     return text[0] if text else "?"
 
 
-def environment() -> dict[str, Any]:
+def environment(tools: dict[str, list[str]] | None = None) -> dict[str, Any]:
+    """
+    What the figures were measured on; C{tools} maps a name to the command
+    printing its version (this script's own by default).
+    """
     import twisted
+
+    if tools is None:
+        tools = {
+            "haproxy": ["haproxy", "-v"],
+            "iperf3": ["iperf3", "--version"],
+        }
 
     cpu_model = "?"
     try:
@@ -649,8 +659,7 @@ def environment() -> dict[str, Any]:
     return {
         "python": platform.python_version(),
         "twisted": twisted.__version__,
-        "haproxy": version_of(["haproxy", "-v"]),
-        "iperf3": version_of(["iperf3", "--version"]),
+        **{name: version_of(command) for name, command in tools.items()},
         "kernel": platform.release(),
         "cpu": cpu_model,
         "cpus": os.cpu_count(),

@@ -287,6 +287,13 @@ def wait_for_port(port: int, deadline: float = 20.0) -> None:
             time.sleep(0.02)
 
 
+def raw_exchange(port: int, data: bytes) -> bytes:
+    """Send C{data} to 127.0.0.1:C{port} and read until the peer closes."""
+    with socket.create_connection(("127.0.0.1", port), timeout=20) as sock:
+        sock.sendall(data)
+        return drain(sock)
+
+
 def drain(sock: Any, size: int = 1 << 16) -> bytes:
     """Read C{sock} until EOF."""
     chunks = []

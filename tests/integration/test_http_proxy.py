@@ -4,7 +4,6 @@ process, clients in threads (the stdlib's http.client and raw sockets)."""
 from __future__ import annotations
 
 import http.client
-import socket
 from typing import Any
 
 from twisted.internet import reactor
@@ -17,6 +16,7 @@ from twisted.web.server import NOT_DONE_YET, Request, Site
 from rproxy.backends import Backend, Pool, Registry
 from rproxy.http.listener import HTTPProxyFactory, HTTPSettings
 from rproxy.http.routing import Route, Router
+from tests.integration.helpers import raw_exchange
 
 
 class Hello(Resource):
@@ -185,19 +185,13 @@ class HTTPProxyTests(TestCase):
     def test_pipelined_requests_are_answered_in_order(self) -> Any:
         """Three requests sent at once get three responses, in order."""
 
-        def run() -> bytes:
-            with socket.create_connection(("127.0.0.1", self.port), timeout=20) as s:
-                s.sendall(
-                    b"GET /one HTTP/1.1\r\nHost: a\r\n\r\n"
-                    b"GET /two HTTP/1.1\r\nHost: a\r\n\r\n"
-                    b"GET /three HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n"
-                )
-                chunks = []
-                while chunk := s.recv(65536):
-                    chunks.append(chunk)
-                return b"".join(chunks)
-
-        data = yield deferToThread(run)
+        data = yield deferToThread(
+            raw_exchange,
+            self.port,
+            b"GET /one HTTP/1.1\r\nHost: a\r\n\r\n"
+            b"GET /two HTTP/1.1\r\nHost: a\r\n\r\n"
+            b"GET /three HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
+        )
         self.assertEqual(data.count(b"HTTP/1.1 200"), 3)
         one, two, three = (data.index(p) for p in (b" /one", b" /two", b" /three"))
         self.assertLess(one, two)
@@ -207,18 +201,12 @@ class HTTPProxyTests(TestCase):
     def test_malformed_request_gets_400_and_reaches_no_backend(self) -> Any:
         """Content-Length with Transfer-Encoding is refused and not forwarded."""
 
-        def run() -> bytes:
-            with socket.create_connection(("127.0.0.1", self.port), timeout=20) as s:
-                s.sendall(
-                    b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\n"
-                    b"Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n"
-                )
-                chunks = []
-                while chunk := s.recv(65536):
-                    chunks.append(chunk)
-                return b"".join(chunks)
-
-        data = yield deferToThread(run)
+        data = yield deferToThread(
+            raw_exchange,
+            self.port,
+            b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\n"
+            b"Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+        )
         self.assertTrue(data.startswith(b"HTTP/1.1 400 Bad Request\r\n"))
         self.assertEqual(sum(site.connections for site, _ in self.sites), 0)
 
