@@ -5,6 +5,7 @@ from __future__ import annotations
 from twisted.application.service import IService, MultiService
 from twisted.python import usage
 
+from rproxy._reactor import install_if_unset
 from rproxy.config import Config, ConfigError, load_config
 
 
@@ -34,6 +35,9 @@ class Options(usage.Options):
     config: Config
 
     def postOptions(self) -> None:
+        # Before anything imports the default reactor: twistd has installed
+        # one already only if it was given -r.
+        install_if_unset()
         if not self["config"]:
             raise usage.UsageError("--config FILE is required")
         try:

@@ -41,6 +41,29 @@ class HTTPSettings:
     tunnel_timeout: float = 3600.0
     #: per pool name, (connect, response) timeouts overriding the two above.
     pool_timeouts: Mapping[str, tuple[float, float]] = field(factory=dict)
+    #: per pool name, (max idle connections per backend, idle timeout) of
+    #: the backend keep-alive pool; the pool's own defaults otherwise.
+    pool_keep_alive: Mapping[str, tuple[int, float]] = field(factory=dict)
+    #: the shortest of the head, keep-alive and response timeouts: the
+    #: longest a connection's timer may wait before it looks again.
+    shortest_timeout: float = field(init=False)
+
+    def __attrs_post_init__(self) -> None:
+        responses = [response for _, response in self.pool_timeouts.values()]
+        shortest = min(
+            self.request_head_timeout,
+            self.keep_alive_timeout,
+            self.response_timeout,
+            *responses,
+        )
+        object.__setattr__(self, "shortest_timeout", shortest)
+
+    def keep_alive_for(self, pool: str) -> tuple[int | None, float | None]:
+        """
+        The backend keep-alive limits (max idle per backend, idle timeout)
+        for C{pool}, C{None} for the keep-alive pool's defaults.
+        """
+        return self.pool_keep_alive.get(pool, _NO_KEEP_ALIVE_OVERRIDE)
 
     def timeouts_for(self, pool: str) -> tuple[float, float]:
         """
@@ -51,6 +74,7 @@ class HTTPSettings:
         )
 
 
+_NO_KEEP_ALIVE_OVERRIDE: tuple[int | None, float | None] = (None, None)
 EndpointFor = Callable[[Backend], IStreamClientEndpoint]
 
 

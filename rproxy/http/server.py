@@ -54,6 +54,10 @@ log = Logger(namespace="rproxy.http")
 
 #: methods whose request may be sent again after a backend failed mid-way.
 IDEMPOTENT = frozenset({b"GET", b"HEAD", b"OPTIONS", b"TRACE", b"PUT", b"DELETE"})
+#: a request that could not be sent again only goes out on a pooled backend
+#: connection idle for less than this: an older one may be closing just now
+#: (backends' own keep-alive timeouts can be as short as two seconds).
+FRESH_REUSE = 1.0
 #: request body bytes held while the backend is being connected.
 _BODY_BUFFER = 1 << 16
 
@@ -100,9 +104,6 @@ class HTTPFrontProtocol(Protocol):
         self._new_exchange()
 
     def _new_exchange(self) -> None:
-        timer = getattr(self, "_response_timer", None)
-        if timer is not None and timer.active():
-            timer.cancel()
         self.request: RequestHead | None = None
         self.target = b""
         self.pool: Pool | None = None
@@ -117,7 +118,6 @@ class HTTPFrontProtocol(Protocol):
         self._from_pool = False
         self._holding = False
         self._connecting: Any = None
-        self._response_timer: IDelayedCall | None = None
         self._response_started = False
         self._sent_continue = False
         self._chunk_out = False
@@ -133,23 +133,56 @@ class HTTPFrontProtocol(Protocol):
         no_delay(self.transport)
         peer = self.transport.getPeer()  # type: ignore[union-attr]
         self.client = str(getattr(peer, "host", ""))
-        self._wait_for_head(self.settings.request_head_timeout)
+        self._since = self.clock.seconds()
+        self._arm()
 
-    def _wait_for_head(self, timeout: float) -> None:
-        self._cancel_timer()
-        self._timer = self.clock.callLater(timeout, self._head_timed_out)
+    # Timeouts ----------------------------------------------------------------
+    #
+    # One timer per connection, not one per request: the state says which
+    # timeout applies and since when (the head timeout from the request's
+    # first byte, the keep-alive timeout from the end of the last response,
+    # the response timeout from the last byte moved), and the timer checks it
+    # when it fires.  It never waits longer than the shortest timeout, so a
+    # deadline set after it was armed is never missed.
+
+    def _arm(self) -> None:
+        if self._timer is None:
+            self._timer = self.clock.callLater(
+                self.settings.shortest_timeout, self._tick
+            )
 
     def _cancel_timer(self) -> None:
         if self._timer is not None and self._timer.active():
             self._timer.cancel()
         self._timer = None
 
-    def _head_timed_out(self) -> None:
+    def _tick(self) -> None:
         self._timer = None
-        if self._buffer:
-            self._reject(408)
+        settings = self.settings
+        state = self._state
+        if state == _HEAD:
+            deadline = self._since + (
+                settings.keep_alive_timeout
+                if self._idle_wait
+                else settings.request_head_timeout
+            )
+        elif state in (_BODY, _WAIT):
+            pool = self.pool.name if self.pool is not None else ""
+            deadline = self._last_io + settings.timeouts_for(pool)[1]
         else:
-            self._close()
+            return
+        remaining = deadline - self.clock.seconds()
+        if remaining > 0:
+            self._timer = self.clock.callLater(
+                min(remaining, settings.shortest_timeout), self._tick
+            )
+        elif state == _HEAD:
+            if self._buffer:
+                self._reject(408)
+            else:
+                self._close()
+        else:
+            self._exchange_timed_out()
 
     def dataReceived(self, data: bytes) -> None:
         if self._state == _CLOSED:
@@ -164,7 +197,7 @@ class HTTPFrontProtocol(Protocol):
                 # A new request began on a kept-alive connection: it has the
                 # head timeout, not the (longer) keep-alive one, to arrive.
                 self._idle_wait = False
-                self._wait_for_head(self.settings.request_head_timeout)
+                self._since = self.clock.seconds()
             self._read_head()
         elif self._state == _BODY:
             self._last_io = self.clock.seconds()
@@ -202,7 +235,6 @@ class HTTPFrontProtocol(Protocol):
             return
         del buffer[:end]
         self._search_from = 0
-        self._cancel_timer()
         self._begin(head)
 
     def _reject(self, status: int) -> None:
@@ -233,9 +265,6 @@ class HTTPFrontProtocol(Protocol):
         except KeyError:
             self._reject(503)
             return
-        self._response_timer = self.clock.callLater(
-            self.settings.timeouts_for(self.pool.name)[1], self._exchange_idle
-        )
         if head.body == "none":
             self._state = _WAIT
         else:
@@ -268,7 +297,12 @@ class HTTPFrontProtocol(Protocol):
         self.backend = backend
         pool.acquire(backend)
         self._holding = True
-        upstream = self.factory.keep_alive.take(backend)
+        request = self.request
+        assert request is not None
+        retryable = request.method in IDEMPOTENT and request.body == "none"
+        upstream = self.factory.keep_alive.take(
+            backend, None if retryable else FRESH_REUSE
+        )
         if upstream is not None:
             self._from_pool = True
             self._attach(upstream)
@@ -393,18 +427,12 @@ class HTTPFrontProtocol(Protocol):
         if self._buffer and len(self._buffer) > self.settings.limits.max_head:
             self._pause()
 
-    def _exchange_idle(self) -> None:
+    def _exchange_timed_out(self) -> None:
         """
         Nothing moved for the response timeout: a client that stopped
         sending its body gets 408, a backend that has not started answering
         504, and a response that stalled midway is cut.
         """
-        self._response_timer = None
-        timeout = self.settings.timeouts_for(self.pool.name if self.pool else "")[1]
-        remaining = timeout - (self.clock.seconds() - self._last_io)
-        if remaining > 0:
-            self._response_timer = self.clock.callLater(remaining, self._exchange_idle)
-            return
         if self._state == _BODY and not self._response_started:
             self._fail_request(408)
             return
@@ -461,7 +489,6 @@ class HTTPFrontProtocol(Protocol):
         The backend switched protocols: pass the 101 on and relay raw bytes
         both ways until either side closes or the tunnel is idle too long.
         """
-        self._cancel_response_timer()
         self._cancel_timer()
         self.status = 101
         self.upstream_time = self.clock.seconds() - self._upstream_started
@@ -533,7 +560,6 @@ class HTTPFrontProtocol(Protocol):
             )
 
     def response_end(self) -> None:
-        self._cancel_response_timer()
         transport = self.transport
         assert transport is not None
         if self._chunk_out:
@@ -550,7 +576,10 @@ class HTTPFrontProtocol(Protocol):
                 # neither connection can carry another request.
                 upstream.reusable = False
                 _end_stream(upstream.transport, resume=False)
-            self.factory.keep_alive.put(upstream)
+            max_idle, idle_timeout = self.settings.keep_alive_for(
+                self.pool.name if self.pool is not None else ""
+            )
+            self.factory.keep_alive.put(upstream, max_idle, idle_timeout)
         self._emit()
         keep = self._keep_client and not still_sending
         self._new_exchange()
@@ -560,15 +589,14 @@ class HTTPFrontProtocol(Protocol):
             return
         self._state = _HEAD
         self._resume()
+        self._since = self.clock.seconds()
         if self._buffer:
-            self._wait_for_head(self.settings.request_head_timeout)
+            self._idle_wait = False
             self._read_head()
         else:
-            self._wait_for_head(self.settings.keep_alive_timeout)
             self._idle_wait = True
 
     def upstream_failed(self, reason: str, status: int) -> None:
-        self._cancel_response_timer()
         upstream, backend, pool, request = (
             self.upstream,
             self.backend,
@@ -600,11 +628,6 @@ class HTTPFrontProtocol(Protocol):
         else:
             self._reject(status)
 
-    def _cancel_response_timer(self) -> None:
-        if self._response_timer is not None and self._response_timer.active():
-            self._response_timer.cancel()
-        self._response_timer = None
-
     # Ending ------------------------------------------------------------------
 
     def _drop_upstream(self) -> None:
@@ -622,7 +645,6 @@ class HTTPFrontProtocol(Protocol):
     def _close(self) -> None:
         self._state = _CLOSED
         self._cancel_timer()
-        self._cancel_response_timer()
         # A registered producer would be resumed instead of the connection
         # closed (see ITransport.loseConnection).
         _end_stream(self.transport, resume=False)
@@ -638,7 +660,6 @@ class HTTPFrontProtocol(Protocol):
             self._emit()
         self._state = _CLOSED
         self._cancel_timer()
-        self._cancel_response_timer()
         self.transport.abortConnection()  # type: ignore[union-attr]
 
     def shut_down(self, abort: bool) -> None:
@@ -667,7 +688,6 @@ class HTTPFrontProtocol(Protocol):
         in_flight = self.request is not None and self._state not in (_CLOSED, _TUNNEL)
         self._state = _CLOSED
         self._cancel_timer()
-        self._cancel_response_timer()
         if self._connecting is not None:
             self._connecting.cancel()
         if in_flight:

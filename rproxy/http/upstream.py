@@ -284,6 +284,11 @@ class KeepAlivePool:
     at most C{max_idle} per backend (enough for the concurrency a busy
     listener keeps in flight, so connections are not churned), each closed
     after C{idle_timeout}.
+
+    Connections are kept in the order they were put back, so the oldest are
+    at the bottom of each stack; one timer for the whole pool closes them as
+    they expire (not a timer per connection, which a busy proxy would set
+    and cancel on every request).
     """
 
     def __init__(
@@ -292,7 +297,10 @@ class KeepAlivePool:
         self._clock = clock
         self.max_idle = max_idle
         self.idle_timeout = idle_timeout
-        self._idle: dict[Backend, list[tuple[UpstreamProtocol, IDelayedCall]]] = {}
+        #: per backend, (connection, when it was put back, when it expires),
+        #: oldest first.
+        self._idle: dict[Backend, list[tuple[UpstreamProtocol, float, float]]] = {}
+        self._sweep: IDelayedCall | None = None
 
     def idle_count(self, backend: Backend) -> int:
         """
@@ -300,65 +308,107 @@ class KeepAlivePool:
         """
         return len(self._idle.get(backend, ()))
 
-    def take(self, backend: Backend) -> UpstreamProtocol | None:
+    def take(
+        self, backend: Backend, fresh_within: float | None = None
+    ) -> UpstreamProtocol | None:
         """
-        An idle connection to C{backend}, or None.
+        An idle connection to C{backend}, the most recently used, or None.
+
+        @param fresh_within: only a connection idle for less than this many
+            seconds will do.  A request that could not be retried should not
+            go out on a connection the backend may be closing just now (its
+            own idle timeout may be as short as a few seconds).
         """
         idle = self._idle.get(backend)
+        if (
+            fresh_within is not None
+            and idle
+            and self._clock.seconds() - idle[-1][1] >= fresh_within
+        ):
+            return None
         while idle:
-            connection, timer = idle.pop()
-            if timer.active():
-                timer.cancel()
+            connection = idle.pop()[0]
             connection.on_idle_lost = None
             if connection.connected_:
                 return connection
         return None
 
-    def put(self, connection: UpstreamProtocol) -> None:
+    def put(
+        self,
+        connection: UpstreamProtocol,
+        max_idle: int | None = None,
+        idle_timeout: float | None = None,
+    ) -> None:
         """
         Keep C{connection} for reuse if it may be reused and there is room;
         close it otherwise.
+
+        @param max_idle: overrides the pool's C{max_idle} for this backend.
+        @param idle_timeout: overrides the pool's C{idle_timeout} for this
+            connection.
         """
-        idle = self._idle.setdefault(connection.backend, [])
+        if max_idle is None:
+            max_idle = self.max_idle
+        if idle_timeout is None:
+            idle_timeout = self.idle_timeout
+        idle = self._idle.get(connection.backend)
+        if idle is None:
+            idle = self._idle[connection.backend] = []
         if (
             not connection.reusable
             or not connection.connected_
-            or len(idle) >= self.max_idle
+            or len(idle) >= max_idle
         ):
             if connection.transport is not None:
                 connection.transport.loseConnection()
             return
-        timer = self._clock.callLater(self.idle_timeout, self._expire, connection)
         connection.on_idle_lost = self._lost
-        idle.append((connection, timer))
+        now = self._clock.seconds()
+        expires = now + idle_timeout
+        idle.append((connection, now, expires))
+        sweep = self._sweep
+        if sweep is None:
+            self._sweep = self._clock.callLater(idle_timeout, self._expire)
+        elif expires < sweep.getTime():
+            sweep.reset(idle_timeout)
 
-    def _remove(self, connection: UpstreamProtocol) -> IDelayedCall | None:
-        idle = self._idle.get(connection.backend, [])
-        for index, (kept, timer) in enumerate(idle):
-            if kept is connection:
-                del idle[index]
-                return timer
-        return None
-
-    def _expire(self, connection: UpstreamProtocol) -> None:
-        self._remove(connection)
-        connection.on_idle_lost = None
-        if connection.transport is not None:
-            connection.transport.loseConnection()
+    def _expire(self) -> None:
+        self._sweep = None
+        next_expiry = None
+        now = self._clock.seconds()
+        for idle in self._idle.values():
+            expired = 0
+            while expired < len(idle) and idle[expired][2] <= now:
+                expired += 1
+            closing = idle[:expired]
+            del idle[:expired]
+            for connection, _, _ in closing:
+                connection.on_idle_lost = None
+                if connection.transport is not None:
+                    connection.transport.loseConnection()
+            if idle and (next_expiry is None or idle[0][2] < next_expiry):
+                next_expiry = idle[0][2]
+        if next_expiry is not None:
+            self._sweep = self._clock.callLater(
+                max(next_expiry - now, 0.0), self._expire
+            )
 
     def _lost(self, connection: UpstreamProtocol) -> None:
-        timer = self._remove(connection)
-        if timer is not None and timer.active():
-            timer.cancel()
+        idle = self._idle.get(connection.backend, [])
+        for index, (kept, _, _) in enumerate(idle):
+            if kept is connection:
+                del idle[index]
+                return
 
     def close_all(self) -> None:
         """
         Close every idle connection (on shutdown).
         """
+        if self._sweep is not None and self._sweep.active():
+            self._sweep.cancel()
+        self._sweep = None
         for idle in self._idle.values():
-            for connection, timer in idle:
-                if timer.active():
-                    timer.cancel()
+            for connection, _, _ in idle:
                 connection.on_idle_lost = None
                 if connection.transport is not None:
                     connection.transport.loseConnection()

@@ -1,0 +1,102 @@
+"""The HTTP proxy's own per-request cost, without sockets or a reactor.
+
+Drives one client connection and one pooled backend connection of an
+L{HTTPProxyFactory} through string transports on a L{Clock}: each round
+feeds a request head to the front protocol and a response to the backend
+connection, as wrk and nginx would send them.  What it times is rproxy's
+Python work per request (parsing, routing, head building, bookkeeping), the
+part of the cost that the socket benchmark (`http_bench.py`) cannot separate
+from syscalls and the reactor.
+
+    python bench/http_inprocess.py [--requests N] [--profile]
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import pstats
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from twisted.internet.address import IPv4Address
+from twisted.internet.task import Clock
+from twisted.internet.testing import StringTransport
+
+from rproxy.backends import Backend, Pool, Registry
+from rproxy.http.listener import HTTPProxyFactory, HTTPSettings
+from rproxy.http.routing import Route, Router
+from rproxy.http.upstream import UpstreamProtocol
+
+REQUEST = b"GET /small HTTP/1.1\r\nHost: 127.0.0.1:8080\r\n\r\n"
+RESPONSE = (
+    b"HTTP/1.1 200 OK\r\nServer: nginx/1.22.1\r\n"
+    b"Date: Mon, 23 Nov 2026 15:00:00 GMT\r\n"
+    b"Content-Type: application/octet-stream\r\nContent-Length: 6\r\n"
+    b"Connection: keep-alive\r\n\r\nhello\n"
+)
+
+
+def setup() -> tuple[object, StringTransport, UpstreamProtocol, StringTransport]:
+    clock = Clock()
+    backend = Backend("127.0.0.1", 8001)
+    pool = Pool("web", [backend], now=clock.seconds)
+    factory = HTTPProxyFactory(
+        Registry([pool]),
+        clock,
+        HTTPSettings(listener="front", router=Router([Route(pool="web")])),
+        endpoint_for=lambda backend: None,  # type: ignore[arg-type,return-value]
+    )
+    upstream = UpstreamProtocol(backend)
+    upstream_transport = StringTransport()
+    upstream.makeConnection(upstream_transport)
+    upstream.reusable = True
+    factory.keep_alive.put(upstream)
+    front = factory.buildProtocol(IPv4Address("TCP", "127.0.0.1", 40000))
+    front_transport = StringTransport(peerAddress=IPv4Address("TCP", "127.0.0.1", 1))
+    front.makeConnection(front_transport)
+    return front, front_transport, upstream, upstream_transport
+
+
+def run(requests: int) -> float:
+    front, front_transport, upstream, upstream_transport = setup()
+    received = front.dataReceived  # type: ignore[attr-defined]
+    answer = upstream.dataReceived
+    started = time.perf_counter()
+    for _ in range(requests):
+        received(REQUEST)
+        upstream_transport.clear()
+        answer(RESPONSE)
+        front_transport.clear()
+    elapsed = time.perf_counter() - started
+    # One last round to check the exchange still works end to end.
+    received(REQUEST)
+    assert upstream_transport.value().startswith(b"GET /small HTTP/1.1\r\n")
+    answer(RESPONSE)
+    assert front_transport.value().endswith(b"\r\n\r\nhello\n"), front_transport.value()
+    return elapsed / requests * 1e6
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--requests", type=int, default=200_000)
+    parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--profile", action="store_true")
+    args = parser.parse_args()
+    if args.profile:
+        profiler = cProfile.Profile()
+        profiler.runcall(run, args.requests)
+        pstats.Stats(profiler).sort_stats("tottime").print_stats(25)
+        return
+    times = sorted(run(args.requests) for _ in range(args.repeat))
+    print(
+        f"{times[len(times) // 2]:.2f} us per request (median of {args.repeat}, "
+        f"min {times[0]:.2f}, max {times[-1]:.2f}), {args.requests} requests each"
+    )
+
+
+if __name__ == "__main__":
+    main()
