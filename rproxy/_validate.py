@@ -119,6 +119,12 @@ def positive_int(value: object) -> int:
     return value
 
 
+def non_negative_int(value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValueError(f"must be an integer >= 0, got {show(value)}")
+    return value
+
+
 def port_number(value: object) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or not 0 < value < 65536:
         raise ValueError(f"must be a port number 1-65535, got {show(value)}")

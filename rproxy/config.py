@@ -25,6 +25,7 @@ from rproxy._validate import (
     http_path,
     item,
     model_keys,
+    non_negative_int,
     non_negative_number,
     one_of,
     port_number,
@@ -46,6 +47,7 @@ __all__ = [
     "Config",
     "ConfigError",
     "HealthConfig",
+    "KeepAliveConfig",
     "ListenerConfig",
     "PoolConfig",
     "Timeouts",
@@ -99,6 +101,20 @@ class Timeouts:
     keep_alive: float = field(default=60.0, validator=_positive_float)
     response: float = field(default=60.0, validator=_positive_float)
     tunnel: float = field(default=3600.0, validator=_positive_float)
+
+
+@frozen
+class KeepAliveConfig:
+    """
+    Which idle HTTP connections to a pool's backends are kept for reuse.
+
+    @ivar max_idle: at most this many per backend; 0 keeps none.
+    @ivar idle_timeout: seconds after which an idle one is closed; keep it
+        below the backends' own keep-alive timeout.
+    """
+
+    max_idle: int = field(default=256, validator=validators.ge(0))
+    idle_timeout: float = field(default=30.0, validator=_positive_float)
 
 
 def _check_status_range(_: object, __: object, value: tuple[int, int]) -> None:
@@ -156,7 +172,7 @@ class PoolConfig:
 
     C{hash_key} is what C{balance = "hash"} hashes: C{"client_ip"} or
     C{"header:NAME"}.  C{connect_tries} is how many backends a new connection
-    tries before giving up.
+    tries before giving up.  C{keep_alive} applies to HTTP listeners only.
     """
 
     name: str
@@ -166,6 +182,7 @@ class PoolConfig:
     health: HealthConfig = field(factory=HealthConfig)
     timeouts: Timeouts = field(factory=Timeouts)
     connect_tries: int = field(default=3, validator=_positive)
+    keep_alive: KeepAliveConfig = field(factory=KeepAliveConfig)
 
 
 @frozen
@@ -280,6 +297,7 @@ def parse_config(data: Mapping[str, object], source: str) -> Config:
 
 _TIMEOUT_KEYS = model_keys(Timeouts)
 _HEALTH_KEYS = model_keys(HealthConfig)
+_KEEP_ALIVE_KEYS = model_keys(KeepAliveConfig)
 _BACKEND_KEYS = model_keys(BackendConfig, "host", "port")
 _POOL_KEYS = model_keys(PoolConfig, "name")
 
@@ -322,6 +340,7 @@ def _pool(pools: Table, name: str, timeouts: Timeouts) -> PoolConfig | None:
     backends = _backends(table)
     health = _health(table.table("health", _HEALTH_KEYS))
     timeouts = _timeouts(table.table("timeouts", _TIMEOUT_KEYS), timeouts)
+    keep_alive = _keep_alive(table.table("keep_alive", _KEEP_ALIVE_KEYS))
     if not name:
         pools.report(name, "a pool name must not be empty")
     return PoolConfig(
@@ -332,6 +351,17 @@ def _pool(pools: Table, name: str, timeouts: Timeouts) -> PoolConfig | None:
         health=health,
         timeouts=timeouts,
         connect_tries=connect_tries,
+        keep_alive=keep_alive,
+    )
+
+
+def _keep_alive(table: Table | None) -> KeepAliveConfig:
+    default = KeepAliveConfig()
+    if table is None:
+        return default
+    return KeepAliveConfig(
+        max_idle=table.get("max_idle", non_negative_int, default.max_idle),
+        idle_timeout=table.get("idle_timeout", positive_number, default.idle_timeout),
     )
 
 

@@ -74,7 +74,8 @@ def build_check(reactor: Any, health: HealthConfig) -> IHealthCheck | None:
 
 def http_settings(config: Config, listener: ListenerConfig) -> HTTPSettings:
     """
-    The settings of an HTTP listener, with each pool's backend timeouts.
+    The settings of an HTTP listener, with each pool's backend timeouts and
+    keep-alive limits.
     """
     timeouts = config.timeouts
     via = b"1.1 rproxy" if listener.via else None
@@ -104,6 +105,10 @@ def http_settings(config: Config, listener: ListenerConfig) -> HTTPSettings:
         tunnel_timeout=timeouts.tunnel,
         pool_timeouts={
             pool.name: (pool.timeouts.connect, pool.timeouts.response)
+            for pool in config.pools
+        },
+        pool_keep_alive={
+            pool.name: (pool.keep_alive.max_idle, pool.keep_alive.idle_timeout)
             for pool in config.pools
         },
     )

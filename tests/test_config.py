@@ -8,6 +8,7 @@ from pathlib import Path
 import attrs
 import pytest
 
+from rproxy.cli import main
 from rproxy.config import (
     BALANCE_NAMES,
     CHECK_KINDS,
@@ -16,6 +17,7 @@ from rproxy.config import (
     Config,
     ConfigError,
     HealthConfig,
+    KeepAliveConfig,
     ListenerConfig,
     PoolConfig,
     Timeouts,
@@ -185,6 +187,7 @@ def test_minimal_config_gets_the_documented_defaults() -> None:
         ),
         timeouts=Timeouts(connect=5.0, idle=300.0),
         connect_tries=3,
+        keep_alive=KeepAliveConfig(max_idle=256, idle_timeout=30.0),
     )
     assert config.listeners == (ListenerConfig("front", "tcp:6432", "db", "tcp"),)
 
@@ -276,6 +279,10 @@ def test_model_validators_reject_bad_values_built_in_code() -> None:
         Timeouts(connect=0)
     with pytest.raises(ValueError):
         HealthConfig(expect_status=(400, 200))
+    with pytest.raises(ValueError):
+        KeepAliveConfig(max_idle=-1)
+    with pytest.raises(ValueError):
+        KeepAliveConfig(idle_timeout=0)
 
 
 def test_choice_constants_are_tuples() -> None:
@@ -810,6 +817,103 @@ def test_access_log_problems_are_reported() -> None:
         "c.toml: access_log.path: missing required key",
         "c.toml: access_log.format: must be one of 'combined', 'json', got 'xml'",
     ]
+
+
+# Backend keep-alive ----------------------------------------------------------
+
+
+def test_pool_keep_alive_table_is_read() -> None:
+    """
+    C{[pools.NAME.keep_alive]} sets the pool's idle connection limits; an
+    integer timeout reads as seconds, and C{max_idle = 0} is allowed.
+    """
+    config = parse(
+        POOL + "[pools.db.keep_alive]\nmax_idle = 0\nidle_timeout = 4\n"
+        '[pools.web]\nbackends = ["10.0.0.1:80"]\n'
+        "[pools.web.keep_alive]\nmax_idle = 8\nidle_timeout = 2.5\n" + LISTENER
+    )
+    assert config.pool("db").keep_alive == KeepAliveConfig(max_idle=0, idle_timeout=4.0)
+    assert isinstance(config.pool("db").keep_alive.idle_timeout, float)
+    assert config.pool("web").keep_alive == KeepAliveConfig(
+        max_idle=8, idle_timeout=2.5
+    )
+
+
+def test_pool_keep_alive_keys_default_one_by_one() -> None:
+    """
+    A pool without the table gets 256 idle connections for 30 s; a table
+    with one key gets the default for the other.
+    """
+    config = parse(
+        POOL + '[pools.web]\nbackends = ["10.0.0.1:80"]\n'
+        "[pools.web.keep_alive]\nidle_timeout = 5\n"
+        '[pools.api]\nbackends = ["10.0.0.2:80"]\n'
+        "[pools.api.keep_alive]\nmax_idle = 4\n" + LISTENER
+    )
+    assert KeepAliveConfig() == KeepAliveConfig(max_idle=256, idle_timeout=30.0)
+    assert config.pool("db").keep_alive == KeepAliveConfig()
+    assert config.pool("web").keep_alive == KeepAliveConfig(idle_timeout=5.0)
+    assert config.pool("api").keep_alive == KeepAliveConfig(max_idle=4)
+
+
+@pytest.mark.parametrize(
+    ("written", "problem"),
+    [
+        ("max_idle = -1", "max_idle: must be an integer >= 0, got -1"),
+        ("max_idle = 1.5", "max_idle: must be an integer >= 0, got 1.5"),
+        ("max_idle = true", "max_idle: must be an integer >= 0, got true"),
+        ('max_idle = "8"', "max_idle: must be an integer >= 0, got '8'"),
+        ("idle_timeout = 0", "idle_timeout: must be a positive number, got 0"),
+        ("idle_timeout = -2.5", "idle_timeout: must be a positive number, got -2.5"),
+        ("idle_timeout = false", "idle_timeout: must be a positive number, got false"),
+        ('idle_timeout = "30"', "idle_timeout: must be a positive number, got '30'"),
+        ("idle_timeout = inf", "idle_timeout: must be a positive number, got inf"),
+    ],
+)
+def test_bad_keep_alive_value_is_reported(written: str, problem: str) -> None:
+    """
+    C{max_idle} is an integer >= 0 and C{idle_timeout} a finite number of
+    seconds above zero; booleans are neither.
+    """
+    assert pool_errors(POOL_BACKENDS, f"[pools.db.keep_alive]\n{written}\n") == [
+        f"c.toml: pools.db.keep_alive.{problem}"
+    ]
+
+
+def test_unknown_keep_alive_key_is_reported() -> None:
+    """
+    A misspelt key gets "did you mean"; one unlike any lists the known keys.
+    """
+    assert pool_errors(
+        POOL_BACKENDS, "[pools.db.keep_alive]\nmax_idel = 2\nzzz = 1\n"
+    ) == [
+        "c.toml: pools.db.keep_alive.max_idel: unknown key, did you mean 'max_idle'?",
+        "c.toml: pools.db.keep_alive.zzz: unknown key; known keys are 'max_idle', "
+        "'idle_timeout'",
+    ]
+
+
+def test_keep_alive_must_be_a_table() -> None:
+    """
+    C{keep_alive = 5} on a pool is reported, not read as a limit.
+    """
+    assert pool_errors("keep_alive = 5\n" + POOL_BACKENDS) == [
+        "c.toml: pools.db.keep_alive: must be a table, got 5"
+    ]
+
+
+def test_check_summary_does_not_count_keep_alive(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """
+    C{rproxy check} prints the same one-line summary with a keep_alive table.
+    """
+    path = tmp_path / "c.toml"
+    path.write_text(
+        POOL + "[pools.db.keep_alive]\nmax_idle = 0\nidle_timeout = 1\n" + LISTENER
+    )
+    assert main(["check", str(path)]) == 0
+    assert capsys.readouterr().out == f"{path}: ok: 1 listener, 1 pool, 1 backend\n"
 
 
 # HTTP listeners --------------------------------------------------------------

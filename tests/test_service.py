@@ -1,0 +1,132 @@
+"""Tests for rproxy.service: a validated config turned into listener settings."""
+
+from __future__ import annotations
+
+import tomllib
+
+from twisted.internet.address import IPv4Address
+from twisted.internet.task import Clock
+from twisted.internet.testing import MemoryReactorClock
+
+from rproxy.backends import Registry
+from rproxy.config import Config, KeepAliveConfig, parse_config
+from rproxy.http.listener import HTTPProxyFactory
+from rproxy.http.upstream import KeepAlivePool
+from rproxy.service import ProxyService, build_pool, http_settings
+from tests.fakes import FakeEndpoints, HalfCloseTransport, connect
+
+KEEP_ALIVE_CONFIG = """
+[pools.web]
+backends = ["10.0.0.1:80"]
+[pools.web.keep_alive]
+max_idle = 0
+idle_timeout = 4
+
+[pools.api]
+backends = ["10.0.0.2:80"]
+[pools.api.keep_alive]
+idle_timeout = 2.5
+
+[pools.db]
+backends = ["10.0.0.3:5432"]
+
+[[listeners]]
+name = "public"
+protocol = "http"
+listen = "tcp:8080"
+pool = "web"
+
+[[listeners.routes]]
+path_prefix = "/api/"
+pool = "api"
+"""
+
+
+def parse(text: str) -> Config:
+    return parse_config(tomllib.loads(text), "c.toml")
+
+
+def test_http_settings_carry_each_pools_keep_alive_limits() -> None:
+    """
+    Every pool's C{keep_alive} table, or its defaults, reaches the HTTP
+    listener's settings as (max idle per backend, idle timeout).
+    """
+    config = parse(KEEP_ALIVE_CONFIG)
+    settings = http_settings(config, config.listeners[0])
+    assert settings.keep_alive_for("web") == (0, 4.0)
+    assert settings.keep_alive_for("api") == (256, 2.5)
+    assert settings.keep_alive_for("db") == (256, 30.0)
+
+
+def test_keep_alive_config_defaults_are_the_keep_alive_pools_own() -> None:
+    """
+    The documented config defaults are those a L{KeepAlivePool} uses when
+    no pool overrides them.
+    """
+    pool = KeepAlivePool(Clock())
+    default = KeepAliveConfig()
+    assert (pool.max_idle, pool.idle_timeout) == (
+        default.max_idle,
+        default.idle_timeout,
+    )
+
+
+def test_proxy_service_gives_http_listeners_the_keep_alive_limits() -> None:
+    """
+    The factory L{ProxyService} builds for an HTTP listener answers
+    C{keep_alive_for} with the pool's configured limits.
+    """
+    service = ProxyService(parse(KEEP_ALIVE_CONFIG), MemoryReactorClock())
+    factory = service.listeners["public"].factory
+    assert isinstance(factory, HTTPProxyFactory)
+    assert factory.settings.keep_alive_for("web") == (0, 4.0)
+    assert factory.settings.keep_alive_for("api") == (256, 2.5)
+
+
+def _proxied_get(config: Config, path: bytes) -> tuple[HTTPProxyFactory, Clock]:
+    """
+    Proxy one keep-alive GET for C{path} through the config's HTTP listener
+    on fake endpoints; return its factory and clock, the response complete.
+    """
+    clock = Clock()
+    endpoints = FakeEndpoints()
+    factory = HTTPProxyFactory(
+        Registry([build_pool(pool, clock) for pool in config.pools]),
+        clock,
+        http_settings(config, config.listeners[0]),
+        endpoint_for=endpoints,
+    )
+    proto = factory.buildProtocol(IPv4Address("TCP", "192.0.2.7", 4000))
+    client = connect(proto, HalfCloseTransport())
+    proto.dataReceived(b"GET " + path + b" HTTP/1.1\r\nHost: a\r\n\r\n")
+    endpoints.last.succeed()
+    endpoints.last.protocol.dataReceived(
+        b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"
+    )
+    assert client.value().startswith(b"HTTP/1.1 200 OK\r\n")
+    client.loseConnection()
+    return factory, clock
+
+
+def test_max_idle_zero_closes_backend_connections_after_a_response() -> None:
+    """
+    A pool with C{max_idle = 0} keeps no idle backend connection.
+    """
+    factory, clock = _proxied_get(parse(KEEP_ALIVE_CONFIG), b"/")
+    (backend,) = factory.registry.get("web").backends
+    assert factory.keep_alive.idle_count(backend) == 0
+    assert clock.getDelayedCalls() == []
+
+
+def test_idle_backend_connection_is_closed_after_the_pools_idle_timeout() -> None:
+    """
+    A pool's C{idle_timeout} is how long its idle backend connections live.
+    """
+    factory, clock = _proxied_get(parse(KEEP_ALIVE_CONFIG), b"/api/")
+    (backend,) = factory.registry.get("api").backends
+    assert factory.keep_alive.idle_count(backend) == 1
+    clock.advance(2.4)
+    assert factory.keep_alive.idle_count(backend) == 1
+    clock.advance(0.1)
+    assert factory.keep_alive.idle_count(backend) == 0
+    assert clock.getDelayedCalls() == []
