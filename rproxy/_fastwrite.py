@@ -17,14 +17,12 @@ from typing import Any
 from twisted.internet import tcp
 
 _TCP = (tcp.Server, tcp.Client)
+#: what may be sent: bytes, or a view of received bytes (not copied).
+Data = bytes | memoryview
 
 
-def send_now(transport: Any, data: bytes) -> None:
-    """
-    Write C{data} to C{transport}, sending it straight away if nothing is
-    waiting in the transport's own buffer.
-    """
-    if (
+def _can_send_now(transport: Any) -> bool:
+    return (
         type(transport) in _TCP
         and transport.connected
         and not transport.disconnecting
@@ -33,7 +31,18 @@ def send_now(transport: Any, data: bytes) -> None:
         and not transport._writeDisconnected
         and not getattr(transport, "_aborting", False)
         and not getattr(transport, "TLS", False)
-    ):
+    )
+
+
+def send_now(transport: Any, data: Data) -> bool:
+    """
+    Write C{data} to C{transport}, sending it straight away if nothing is
+    waiting in the transport's own buffer.
+
+    @return: whether all of it was sent at once (C{False}: some of it waits
+        in the transport's buffer).
+    """
+    if _can_send_now(transport):
         sock: socket.socket = transport.socket
         try:
             sent = sock.send(data)
@@ -43,9 +52,37 @@ def send_now(transport: Any, data: bytes) -> None:
             # Let Twisted find and report the broken connection its own way.
             sent = 0
         if sent == len(data):
-            return
+            return True
         data = data[sent:]
-    transport.write(data)
+    transport.write(bytes(data))
+    return False
+
+
+#: below this many bytes, parts are joined and sent in one buffer; above,
+#: they go out with sendmsg(2) and are not copied.
+_GATHER = 16384
+
+
+def send_parts(transport: Any, parts: list[Data]) -> bool:
+    """
+    Write the concatenation of C{parts} to C{transport}, as L{send_now}
+    does, without copying large parts into one buffer first.
+
+    @return: whether all of it was sent at once.
+    """
+    if len(parts) == 1:
+        return send_now(transport, parts[0])
+    total = sum(map(len, parts))
+    if total < _GATHER or not _can_send_now(transport):
+        return send_now(transport, b"".join(parts))
+    try:
+        sent = transport.socket.sendmsg(parts)
+    except (BlockingIOError, InterruptedError, OSError):
+        sent = 0
+    if sent == total:
+        return True
+    transport.write(b"".join(parts)[sent:])
+    return False
 
 
 def no_delay(transport: Any) -> None:

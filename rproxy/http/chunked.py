@@ -168,11 +168,11 @@ class ChunkedDecoder:
         return len(data) - (len(buf) - end)
 
 
-def encode_chunk(data: bytes) -> bytes:
+def encode_chunk(data: bytes | memoryview) -> bytes:
     """One chunk carrying C{data}; empty data gives C{b""}, never a last chunk."""
     if not data:
         return b""
-    return b"%x\r\n%b\r\n" % (len(data), data)
+    return b"%x\r\n" % len(data) + data + b"\r\n"
 
 
 def encode_last_chunk(trailers: Sequence[tuple[bytes, bytes]] = ()) -> bytes:

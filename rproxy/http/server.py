@@ -17,7 +17,7 @@ from twisted.internet.protocol import Protocol, connectionDone
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from rproxy._fastwrite import no_delay, send_now
+from rproxy._fastwrite import Data, no_delay, send_now, send_parts
 from rproxy.accesslog import access_events
 from rproxy.backends import Backend, Pool
 from rproxy.health import describe_failure
@@ -97,7 +97,7 @@ class HTTPFrontProtocol(Protocol):
         self._tunnel: Tunnel | None = None
         #: response bytes gathered while one read from the backend is handled,
         #: sent in one go (a head and a small body in one packet).
-        self._out: list[bytes] = []
+        self._out: list[Data] = []
         self._idle_wait = False
         self._closing = False
         self._paused = False
@@ -478,9 +478,6 @@ class HTTPFrontProtocol(Protocol):
         assert transport is not None
         self._out.append(data)
         self._response_started = True
-        upstream = self.upstream
-        if upstream is not None and upstream.transport is not None:
-            transport.registerProducer(upstream.transport, True)  # type: ignore[attr-defined]
 
     # Upgrade tunnel -------------------------------------------------------
 
@@ -538,7 +535,7 @@ class HTTPFrontProtocol(Protocol):
         self._emit()
         self._abort()
 
-    def response_body(self, data: bytes) -> None:
+    def response_body(self, data: Data) -> None:
         self.bytes_out += len(data)
         self._last_io = self.clock.seconds()
         self._out.append(encode_chunk(data) if self._chunk_out else data)
@@ -547,10 +544,23 @@ class HTTPFrontProtocol(Protocol):
         """
         Send what the last read from the backend produced.
         """
-        if self._out:
-            data = b"".join(self._out) if len(self._out) > 1 else self._out[0]
-            self._out.clear()
-            send_now(self.transport, data)
+        out = self._out
+        if not out:
+            return
+        transport = self.transport
+        sent = send_parts(transport, out)
+        out.clear()
+        if not sent and self._state != _CLOSED:
+            # The client is slower than the backend: from now on the
+            # backend connection is paused whenever the client's buffer is
+            # full (registered only now, as most responses never need it).
+            upstream = self.upstream
+            if (
+                upstream is not None
+                and upstream.transport is not None
+                and getattr(transport, "producer", None) is None
+            ):
+                transport.registerProducer(upstream.transport, True)  # type: ignore[union-attr]
 
     def response_trailers(self, headers: list[tuple[bytes, bytes]]) -> None:
         request = self.request

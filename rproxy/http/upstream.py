@@ -17,7 +17,7 @@ from twisted.internet.protocol import Factory, Protocol, connectionDone
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from rproxy._fastwrite import no_delay, send_now
+from rproxy._fastwrite import Data, no_delay, send_now
 from rproxy.backends import Backend
 from rproxy.http.chunked import ChunkedDecoder, End, Trailers
 from rproxy.http.framing import (
@@ -46,8 +46,11 @@ class IResponseSink(TypingProtocol):
     def interim_response(self, head: ResponseHead) -> None:
         """A 1xx response other than 101 arrived."""
 
-    def response_body(self, data: bytes) -> None:
-        """Body bytes (decoded from chunked if the backend chunked)."""
+    def response_body(self, data: Data) -> None:
+        """
+        Body bytes (decoded from chunked if the backend chunked), possibly a
+        view of a larger received buffer: send or copy it before returning.
+        """
 
     def response_trailers(self, headers: list[tuple[bytes, bytes]]) -> None:
         """A chunked response's trailer fields."""
@@ -138,34 +141,43 @@ class UpstreamProtocol(Protocol):
             return
         self.received_any = True
         try:
-            if self._head is None:
-                self._buffer += data
-                self._read_heads(sink)
-            else:
+            if self._head is not None:
                 self._read_body(sink, data)
+            elif self._buffer:
+                # The rest of a head that came in pieces.
+                self._buffer += data
+                data = bytes(self._buffer)
+                self._buffer.clear()
+                self._read_heads(sink, data)
+            else:
+                self._read_heads(sink, data)
         except HTTPError as error:
             self._fail(f"bad response: {error.reason}", 502)
             return
         if self.sink is sink:
             sink.flush_output()
 
-    def _read_heads(self, sink: IResponseSink) -> None:
+    def _read_heads(self, sink: IResponseSink, data: bytes) -> None:
+        """
+        Read response heads from C{data}; what follows the final head is
+        passed on as a view of C{data}, not copied.
+        """
+        start = 0
         while self._head is None and self.sink is sink:
-            end = find_head_end(self._buffer)
+            end = find_head_end(data, start)
             if end < 0:
-                if len(self._buffer) > MAX_RESPONSE_HEAD:
+                if len(data) - start > MAX_RESPONSE_HEAD:
                     raise HTTPError(502, "response head too large")
+                self._buffer += data[start:]
                 return
-            head = parse_response_head(bytes(self._buffer[:end]), self._method)
-            del self._buffer[:end]
+            head = parse_response_head(data[start:end], self._method)
+            start = end
             if 100 <= head.status < 200:
                 if head.status == 101:
                     if not self._upgrade:
                         raise HTTPError(502, "unexpected 101")
                     self.tunnel = True
-                    rest = bytes(self._buffer)
-                    self._buffer.clear()
-                    sink.switched(head, rest)
+                    sink.switched(head, data[start:])
                     return
                 self._interim += 1
                 if self._interim > MAX_INTERIM:
@@ -178,14 +190,13 @@ class UpstreamProtocol(Protocol):
             elif head.body == "chunked":
                 self._decoder = ChunkedDecoder(bad_status=502)
             sink.response_head(head)
-            rest = bytes(self._buffer)
-            self._buffer.clear()
+            rest = memoryview(data)[start:] if start < len(data) else b""
             if head.body == "none":
                 self._finish(rest)
             elif rest:
                 self._read_body(sink, rest)
 
-    def _read_body(self, sink: IResponseSink, data: bytes) -> None:
+    def _read_body(self, sink: IResponseSink, data: Data) -> None:
         head = self._head
         assert head is not None
         if head.body == "length":
@@ -200,7 +211,7 @@ class UpstreamProtocol(Protocol):
                 sink.response_body(data)
         elif head.body == "chunked":
             assert self._decoder is not None
-            for event in self._decoder.feed(data):
+            for event in self._decoder.feed(bytes(data)):
                 if isinstance(event, bytes):
                     sink.response_body(event)
                 elif isinstance(event, Trailers):
@@ -213,7 +224,7 @@ class UpstreamProtocol(Protocol):
         else:
             self._finish(data)
 
-    def _finish(self, rest: bytes) -> None:
+    def _finish(self, rest: Data) -> None:
         head = self._head
         sink = self.sink
         assert head is not None and sink is not None
@@ -377,17 +388,18 @@ class KeepAlivePool:
         next_expiry = None
         now = self._clock.seconds()
         for idle in self._idle.values():
-            expired = 0
-            while expired < len(idle) and idle[expired][2] <= now:
-                expired += 1
-            closing = idle[:expired]
-            del idle[:expired]
+            # Expiry times are in order unless idle timeouts differ (a
+            # reload changed them), so look at every entry.
+            closing = [entry for entry in idle if entry[2] <= now]
+            if closing:
+                idle[:] = [entry for entry in idle if entry[2] > now]
             for connection, _, _ in closing:
                 connection.on_idle_lost = None
                 if connection.transport is not None:
                     connection.transport.loseConnection()
-            if idle and (next_expiry is None or idle[0][2] < next_expiry):
-                next_expiry = idle[0][2]
+            for entry in idle:
+                if next_expiry is None or entry[2] < next_expiry:
+                    next_expiry = entry[2]
         if next_expiry is not None:
             self._sweep = self._clock.callLater(
                 max(next_expiry - now, 0.0), self._expire

@@ -336,15 +336,6 @@ def test_shorter_idle_timeout_brings_the_sweep_forward(
     assert sweep.getTime() == 30.0
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "KeepAlivePool._expire only closes the expired prefix of a backend's "
-        "list, which is in put order, not expiry order: a connection put with "
-        "a shorter idle_timeout after a longer-lived one on the same backend "
-        "stays open until the older one expires"
-    ),
-)
 def test_shorter_idle_timeout_on_the_same_backend_expires_on_time(
     clock: Clock, pool: KeepAlivePool, backend: Backend
 ) -> None:
