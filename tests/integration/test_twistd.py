@@ -16,6 +16,8 @@ import pytest
 from tests.integration.helpers import (
     MIB,
     ROOT,
+    TWISTD,
+    RunningProxy,
     StallingSender,
     drain,
     free_port,
@@ -308,3 +310,66 @@ def test_http_example_runs_with_demo_backends(tmp_path: Path) -> None:
     assert web.getheader("Via") == "1.1 rproxy"
     log = (tmp_path / "access.log").read_text().splitlines()
     assert len(log) == 2 and '"GET /api/users HTTP/1.1" 200' in log[1]
+
+
+def _exchange_through(port: int, backend: socket.socket) -> tuple[bytes, bytes]:
+    """One round trip client -> proxy on C{port} -> C{backend} and back:
+    (what the backend got, what the client got)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=20) as client:
+        conn, _ = backend.accept()
+        with conn:
+            client.sendall(b"ping")
+            got = conn.recv(100)
+            conn.sendall(b"pong")
+            return got, client.recv(100)
+
+
+def test_twistd_rproxy_runs_on_proxy_reactor(tmp_path: Path) -> None:
+    """Without -r, twistd rproxy installs ProxyReactor, says so at startup,
+    and proxies on it."""
+    backend = socket.create_server(("127.0.0.1", 0))
+    config = tmp_path / "rproxy.toml"
+    config.write_text(
+        tcp_config([backend.getsockname()[1]], extra='[pools.p.health]\ncheck = "none"')
+    )
+    running = start_proxy(config)
+    try:
+        exchanged = _exchange_through(running.ports["front"], backend)
+    finally:
+        output = running.stop()
+        backend.close()
+    assert "reactor class: rproxy._reactor.ProxyReactor." in output
+    assert exchanged == (b"ping", b"pong")
+
+
+def test_twistd_reactor_option_overrides_proxy_reactor(tmp_path: Path) -> None:
+    """twistd -r poll rproxy keeps the reactor chosen with -r and proxies on
+    it."""
+    backend = socket.create_server(("127.0.0.1", 0))
+    port = free_port()
+    config = tmp_path / "rproxy.toml"
+    config.write_text(
+        tcp_config(
+            [backend.getsockname()[1]], extra='[pools.p.health]\ncheck = "none"'
+        ).replace("tcp:0:", f"tcp:{port}:")
+    )
+    # -r goes before the subcommand, where start_proxy cannot put it.
+    args = [*TWISTD, "-r", "poll", "-n", "--pidfile=", "rproxy", "--config"]
+    process = subprocess.Popen(
+        [*args, str(config)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=python_env(),
+        cwd=str(tmp_path),
+    )
+    running = RunningProxy(process)
+    try:
+        reactor_line = running.wait_for("reactor class:")
+        running.wait_for(f"listener front on tcp:{port}:")
+        exchanged = _exchange_through(port, backend)
+    finally:
+        running.stop()
+        backend.close()
+    assert "reactor class: twisted.internet.pollreactor.PollReactor." in reactor_line
+    assert exchanged == (b"ping", b"pong")
