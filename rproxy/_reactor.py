@@ -21,42 +21,74 @@ from __future__ import annotations
 
 import errno
 import sys
+from typing import Any
 
-from twisted.internet.epollreactor import EPollReactor
+from twisted.python import log
 
 __all__ = ["ProxyReactor", "install", "install_if_unset"]
 
-
-class ProxyReactor(EPollReactor):
-    """
-    L{EPollReactor} without the legacy log context around each event.
-    """
-
-    def doPoll(self, timeout: float | None) -> None:  # noqa: N802
-        if timeout is None:
-            timeout = -1
-        try:
-            events = self._poller.poll(timeout, len(self._selectables))
-        except OSError as error:
-            if error.errno == errno.EINTR:
-                return
-            raise
-        selectable_for = self._selectables.get
-        dispatch = self._doReadOrWrite
-        for fd, event in events:
-            selectable = selectable_for(fd)
-            if selectable is not None:
-                dispatch(selectable, fd, event)
-
-    doIteration = doPoll  # noqa: N815
+try:
+    from twisted.internet.epollreactor import EPollReactor
+except ImportError:  # no epoll on this platform: ProxyReactor is None
+    _Base: Any = None
+else:
+    _Base = EPollReactor
 
 
-def install() -> ProxyReactor:
+def _make_class() -> Any:
+    if _Base is None:
+        return None
+
+    class ProxyReactor(_Base):  # type: ignore[misc]
+        """
+        L{EPollReactor} without the legacy log context around each event.
+        """
+
+        def doPoll(self, timeout: float | None) -> None:  # noqa: N802
+            if timeout is None:
+                timeout = -1
+            try:
+                events = self._poller.poll(timeout, len(self._selectables))
+            except OSError as error:
+                if error.errno == errno.EINTR:
+                    return
+                raise
+            selectable_for = self._selectables.get
+            dispatch = self._doReadOrWrite
+            for fd, event in events:
+                selectable = selectable_for(fd)
+                if selectable is None:
+                    continue
+                try:
+                    dispatch(selectable, fd, event)
+                except KeyboardInterrupt:
+                    raise
+                except BaseException:
+                    # What escapes _doReadOrWrite (a connectionLost that
+                    # raised) is logged; the other ready descriptors are
+                    # still served, as callWithLogger allowed.
+                    log.err(None, f"error while handling {selectable!r}")
+
+        doIteration = doPoll  # noqa: N815
+
+    return ProxyReactor
+
+
+#: L{EPollReactor} without the per-event log context, or C{None} where this
+#: platform has no epoll.
+ProxyReactor = _make_class()
+
+
+def install() -> Any:
     """
     Install a L{ProxyReactor} as the global reactor and return it.
+
+    @raise RuntimeError: this platform has no epoll.
     """
     from twisted.internet.main import installReactor
 
+    if ProxyReactor is None:
+        raise RuntimeError("ProxyReactor needs epoll")
     reactor = ProxyReactor()
     installReactor(reactor)
     return reactor
@@ -67,13 +99,7 @@ def install_if_unset() -> bool:
     Install L{ProxyReactor} if no reactor is installed yet and this platform
     has epoll; say whether it was installed.
     """
-    if "twisted.internet.reactor" in sys.modules:
-        return False
-    try:
-        import select
-
-        select.epoll  # noqa: B018
-    except AttributeError:
+    if "twisted.internet.reactor" in sys.modules or ProxyReactor is None:
         return False
     install()
     return True

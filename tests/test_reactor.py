@@ -322,15 +322,7 @@ def fresh_reactor(kind: type[EPollReactor]) -> Iterator[EPollReactor]:
     "kind",
     [
         EPollReactor,
-        pytest.param(
-            ProxyReactor,
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason="ProxyReactor.doPoll lets an exception from a "
-                "descriptor's connectionLost escape doPoll, skipping the rest "
-                "of the poll's events (EPollReactor's callWithLogger logs it)",
-            ),
-        ),
+        ProxyReactor,
     ],
 )
 def test_exception_in_connection_lost_is_logged_and_the_poll_goes_on(
@@ -416,13 +408,6 @@ def test_install_if_unset_keeps_an_installed_reactor(
     assert _run_python(f"{setup}\n{_REPORT}") == ["False", "False", reactor_class]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="rproxy._reactor imports twisted.internet.epollreactor at module "
-    "level, which raises ImportError where select.epoll is missing, so "
-    "rproxy._reactor (and rproxy.tap, which imports it) cannot be imported "
-    "there and install_if_unset's own select.epoll check is never reached",
-)
 def test_install_if_unset_installs_nothing_without_epoll() -> None:
     """On a platform without epoll, install_if_unset returns False and leaves
     the choice of reactor to Twisted."""
