@@ -54,9 +54,15 @@ def request_head(
     if head.host is None and policy.preserve_host:
         headers.insert(0, (b"Host", backend_address))
     lines = [head.method + b" " + target + b" HTTP/1.1"]
-    lines.extend(
-        name + b": " + value for name, value in headers if name.lower() not in _FRAMING
-    )
+    if head.body == "none" and head.content_length is None:
+        # The client sent no framing field (parsing would have noted it).
+        lines.extend(map(b": ".join, headers))
+    else:
+        lines.extend(
+            name + b": " + value
+            for name, value in headers
+            if name.lower() not in _FRAMING
+        )
     if head.body == "chunked":
         lines.append(b"Transfer-Encoding: chunked")
     elif head.content_length is not None:
@@ -113,10 +119,14 @@ def response_head(
             drop_te = True
     headers = forward_response_headers(head.headers, remove=remove, via=via)
     lines = [b"HTTP/1.1 %d %s" % (head.status, head.reason)]
-    for name, value in headers:
-        if drop_te and name.lower() == b"transfer-encoding":
-            continue
-        lines.append(name + b": " + value)
+    if drop_te:
+        lines.extend(
+            name + b": " + value
+            for name, value in headers
+            if name.lower() != b"transfer-encoding"
+        )
+    else:
+        lines.extend(map(b": ".join, headers))
     if chunk_out and head.body == "close":
         lines.append(b"Transfer-Encoding: chunked")
     if not keep_alive:
