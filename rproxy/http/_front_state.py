@@ -1,0 +1,172 @@
+"""The state one HTTP client connection keeps, per connection and per
+request, shared by the parts of L{rproxy.http.server.HTTPFrontProtocol}.
+
+The front protocol is split by concern into this base, the backend side of
+an exchange (L{rproxy.http._backend_side}) and the response side
+(L{rproxy.http._response_side}); each part is a class the protocol inherits,
+so a request costs no extra objects or indirection on the hot path.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from twisted.internet.interfaces import IDelayedCall
+from twisted.internet.protocol import Protocol
+
+from rproxy._fastwrite import Data
+from rproxy.accesslog import access_events
+from rproxy.backends import Backend, Pool
+from rproxy.http._tunnel import Tunnel
+from rproxy.http.chunked import ChunkedDecoder
+from rproxy.http.framing import RequestHead
+from rproxy.http.messages import header
+from rproxy.http.upstream import UpstreamProtocol
+
+if TYPE_CHECKING:
+    from rproxy.http.listener import HTTPProxyFactory
+
+#: methods whose request may be sent again after a backend failed mid-way.
+IDEMPOTENT = frozenset({b"GET", b"HEAD", b"OPTIONS", b"TRACE", b"PUT", b"DELETE"})
+
+#: where a connection is: reading a request head, sending a request body,
+#: waiting for (or relaying) the response, tunnelling after a 101, closed.
+HEAD, BODY, WAIT, TUNNEL, CLOSED = range(5)
+
+
+def end_stream(consumer: Any, resume: bool = True) -> None:
+    """
+    End the body that was streaming into C{consumer}, if any, and let its
+    producer read again: backpressure may have paused it, and
+    unregistering does not resume it (a pooled backend connection left
+    paused would never read its next response).
+    """
+    producer = getattr(consumer, "producer", None)
+    if consumer is None or producer is None:
+        return
+    consumer.unregisterProducer()
+    if resume:
+        producer.resumeProducing()
+
+
+class FrontState(Protocol):
+    """
+    A client connection's state and the small operations every part of the
+    front protocol uses.  Not used on its own.
+    """
+
+    _last_io: float
+    _since: float
+    _upstream_started: float
+
+    def __init__(self, factory: HTTPProxyFactory):
+        self.factory = factory
+        self.settings = factory.settings
+        self.clock = factory.clock
+        self.client = ""
+        self._buffer = bytearray()
+        self._search_from = 0
+        self._state = HEAD
+        self._timer: IDelayedCall | None = None
+        self._tunnel: Tunnel | None = None
+        #: response bytes gathered while one read from the backend is handled,
+        #: sent in one go (a head and a small body in one packet).
+        self._out: list[Data] = []
+        self._idle_wait = False
+        self._closing = False
+        self._paused = False
+        self._new_exchange()
+
+    def _new_exchange(self) -> None:
+        self.request: RequestHead | None = None
+        self.target = b""
+        self.pool: Pool | None = None
+        self.backend: Backend | None = None
+        self.upstream: UpstreamProtocol | None = None
+        self.tried: list[Backend] = []
+        self.status: int | str = "-"
+        self.bytes_in = 0
+        self.bytes_out = 0
+        self.started = 0.0
+        self.upstream_time: float | None = None
+        self._from_pool = False
+        self._holding = False
+        self._connecting: Any = None
+        self._response_started = False
+        self._sent_continue = False
+        self._chunk_out = False
+        self._keep_client = True
+        self._trailers: list[tuple[bytes, bytes]] = []
+        self._body_left = 0
+        self._decoder: ChunkedDecoder | None = None
+
+    def _pause(self) -> None:
+        if not self._paused:
+            self._paused = True
+            self.transport.pauseProducing()  # type: ignore[union-attr]
+
+    def _resume(self) -> None:
+        if self._paused:
+            self._paused = False
+            self.transport.resumeProducing()  # type: ignore[union-attr]
+
+    def _cancel_timer(self) -> None:
+        if self._timer is not None and self._timer.active():
+            self._timer.cancel()
+        self._timer = None
+
+    def _drop_upstream(self) -> None:
+        upstream = self.upstream
+        self.upstream = None
+        if upstream is not None:
+            upstream.release_timeout()
+        self._release_backend()
+
+    def _release_backend(self) -> None:
+        if self._holding and self.pool is not None and self.backend is not None:
+            self._holding = False
+            self.pool.release(self.backend)
+
+    def _emit(self) -> None:
+        request = self.request
+        if not access_events.active or (request is None and self.status == "-"):
+            self.request = None
+            return
+        access_events.emit(
+            "{client} {method} {path} {status}",
+            client=self.client,
+            listener=self.settings.listener,
+            protocol="http",
+            method=request.method.decode("latin-1") if request else None,
+            path=request.target.decode("latin-1") if request else None,
+            version=f"HTTP/{request.version[0]}.{request.version[1]}"
+            if request
+            else None,
+            status=self.status,
+            bytes_in=self.bytes_in,
+            bytes_out=self.bytes_out,
+            pool=self.pool.name if self.pool else None,
+            backend=self.backend.name if self.backend else None,
+            upstream_time=self.upstream_time,
+            duration=self.clock.seconds() - self.started,
+            referer=header(request.headers, b"referer") if request else None,
+            user_agent=header(request.headers, b"user-agent") if request else None,
+        )
+        self.request = None
+
+    # Defined by HTTPFrontProtocol ----------------------------------------
+
+    def _reject(self, status: int) -> None:
+        raise NotImplementedError
+
+    def _close(self) -> None:
+        raise NotImplementedError
+
+    def _abort(self) -> None:
+        raise NotImplementedError
+
+    def _read_head(self) -> None:
+        raise NotImplementedError
+
+    def _end_tunnel(self) -> None:
+        raise NotImplementedError

@@ -1,0 +1,185 @@
+"""The response side of an HTTP exchange: what the backend connection
+reports (L{rproxy.http.upstream.IResponseSink}) relayed to the client, and the
+raw tunnel after a 101."""
+
+from __future__ import annotations
+
+from rproxy._fastwrite import Data, send_parts
+from rproxy.http._front_state import (
+    BODY,
+    CLOSED,
+    HEAD,
+    TUNNEL,
+    FrontState,
+    end_stream,
+)
+from rproxy.http._tunnel import Tunnel
+from rproxy.http.chunked import encode_chunk, encode_last_chunk
+from rproxy.http.framing import ResponseHead
+from rproxy.http.messages import response_head, response_trailers, switching_head
+
+_CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+
+
+class ResponseSide(FrontState):
+    """
+    The part of L{rproxy.http.server.HTTPFrontProtocol} that relays a
+    backend's response (it is the L{IResponseSink} of the exchange).
+    """
+
+    def interim_response(self, head: ResponseHead) -> None:
+        request = self.request
+        self._last_io = self.clock.seconds()
+        if (
+            head.status == 100
+            and request is not None
+            and request.expect_continue
+            and request.version >= (1, 1)
+            and not self._sent_continue
+        ):
+            self._sent_continue = True
+            self.transport.write(_CONTINUE)  # type: ignore[union-attr]
+
+    def response_head(self, head: ResponseHead) -> None:
+        self._last_io = self.clock.seconds()
+        request = self.request
+        assert request is not None
+        self.status = head.status
+        self.upstream_time = self.clock.seconds() - self._upstream_started
+        settings = self.settings
+        data, self._chunk_out, self._keep_client = response_head(
+            head,
+            request,
+            keep_alive=request.keep_alive and not self._closing,
+            remove=settings.remove_response_headers,
+            via=settings.policy.via,
+        )
+        transport = self.transport
+        assert transport is not None
+        self._out.append(data)
+        self._response_started = True
+
+    def response_body(self, data: Data) -> None:
+        self.bytes_out += len(data)
+        self._last_io = self.clock.seconds()
+        self._out.append(encode_chunk(data) if self._chunk_out else data)
+
+    def flush_output(self) -> None:
+        """
+        Send what the last read from the backend produced.
+        """
+        out = self._out
+        if not out:
+            return
+        transport = self.transport
+        sent = send_parts(transport, out)
+        out.clear()
+        if not sent and self._state != CLOSED:
+            # The client is slower than the backend: from now on the
+            # backend connection is paused whenever the client's buffer is
+            # full (registered only now, as most responses never need it).
+            upstream = self.upstream
+            if (
+                upstream is not None
+                and upstream.transport is not None
+                and getattr(transport, "producer", None) is None
+            ):
+                transport.registerProducer(upstream.transport, True)  # type: ignore[union-attr]
+
+    def response_trailers(self, headers: list[tuple[bytes, bytes]]) -> None:
+        request = self.request
+        if request is not None and request.te_trailers:
+            self._trailers = response_trailers(
+                headers, remove=self.settings.remove_response_headers
+            )
+
+    def response_end(self) -> None:
+        transport = self.transport
+        assert transport is not None
+        if self._chunk_out:
+            self._out.append(encode_last_chunk(self._trailers))
+        self.flush_output()
+        end_stream(transport)
+        upstream = self.upstream
+        self.upstream = None
+        self._release_backend()
+        still_sending = self._state == BODY
+        if upstream is not None:
+            if still_sending:
+                # The backend answered before the request body was all sent:
+                # neither connection can carry another request.
+                upstream.reusable = False
+                end_stream(upstream.transport, resume=False)
+            max_idle, idle_timeout = self.settings.keep_alive_for(
+                self.pool.name if self.pool is not None else ""
+            )
+            self.factory.keep_alive.put(upstream, max_idle, idle_timeout)
+        self._emit()
+        keep = self._keep_client and not still_sending
+        self._new_exchange()
+        if not keep or self._closing:
+            self._state = CLOSED
+            self._close()
+            return
+        self._state = HEAD
+        self._resume()
+        self._since = self.clock.seconds()
+        if self._buffer:
+            self._idle_wait = False
+            self._read_head()
+        else:
+            self._idle_wait = True
+
+    def switched(self, head: ResponseHead, rest: bytes) -> None:
+        """
+        The backend switched protocols: pass the 101 on and relay raw bytes
+        both ways until either side closes or the tunnel is idle too long.
+        """
+        self._cancel_timer()
+        self.status = 101
+        self.upstream_time = self.clock.seconds() - self._upstream_started
+        settings = self.settings
+        transport, upstream = self.transport, self.upstream
+        assert transport is not None and upstream is not None
+        transport.write(
+            switching_head(
+                head, remove=settings.remove_response_headers, via=settings.policy.via
+            )
+        )
+        self._state = TUNNEL
+        self._response_started = True
+        early = bytes(self._buffer)
+        self._buffer.clear()
+        end_stream(upstream.transport, resume=False)
+        self._tunnel = Tunnel(
+            transport, upstream, self.clock, settings.tunnel_timeout, self._tunnel_idle
+        )
+        self._tunnel.start(early, rest)
+        self._resume()
+
+    def tunnel_data(self, data: bytes) -> None:
+        if self._tunnel is not None:
+            self._tunnel.from_backend(data)
+
+    def tunnel_closed(self) -> None:
+        upstream, self.upstream = self.upstream, None
+        if upstream is not None:
+            end_stream(upstream.transport, resume=False)
+        self._end_tunnel()
+        self._release_backend()
+        if self._state != CLOSED:
+            self._emit()
+            self._close()
+
+    def _end_tunnel(self) -> None:
+        tunnel, self._tunnel = self._tunnel, None
+        if tunnel is not None:
+            tunnel.stop()
+            self.bytes_in += tunnel.bytes_in
+            self.bytes_out += tunnel.bytes_out
+
+    def _tunnel_idle(self) -> None:
+        self._end_tunnel()
+        self._drop_upstream()
+        self._emit()
+        self._abort()
