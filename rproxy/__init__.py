@@ -8,6 +8,8 @@ of the package is private.  A TCP load balancer in a few lines::
     serverFromString(reactor, "tcp:8000").listen(TCPProxyFactory(pool, reactor))
 """
 
+from rproxy._reactor import ProxyReactor
+from rproxy._reactor import install as install_reactor
 from rproxy.accesslog import AccessEvents, AccessLog, access_events
 from rproxy.backends import AdminState, Backend, BackendState, Pool, Registry
 from rproxy.balancing import (
@@ -49,6 +51,7 @@ __all__ = [
     "LeastConnections",
     "Limits",
     "Pool",
+    "ProxyReactor",
     "ProxyService",
     "Registry",
     "RoundRobin",
@@ -59,6 +62,7 @@ __all__ = [
     "TCPProxyFactory",
     "TwoRandomChoices",
     "access_events",
+    "install_reactor",
     "load_config",
     "make_balancer",
 ]

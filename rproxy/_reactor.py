@@ -71,6 +71,7 @@ def _make_class() -> Any:
 
         doIteration = doPoll  # noqa: N815
 
+    ProxyReactor.__qualname__ = "ProxyReactor"
     return ProxyReactor
 
 
