@@ -137,6 +137,13 @@ class UpstreamProtocol(Protocol):
             return
         if sink is None:
             # Nothing was asked: a backend talking out of turn is not reused.
+            # It leaves the keep-alive pool now, not when its connectionLost
+            # arrives (a reactor turn later), so it is never handed out.
+            self.connected_ = False
+            self.reusable = False
+            lost, self.on_idle_lost = self.on_idle_lost, None
+            if lost is not None:
+                lost(self)
             self.transport.loseConnection()  # type: ignore[union-attr]
             return
         self.received_any = True

@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 from twisted.internet.error import ConnectionDone, ConnectionLost
 from twisted.internet.task import Clock
+from twisted.internet.testing import StringTransport
 from twisted.python.failure import Failure
 
 from rproxy.backends import Backend
@@ -363,6 +364,29 @@ def test_connection_lost_while_idle_leaves_the_pool(
     assert pool.idle_count(backend) == 1
     assert pool.take(backend) is older
     assert pool.take(backend) is None
+
+
+def test_stray_bytes_on_an_idle_connection_take_it_out_of_the_pool(
+    pool: KeepAlivePool, backend: Backend
+) -> None:
+    """An idle connection that receives bytes nobody asked for is closed and
+    never handed out again, even before its connectionLost arrives."""
+    older, _ = upstream(backend)
+    pool.put(older)
+    talker = UpstreamProtocol(backend)
+    # A StringTransport: loseConnection does not call connectionLost, as a
+    # real socket's does only on a later reactor turn.
+    talker_transport = StringTransport()
+    talker.makeConnection(talker_transport)
+    talker.reusable = True
+    pool.put(talker)
+    talker.dataReceived(b"HTTP/1.1 200 OK\r\n\r\n")
+    assert talker_transport.disconnecting
+    assert pool.idle_count(backend) == 1
+    assert pool.take(backend) is older
+    assert pool.take(backend) is None
+    talker.connectionLost(Failure(ConnectionDone()))
+    assert pool.idle_count(backend) == 0
 
 
 def test_close_all_closes_idle_connections_and_cancels_the_timer(
