@@ -310,10 +310,15 @@ class StallingSender:
     Sends C{total} pseudo-random bytes on a socket, noticing when the peer
     (the proxy) takes nothing for 2 s: it then records how much it had sent,
     sets C{stalled} and waits for C{resume} before sending the rest.
+
+    With C{chunk_size}, the bytes go out in chunked coding, in chunks of
+    that size, ending with the last chunk; C{digest} stays the payload's and
+    C{sent} counts bytes on the wire.
     """
 
-    def __init__(self, total: int) -> None:
+    def __init__(self, total: int, chunk_size: int = 0) -> None:
         self.total = total
+        self.chunk_size = chunk_size
         self.sent = 0
         self.digest = hashlib.sha256()
         self.stalled = threading.Event()
@@ -323,10 +328,8 @@ class StallingSender:
     def send(self, conn: socket.socket) -> None:
         block = os.urandom(MIB)
         conn.setblocking(False)
-        for index in range(self.total // MIB):
-            chunk = index.to_bytes(8, "big") + block[8:]
-            self.digest.update(chunk)
-            view = memoryview(chunk)
+        for piece in self._pieces(block):
+            view = memoryview(piece)
             while view:
                 if not self.stalled.is_set():
                     _, writable, _ = select.select([], [conn], [], 2.0)
@@ -344,6 +347,24 @@ class StallingSender:
                 view = view[n:]
                 self.sent += n
         self.stalled.set()
+
+    def _pieces(self, block: bytes) -> Iterator[bytes]:
+        """What goes on the wire, a MiB of payload at a time."""
+        size = self.chunk_size
+        for index in range(self.total // MIB):
+            chunk = index.to_bytes(8, "big") + block[8:]
+            self.digest.update(chunk)
+            if not size:
+                yield chunk
+                continue
+            view = memoryview(chunk)
+            parts: list[bytes | memoryview] = []
+            for start in range(0, MIB, size):
+                part = view[start : start + size]
+                parts += [b"%x\r\n" % len(part), part, b"\r\n"]
+            yield b"".join(parts)
+        if size:
+            yield b"0\r\n\r\n"
 
 
 def read_head(conn: socket.socket) -> tuple[bytes, bytes]:
