@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from typing import cast
 
+from twisted.internet import defer, error
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
@@ -31,6 +32,10 @@ log = Logger(namespace="rproxy.http")
 #: (backends' own keep-alive timeouts can be as short as two seconds).
 FRESH_REUSE = 1.0
 
+#: how a connect that took too long fails: our own timeout on the connect
+#: Deferred, or the endpoint's.
+_CONNECT_TIMEOUTS = (defer.TimeoutError, error.TimeoutError)
+
 
 class BackendSide(FrontState):
     """
@@ -45,14 +50,22 @@ class BackendSide(FrontState):
             return value.decode("latin-1") if value is not None else None
         return self.client
 
-    def _connect(self) -> None:
+    def _connect(self, failed: int = 502) -> None:
+        """
+        Send the request to the next backend the pool gives, reusing an idle
+        connection to it if there is one.
+
+        @param failed: the answer if no backend is left to try after a
+            failure: 502, or 504 when the last connect timed out (as nginx
+            answers).  With nothing tried, no backend was up: 503.
+        """
         pool = self.pool
         assert pool is not None
         backend = None
         if len(self.tried) < pool.connect_tries:
             backend = pool.pick(self._hash_key(pool), self.tried)
         if backend is None:
-            self._reject(503 if not self.tried else 502)
+            self._reject(503 if not self.tried else failed)
             return
         self.tried.append(backend)
         self.backend = backend
@@ -99,7 +112,7 @@ class BackendSide(FrontState):
             reason=reason,
         )
         pool.report_failure(backend, reason)
-        self._connect()
+        self._connect(504 if failure.check(*_CONNECT_TIMEOUTS) else 502)
 
     def _bug(self, failure: Failure) -> None:
         log.failure("bug in the HTTP proxy; closing the connection", failure)

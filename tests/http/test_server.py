@@ -11,6 +11,7 @@ from twisted.internet.error import (
     ConnectionLost,
     ConnectionRefusedError,
 )
+from twisted.internet.error import TimeoutError as TCPTimeoutError
 from twisted.internet.task import Clock
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
@@ -183,6 +184,61 @@ class ServerTests(_ServerCase):
         self.endpoints.last.protocol.dataReceived(b"HTTP/1.1 204 No Content\r\n\r\n")
         self.assertTrue(transport.value().startswith(b"HTTP/1.1 204 No Content\r\n"))
         self.assertEqual(self.backend.failures_total, 1)
+
+
+class ConnectFailureStatusTests(_ServerCase):
+    """What the client gets when no connect to a backend succeeded."""
+
+    def request(self) -> HalfCloseTransport:
+        proto, transport = self.client()
+        proto.dataReceived(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+        return transport
+
+    def test_connect_timeout_is_504(self) -> None:
+        """A connect that does not complete within the connect timeout gets
+        the client a 504, as nginx answers, and is cancelled."""
+        transport = self.request()
+        self.clock.advance(4.9)
+        self.assertEqual(transport.value(), b"")
+        self.clock.advance(0.1)
+        self.assertTrue(self.endpoints.last.cancelled)
+        self.assertTrue(transport.value().startswith(b"HTTP/1.1 504 "))
+        self.assertEqual(self.backend.failures_total, 1)
+
+    def test_endpoint_timeout_is_504(self) -> None:
+        """An endpoint's own connect timeout is a timeout too."""
+        transport = self.request()
+        self.endpoints.last.fail(TCPTimeoutError())
+        self.assertTrue(transport.value().startswith(b"HTTP/1.1 504 "))
+
+    def test_refused_is_502(self) -> None:
+        """A refused connect gets the client a 502."""
+        transport = self.request()
+        self.endpoints.last.fail(ConnectionRefusedError())
+        self.assertTrue(transport.value().startswith(b"HTTP/1.1 502 "))
+
+    def test_the_last_failure_decides(self) -> None:
+        """After a timeout then a refusal the answer is 502; after a refusal
+        then a timeout, 504."""
+        self.pool.add(Backend("127.0.0.1", 8002))
+        for first, second, status in (
+            (TCPTimeoutError(), ConnectionRefusedError(), 502),
+            (ConnectionRefusedError(), TCPTimeoutError(), 504),
+        ):
+            transport = self.request()
+            self.endpoints.last.fail(first)
+            self.endpoints.last.fail(second)
+            self.assertTrue(
+                transport.value().startswith(b"HTTP/1.1 %d " % status),
+                transport.value(),
+            )
+
+    def test_no_healthy_backend_is_503(self) -> None:
+        """With every backend down nothing is tried and the answer is 503."""
+        self.pool.mark_down(self.backend, "test")
+        transport = self.request()
+        self.assertEqual(self.endpoints.attempts, [])
+        self.assertTrue(transport.value().startswith(b"HTTP/1.1 503 "))
 
 
 class UpgradeAndContinueTests(_ServerCase):
