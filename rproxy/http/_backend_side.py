@@ -120,9 +120,11 @@ class BackendSide(FrontState):
             self.transport.abortConnection()  # type: ignore[attr-defined]
 
     def _attach(self, upstream: UpstreamProtocol) -> None:
-        head, pool, backend = self.request, self.pool, self.backend
-        assert head is not None and pool is not None and backend is not None
-        pool.report_success(backend)
+        # Success is reported to the pool when the response has come
+        # (ResponseSide), not here: a backend that accepts connections but
+        # answers garbage, resets or never answers must run up failures.
+        head, backend = self.request, self.backend
+        assert head is not None and backend is not None
         self.upstream = upstream
         # The whole protocol is the sink: ResponseSide is the other part of it.
         upstream.start(

@@ -103,6 +103,11 @@ class ResponseSide(FrontState):
         upstream = self.upstream
         self.upstream = None
         self._release_backend()
+        pool = self.pool
+        assert pool is not None and self.backend is not None
+        # A whole response: the backend's run of failures (connects, resets,
+        # garbage, timeouts) is over.
+        pool.report_success(self.backend)
         still_sending = self._state == BODY
         if upstream is not None:
             if still_sending:
@@ -110,9 +115,7 @@ class ResponseSide(FrontState):
                 # neither connection can carry another request.
                 upstream.reusable = False
                 end_stream(upstream.transport, resume=False)
-            max_idle, idle_timeout = self.settings.keep_alive_for(
-                self.pool.name if self.pool is not None else ""
-            )
+            max_idle, idle_timeout = self.settings.keep_alive_for(pool.name)
             self.factory.keep_alive.put(upstream, max_idle, idle_timeout)
         self._emit()
         keep = self._keep_client and not still_sending
@@ -136,6 +139,9 @@ class ResponseSide(FrontState):
         both ways until either side closes or the tunnel is idle too long.
         """
         self._cancel_timer()
+        pool, backend = self.pool, self.backend
+        assert pool is not None and backend is not None
+        pool.report_success(backend)
         self.status = 101
         self.upstream_time = self.clock.seconds() - self._upstream_started
         settings = self.settings

@@ -3,6 +3,8 @@ a Clock."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import attrs
 import pytest
 from twisted.internet.address import IPv4Address
@@ -20,7 +22,13 @@ from rproxy.backends import Backend, Pool, Registry
 from rproxy.http.listener import HTTPProxyFactory, HTTPSettings
 from rproxy.http.routing import Route, Router
 from rproxy.http.server import HTTPFrontProtocol
-from tests.fakes import FakeEndpoints, HalfCloseTransport, captured_access, connect
+from tests.fakes import (
+    Attempt,
+    FakeEndpoints,
+    HalfCloseTransport,
+    captured_access,
+    connect,
+)
 
 BAD_REQUESTS = [
     pytest.param(b"GET /\r\n\r\n", 400, id="http-0.9"),
@@ -239,6 +247,75 @@ class ConnectFailureStatusTests(_ServerCase):
         transport = self.request()
         self.assertEqual(self.endpoints.attempts, [])
         self.assertTrue(transport.value().startswith(b"HTTP/1.1 503 "))
+
+
+class PassiveHealthTests(_ServerCase):
+    """HTTP failures count against a backend: after the pool's fall of
+    them in a row it is marked down and traffic goes elsewhere."""
+
+    def setUp(self) -> None:
+        super().setUp()
+        self.other = Backend("127.0.0.1", 8002)
+        self.pool.add(self.other)
+
+    def eject(self, misbehave: Callable[[Attempt], None]) -> None:
+        """
+        Send requests, each on its own connection, the first backend
+        misbehaving as C{misbehave} makes it and the other answering, until
+        the first is marked down; then check the next one goes to the other.
+        """
+        bad, good = self.backend, self.other
+        for _ in range(2 * self.pool.fall):
+            if not bad.healthy:
+                break
+            proto, transport = self.client()
+            proto.dataReceived(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+            attempt = self.endpoints.last
+            attempt.succeed()
+            if attempt.backend is bad:
+                misbehave(attempt)
+                self.assertTrue(transport.disconnecting)
+            else:
+                attempt.protocol.dataReceived(
+                    b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+                )
+                self.assertTrue(transport.value().startswith(b"HTTP/1.1 200 "))
+                transport.loseConnection()
+        self.assertFalse(bad.healthy)
+        self.assertEqual(bad.failures_total, self.pool.fall)
+        self.assertEqual(good.failures_total, 0)
+        proto, transport = self.client()
+        proto.dataReceived(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+        self.assertIs(self.endpoints.last.backend, good)
+        transport.loseConnection()
+
+    def test_garbage_responses_mark_a_backend_down(self) -> None:
+        """A backend answering something that is not HTTP is ejected."""
+
+        def garbage(attempt: Attempt) -> None:
+            attempt.protocol.dataReceived(b"SSH-2.0-OpenSSH\r\n\r\n")
+
+        self.eject(garbage)
+
+    def test_resets_mid_response_mark_a_backend_down(self) -> None:
+        """A backend resetting its connection mid-response is ejected."""
+
+        def reset(attempt: Attempt) -> None:
+            attempt.protocol.dataReceived(
+                b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\npart"
+            )
+            assert attempt.transport is not None
+            attempt.transport.finish(Failure(ConnectionLost()))
+
+        self.eject(reset)
+
+    def test_response_timeouts_mark_a_backend_down(self) -> None:
+        """A backend that does not answer in time (504) is ejected."""
+
+        def silent(attempt: Attempt) -> None:
+            self.clock.advance(30)
+
+        self.eject(silent)
 
 
 class UpgradeAndContinueTests(_ServerCase):
