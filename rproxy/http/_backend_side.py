@@ -163,7 +163,7 @@ class BackendSide(FrontState):
             self.bytes_in += count
             upstream.write(data)
             if self._body_left == 0:
-                self._request_sent()
+                self._body_sent()
             return
         data = bytes(buffer)
         buffer.clear()
@@ -181,7 +181,7 @@ class BackendSide(FrontState):
             elif isinstance(event, End):
                 upstream.write(encode_last_chunk())
                 buffer[:0] = event.rest
-                self._request_sent()
+                self._body_sent()
                 return
 
     def _fail_request(self, status: int) -> None:
@@ -203,6 +203,11 @@ class BackendSide(FrontState):
             end_stream(self.upstream.transport, resume=not self._paused)
         if self._buffer and len(self._buffer) > self.settings.limits.max_head:
             self._pause()
+
+    def _body_sent(self) -> None:
+        self._request_sent()
+        if self._switch is not None:
+            self._complete_switch()
 
     def _exchange_timed_out(self) -> None:
         """

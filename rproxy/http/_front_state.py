@@ -19,7 +19,7 @@ from rproxy.accesslog import access_events
 from rproxy.backends import Backend, Pool
 from rproxy.http._tunnel import Tunnel
 from rproxy.http.chunked import ChunkedDecoder
-from rproxy.http.framing import RequestHead
+from rproxy.http.framing import RequestHead, ResponseHead
 from rproxy.http.messages import header
 from rproxy.http.upstream import UpstreamProtocol
 
@@ -69,6 +69,9 @@ class FrontState(Protocol):
         self._state = HEAD
         self._timer: IDelayedCall | None = None
         self._tunnel: Tunnel | None = None
+        #: a 101 that came before the request body was all sent: its head
+        #: and the backend's bytes after it, held until the body is through.
+        self._switch: tuple[ResponseHead, bytearray] | None = None
         #: response bytes gathered while one read from the backend is handled,
         #: sent in one go (a head and a small body in one packet).
         self._out: list[Data] = []
@@ -169,4 +172,7 @@ class FrontState(Protocol):
         raise NotImplementedError
 
     def _end_tunnel(self) -> None:
+        raise NotImplementedError
+
+    def _complete_switch(self) -> None:
         raise NotImplementedError

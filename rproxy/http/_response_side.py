@@ -137,13 +137,38 @@ class ResponseSide(FrontState):
         """
         The backend switched protocols: pass the 101 on and relay raw bytes
         both ways until either side closes or the tunnel is idle too long.
+
+        A 101 may come before the request body was all sent.  The client
+        still sends the rest of it before any byte of the new protocol, and
+        it must reach the backend framed as announced (a chunked body is
+        decoded and chunked again, so raw bytes would not do): the switch
+        waits for the body, and the backend connection is not read until
+        then.
         """
-        self._cancel_timer()
-        pool, backend = self.pool, self.backend
-        assert pool is not None and backend is not None
+        pool, backend, upstream = self.pool, self.backend, self.upstream
+        assert pool is not None and backend is not None and upstream is not None
         pool.report_success(backend)
-        self.status = 101
         self.upstream_time = self.clock.seconds() - self._upstream_started
+        if self._state == BODY:
+            self._switch = (head, bytearray(rest))
+            upstream.transport.pauseProducing()  # type: ignore[union-attr]
+            return
+        self._open_tunnel(head, rest)
+
+    def _complete_switch(self) -> None:
+        """
+        The request body that was still coming when the backend switched
+        protocols has all been sent: open the tunnel now.
+        """
+        switch, self._switch = self._switch, None
+        upstream = self.upstream
+        assert switch is not None and upstream is not None
+        upstream.transport.resumeProducing()  # type: ignore[union-attr]
+        self._open_tunnel(switch[0], bytes(switch[1]))
+
+    def _open_tunnel(self, head: ResponseHead, rest: bytes) -> None:
+        self._cancel_timer()
+        self.status = 101
         settings = self.settings
         transport, upstream = self.transport, self.upstream
         assert transport is not None and upstream is not None
@@ -166,11 +191,21 @@ class ResponseSide(FrontState):
     def tunnel_data(self, data: bytes) -> None:
         if self._tunnel is not None:
             self._tunnel.from_backend(data)
+        elif self._switch is not None:
+            self._switch[1].extend(data)  # held until the request body is sent
 
     def tunnel_closed(self) -> None:
         upstream, self.upstream = self.upstream, None
         if upstream is not None:
             end_stream(upstream.transport, resume=False)
+        if self._switch is not None:
+            # Switched, then gone before the request body was through: the
+            # client has seen nothing of it.
+            self._switch = None
+            self._release_backend()
+            if self._state != CLOSED:
+                self._reject(502)
+            return
         self._end_tunnel()
         self._release_backend()
         if self._state != CLOSED:

@@ -358,6 +358,125 @@ class UpgradeAndContinueTests(_ServerCase):
         self.assertTrue(transport.aborted and server.aborted)
         self.assertEqual(self.backend.active, 0)
 
+    def test_101_before_a_chunked_body_ended_waits_for_the_body(self) -> None:
+        """A 101 that arrives mid-body does not cut the body short: the rest
+        is re-chunked as announced, then the tunnel opens, with what the
+        backend sent meanwhile held until then."""
+        proto, transport = self.client()
+        server = self.exchange(
+            proto,
+            b"POST /up HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\n"
+            b"Upgrade: h2c\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhel",
+        )
+        self.assertTrue(server.value().endswith(b"\r\n\r\n3\r\nhel\r\n"))
+        upstream = self.endpoints.last.protocol
+        upstream.dataReceived(
+            b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: h2c\r\n"
+            b"Connection: Upgrade\r\n\r\nNEW"
+        )
+        upstream.dataReceived(b"MORE")
+        self.assertEqual(server.producerState, "paused")  # no more read
+        proto.dataReceived(b"lo\r\n0\r\n\r\nRAW")
+        self.assertTrue(
+            server.value().endswith(b"3\r\nhel\r\n2\r\nlo\r\n0\r\n\r\nRAW"),
+            server.value(),
+        )
+        self.assertTrue(
+            transport.value().startswith(b"HTTP/1.1 101 Switching Protocols\r\n")
+        )
+        self.assertTrue(transport.value().endswith(b"\r\n\r\nNEWMORE"))
+        self.assertEqual(server.producerState, "producing")
+        self.assertEqual(transport.producerState, "producing")
+        proto.dataReceived(b"after")
+        self.assertTrue(server.value().endswith(b"RAWafter"))
+        server.loseConnection()
+        self.assertTrue(transport.disconnecting)
+
+    def test_101_mid_body_leaves_the_client_reading(self) -> None:
+        """A client paused by a full backend connection when the 101 comes
+        reads again once its body is through and the tunnel is open."""
+        proto, transport = self.client()
+        server = self.exchange(
+            proto,
+            b"POST /up HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\n"
+            b"Upgrade: h2c\r\nContent-Length: 5\r\n\r\nhe",
+        )
+        self.assertIs(server.producer, transport)
+        server.producer.pauseProducing()  # the backend connection is full
+        self.endpoints.last.protocol.dataReceived(
+            b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: h2c\r\n"
+            b"Connection: Upgrade\r\n\r\n"
+        )
+        self.assertEqual(transport.producerState, "paused")
+        server.producer.resumeProducing()  # ... and drains
+        proto.dataReceived(b"lloRAW")
+        self.assertTrue(server.value().endswith(b"\r\n\r\nhelloRAW"))
+        self.assertEqual(transport.producerState, "producing")
+        self.assertTrue(transport.value().startswith(b"HTTP/1.1 101 "))
+        self.assertIs(server.producer, transport)
+        self.assertIs(transport.producer, server)
+        transport.loseConnection()
+
+    def test_a_stalled_body_after_a_101_is_408(self) -> None:
+        """A client that stops sending its body after the backend switched
+        gets 408 and the backend connection is dropped without blame."""
+        proto, transport = self.client()
+        server = self.exchange(
+            proto,
+            b"POST /up HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\n"
+            b"Upgrade: h2c\r\nContent-Length: 5\r\n\r\nhe",
+        )
+        self.endpoints.last.protocol.dataReceived(
+            b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: h2c\r\n"
+            b"Connection: Upgrade\r\n\r\n"
+        )
+        self.clock.advance(30)
+        self.assertTrue(transport.value().startswith(b"HTTP/1.1 408 "))
+        self.assertTrue(server.aborted)
+        self.assertEqual(self.backend.failures_total, 0)
+        self.assertEqual(self.backend.active, 0)
+
+    def test_backend_closing_before_the_body_is_through_is_502(self) -> None:
+        """A backend that switches and closes before the request body was
+        all sent gets the client a 502."""
+        proto, transport = self.client()
+        server = self.exchange(
+            proto,
+            b"POST /up HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\n"
+            b"Upgrade: h2c\r\nContent-Length: 5\r\n\r\nhe",
+        )
+        self.endpoints.last.protocol.dataReceived(
+            b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: h2c\r\n"
+            b"Connection: Upgrade\r\n\r\n"
+        )
+        server.finish(Failure(ConnectionDone()))
+        self.assertTrue(transport.value().startswith(b"HTTP/1.1 502 "))
+        self.assertTrue(transport.disconnecting)
+        self.assertEqual(self.backend.active, 0)
+
+    def test_a_declined_upgrade_with_a_body_keeps_the_connection(self) -> None:
+        """An Upgrade request with a body answered normally is an ordinary
+        exchange: the body is forwarded and both connections are kept."""
+        proto, transport = self.client()
+        server = self.exchange(
+            proto,
+            b"POST /up HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\n"
+            b"Upgrade: h2c\r\nContent-Length: 5\r\n\r\nhello",
+        )
+        self.assertTrue(server.value().endswith(b"\r\n\r\nhello"))
+        upstream = self.endpoints.last.protocol
+        upstream.dataReceived(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+        self.assertTrue(transport.value().endswith(b"\r\n\r\nok"))
+        self.assertFalse(transport.disconnecting)
+        self.assertEqual(transport.producerState, "producing")
+        self.assertEqual(self.factory.keep_alive.idle_count(self.backend), 1)
+        proto.dataReceived(b"GET /next HTTP/1.1\r\nHost: a\r\n\r\n")
+        self.assertIn(b"GET /next HTTP/1.1\r\n", server.value())
+        upstream.dataReceived(b"HTTP/1.1 204 No Content\r\n\r\n")
+        self.assertIn(b"HTTP/1.1 204 No Content\r\n", transport.value())
+        server.loseConnection()
+        transport.loseConnection()
+
     def test_an_unrequested_101_is_a_bad_gateway(self) -> None:
         """A backend that switches protocols unasked gets the client a 502."""
         proto, transport = self.client()
