@@ -202,6 +202,10 @@ class UpstreamProtocol(Protocol):
                 self._finish(rest)
             elif rest:
                 self._read_body(sink, rest)
+            # Only interim heads loop: once this response has ended, the sink
+            # may already have started the next exchange on this connection
+            # (a pipelined request), whose response has not begun in C{data}.
+            return
 
     def _read_body(self, sink: IResponseSink, data: Data) -> None:
         head = self._head

@@ -577,6 +577,30 @@ def test_bytes_after_a_chunked_response_close_the_connection() -> None:
     assert closed(transport)
 
 
+def test_next_request_started_from_response_end_gets_a_fresh_parse() -> None:
+    """A sink that sends its next request on the same connection from
+    response_end (the front protocol answering a pipelined request) gets
+    that response parsed from its own first byte, not from the middle of
+    the one just ended."""
+    proto, _, _ = requested()
+
+    class Pipelining(RecordingSink):
+        def response_end(self) -> None:
+            super().response_end()
+            if self.names().count("response_end") == 1:
+                proto.start(self, b"GET")
+
+    sink = Pipelining()
+    proto.start(sink, b"GET")
+    proto.dataReceived(b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\none")
+    proto.dataReceived(b"HTTP/1.1 201 Created\r\nContent-Length: 3\r\n\r\ntwo")
+    heads = [c[1].status for c in sink.calls if c[0] == "response_head"]
+    assert heads == [200, 201]
+    assert sink.body() == b"onetwo"
+    assert "upstream_failed" not in sink.names()
+    assert sink.names().count("response_end") == 2
+
+
 def test_connection_close_from_the_backend_is_not_reusable() -> None:
     """A backend that says Connection: close is not sent another request."""
     proto, _, sink = requested()
