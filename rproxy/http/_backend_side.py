@@ -148,6 +148,10 @@ class BackendSide(FrontState):
         upstream.transport.registerProducer(self.transport, True)  # type: ignore[union-attr]
         self._resume()
         self._pump_body()
+        if self._read_closed and self._state == BODY:
+            # The client sent a FIN while connecting, and what it had sent
+            # turned out not to be the whole body.
+            self._give_up(499)
 
     def _pump_body(self) -> None:
         upstream = self.upstream

@@ -76,7 +76,13 @@ class FrontState(Protocol):
         #: sent in one go (a head and a small body in one packet).
         self._out: list[Data] = []
         self._idle_wait = False
+        #: close once the current response has been sent.
         self._closing = False
+        #: C{_closing} because the client sent a FIN (not for a shutdown):
+        #: requests it pipelined before the FIN are still answered.
+        self._closing_for_eof = False
+        #: the client shut its write side: nothing more will be read.
+        self._read_closed = False
         self._paused = False
         self._new_exchange()
 
@@ -160,6 +166,9 @@ class FrontState(Protocol):
     # Defined by HTTPFrontProtocol ----------------------------------------
 
     def _reject(self, status: int) -> None:
+        raise NotImplementedError
+
+    def _give_up(self, status: int) -> None:
         raise NotImplementedError
 
     def _close(self) -> None:

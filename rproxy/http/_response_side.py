@@ -50,7 +50,8 @@ class ResponseSide(FrontState):
         data, self._chunk_out, self._keep_client = response_head(
             head,
             request,
-            keep_alive=request.keep_alive and not self._closing,
+            keep_alive=request.keep_alive
+            and (not self._closing or self._more_before_eof()),
             remove=settings.remove_response_headers,
             via=settings.policy.via,
         )
@@ -120,7 +121,9 @@ class ResponseSide(FrontState):
         self._emit()
         keep = self._keep_client and not still_sending
         self._new_exchange()
-        if not keep or self._closing:
+        if (not keep or self._closing) and not (
+            keep and self._closing_for_eof and self._buffer
+        ):
             self._state = CLOSED
             self._close()
             return
@@ -132,6 +135,14 @@ class ResponseSide(FrontState):
             self._read_head()
         else:
             self._idle_wait = True
+
+    def _more_before_eof(self) -> bool:
+        """
+        Whether the client sent more of a request before its FIN, so this
+        response is not the last one read: the next is answered, or if cut
+        short, given up (in the access log) once this one has been sent.
+        """
+        return self._closing_for_eof and bool(self._buffer.strip(b"\r\n"))
 
     def switched(self, head: ResponseHead, rest: bytes) -> None:
         """
@@ -186,6 +197,10 @@ class ResponseSide(FrontState):
             transport, upstream, self.clock, settings.tunnel_timeout, self._tunnel_idle
         )
         self._tunnel.start(early, rest)
+        if self._read_closed:
+            # The client sent its FIN while waiting for the 101.
+            upstream.transport.loseWriteConnection()  # type: ignore[union-attr]
+            return
         self._resume()
 
     def tunnel_data(self, data: bytes) -> None:

@@ -15,8 +15,10 @@ timeouts and the reading of request heads.
 
 from __future__ import annotations
 
+from twisted.internet.interfaces import IHalfCloseableProtocol
 from twisted.internet.protocol import connectionDone
 from twisted.python.failure import Failure
+from zope.interface import implementer
 
 from rproxy._fastwrite import no_delay, send_now
 from rproxy.http._backend_side import BackendSide
@@ -45,9 +47,19 @@ __all__ = ["HTTPFrontProtocol"]
 _BODY_BUFFER = 1 << 16
 
 
+@implementer(IHalfCloseableProtocol)
 class HTTPFrontProtocol(ResponseSide, BackendSide):
     """
     One client connection.
+
+    A client may shut its write side (a FIN) once it has sent its requests:
+    each request received whole is still answered, in order, then the
+    connection closes.  A FIN half-way through a request is the client
+    giving up: nothing more is sent, and the access event says 400 for a
+    head cut short (as nginx logs it) or 499 for a body cut short.  In a
+    tunnel after a 101 the FIN is passed on to the backend.  (Over TLS a FIN
+    still ends the connection whole: Twisted's TLS layer does not pass
+    half-closes on.)
     """
 
     # Connection -----------------------------------------------------------
@@ -136,6 +148,9 @@ class HTTPFrontProtocol(ResponseSide, BackendSide):
         try:
             if end < 0:
                 check_incomplete_head(buffer, 0, limits)
+                if self._read_closed:
+                    self._head_cut_short()
+                    return
                 self._search_from = max(len(buffer) - 3, 0)
                 return
             head = parse_request_head(bytes(buffer[:end]), limits)
@@ -160,6 +175,35 @@ class HTTPFrontProtocol(ResponseSide, BackendSide):
         send_now(self.transport, error_response(status))
         self._emit()
         self._close()
+
+    def _give_up(self, status: int) -> None:
+        """
+        The client sent a FIN half-way through a request: record C{status},
+        answer nothing more and close.
+        """
+        self.status = status
+        if self.started == 0.0:
+            self.started = self.clock.seconds()
+        response_started = self._response_started
+        self._state = CLOSED
+        if self._connecting is not None:
+            self._connecting.cancel()
+        self._drop_upstream()
+        self._emit()
+        if response_started:
+            self._abort()
+        else:
+            self._close()
+
+    def _head_cut_short(self) -> None:
+        """
+        Nothing more will come, and the buffer holds no whole request head:
+        a partial one was given up; mere empty lines are no request.
+        """
+        if self._buffer.strip(b"\r\n"):
+            self._give_up(400)
+        else:
+            self._close()
 
     def _begin(self, head: RequestHead) -> None:
         self.request = head
@@ -218,6 +262,43 @@ class HTTPFrontProtocol(ResponseSide, BackendSide):
             self._close()
         else:
             self._closing = True
+            self._closing_for_eof = False
+
+    def readConnectionLost(self) -> None:
+        """
+        The client shut its write side (FIN): answer what it sent in full,
+        then close; give up a request it stopped sending half-way.
+        """
+        if self._read_closed or self._state == CLOSED:
+            # Resuming a half-closed transport reads the FIN again.
+            return
+        self._read_closed = True
+        state = self._state
+        if state == TUNNEL:
+            upstream = self.upstream
+            if upstream is not None and upstream.transport is not None:
+                upstream.transport.loseWriteConnection()  # type: ignore[attr-defined]
+        elif state == HEAD:
+            self._head_cut_short()
+        elif state == BODY and (
+            self.upstream is not None
+            or (self._decoder is None and len(self._buffer) < self._body_left)
+        ):
+            # Streaming to a backend, the body is forwarded as it comes, so
+            # it is unfinished; or it is plainly short of its length.
+            self._give_up(499)
+        elif not self._closing:
+            # A whole request is being answered (or its body, buffered while
+            # a backend is connected, is judged once it is sent).
+            self._closing = True
+            self._closing_for_eof = True
+
+    def writeConnectionLost(self) -> None:
+        """
+        Part of the half-close interface; never called, as rproxy does not
+        half-close a client connection (a backend's FIN in a tunnel closes
+        it whole).
+        """
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         if self._state == TUNNEL:

@@ -14,9 +14,11 @@ from twisted.internet.error import (
     ConnectionRefusedError,
 )
 from twisted.internet.error import TimeoutError as TCPTimeoutError
+from twisted.internet.interfaces import IHalfCloseableProtocol
 from twisted.internet.task import Clock
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
+from zope.interface.verify import verifyObject
 
 from rproxy.backends import Backend, Pool, Registry
 from rproxy.http.listener import HTTPProxyFactory, HTTPSettings
@@ -582,6 +584,217 @@ class ConnectionHandlingTests(_ServerCase):
             )
             self.assertTrue(transport.value().endswith(b"1\r\nx\r\n" + expected))
             server.loseConnection()
+
+
+class HalfCloseTests(_ServerCase):
+    """A client that shuts its write side (FIN) after sending."""
+
+    GET = b"GET / HTTP/1.1\r\nHost: a\r\n\r\n"
+    OK = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
+
+    def test_provides_the_half_close_interface(self) -> None:
+        """The front protocol is told about a FIN instead of losing the
+        connection."""
+        proto, transport = self.client()
+        self.assertTrue(verifyObject(IHalfCloseableProtocol, proto))
+        transport.loseConnection()
+
+    def test_a_request_sent_before_the_fin_is_answered(self) -> None:
+        """The response still comes, says it closes, and then the connection
+        closes; the backend connection is kept for others."""
+        with captured_access() as events:
+            proto, transport = self.client()
+            server = self.exchange(proto, self.GET)
+            proto.readConnectionLost()
+            self.assertFalse(transport.disconnecting)
+            self.assertFalse(server.disconnecting)
+            self.endpoints.last.protocol.dataReceived(self.OK)
+        value = transport.value()
+        self.assertTrue(value.startswith(b"HTTP/1.1 200 OK\r\n"))
+        self.assertIn(b"\r\nConnection: close\r\n", value)
+        self.assertTrue(value.endswith(b"\r\n\r\nok"))
+        self.assertTrue(transport.disconnecting)
+        self.assertEqual([e["status"] for e in events], [200])
+        self.assertEqual(self.factory.keep_alive.idle_count(self.backend), 1)
+
+    def test_pipelined_requests_before_the_fin_are_answered_in_order(
+        self,
+    ) -> None:
+        """Every request received before the FIN gets its response, in
+        order; only the last says it closes."""
+        proto, transport = self.client()
+        server = self.exchange(
+            proto,
+            b"GET /one HTTP/1.1\r\nHost: a\r\n\r\nGET /two HTTP/1.1\r\nHost: a\r\n\r\n",
+        )
+        proto.readConnectionLost()
+        upstream = self.endpoints.last.protocol
+        upstream.dataReceived(b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\none")
+        self.assertNotIn(b"Connection: close", transport.value())
+        self.assertFalse(transport.disconnecting)
+        self.assertIn(b"GET /two HTTP/1.1\r\n", server.value())
+        upstream.dataReceived(b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\ntwo")
+        value = transport.value()
+        self.assertLess(value.index(b"one"), value.index(b"two"))
+        self.assertEqual(value.count(b"Connection: close"), 1)
+        self.assertTrue(value.endswith(b"\r\nConnection: close\r\n\r\ntwo"))
+        self.assertTrue(transport.disconnecting)
+        server.loseConnection()
+
+    def test_an_unfinished_pipelined_head_is_given_up_after_the_rest(
+        self,
+    ) -> None:
+        """A head cut short by the FIN behind a whole request: the whole one
+        is answered, the cut one gets no answer and a 400 in the log."""
+        with captured_access() as events:
+            proto, transport = self.client()
+            server = self.exchange(
+                proto,
+                b"GET /one HTTP/1.1\r\nHost: a\r\n\r\nGET /tw",
+            )
+            proto.readConnectionLost()
+            self.endpoints.last.protocol.dataReceived(self.OK)
+        self.assertTrue(transport.value().endswith(b"\r\n\r\nok"))
+        self.assertEqual(transport.value().count(b"HTTP/1.1"), 1)
+        self.assertTrue(transport.disconnecting)
+        self.assertEqual([e["status"] for e in events], [200, 400])
+        self.assertEqual(len(self.endpoints.attempts), 1)
+        server.loseConnection()
+
+    def test_a_fin_mid_head_is_400_in_the_log_and_no_answer(self) -> None:
+        """A client that stops half-way through a head gave up: nothing is
+        sent, the connection closes, and the log says 400 as nginx's does."""
+        with captured_access() as events:
+            proto, transport = self.client()
+            proto.dataReceived(b"GET / HTTP/1.1\r\nHo")
+            proto.readConnectionLost()
+        self.assertEqual(transport.value(), b"")
+        self.assertTrue(transport.disconnecting)
+        self.assertEqual([e["status"] for e in events], [400])
+        self.assertEqual(self.endpoints.attempts, [])
+
+    def test_a_fin_between_requests_closes_quietly(self) -> None:
+        """A FIN on an idle kept-alive connection closes it, logging
+        nothing more."""
+        with captured_access() as events:
+            proto, transport = self.client()
+            self.exchange(proto, self.GET)
+            self.endpoints.last.protocol.dataReceived(self.OK)
+            self.assertFalse(transport.disconnecting)
+            proto.readConnectionLost()
+        self.assertTrue(transport.disconnecting)
+        self.assertEqual([e["status"] for e in events], [200])
+
+    def test_a_fin_mid_body_is_499_and_drops_the_backend(self) -> None:
+        """A client that stops half-way through its body gave up: nothing
+        is sent, the backend connection is dropped, the log says 499."""
+        with captured_access() as events:
+            proto, transport = self.client()
+            server = self.exchange(
+                proto, b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 10\r\n\r\nabc"
+            )
+            proto.readConnectionLost()
+        self.assertEqual(transport.value(), b"")
+        self.assertTrue(transport.disconnecting)
+        self.assertTrue(server.aborted)
+        self.assertEqual(self.backend.active, 0)
+        self.assertEqual(self.backend.failures_total, 0)
+        self.assertEqual([e["status"] for e in events], [499])
+
+    def test_a_fin_mid_body_while_connecting_cancels_the_connect(self) -> None:
+        """A body known to be short when the FIN comes is given up before
+        any backend is reached."""
+        with captured_access() as events:
+            proto, transport = self.client()
+            proto.dataReceived(
+                b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 10\r\n\r\nabc"
+            )
+            proto.readConnectionLost()
+        self.assertTrue(self.endpoints.last.cancelled)
+        self.assertEqual(transport.value(), b"")
+        self.assertTrue(transport.disconnecting)
+        self.assertEqual(self.backend.active, 0)
+        self.assertEqual([e["status"] for e in events], [499])
+
+    def test_a_whole_body_buffered_while_connecting_is_sent(self) -> None:
+        """A chunked body complete before the FIN but still buffered while
+        the backend is connected is sent, and the response relayed."""
+        proto, transport = self.client()
+        proto.dataReceived(
+            b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n"
+            b"3\r\nabc\r\n0\r\n\r\n"
+        )
+        proto.readConnectionLost()
+        server = self.endpoints.last.succeed()
+        self.assertTrue(server.value().endswith(b"3\r\nabc\r\n0\r\n\r\n"))
+        self.endpoints.last.protocol.dataReceived(self.OK)
+        self.assertTrue(transport.value().endswith(b"\r\n\r\nok"))
+        self.assertTrue(transport.disconnecting)
+
+    def test_a_short_body_buffered_while_connecting_is_499(self) -> None:
+        """A chunked body that turns out to be cut short once the backend is
+        connected is given up, and that backend connection dropped."""
+        with captured_access() as events:
+            proto, transport = self.client()
+            proto.dataReceived(
+                b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n"
+                b"\r\n3\r\nab"
+            )
+            proto.readConnectionLost()
+            server = self.endpoints.last.succeed()
+        self.assertEqual(transport.value(), b"")
+        self.assertTrue(transport.disconnecting)
+        self.assertTrue(server.aborted)
+        self.assertEqual(self.backend.active, 0)
+        self.assertEqual([e["status"] for e in events], [499])
+
+    def test_a_fin_in_a_tunnel_is_passed_to_the_backend(self) -> None:
+        """After a 101 a client's FIN half-closes the backend connection;
+        the backend's bytes still reach the client until it closes."""
+        proto, transport = self.client()
+        server = self.exchange(
+            proto,
+            b"GET /ws HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\n"
+            b"Upgrade: websocket\r\n\r\n",
+        )
+        upstream = self.endpoints.last.protocol
+        upstream.dataReceived(
+            b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
+            b"Connection: Upgrade\r\n\r\n"
+        )
+        proto.readConnectionLost()
+        self.assertTrue(server.write_closed)
+        self.assertFalse(server.disconnecting)
+        self.assertFalse(transport.disconnecting)
+        upstream.dataReceived(b"last words")
+        self.assertTrue(transport.value().endswith(b"last words"))
+        server.loseConnection()
+        self.assertTrue(transport.disconnecting)
+        self.assertEqual(self.backend.active, 0)
+
+    def test_a_fin_before_the_101_is_passed_on_when_the_tunnel_opens(
+        self,
+    ) -> None:
+        """A client that sent its FIN while waiting for the 101 has it passed
+        to the backend once the tunnel opens, after its early bytes."""
+        proto, transport = self.client()
+        server = self.exchange(
+            proto,
+            b"GET /ws HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\n"
+            b"Upgrade: websocket\r\n\r\nearly",
+        )
+        proto.readConnectionLost()
+        self.assertFalse(server.write_closed)
+        self.endpoints.last.protocol.dataReceived(
+            b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
+            b"Connection: Upgrade\r\n\r\n"
+        )
+        self.assertTrue(transport.value().startswith(b"HTTP/1.1 101 "))
+        self.assertTrue(server.value().endswith(b"\r\n\r\nearly"))
+        self.assertTrue(server.write_closed)
+        self.assertFalse(transport.disconnecting)
+        server.loseConnection()
+        self.assertTrue(transport.disconnecting)
 
 
 class ReviewRegressionTests(_ServerCase):

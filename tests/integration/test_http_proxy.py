@@ -4,6 +4,7 @@ process, clients in threads (the stdlib's http.client and raw sockets)."""
 from __future__ import annotations
 
 import http.client
+import socket
 from typing import Any
 
 from twisted.internet import reactor
@@ -16,7 +17,16 @@ from twisted.web.server import NOT_DONE_YET, Request, Site
 from rproxy.backends import Backend, Pool, Registry
 from rproxy.http.listener import HTTPProxyFactory, HTTPSettings
 from rproxy.http.routing import Route, Router
-from tests.integration.helpers import raw_exchange
+from tests.integration.helpers import drain, raw_exchange
+
+
+def half_closed_exchange(port: int, data: bytes) -> bytes:
+    """Send C{data}, shut the write side (FIN) and read until the peer
+    closes."""
+    with socket.create_connection(("127.0.0.1", port), timeout=20) as sock:
+        sock.sendall(data)
+        sock.shutdown(socket.SHUT_WR)
+        return drain(sock)
 
 
 class Hello(Resource):
@@ -233,3 +243,34 @@ class HTTPProxyTests(TestCase):
             yield port.stopListening()
         ((status, _, _),) = yield self.requests(("GET", "/", None, {}))
         self.assertEqual(status, 502)
+
+    @inlineCallbacks
+    def test_half_closed_client_gets_its_response(self) -> Any:
+        """A client that shuts its write side after its request still reads
+        the whole response, then the proxy closes."""
+        data = yield deferToThread(
+            half_closed_exchange,
+            self.port,
+            b"GET /half HTTP/1.1\r\nHost: a\r\n\r\n",
+        )
+        head, _, body = data.partition(b"\r\n\r\n")
+        self.assertTrue(head.startswith(b"HTTP/1.1 200 OK\r\n"), data)
+        self.assertIn(b"\r\nConnection: close", head)
+        self.assertRegex(body, rb"^hello from b[01] /half$")
+
+    @inlineCallbacks
+    def test_half_closed_client_gets_every_pipelined_response(self) -> Any:
+        """Requests pipelined before the FIN, one with a body, are all
+        answered in order."""
+        data = yield deferToThread(
+            half_closed_exchange,
+            self.port,
+            b"GET /one HTTP/1.1\r\nHost: a\r\n\r\n"
+            b"POST /echo HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\nabcde"
+            b"GET /three HTTP/1.1\r\nHost: a\r\n\r\n",
+        )
+        self.assertEqual(data.count(b"HTTP/1.1 200 OK\r\n"), 3, data)
+        one, two, three = (data.index(p) for p in (b" /one", b"abcde", b" /three"))
+        self.assertLess(one, two)
+        self.assertLess(two, three)
+        self.assertEqual(data.count(b"Connection: close"), 1)
