@@ -75,6 +75,9 @@ class FrontState(Protocol):
         #: response bytes gathered while one read from the backend is handled,
         #: sent in one go (a head and a small body in one packet).
         self._out: list[Data] = []
+        #: body bytes of a re-chunked response read in this pass, framed as
+        #: one chunk when sent.
+        self._chunk_parts: list[Data] = []
         self._idle_wait = False
         #: close once the current response has been sent.
         self._closing = False

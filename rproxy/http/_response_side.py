@@ -14,7 +14,7 @@ from rproxy.http._front_state import (
     end_stream,
 )
 from rproxy.http._tunnel import Tunnel
-from rproxy.http.chunked import encode_chunk, encode_last_chunk
+from rproxy.http.chunked import encode_last_chunk
 from rproxy.http.framing import ResponseHead
 from rproxy.http.messages import response_head, response_trailers, switching_head
 
@@ -63,12 +63,31 @@ class ResponseSide(FrontState):
     def response_body(self, data: Data) -> None:
         self.bytes_out += len(data)
         self._last_io = self.clock.seconds()
-        self._out.append(encode_chunk(data) if self._chunk_out else data)
+        if self._chunk_out:
+            if data:
+                self._chunk_parts.append(data)
+        else:
+            self._out.append(data)
+
+    def _end_chunk(self) -> None:
+        """
+        Frame the body bytes of one read from the backend as one chunk (the
+        backend's own chunks rarely line up with its reads), without copying
+        them.
+        """
+        parts = self._chunk_parts
+        size = sum(map(len, parts))
+        self._out.append(b"%x\r\n" % size)
+        self._out.extend(parts)
+        self._out.append(b"\r\n")
+        parts.clear()
 
     def flush_output(self) -> None:
         """
         Send what the last read from the backend produced.
         """
+        if self._chunk_parts:
+            self._end_chunk()
         out = self._out
         if not out:
             return
@@ -98,6 +117,8 @@ class ResponseSide(FrontState):
         transport = self.transport
         assert transport is not None
         if self._chunk_out:
+            if self._chunk_parts:
+                self._end_chunk()
             self._out.append(encode_last_chunk(self._trailers))
         self.flush_output()
         end_stream(transport)

@@ -585,6 +585,23 @@ class ConnectionHandlingTests(_ServerCase):
             self.assertTrue(transport.value().endswith(b"1\r\nx\r\n" + expected))
             server.loseConnection()
 
+    def test_one_chunk_per_backend_read(self) -> None:
+        """The chunks of one read from the backend go out as one chunk; a
+        chunk split across reads goes out in two."""
+        proto, transport = self.client()
+        server = self.exchange(
+            proto, b"GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n"
+        )
+        backend = self.endpoints.last.protocol
+        backend.dataReceived(
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+            b"3\r\nabc\r\n2\r\nde\r\n4\r\nfg"
+        )
+        backend.dataReceived(b"hi\r\n0\r\n\r\n")
+        body = transport.value().split(b"\r\n\r\n", 1)[1]
+        self.assertEqual(body, b"7\r\nabcdefg\r\n2\r\nhi\r\n0\r\n\r\n")
+        server.loseConnection()
+
 
 class HalfCloseTests(_ServerCase):
     """A client that shuts its write side (FIN) after sending."""
