@@ -15,10 +15,10 @@ from rproxy.health import describe_failure
 from rproxy.http._front_state import (
     BODY,
     CLOSED,
-    IDEMPOTENT,
     WAIT,
     FrontState,
     end_stream,
+    retryable,
 )
 from rproxy.http.chunked import End, Trailers, encode_chunk, encode_last_chunk
 from rproxy.http.framing import HTTPError
@@ -73,9 +73,8 @@ class BackendSide(FrontState):
         self._holding = True
         request = self.request
         assert request is not None
-        retryable = request.method in IDEMPOTENT and request.body == "none"
         upstream = self.factory.keep_alive.take(
-            backend, None if retryable else FRESH_REUSE
+            backend, None if retryable(request) else FRESH_REUSE
         )
         if upstream is not None:
             self._from_pool = True
@@ -190,8 +189,9 @@ class BackendSide(FrontState):
 
     def _fail_request(self, status: int) -> None:
         """
-        The client's body is malformed or too large: drop the backend
-        connection and answer C{status}.
+        The exchange failed (a malformed or too large body, a broken or
+        silent backend): drop the backend connection and answer C{status},
+        or cut the client off if the response has begun.
         """
         if self._response_started:
             self._drop_upstream()
@@ -225,11 +225,7 @@ class BackendSide(FrontState):
         backend, pool = self.backend, self.pool
         if backend is not None and pool is not None and self._holding:
             pool.report_failure(backend, "no response in time")
-        self._drop_upstream()
-        if self._response_started:
-            self._abort()
-        else:
-            self._reject(504)
+        self._fail_request(504)
 
     def upstream_failed(self, reason: str, status: int) -> None:
         upstream, backend, pool, request = (
@@ -250,15 +246,7 @@ class BackendSide(FrontState):
             self.tried.remove(backend)
         else:
             pool.report_failure(backend, reason)
-        retry = (
-            not self._response_started
-            and not received
-            and request.method in IDEMPOTENT
-            and request.body == "none"
-        )
-        if retry:
+        if not self._response_started and not received and retryable(request):
             self._connect()
-        elif self._response_started:
-            self._abort()
         else:
-            self._reject(status)
+            self._fail_request(status)

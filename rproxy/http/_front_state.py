@@ -29,6 +29,15 @@ if TYPE_CHECKING:
 #: methods whose request may be sent again after a backend failed mid-way.
 IDEMPOTENT = frozenset({b"GET", b"HEAD", b"OPTIONS", b"TRACE", b"PUT", b"DELETE"})
 
+
+def retryable(request: RequestHead) -> bool:
+    """
+    Whether C{request} may be sent again after it reached a backend: an
+    idempotent method and no body.
+    """
+    return request.method in IDEMPOTENT and request.body == "none"
+
+
 #: where a connection is: reading a request head, sending a request body,
 #: waiting for (or relaying) the response, tunnelling after a 101, closed.
 HEAD, BODY, WAIT, TUNNEL, CLOSED = range(5)

@@ -55,8 +55,6 @@ class ResponseSide(FrontState):
             remove=settings.remove_response_headers,
             via=settings.policy.via,
         )
-        transport = self.transport
-        assert transport is not None
         self._out.append(data)
         self._response_started = True
 

@@ -165,6 +165,16 @@ class HTTPFrontProtocol(ResponseSide, BackendSide):
         """
         Answer C{status} ourselves and close the connection.
         """
+        self._end_exchange(status)
+        send_now(self.transport, error_response(status))
+        self._emit()
+        self._close()
+
+    def _end_exchange(self, status: int) -> None:
+        """
+        Stop the exchange under way, if any, to be recorded as C{status};
+        no more is read from the client.
+        """
         self.status = status
         if self.started == 0.0:
             self.started = self.clock.seconds()
@@ -172,23 +182,14 @@ class HTTPFrontProtocol(ResponseSide, BackendSide):
         if self._connecting is not None:
             self._connecting.cancel()
         self._drop_upstream()
-        send_now(self.transport, error_response(status))
-        self._emit()
-        self._close()
 
     def _give_up(self, status: int) -> None:
         """
         The client sent a FIN half-way through a request: record C{status},
         answer nothing more and close.
         """
-        self.status = status
-        if self.started == 0.0:
-            self.started = self.clock.seconds()
         response_started = self._response_started
-        self._state = CLOSED
-        if self._connecting is not None:
-            self._connecting.cancel()
-        self._drop_upstream()
+        self._end_exchange(status)
         self._emit()
         if response_started:
             self._abort()
