@@ -49,21 +49,24 @@ import time
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from types import FrameType
 from typing import Any
 
 from tcp_throughput import (
+    PROFILE_SUFFIX,
     TWISTD,
     BenchError,
     Processes,
     Started,
+    add_common_arguments,
     cpu_seconds,
     free_ports,
     listening_ports,
     memory_kib,
     py_spy,
+    setup_checks,
     summarize_speedscope,
     tail,
+    terminate,
     twistd_env,
 )
 
@@ -946,43 +949,15 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         default=",".join(SIZES),
         help=f"comma-separated subset of {','.join(SIZES)}",
     )
-    parser.add_argument(
-        "--targets",
-        default=",".join(TARGETS),
-        help=f"comma-separated subset of {','.join(TARGETS)}",
+    add_common_arguments(
+        parser,
+        TARGETS,
+        load_cpu_help="CPU for wrk and the backend",
+        results="http_bench",
+        logs="http-logs",
+        profile_help="add one rproxy run per body under py-spy record; "
+        "save in bench/results/",
     )
-    parser.add_argument("--proxy-cpu", type=int, default=1)
-    parser.add_argument(
-        "--load-cpu", type=int, default=0, help="CPU for wrk and the backend"
-    )
-    parser.add_argument(
-        "--json",
-        type=Path,
-        help="write results here (default: bench/results/http_bench-TIME.json)",
-    )
-    parser.add_argument("--no-json", action="store_true")
-    parser.add_argument(
-        "--keep-logs",
-        action="store_true",
-        help="keep configs and process logs in bench/results/http-logs-TIME/",
-    )
-    parser.add_argument(
-        "--profile",
-        action="store_true",
-        help="add one rproxy run per body under py-spy record; save in bench/results/",
-    )
-    parser.add_argument(
-        "--profile-format",
-        choices=("speedscope", "flamegraph", "raw"),
-        default="speedscope",
-    )
-    parser.add_argument(
-        "--profile-native", action="store_true", help="py-spy --native (C frames)"
-    )
-    parser.add_argument(
-        "--profile-rate", type=int, default=200, help="py-spy samples per second"
-    )
-    parser.add_argument("-v", "--verbose", action="store_true", help="show commands")
     args = parser.parse_args(argv)
     args.targets = _list(args.targets, TARGETS, "targets", parser)
     args.sizes = _list(args.sizes, tuple(SIZES), "sizes", parser)
@@ -1005,10 +980,6 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     return args
 
 
-def _terminate(signum: int, frame: FrameType | None) -> None:
-    raise SystemExit(128 + signum)
-
-
 def _progress(label: str, run: Run) -> str:
     problems = []
     if run.errors:
@@ -1025,18 +996,8 @@ def _progress(label: str, run: Run) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    usable = os.sched_getaffinity(0)
-    pin = args.proxy_cpu != args.load_cpu and {args.proxy_cpu, args.load_cpu} <= usable
-    if not pin:
-        print(
-            f"warning: CPUs {args.proxy_cpu} and {args.load_cpu} are not two "
-            f"usable CPUs (have {sorted(usable)}); running unpinned",
-            file=sys.stderr,
-        )
-    problems = preflight(args.targets, pin, args.profile)
-    if problems:
-        for problem in problems:
-            print(f"error: {problem}", file=sys.stderr)
+    pin = setup_checks(args, preflight)
+    if pin is None:
         return 2
 
     ports = free_ports(1 + len(PROXIES))
@@ -1054,7 +1015,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     stamp = time.strftime("%Y%m%d-%H%M%S")
     profiles: dict[str, ProfileRequest] = {}
     if args.profile:
-        suffix = {"speedscope": "speedscope.json", "flamegraph": "svg", "raw": "txt"}
+        suffix = PROFILE_SUFFIX
         RESULTS.mkdir(parents=True, exist_ok=True)
         for size in args.sizes:
             profiles[size] = ProfileRequest(
@@ -1065,7 +1026,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 args.profile_rate,
             )
 
-    signal.signal(signal.SIGTERM, _terminate)
+    signal.signal(signal.SIGTERM, terminate)
     runs: list[Run] = []
     failures: list[Failure] = []
     profiled: dict[str, Run] = {}

@@ -37,7 +37,7 @@ import sys
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from types import FrameType
@@ -700,6 +700,52 @@ def preflight(targets: Sequence[str], pin: bool, profile: bool) -> list[str]:
     return problems
 
 
+def add_common_arguments(
+    parser: argparse.ArgumentParser,
+    targets: Sequence[str],
+    *,
+    load_cpu_help: str,
+    results: str,
+    logs: str,
+    profile_help: str,
+) -> None:
+    """
+    The options both benchmarks take: which targets, CPU pinning, where
+    results and logs go, profiling, verbosity.
+    """
+    parser.add_argument(
+        "--targets",
+        default=",".join(targets),
+        help=f"comma-separated subset of {','.join(targets)}",
+    )
+    parser.add_argument("--proxy-cpu", type=int, default=1)
+    parser.add_argument("--load-cpu", type=int, default=0, help=load_cpu_help)
+    parser.add_argument(
+        "--json",
+        type=Path,
+        help=f"write results here (default: bench/results/{results}-TIME.json)",
+    )
+    parser.add_argument("--no-json", action="store_true")
+    parser.add_argument(
+        "--keep-logs",
+        action="store_true",
+        help=f"keep configs and process logs in bench/results/{logs}-TIME/",
+    )
+    parser.add_argument("--profile", action="store_true", help=profile_help)
+    parser.add_argument(
+        "--profile-format",
+        choices=("speedscope", "flamegraph", "raw"),
+        default="speedscope",
+    )
+    parser.add_argument(
+        "--profile-native", action="store_true", help="py-spy --native (C frames)"
+    )
+    parser.add_argument(
+        "--profile-rate", type=int, default=200, help="py-spy samples per second"
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="show commands")
+
+
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description="Loopback TCP throughput: direct, rproxy, HAProxy, portforward.",
@@ -715,41 +761,15 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--reverse", action="store_true", help="iperf3 -R: server sends"
     )
-    parser.add_argument(
-        "--targets",
-        default=",".join(TARGETS),
-        help=f"comma-separated subset of {','.join(TARGETS)}",
+    add_common_arguments(
+        parser,
+        TARGETS,
+        load_cpu_help="CPU for iperf3",
+        results="tcp_throughput",
+        logs="logs",
+        profile_help="add one rproxy run under py-spy record; "
+        "save it in bench/results/",
     )
-    parser.add_argument("--proxy-cpu", type=int, default=1)
-    parser.add_argument("--load-cpu", type=int, default=0, help="CPU for iperf3")
-    parser.add_argument(
-        "--json",
-        type=Path,
-        help="write results here (default: bench/results/tcp_throughput-TIME.json)",
-    )
-    parser.add_argument("--no-json", action="store_true")
-    parser.add_argument(
-        "--keep-logs",
-        action="store_true",
-        help="keep configs and process logs in bench/results/logs-TIME/",
-    )
-    parser.add_argument(
-        "--profile",
-        action="store_true",
-        help="add one rproxy run under py-spy record; save it in bench/results/",
-    )
-    parser.add_argument(
-        "--profile-format",
-        choices=("speedscope", "flamegraph", "raw"),
-        default="speedscope",
-    )
-    parser.add_argument(
-        "--profile-native", action="store_true", help="py-spy --native (C frames)"
-    )
-    parser.add_argument(
-        "--profile-rate", type=int, default=200, help="py-spy samples per second"
-    )
-    parser.add_argument("-v", "--verbose", action="store_true", help="show commands")
     args = parser.parse_args(argv)
     args.targets = [t.strip() for t in args.targets.split(",") if t.strip()]
     unknown = set(args.targets) - set(TARGETS)
@@ -762,12 +782,18 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     return args
 
 
-def _terminate(signum: int, frame: FrameType | None) -> None:
-    raise SystemExit(128 + signum)
+#: py-spy output formats and the file suffix each is saved with.
+PROFILE_SUFFIX = {"speedscope": "speedscope.json", "flamegraph": "svg", "raw": "txt"}
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    args = parse_args(argv)
+def setup_checks(
+    args: argparse.Namespace,
+    preflight: Callable[[Sequence[str], bool, bool], list[str]],
+) -> bool | None:
+    """
+    Whether the proxy and the load can be pinned to their two CPUs (warning
+    if not), or None after printing what C{preflight} found missing.
+    """
     usable = os.sched_getaffinity(0)
     pin = args.proxy_cpu != args.load_cpu and {args.proxy_cpu, args.load_cpu} <= usable
     if not pin:
@@ -780,6 +806,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     if problems:
         for problem in problems:
             print(f"error: {problem}", file=sys.stderr)
+        return None
+    return pin
+
+
+def terminate(signum: int, frame: FrameType | None) -> None:
+    """A SIGTERM handler that unwinds (so every started process is ended)."""
+    raise SystemExit(128 + signum)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    pin = setup_checks(args, preflight)
+    if pin is None:
         return 2
 
     ports = free_ports(1 + len(PROXIES))
@@ -796,7 +835,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     stamp = time.strftime("%Y%m%d-%H%M%S")
     profile = None
     if args.profile:
-        suffix = {"speedscope": "speedscope.json", "flamegraph": "svg", "raw": "txt"}
+        suffix = PROFILE_SUFFIX
         RESULTS.mkdir(parents=True, exist_ok=True)
         profile = ProfileRequest(
             RESULTS / f"profile-rproxy-{stamp}.{suffix[args.profile_format]}",
@@ -805,7 +844,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             args.profile_rate,
         )
 
-    signal.signal(signal.SIGTERM, _terminate)
+    signal.signal(signal.SIGTERM, terminate)
     runs: list[Run] = []
     profiled: Run | None = None
     profile_summary: dict[str, Any] | None = None
