@@ -39,7 +39,6 @@ import json
 import os
 import re
 import resource
-import shutil
 import signal
 import statistics
 import subprocess
@@ -67,6 +66,7 @@ from tcp_throughput import (
     summarize_speedscope,
     tail,
     terminate,
+    tool_problems,
     twistd_env,
 )
 
@@ -882,32 +882,12 @@ def environment() -> dict[str, Any]:
 
 def preflight(targets: Sequence[str], pin: bool, profile: bool) -> list[str]:
     """Problems that stop the benchmark before it starts anything."""
-    problems = []
     needed = ["wrk", "nginx"]
     if "haproxy" in targets:
         needed.append("haproxy")
     if pin:
         needed.append("taskset")
-    for tool in needed:
-        if shutil.which(tool) is None:
-            problems.append(f"{tool} is missing: {INSTALL[tool]}")
-    if profile and shutil.which(py_spy()) is None:
-        problems.append(f"py-spy is missing: {INSTALL['py-spy']}")
-    if "rproxy" in targets or profile:
-        done = subprocess.run(
-            [*TWISTD, "rproxy", "--help"],
-            capture_output=True,
-            text=True,
-            timeout=60,
-            env=twistd_env(),
-            check=False,
-        )
-        if done.returncode != 0:
-            problems.append(
-                "`twistd rproxy` does not load; try `pip install -e "
-                f"{REPO}`:\n" + (done.stderr or done.stdout).strip()[-2000:]
-            )
-    return problems
+    return tool_problems(needed, INSTALL, targets, profile)
 
 
 def _list(value: str, known: Sequence[str], what: str, parser: Any) -> list[str]:

@@ -37,7 +37,7 @@ import sys
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from types import FrameType
@@ -672,17 +672,31 @@ def environment(tools: dict[str, list[str]] | None = None) -> dict[str, Any]:
 
 def preflight(targets: Sequence[str], pin: bool, profile: bool) -> list[str]:
     """Problems that stop the benchmark before it starts anything."""
-    problems = []
     needed = ["iperf3"]
     if any(t.startswith("haproxy") for t in targets):
         needed.append("haproxy")
     if pin:
         needed.append("taskset")
+    return tool_problems(needed, INSTALL, targets, profile)
+
+
+def tool_problems(
+    needed: Sequence[str],
+    install: Mapping[str, str],
+    targets: Sequence[str],
+    profile: bool,
+) -> list[str]:
+    """
+    What is missing of the C{needed} tools (with how to C{install} each),
+    py-spy when profiling, and a loadable C{twistd rproxy} when it is
+    measured or profiled.
+    """
+    problems = []
     for tool in needed:
         if shutil.which(tool) is None:
-            problems.append(f"{tool} is missing: {INSTALL[tool]}")
+            problems.append(f"{tool} is missing: {install[tool]}")
     if profile and shutil.which(py_spy()) is None:
-        problems.append(f"py-spy is missing: {INSTALL['py-spy']}")
+        problems.append(f"py-spy is missing: {install['py-spy']}")
     if "rproxy" in targets or profile:
         done = subprocess.run(
             [*TWISTD, "rproxy", "--help"],
