@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 
 from attrs import Attribute, field, frozen, validators
 
+from rproxy._tls_config import ListenerTLSConfig, parse_listener_tls, parse_sni_routes
 from rproxy._validate import (
     Table,
     boolean,
@@ -64,8 +65,12 @@ def _check_shape(
     listener: ListenerConfig, attribute: Attribute[tuple[Route, ...]], value: object
 ) -> None:
     if listener.protocol == "tcp":
-        if listener.pool is None or listener.routes:
-            raise ValueError("a tcp listener needs a pool and no routes")
+        if (listener.pool is None and not listener.sni_routes) or listener.routes:
+            raise ValueError("a tcp listener needs a pool or sni_routes, and no routes")
+        if listener.sni_routes and listener.tls is not None:
+            raise ValueError("a tcp listener either terminates TLS or routes by SNI")
+    elif listener.sni_routes:
+        raise ValueError("sni_routes are for tcp listeners")
     elif not listener.routes:
         raise ValueError("an http listener needs at least one route")
     elif listener.pool is not None and listener.routes[-1] != Route(listener.pool):
@@ -78,11 +83,18 @@ class ListenerConfig:
     Where to accept connections (a Twisted server endpoint string), how to
     speak on them and which pools serve them.
 
-    A tcp listener sends every connection to C{pool}.  An http listener
+    A tcp listener sends every connection to C{pool}; one with
+    C{sni_routes} reads the server name of each client's TLS ClientHello
+    (without decrypting anything) and sends the connection to the pool of
+    the first route whose name matches, exact names before wildcards, or to
+    C{pool} if none does.  An http listener
     routes each request with C{Router(routes)}: the file's
     C{[[listeners.routes]]} in order, then, if the file gives the listener a
     C{pool}, C{Route(pool=pool)} as the default for requests no route
     matches.  C{pool} stays set for information; C{routes} is complete.
+
+    @ivar tls: terminate TLS with these certificates (either protocol).
+    @ivar sni_routes: (server name, pool) pairs; tcp listeners only.
 
     The rest apply to http listeners only:
 
@@ -107,6 +119,8 @@ class ListenerConfig:
     pool: str | None = None
     protocol: str = field(default="tcp", validator=validators.in_(PROTOCOLS))
     routes: tuple[Route, ...] = field(default=(), kw_only=True, validator=_check_shape)
+    tls: ListenerTLSConfig | None = field(default=None, kw_only=True)
+    sni_routes: tuple[tuple[str, str], ...] = field(default=(), kw_only=True)
     trusted_proxies: tuple[str, ...] = field(default=(), kw_only=True)
     x_forwarded: bool = field(default=True, kw_only=True)
     forwarded: bool = field(default=False, kw_only=True)
@@ -126,7 +140,7 @@ _ROUTE_KEYS = ("host", "path_prefix", "strip_prefix", "pool")
 
 
 def parse_listeners(
-    top: Table, pools: Mapping[str, PoolConfig | None]
+    top: Table, pools: Mapping[str, PoolConfig | None], *, acme: bool = False
 ) -> list[ListenerConfig]:
     """
     Every valid listener in the C{listeners} array of C{top}; the problems
@@ -154,7 +168,7 @@ def parse_listeners(
                 )
             else:
                 first_use[name] = index
-        listener = _listener(table, name, pools)
+        listener = _listener(table, name, pools, acme)
         # One with problems is not built: the model could refuse it.
         if listener is not None and len(top.problems.lines) == found:
             listeners.append(listener())
@@ -162,7 +176,7 @@ def parse_listeners(
 
 
 def _listener(
-    table: Table, name: str | None, pools: Mapping[str, PoolConfig | None]
+    table: Table, name: str | None, pools: Mapping[str, PoolConfig | None], acme: bool
 ) -> Callable[[], ListenerConfig] | None:
     """
     Check the rest of one listener; return what builds its model if it has
@@ -174,16 +188,39 @@ def _listener(
         # Absent means tcp; a wrong one is reported, then checked as http
         # rather than reporting every http key on it as well.
         protocol = "http" if "protocol" in table else "tcp"
+    source = table.problems.source
+    tls = parse_listener_tls(table, source, http=protocol == "http", acme=acme)
     if protocol == "tcp":
         for key in HTTP_ONLY_KEYS:
             if key in table:
                 table.report(key, 'only for protocol = "http" listeners')
-        pool = table.require("pool", string)
+        sni_routes = parse_sni_routes(table)
+        for server_name, route_pool in sni_routes:
+            if route_pool not in pools:
+                table.report(
+                    "sni_routes",
+                    f"{server_name!r}: no pool named {route_pool!r}",
+                )
+        if sni_routes and tls is not None:
+            table.report(
+                "sni_routes",
+                "a listener either terminates TLS ([listeners.tls]) or routes "
+                "TLS by SNI without decrypting it (sni_routes), not both",
+            )
+        pool = (
+            table.get("pool", string, None)
+            if sni_routes
+            else table.require("pool", string)
+        )
         if pool is not None:
             _check_pool(table, pool, pools, tcp=True)
-        if name is None or listen is None or pool is None:
+        if name is None or listen is None or (pool is None and not sni_routes):
             return None
-        return partial(ListenerConfig, name, listen, pool, protocol)
+        return partial(
+            ListenerConfig, name, listen, pool, protocol, tls=tls, sni_routes=sni_routes
+        )
+    if "sni_routes" in table:
+        table.report("sni_routes", 'only for protocol = "tcp" listeners')
 
     pool = table.get("pool", string, None)
     if pool is not None:
@@ -207,6 +244,7 @@ def _listener(
     build = partial(
         ListenerConfig,
         routes=tuple(routes),
+        tls=tls,
         trusted_proxies=table.array("trusted_proxies", ip_network),
         x_forwarded=table.get("x_forwarded", boolean, True),
         forwarded=table.get("forwarded", boolean, False),

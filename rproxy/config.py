@@ -17,6 +17,14 @@ from collections.abc import Iterable, Mapping
 from attrs import field, frozen, validators
 
 from rproxy._listeners_config import PROTOCOLS, ListenerConfig, parse_listeners
+from rproxy._tls_config import (
+    AcmeConfig,
+    BackendTLSConfig,
+    CertificateConfig,
+    ListenerTLSConfig,
+    parse_acme,
+    parse_backend_tls,
+)
 from rproxy._validate import (
     TOKEN,
     Problems,
@@ -43,12 +51,16 @@ __all__ = [
     "CHECK_KINDS",
     "PROTOCOLS",
     "AccessLogConfig",
+    "AcmeConfig",
     "BackendConfig",
+    "BackendTLSConfig",
+    "CertificateConfig",
     "Config",
     "ConfigError",
     "HealthConfig",
     "KeepAliveConfig",
     "ListenerConfig",
+    "ListenerTLSConfig",
     "PoolConfig",
     "Timeouts",
     "load_config",
@@ -93,6 +105,8 @@ class Timeouts:
     @ivar response: for a backend to start its response (else 504).
     @ivar tunnel: for either side of an upgraded (WebSocket) connection to
         send anything.
+    @ivar client_hello: for a client of an SNI-routing listener to send its
+        whole TLS ClientHello.
     """
 
     connect: float = field(default=5.0, validator=_positive_float)
@@ -101,6 +115,7 @@ class Timeouts:
     keep_alive: float = field(default=60.0, validator=_positive_float)
     response: float = field(default=60.0, validator=_positive_float)
     tunnel: float = field(default=3600.0, validator=_positive_float)
+    client_hello: float = field(default=5.0, validator=_positive_float)
 
 
 @frozen
@@ -173,6 +188,7 @@ class PoolConfig:
     C{hash_key} is what C{balance = "hash"} hashes: C{"client_ip"} or
     C{"header:NAME"}.  C{connect_tries} is how many backends a new connection
     tries before giving up.  C{keep_alive} applies to HTTP listeners only.
+    C{tls}, if set, is how connections to the backends are encrypted.
     """
 
     name: str
@@ -183,6 +199,7 @@ class PoolConfig:
     timeouts: Timeouts = field(factory=Timeouts)
     connect_tries: int = field(default=3, validator=_positive)
     keep_alive: KeepAliveConfig = field(factory=KeepAliveConfig)
+    tls: BackendTLSConfig | None = None
 
 
 @frozen
@@ -214,6 +231,7 @@ class Config:
     timeouts: Timeouts = field(factory=Timeouts)
     shutdown_grace: float = field(default=10.0, validator=validators.ge(0.0))
     access_log: AccessLogConfig | None = None
+    acme: AcmeConfig | None = None
 
     def pool(self, name: str) -> PoolConfig:
         """
@@ -265,7 +283,7 @@ def parse_config(data: Mapping[str, object], source: str) -> Config:
         problems,
         "",
         data,
-        ("pools", "listeners", "timeouts", "shutdown", "access_log"),
+        ("pools", "listeners", "timeouts", "shutdown", "access_log", "acme"),
     )
 
     timeouts = _timeouts(top.table("timeouts", _TIMEOUT_KEYS), Timeouts())
@@ -280,8 +298,11 @@ def parse_config(data: Mapping[str, object], source: str) -> Config:
         if log_path is not None:
             access_log = AccessLogConfig(log_path, log_format)
 
+    acme = parse_acme(top, source)
     pools = _pools(top, timeouts)
-    listeners = parse_listeners(top, pools)
+    listeners = parse_listeners(top, pools, acme="acme" in top)
+    if acme is not None:
+        _check_acme_listeners(top, listeners)
 
     if problems.lines:
         raise ConfigError(problems.lines)
@@ -292,7 +313,31 @@ def parse_config(data: Mapping[str, object], source: str) -> Config:
         timeouts=timeouts,
         shutdown_grace=grace,
         access_log=access_log,
+        acme=acme,
     )
+
+
+def _check_acme_listeners(top: Table, listeners: list[ListenerConfig]) -> None:
+    """
+    ACME's HTTP-01 challenges need a plain HTTP listener to be answered on,
+    and its certificates a TLS listener to be served by.
+    """
+    plain = any(
+        listener.protocol == "http" and listener.tls is None for listener in listeners
+    )
+    redirect = any(
+        listener.tls is not None and listener.tls.redirect_http_from
+        for listener in listeners
+    )
+    if not plain and not redirect:
+        top.report(
+            "acme",
+            "HTTP-01 challenges need a plain HTTP listener (protocol = "
+            '"http" without tls, or a listener\'s tls.redirect_http_from) '
+            "on the port the ACME server connects to (80)",
+        )
+    if not any(listener.tls is not None for listener in listeners):
+        top.report("acme", "no listener has [listeners.tls] to serve the certificates")
 
 
 _TIMEOUT_KEYS = model_keys(Timeouts)
@@ -312,6 +357,7 @@ def _timeouts(table: Table | None, defaults: Timeouts) -> Timeouts:
         keep_alive=table.get("keep_alive", positive_number, defaults.keep_alive),
         response=table.get("response", positive_number, defaults.response),
         tunnel=table.get("tunnel", positive_number, defaults.tunnel),
+        client_hello=table.get("client_hello", positive_number, defaults.client_hello),
     )
 
 
@@ -341,6 +387,7 @@ def _pool(pools: Table, name: str, timeouts: Timeouts) -> PoolConfig | None:
     health = _health(table.table("health", _HEALTH_KEYS))
     timeouts = _timeouts(table.table("timeouts", _TIMEOUT_KEYS), timeouts)
     keep_alive = _keep_alive(table.table("keep_alive", _KEEP_ALIVE_KEYS))
+    tls = parse_backend_tls(table, pools.problems.source)
     if not name:
         pools.report(name, "a pool name must not be empty")
     return PoolConfig(
@@ -352,6 +399,7 @@ def _pool(pools: Table, name: str, timeouts: Timeouts) -> PoolConfig | None:
         timeouts=timeouts,
         connect_tries=connect_tries,
         keep_alive=keep_alive,
+        tls=tls,
     )
 
 

@@ -387,7 +387,7 @@ def test_unknown_key_lists_known_keys_when_none_is_close() -> None:
     """
     assert pool_errors(POOL_BACKENDS, "[pools.db.timeouts]\nzzz = 1\n") == [
         "c.toml: pools.db.timeouts.zzz: unknown key; known keys are 'connect', "
-        "'idle', 'request_head', 'keep_alive', 'response', 'tunnel'"
+        "'idle', 'request_head', 'keep_alive', 'response', 'tunnel', 'client_hello'"
     ]
 
 
@@ -978,6 +978,8 @@ def test_http_listener_gets_the_documented_defaults() -> None:
         "pool": "web",
         "protocol": "http",
         "routes": (Route("web"),),
+        "tls": None,
+        "sni_routes": (),
         "trusted_proxies": (),
         "x_forwarded": True,
         "forwarded": False,
