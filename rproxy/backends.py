@@ -15,6 +15,7 @@ from collections.abc import Callable, Collection, Iterable, Iterator
 from enum import Enum
 
 from attrs import define, field, setters, validators
+from twisted.internet.interfaces import IOpenSSLClientConnectionCreator
 from twisted.logger import Logger
 from zope.interface import implementer
 
@@ -99,6 +100,9 @@ class Backend:
     weight: int = field(default=1, validator=validators.ge(1))
     max_connections: int | None = None
     backup: bool = False
+    #: how to speak TLS to it (a Twisted client connection creator, as
+    #: L{rproxy.tls.backend_tls} makes); None for plain TCP.
+    tls: IOpenSSLClientConnectionCreator | None = None
 
     healthy: bool = True
     admin: AdminState = AdminState.ENABLED

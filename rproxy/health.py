@@ -128,7 +128,8 @@ def _probe(
 @implementer(IHealthCheck)
 class TCPCheck:
     """
-    Passes when a TCP connection to the backend (or to C{port}) opens.
+    Passes when a TCP connection to the backend (or to C{port}) opens and,
+    for a TLS backend, its TLS handshake succeeds.
     """
 
     name = "tcp"
@@ -140,7 +141,11 @@ class TCPCheck:
 
     def check(self, backend: Backend) -> Deferred[None]:
         endpoint = client_endpoint(
-            self._reactor, backend.host, self._port or backend.port, self._timeout
+            self._reactor,
+            backend.host,
+            self._port or backend.port,
+            self._timeout,
+            backend.tls,
         )
         return _probe(endpoint, None, None)
 
@@ -199,7 +204,11 @@ class HTTPCheck:
 
     def check(self, backend: Backend) -> Deferred[None]:
         endpoint = client_endpoint(
-            self._reactor, backend.host, self._port or backend.port, self._timeout
+            self._reactor,
+            backend.host,
+            self._port or backend.port,
+            self._timeout,
+            backend.tls,
         )
         return _probe(endpoint, self.request_for(backend), self.judge)
 

@@ -10,8 +10,11 @@ from twisted.internet.defer import Deferred, maybeDeferred
 from twisted.internet.endpoints import serverFromString
 from twisted.internet.interfaces import IListeningPort, IReactorTime
 from twisted.logger import Logger
+from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.python.failure import Failure
 
+from rproxy._challenges import Challenges
+from rproxy._tls_config import BackendTLSConfig, ListenerTLSConfig
 from rproxy.accesslog import AccessLog, AccessLogService
 from rproxy.backends import Backend, Pool, Registry
 from rproxy.balancing import make_balancer
@@ -20,9 +23,11 @@ from rproxy.health import HealthMonitor, HTTPCheck, TCPCheck
 from rproxy.http.framing import Limits
 from rproxy.http.headers import ForwardingPolicy
 from rproxy.http.listener import HTTPProxyFactory, HTTPSettings
+from rproxy.http.local import Answer, acme_challenges, first_answer, https_redirect
 from rproxy.http.routing import Router
 from rproxy.interfaces import IHealthCheck
 from rproxy.tcp import TCPProxyFactory
+from rproxy.tls import ServerCertificate, ServerTLS, backend_tls, load_certificate
 
 log = Logger(namespace="rproxy.service")
 
@@ -39,6 +44,7 @@ def build_pool(config: PoolConfig, clock: IReactorTime) -> Pool:
             weight=b.weight,
             max_connections=b.max_connections,
             backup=b.backup,
+            tls=None if config.tls is None else client_tls(config.tls, b.host),
         )
         for b in config.backends
     ]
@@ -52,6 +58,49 @@ def build_pool(config: PoolConfig, clock: IReactorTime) -> Pool:
         hash_key=config.hash_key,
         now=clock.seconds,
     )
+
+
+def client_tls(config: BackendTLSConfig, host: str) -> Any:
+    """
+    The client TLS connection creator for a backend at C{host} of a pool
+    with the TLS settings C{config}.
+    """
+    client = None
+    if config.cert is not None:
+        client = load_certificate(config.cert, config.key)
+    return backend_tls(
+        config.server_name or host,
+        verify=config.verify,
+        ca=config.ca,
+        client_certificate=client,
+    )
+
+
+def server_tls(config: ListenerTLSConfig, *, http: bool) -> ServerTLS:
+    """
+    The certificates and settings of a TLS listener; ALPN offers
+    C{http/1.1} on an http listener.
+    """
+    return ServerTLS(
+        [load_certificate(c.cert, c.key) for c in config.certificates],
+        min_version=config.min_version,
+        alpn=(b"http/1.1",) if http else (),
+    )
+
+
+def _port_of(description: str) -> int | None:
+    """
+    The TCP port a server endpoint string listens on, if it says.
+    """
+    kind, _, rest = description.partition(":")
+    if kind not in ("tcp", "tcp6", "ssl"):
+        return None
+    for part in rest.split(":"):
+        name, eq, value = part.partition("=")
+        text = value if eq else name
+        if (not eq or name == "port") and text.isdigit():
+            return int(text)
+    return None
 
 
 def build_check(reactor: Any, health: HealthConfig) -> IHealthCheck | None:
@@ -72,15 +121,32 @@ def build_check(reactor: Any, health: HealthConfig) -> IHealthCheck | None:
     return None
 
 
-def http_settings(config: Config, listener: ListenerConfig) -> HTTPSettings:
+def http_settings(
+    config: Config,
+    listener: ListenerConfig,
+    answer: Answer | None = None,
+    *,
+    tls: bool | None = None,
+) -> HTTPSettings:
     """
     The settings of an HTTP listener, with each pool's backend timeouts and
     keep-alive limits.
+
+    @param answer: requests answered without proxying (ACME challenges).
+    @param tls: whether the connections are TLS; by default, whether the
+        listener has C{tls}.
     """
     timeouts = config.timeouts
     via = b"1.1 rproxy" if listener.via else None
+    secure = listener.tls is not None if tls is None else tls
+    hsts = listener.tls.hsts if secure and listener.tls is not None else None
     return HTTPSettings(
         listener=listener.name,
+        scheme=b"https" if secure else b"http",
+        add_response_headers=(
+            ((b"Strict-Transport-Security", hsts.encode("ascii")),) if hsts else ()
+        ),
+        answer=answer,
         router=Router(listener.routes),
         policy=ForwardingPolicy(
             trusted=listener.trusted_proxies,
@@ -116,9 +182,9 @@ def http_settings(config: Config, listener: ListenerConfig) -> HTTPSettings:
 
 class ListenerService(Service):
     """
-    Listens on a server endpoint with a proxy factory.  Stopping it stops
-    listening at once, then gives open connections C{grace} seconds to
-    finish before dropping them.
+    Listens on a server endpoint with a proxy factory, behind TLS
+    termination if given C{tls}.  Stopping it stops listening at once, then
+    gives open connections C{grace} seconds to finish before dropping them.
     """
 
     def __init__(
@@ -128,10 +194,12 @@ class ListenerService(Service):
         factory: TCPProxyFactory | HTTPProxyFactory,
         reactor: Any,
         grace: float,
+        tls: ServerTLS | None = None,
     ):
         self.listener = name
         self.description = description
         self.factory = factory
+        self.tls = tls
         self.grace = grace
         self._reactor = reactor
         self.port: IListeningPort | None = None
@@ -139,7 +207,11 @@ class ListenerService(Service):
     def privilegedStartService(self) -> None:
         super().privilegedStartService()
         endpoint = serverFromString(self._reactor, self.description)
-        listening: Deferred[IListeningPort] = endpoint.listen(self.factory)
+        factory: Any = self.factory
+        if self.tls is not None:
+            factory = TLSMemoryBIOFactory(self.tls, False, factory)
+            factory.noisy = False
+        listening: Deferred[IListeningPort] = endpoint.listen(factory)
         result: list[IListeningPort | Failure] = []
         listening.addBoth(result.append)
         if not result:
@@ -200,6 +272,11 @@ class ProxyService(MultiService):
     listener per listener, sharing one L{Registry}, and the access log if
     the config names one.  The access log starts before the listeners and
     stops after they have drained, so it records every connection.
+
+    A TLS listener's certificates are in C{tls[name]}; L{reload_certificates}
+    reads their files again.  With C{[acme]}, C{acme} obtains and renews a
+    certificate, every plain HTTP listener answers its challenges from
+    C{challenges}, and every TLS listener serves it.
     """
 
     def __init__(self, config: Config, reactor: Any):
@@ -213,6 +290,9 @@ class ProxyService(MultiService):
         self.registry = Registry()
         self.monitors: dict[str, HealthMonitor] = {}
         self.listeners: dict[str, ListenerService] = {}
+        self.tls: dict[str, ServerTLS] = {}
+        self.challenges = Challenges()
+        self.acme: Service | None = None
         for pool_config in config.pools:
             pool = build_pool(pool_config, reactor)
             self.registry.add(pool)
@@ -228,20 +308,120 @@ class ProxyService(MultiService):
             self.monitors[pool.name] = monitor
         for listener in config.listeners:
             factory = self._factory(listener, reactor)
-            service = ListenerService(
-                listener.name, listener.listen, factory, reactor, config.shutdown_grace
+            tls = None
+            if listener.tls is not None:
+                tls = server_tls(listener.tls, http=listener.protocol == "http")
+                self.tls[listener.name] = tls
+            self._listen(listener.name, listener.listen, factory, reactor, tls)
+            if listener.tls is not None and listener.tls.redirect_http_from:
+                self._listen(
+                    f"{listener.name}:redirect",
+                    listener.tls.redirect_http_from,
+                    self._redirect_factory(listener, reactor),
+                    reactor,
+                    None,
+                )
+        if config.acme is not None:
+            from rproxy.acme import AcmeService
+
+            self.acme = AcmeService(
+                config.acme, reactor, self.challenges, self.install_certificate
             )
-            service.setName(f"listener:{listener.name}")
-            service.setServiceParent(self)
-            self.listeners[listener.name] = service
+            self.acme.setName("acme")
+            self.acme.setServiceParent(self)
+
+    def _listen(
+        self,
+        name: str,
+        description: str,
+        factory: TCPProxyFactory | HTTPProxyFactory,
+        reactor: Any,
+        tls: ServerTLS | None,
+    ) -> None:
+        service = ListenerService(
+            name, description, factory, reactor, self.config.shutdown_grace, tls
+        )
+        service.setName(f"listener:{name}")
+        service.setServiceParent(self)
+        self.listeners[name] = service
+
+    def _answer(self) -> Answer | None:
+        if self.config.acme is None:
+            return None
+        return acme_challenges(self.challenges)
+
+    def _redirect_factory(
+        self, listener: ListenerConfig, reactor: Any
+    ) -> HTTPProxyFactory:
+        def https_port() -> int | None:
+            # The bound port: the file may say 0 (any free port).
+            service = self.listeners.get(listener.name)
+            if service is not None and service.port is not None:
+                return getattr(service.port.getHost(), "port", None)
+            return _port_of(listener.listen)
+
+        redirect = https_redirect(https_port)
+        acme = self._answer()
+        answer = redirect if acme is None else first_answer(acme, redirect)
+        settings = http_settings(self.config, listener, answer, tls=False)
+        return HTTPProxyFactory(self.registry, reactor, settings)
+
+    def install_certificate(self, certificate: ServerCertificate) -> None:
+        """
+        Serve C{certificate} (obtained by ACME) on every TLS listener, for
+        new handshakes.
+        """
+        for tls in self.tls.values():
+            tls.install(certificate)
+        log.info(
+            "certificate for {names} (until {not_after}) installed on {count} "
+            "TLS listeners",
+            names=", ".join(certificate.names),
+            not_after=certificate.not_after.isoformat(),
+            count=len(self.tls),
+        )
+
+    def reload_certificates(self) -> bool:
+        """
+        Read every TLS listener's certificate files again and serve them to
+        new handshakes; connections already open keep theirs.  If any file
+        cannot be used, nothing changes and the problems are logged.
+
+        @return: whether the new certificates were installed.
+        """
+        fresh: dict[str, list[ServerCertificate]] = {}
+        problems = []
+        for listener in self.config.listeners:
+            if listener.tls is None:
+                continue
+            try:
+                fresh[listener.name] = [
+                    load_certificate(c.cert, c.key) for c in listener.tls.certificates
+                ]
+            except ValueError as e:
+                problems.append(f"listener {listener.name}: {e}")
+        if problems:
+            log.error(
+                "certificates not reloaded, the old ones stay in use: {problems}",
+                problems="; ".join(problems),
+            )
+            return False
+        for name, certificates in fresh.items():
+            self.tls[name].replace_files(certificates)
+        log.info(
+            "certificates reloaded for listeners {listeners}",
+            listeners=", ".join(fresh) or "(none)",
+        )
+        return True
 
     def _factory(
         self, listener: ListenerConfig, reactor: Any
     ) -> TCPProxyFactory | HTTPProxyFactory:
         config = self.config
         if listener.protocol == "http":
+            answer = self._answer() if listener.tls is None else None
             return HTTPProxyFactory(
-                self.registry, reactor, http_settings(config, listener)
+                self.registry, reactor, http_settings(config, listener, answer)
             )
         assert listener.pool is not None
         pool_config = config.pool(listener.pool)

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from twisted.application.service import IService, MultiService
+import signal
+from typing import Any
+
+from twisted.application.service import IService, MultiService, Service
 from twisted.python import usage
 
 from rproxy._reactor import install_if_unset
@@ -61,5 +64,32 @@ def makeService(options: Options) -> IService:
         from rproxy.demo import demo_backends
 
         demo_backends(options.config, reactor).setServiceParent(top)
-    ProxyService(options.config, reactor).setServiceParent(top)
+    proxy = ProxyService(options.config, reactor)
+    proxy.setServiceParent(top)
+    ReloadOnHangup(reactor, proxy.reload_certificates).setServiceParent(top)
     return top
+
+
+class ReloadOnHangup(Service):
+    """
+    While running, SIGHUP calls C{reload} in the reactor thread (the
+    previous handler comes back on stop).
+    """
+
+    def __init__(self, reactor: Any, reload: Any) -> None:
+        self._reactor = reactor
+        self._reload = reload
+        self._previous: Any = None
+
+    def _hangup(self, signum: int, frame: object) -> None:
+        self._reactor.callFromThread(self._reload)
+
+    def startService(self) -> None:
+        super().startService()
+        self._previous = signal.signal(signal.SIGHUP, self._hangup)
+
+    def stopService(self) -> None:
+        super().stopService()
+        if self._previous is not None:
+            signal.signal(signal.SIGHUP, self._previous)
+            self._previous = None

@@ -78,7 +78,7 @@ class TCPProxyFactory(Factory):
 
             def endpoint_for(backend: Backend) -> IStreamClientEndpoint:
                 return client_endpoint(
-                    reactor, backend.host, backend.port, connect_timeout
+                    reactor, backend.host, backend.port, connect_timeout, backend.tls
                 )
 
         self.endpoint_for = endpoint_for

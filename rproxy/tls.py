@@ -16,6 +16,7 @@ from __future__ import annotations
 import datetime
 import ipaddress
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from attrs import frozen
 from cryptography import x509
@@ -30,6 +31,9 @@ from twisted.internet.interfaces import (
 )
 from twisted.logger import Logger
 from zope.interface import implementer
+
+if TYPE_CHECKING:
+    from twisted.internet._sslverify import IOpenSSLTrustRoot
 
 __all__ = [
     "MIN_VERSIONS",
@@ -257,12 +261,12 @@ class ServerTLS:
         self._default = None if default is None else self._contexts[id(default)]
 
     def _context(self, certificate: ServerCertificate) -> SSL.Context:
+        # pyOpenSSL takes cryptography's objects directly (its own X509 and
+        # PKey are deprecated); Twisted only hands them on.
         options = ssl.CertificateOptions(
-            privateKey=crypto.PKey.from_cryptography_key(certificate.key),  # type: ignore[arg-type]
-            certificate=crypto.X509.from_cryptography(certificate.certificate),
-            extraCertChain=[
-                crypto.X509.from_cryptography(c) for c in certificate.chain
-            ],
+            privateKey=certificate.key,  # type: ignore[arg-type]
+            certificate=certificate.certificate,  # type: ignore[arg-type]
+            extraCertChain=list(certificate.chain),  # type: ignore[arg-type]
             raiseMinimumTo=self._minimum,
             acceptableProtocols=list(self._alpn) or None,
         )
@@ -336,16 +340,17 @@ def backend_tls(
     )
 
 
-def _trust_root(path: str) -> ssl.IOpenSSLTrustRoot:
+def _trust_root(path: str) -> IOpenSSLTrustRoot:
     try:
         certificates = x509.load_pem_x509_certificates(_read(path))
     except ValueError as e:
         if str(e).startswith(path):
             raise
         raise ValueError(f"{path}: no PEM certificate in it") from None
-    return ssl.trustRootFromCertificates(
+    trust: IOpenSSLTrustRoot = ssl.trustRootFromCertificates(
         [ssl.Certificate(crypto.X509.from_cryptography(c)) for c in certificates]
     )
+    return trust
 
 
 @implementer(IOpenSSLClientConnectionCreator)
@@ -362,7 +367,7 @@ class _UnverifiedClientTLS:
                 "privateKey": client.privateKey.original,
                 "certificate": client.original,
             }
-        self._context = ssl.CertificateOptions(verify=False, **kwargs).getContext()  # type: ignore[arg-type]
+        self._context = ssl.CertificateOptions(verify=False, **kwargs).getContext()
 
     def clientConnectionForTLS(self, tlsProtocol: object) -> SSL.Connection:
         connection = SSL.Connection(self._context, None)

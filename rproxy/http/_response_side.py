@@ -54,6 +54,7 @@ class ResponseSide(FrontState):
             and (not self._closing or self._more_before_eof()),
             remove=settings.remove_response_headers,
             via=settings.policy.via,
+            add=settings.add_response_headers,
         )
         self._out.append(data)
         self._response_started = True

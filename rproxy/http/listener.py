@@ -14,6 +14,7 @@ from rproxy._tracking import ConnectionTracker
 from rproxy.backends import Backend
 from rproxy.http.framing import Limits
 from rproxy.http.headers import ForwardingPolicy
+from rproxy.http.local import Answer
 from rproxy.http.server import HTTPFrontProtocol
 from rproxy.http.upstream import KeepAlivePool
 from rproxy.interfaces import IRegistry, IRouter
@@ -26,6 +27,13 @@ class HTTPSettings:
 
     @ivar remove_response_headers: lowercased names of backend response
         headers not to pass on (e.g. C{b"server"}).
+    @ivar add_response_headers: (name, value) fields added to
+        responses that have no field of that name (e.g. HSTS).
+    @ivar scheme: C{b"https"} on a TLS listener: what X-Forwarded-Proto and
+        Forwarded say.
+    @ivar answer: asked first with each request head; a whole response to
+        send (and close) instead of proxying, or None to proxy it.  See
+        L{rproxy.http.local}.
     """
 
     listener: str
@@ -33,7 +41,9 @@ class HTTPSettings:
     policy: ForwardingPolicy = field(factory=ForwardingPolicy)
     limits: Limits = field(factory=Limits)
     remove_response_headers: frozenset[bytes] = frozenset()
+    add_response_headers: tuple[tuple[bytes, bytes], ...] = ()
     scheme: bytes = b"http"
+    answer: Answer | None = None
     request_head_timeout: float = 10.0
     keep_alive_timeout: float = 60.0
     connect_timeout: float = 5.0
@@ -109,7 +119,11 @@ class HTTPProxyFactory(Factory):
 
             def endpoint_for(backend: Backend) -> IStreamClientEndpoint:
                 return client_endpoint(
-                    reactor, backend.host, backend.port, settings.connect_timeout
+                    reactor,
+                    backend.host,
+                    backend.port,
+                    settings.connect_timeout,
+                    backend.tls,
                 )
 
         self.endpoint_for = endpoint_for

@@ -98,11 +98,14 @@ def response_head(
     keep_alive: bool,
     remove: frozenset[bytes],
     via: bytes | None,
+    add: tuple[tuple[bytes, bytes], ...] = (),
 ) -> tuple[bytes, bool, bool]:
     """
     The head to send the client for a backend's final response.
 
     @param keep_alive: whether the client connection may stay open.
+    @param add: fields (name, value) to add when the response has no field
+        of that name (C{Strict-Transport-Security}).
     @return: the head, whether the body must be chunked on the way out, and
         whether the client connection stays open after this response.
     """
@@ -127,6 +130,9 @@ def response_head(
         )
     else:
         lines.extend(map(b": ".join, headers))
+    for name, value in add:
+        if header(head.headers, name.lower()) is None:
+            lines.append(name + b": " + value)
     if chunk_out and head.body == "close":
         lines.append(b"Transfer-Encoding: chunked")
     if not keep_alive:

@@ -209,6 +209,13 @@ class HTTPFrontProtocol(ResponseSide, BackendSide):
     def _begin(self, head: RequestHead) -> None:
         self.request = head
         self.started = self._last_io = self.clock.seconds()
+        answer = self.settings.answer
+        if answer is not None and (local := answer(head)) is not None:
+            self._end_exchange(local[0])
+            send_now(self.transport, local[1])
+            self._emit()
+            self._close()
+            return
         match = self.settings.router.route(head.host, head.target)
         if match is None:
             self._reject(404)
