@@ -15,6 +15,8 @@ import random
 from collections.abc import Callable
 from typing import Any
 
+from OpenSSL import SSL
+from service_identity import VerificationError
 from twisted.application.service import Service
 from twisted.internet.defer import CancelledError, Deferred, TimeoutError
 from twisted.internet.error import ConnectError, ConnectingCancelledError
@@ -56,7 +58,31 @@ def describe_failure(failure: Failure) -> str:
         return error.__class__.__name__ + (
             f": {error.osError}" if error.osError else ""
         )
+    if isinstance(error, VerificationError):
+        names = ", ".join(_identity(mismatch) for mismatch in error.errors)
+        return f"TLS: the certificate is not for {names}"
+    if isinstance(error, SSL.Error):
+        reasons = [
+            entry[2]
+            for entry in (error.args[0] if error.args else ())
+            if isinstance(entry, tuple) and len(entry) == 3
+        ]
+        return "TLS handshake failed: " + ("; ".join(reasons) or str(error))
     return f"{error.__class__.__name__}: {error}"
+
+
+def _identity(mismatch: object) -> str:
+    """
+    The name or address a service-identity mismatch was about.
+    """
+    wanted = getattr(mismatch, "mismatched_id", None)
+    for attribute in ("hostname", "ip"):
+        value = getattr(wanted, attribute, None)
+        if isinstance(value, bytes):
+            return value.decode("ascii", "replace")
+        if value is not None:
+            return str(value)
+    return str(mismatch)
 
 
 EndpointFor = Callable[[Backend, int | None], Any]

@@ -18,18 +18,22 @@ from typing import Any
 
 import trustme
 from twisted.internet import reactor
-from twisted.internet.defer import Deferred, inlineCallbacks
+from twisted.internet.defer import inlineCallbacks
 from twisted.internet.endpoints import SSL4ServerEndpoint, TCP4ServerEndpoint
 from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.ssl import CertificateOptions
 from twisted.internet.threads import deferToThread
 from twisted.logger import globalLogPublisher
+from twisted.python.failure import Failure
 from twisted.trial.unittest import TestCase
 from twisted.web.resource import Resource
 from twisted.web.server import Request, Site
 
-from rproxy.config import parse_config
-from rproxy.service import ProxyService
+from rproxy.backends import Backend
+from rproxy.config import HealthConfig, parse_config
+from rproxy.health import describe_failure
+from rproxy.service import ProxyService, build_check
+from rproxy.tls import backend_tls
 
 MAIN_NAMES = {"example.com", "www.example.com", "secure.example.com"}
 
@@ -440,4 +444,48 @@ def _x509(cert: trustme.LeafCert) -> Any:
     return crypto.load_certificate(crypto.FILETYPE_PEM, cert.cert_chain_pems[0].bytes())
 
 
-_ = Deferred
+
+class HealthOverTLSTests(TestCase):
+    """
+    Active health checks reach a TLS backend with the pool's TLS settings.
+    """
+
+    timeout = 30
+
+    @inlineCallbacks
+    def setUp(self) -> Any:
+        self.ca = trustme.CA()
+        cert = self.ca.issue_cert("backend.internal")
+        options = CertificateOptions(privateKey=_pkey(cert), certificate=_x509(cert))
+        port = yield SSL4ServerEndpoint(
+            reactor, 0, options, interface="127.0.0.1"
+        ).listen(Site(Echoes("secure")))
+        self.addCleanup(port.stopListening)
+        self.port = port.getHost().port
+        temporary = tempfile.TemporaryDirectory()
+        self.addCleanup(temporary.cleanup)
+        self.ca_file = str(Path(temporary.name) / "ca.pem")
+        Path(self.ca_file).write_bytes(self.ca.cert_pem.bytes())
+
+    def backend(self, server_name: str) -> Backend:
+        return Backend(
+            "127.0.0.1",
+            self.port,
+            tls=backend_tls(server_name, ca=self.ca_file),
+        )
+
+    @inlineCallbacks
+    def test_checks_pass_for_the_right_name_and_fail_for_a_wrong_one(self) -> Any:
+        """
+        TCP and HTTP checks pass against the backend verified as
+        C{backend.internal} and fail, naming the verification problem, as
+        C{wrong.internal}.
+        """
+        for kind in ("tcp", "http"):
+            check = build_check(reactor, HealthConfig(check=kind, timeout=5.0))
+            assert check is not None
+            yield check.check(self.backend("backend.internal"))
+            failure = yield self.assertFailure(
+                check.check(self.backend("wrong.internal")), Exception
+            )
+            self.assertIn("wrong.internal", describe_failure(Failure(failure)))
