@@ -48,6 +48,8 @@ class Echoes(Resource):
         self.name = name
 
     def render_GET(self, request: Request) -> bytes:
+        if request.path == b"/big":
+            return bytes(range(256)) * 8192
         proto = request.getHeader(b"x-forwarded-proto") or b"-"
         return b"%s proto=%s" % (self.name.encode(), proto)
 
@@ -298,6 +300,17 @@ tls = {{ certificates = [{{ cert = "{main[0]}", key = "{main[1]}" }}] }}
         )
         self.assertEqual((status, body), (200, b"plain proto=https"))
         self.assertEqual(headers.get("Strict-Transport-Security"), "max-age=31536000")
+
+    @inlineCallbacks
+    def test_large_response_over_tls_on_both_sides(self) -> Any:
+        """
+        A 2 MiB response from a TLS backend reaches the TLS client intact.
+        """
+        status, _, body = yield deferToThread(
+            https_get, self.port("https"), self.ca, "secure.example.com", "/big"
+        )
+        self.assertEqual(status, 200)
+        self.assertEqual(body, bytes(range(256)) * 8192)
 
     @inlineCallbacks
     def test_plain_listener_redirects_to_https(self) -> Any:
