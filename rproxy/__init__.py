@@ -8,6 +8,10 @@ of the package is private.  A TCP load balancer in a few lines::
     serverFromString(reactor, "tcp:8000").listen(TCPProxyFactory(pool, reactor))
 """
 
+from typing import Any
+
+from rproxy._challenges import Challenges
+from rproxy._endpoints import HandshakeEndpoint, client_endpoint
 from rproxy._reactor import ProxyReactor
 from rproxy._reactor import install as install_reactor
 from rproxy.accesslog import AccessEvents, AccessLog, access_events
@@ -29,13 +33,16 @@ from rproxy.http.routing import Route, Router
 from rproxy.interfaces import IBalancer, IHealthCheck, IRegistry, IRouter
 from rproxy.service import ProxyService
 from rproxy.tcp import TCPProxyFactory
+from rproxy.tls import ServerCertificate, ServerTLS, backend_tls, load_certificate
 
 __all__ = [
     "AccessEvents",
     "AccessLog",
+    "AcmeService",
     "AdminState",
     "Backend",
     "BackendState",
+    "Challenges",
     "Config",
     "ConfigError",
     "ConsistentHash",
@@ -43,6 +50,7 @@ __all__ = [
     "HTTPCheck",
     "HTTPProxyFactory",
     "HTTPSettings",
+    "HandshakeEndpoint",
     "HealthMonitor",
     "IBalancer",
     "IHealthCheck",
@@ -57,12 +65,26 @@ __all__ = [
     "RoundRobin",
     "Route",
     "Router",
+    "ServerCertificate",
+    "ServerTLS",
     "SmoothWeighted",
     "TCPCheck",
     "TCPProxyFactory",
     "TwoRandomChoices",
     "access_events",
+    "backend_tls",
+    "client_endpoint",
     "install_reactor",
+    "load_certificate",
     "load_config",
     "make_balancer",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    # AcmeService pulls in the acme package (and requests): only on use.
+    if name == "AcmeService":
+        from rproxy.acme import AcmeService
+
+        return AcmeService
+    raise AttributeError(f"module 'rproxy' has no attribute {name!r}")
