@@ -211,7 +211,7 @@ class ServerTLS:
         self._alpn = tuple(alpn)
         self._files: tuple[ServerCertificate, ...] = ()
         self._installed: dict[tuple[str, ...], ServerCertificate] = {}
-        self._contexts: dict[int, SSL.Context] = {}
+        self._contexts: dict[int, tuple[ServerCertificate, SSL.Context]] = {}
         self._exact: dict[str, SSL.Context] = {}
         self._wildcard: dict[str, SSL.Context] = {}
         self._default: SSL.Context | None = None
@@ -240,25 +240,32 @@ class ServerTLS:
         self._rebuild()
 
     def _rebuild(self) -> None:
-        contexts = {id(c): self._contexts.get(id(c)) for c in self.certificates}
+        # Contexts are kept for certificates still in use (by identity: the
+        # cache holds each certificate, so an id is never reused under it).
+        previous = self._contexts
+        contexts: dict[int, tuple[ServerCertificate, SSL.Context]] = {}
         exact: dict[str, SSL.Context] = {}
         wildcard: dict[str, SSL.Context] = {}
         for certificate in self.certificates:
-            context = contexts[id(certificate)] or self._context(certificate)
-            contexts[id(certificate)] = context
+            cached = previous.get(id(certificate))
+            if cached is not None and cached[0] is certificate:
+                context = cached[1]
+            else:
+                context = self._context(certificate)
+            contexts[id(certificate)] = (certificate, context)
             for name in certificate.names:
                 table, key = (
                     (wildcard, name[2:]) if name.startswith("*.") else (exact, name)
                 )
                 table.setdefault(key, context)
-        self._contexts = {k: v for k, v in contexts.items() if v is not None}
+        self._contexts = contexts
         self._exact, self._wildcard = exact, wildcard
         default = (
             self._files[0]
             if self._files
             else next(iter(self._installed.values()), None)
         )
-        self._default = None if default is None else self._contexts[id(default)]
+        self._default = None if default is None else contexts[id(default)][1]
 
     def _context(self, certificate: ServerCertificate) -> SSL.Context:
         # pyOpenSSL takes cryptography's objects directly (its own X509 and
