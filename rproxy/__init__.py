@@ -32,6 +32,7 @@ from rproxy.http.listener import HTTPProxyFactory, HTTPSettings
 from rproxy.http.routing import Route, Router
 from rproxy.interfaces import IBalancer, IHealthCheck, IRegistry, IRouter
 from rproxy.service import ProxyService
+from rproxy.sni import SNIProxyFactory, SNIRoutes
 from rproxy.tcp import TCPProxyFactory
 from rproxy.tls import ServerCertificate, ServerTLS, backend_tls, load_certificate
 
@@ -65,6 +66,8 @@ __all__ = [
     "RoundRobin",
     "Route",
     "Router",
+    "SNIProxyFactory",
+    "SNIRoutes",
     "ServerCertificate",
     "ServerTLS",
     "SmoothWeighted",

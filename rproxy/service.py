@@ -26,6 +26,7 @@ from rproxy.http.listener import HTTPProxyFactory, HTTPSettings
 from rproxy.http.local import Answer, acme_challenges, first_answer, https_redirect
 from rproxy.http.routing import Router
 from rproxy.interfaces import IHealthCheck
+from rproxy.sni import SNIProxyFactory, SNIRoutes
 from rproxy.tcp import TCPProxyFactory
 from rproxy.tls import ServerCertificate, ServerTLS, backend_tls, load_certificate
 
@@ -191,7 +192,7 @@ class ListenerService(Service):
         self,
         name: str,
         description: str,
-        factory: TCPProxyFactory | HTTPProxyFactory,
+        factory: TCPProxyFactory | HTTPProxyFactory | SNIProxyFactory,
         reactor: Any,
         grace: float,
         tls: ServerTLS | None = None,
@@ -227,11 +228,11 @@ class ListenerService(Service):
         self.port = outcome
         host = outcome.getHost()
         factory = self.factory
-        serves = (
-            f"pool {factory.pool.name}"
-            if isinstance(factory, TCPProxyFactory)
-            else "HTTP routes"
-        )
+        serves = "HTTP routes"
+        if isinstance(factory, TCPProxyFactory):
+            serves = f"pool {factory.pool.name}"
+        elif isinstance(factory, SNIProxyFactory):
+            serves = "SNI routes"
         log.info(
             "listener {listener} on {address} ({bound}) serving {serves}",
             listener=self.listener,
@@ -334,7 +335,7 @@ class ProxyService(MultiService):
         self,
         name: str,
         description: str,
-        factory: TCPProxyFactory | HTTPProxyFactory,
+        factory: TCPProxyFactory | HTTPProxyFactory | SNIProxyFactory,
         reactor: Any,
         tls: ServerTLS | None,
     ) -> None:
@@ -416,12 +417,24 @@ class ProxyService(MultiService):
 
     def _factory(
         self, listener: ListenerConfig, reactor: Any
-    ) -> TCPProxyFactory | HTTPProxyFactory:
+    ) -> TCPProxyFactory | HTTPProxyFactory | SNIProxyFactory:
         config = self.config
         if listener.protocol == "http":
             answer = self._answer() if listener.tls is None else None
             return HTTPProxyFactory(
                 self.registry, reactor, http_settings(config, listener, answer)
+            )
+        if listener.sni_routes:
+            return SNIProxyFactory(
+                self.registry,
+                SNIRoutes.from_routes(listener.sni_routes, listener.pool),
+                reactor,
+                listener=listener.name,
+                client_hello_timeout=config.timeouts.client_hello,
+                pool_timeouts={
+                    pool.name: (pool.timeouts.connect, pool.timeouts.idle)
+                    for pool in config.pools
+                },
             )
         assert listener.pool is not None
         pool_config = config.pool(listener.pool)

@@ -27,6 +27,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from rproxy._endpoints import client_endpoint
+from rproxy._fastwrite import send_now
 from rproxy._splice import Splicer, can_splice
 from rproxy._tracking import ConnectionTracker
 from rproxy.accesslog import access_events
@@ -133,8 +134,12 @@ class TCPFrontProtocol(Protocol):
 
     @ivar bytes_in: bytes from the client to the backend.
     @ivar bytes_out: bytes from the backend to the client.
+    @ivar preface: bytes read from the client before this protocol took the
+        connection over (an SNI router's ClientHello), sent to the backend
+        ahead of the rest.
     """
 
+    preface = b""
     backend: Backend | None = None
     peer: _BackendProtocol | None = None
     _splicer: Splicer | None = None
@@ -222,7 +227,12 @@ class TCPFrontProtocol(Protocol):
         assert client is not None and server is not None
         self.last_activity = self.clock.seconds()
         self._watch_idle(self.factory.idle_timeout)
-        if self.factory.splice and can_splice(self.clock, client, server):
+        preface, self.preface = self.preface, b""
+        if preface:
+            self.moved_in(len(preface))
+        # Splicing would overtake a preface still in the transport's buffer.
+        sent = not preface or send_now(server, preface)
+        if sent and self.factory.splice and can_splice(self.clock, client, server):
             try:
                 self._splicer = Splicer(
                     self.clock,

@@ -1,0 +1,336 @@
+"""SNI passthrough: a tcp listener that sends each TLS connection to the pool
+its ClientHello's server name routes to, without terminating TLS.
+
+L{SNIRoutes} is the decision: an exact name, then a one-label wildcard, then
+the default pool.  L{SNIProxyFactory} reads each client's ClientHello (with
+L{rproxy._clienthello.read_server_name}), then hands the connection to the
+L{TCPFrontProtocol} of the chosen pool, which sends the ClientHello to the
+backend ahead of the rest of the stream: connect retries, passive health,
+the idle timeout, half-close, splice(2) and access events are the TCP
+proxy's own.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from attrs import frozen
+from twisted.internet.interfaces import (
+    IAddress,
+    IDelayedCall,
+    IHalfCloseableProtocol,
+    IReactorTime,
+)
+from twisted.internet.protocol import Factory, Protocol, connectionDone
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from zope.interface import implementer
+
+from rproxy._clienthello import ClientHelloError, NeedMore, read_server_name
+from rproxy._tracking import ConnectionTracker
+from rproxy.accesslog import access_events
+from rproxy.backends import Registry
+from rproxy.tcp import EndpointFor, TCPFrontProtocol, TCPProxyFactory, _host_of
+
+log = Logger(namespace="rproxy.sni")
+
+
+@frozen
+class SNIRoutes:
+    """
+    Which pool serves a TLS server name: the route of that exact name, else
+    that of a wildcard C{*.parent} when the name is one label more than
+    C{parent} (C{*.example.com} covers C{a.example.com}, not C{example.com}
+    nor C{a.b.example.com}), else C{default}.
+
+    @ivar exact: pool names by lowercase server name.
+    @ivar wildcards: pool names by the C{parent} of a C{*.parent} route.
+    @ivar default: the pool for names no route covers and for clients that
+        send no name; None to close those connections.
+    """
+
+    exact: Mapping[str, str]
+    wildcards: Mapping[str, str]
+    default: str | None = None
+
+    @classmethod
+    def from_routes(
+        cls, routes: Iterable[tuple[str, str]], default: str | None = None
+    ) -> SNIRoutes:
+        """
+        The routes of (server name or C{*.parent}, pool name) pairs, as in a
+        listener's C{sni_routes}; the first route of a name wins.
+        """
+        exact: dict[str, str] = {}
+        wildcards: dict[str, str] = {}
+        for name, pool in routes:
+            name = name.lower()
+            if name.startswith("*."):
+                wildcards.setdefault(name[2:], pool)
+            else:
+                exact.setdefault(name, pool)
+        return cls(exact, wildcards, default)
+
+    def pool_for(self, server_name: str | None) -> str | None:
+        """
+        The name of the pool for C{server_name} (None: the client sent none),
+        or None if no pool serves it.
+        """
+        if server_name is not None:
+            name = server_name.lower()
+            pool = self.exact.get(name)
+            if pool is not None:
+                return pool
+            label, _, parent = name.partition(".")
+            pool = self.wildcards.get(parent) if label and parent else None
+            if pool is not None:
+                return pool
+        return self.default
+
+
+class SNIProxyFactory(Factory):
+    """
+    Accepts TLS client connections and relays each one, still encrypted, to
+    a backend of the pool its server name (SNI) routes to.
+
+    A client has C{client_hello_timeout} seconds to send its whole
+    ClientHello, of at most 64 KiB; bytes that are not a TLS ClientHello
+    close the connection at once, and so does a name no route (and no
+    default pool) accepts.  Each is logged with the client's address and the
+    reason.  Once the pool is chosen, the connection is the TCP proxy's
+    (L{TCPFrontProtocol}), with that pool's timeouts.
+
+    @param registry: the pools, looked up by name for each connection.
+    @param routes: which pool serves which server name.
+    @param reactor: as for L{TCPProxyFactory}.
+    @param listener: the name used in log and access events.
+    @param client_hello_timeout: seconds a client has to send its ClientHello.
+    @param pool_timeouts: per pool name, the (connect, idle) timeouts;
+        C{connect_timeout} and C{idle_timeout} for pools not in it.
+    @param endpoint_for: as for L{TCPProxyFactory}.
+    @param splice: as for L{TCPProxyFactory}.
+    @ivar connections: the listener's open connections, from accept to
+        close, whatever their pool.
+    """
+
+    noisy = False
+
+    def __init__(
+        self,
+        registry: Registry,
+        routes: SNIRoutes,
+        reactor: Any,
+        *,
+        listener: str = "tcp",
+        client_hello_timeout: float = 5.0,
+        connect_timeout: float = 5.0,
+        idle_timeout: float = 300.0,
+        pool_timeouts: Mapping[str, tuple[float, float]] | None = None,
+        endpoint_for: EndpointFor | None = None,
+        splice: bool = True,
+    ):
+        self.registry = registry
+        self.routes = routes
+        self.reactor = reactor
+        self.clock: IReactorTime = reactor
+        self.listener = listener
+        self.client_hello_timeout = client_hello_timeout
+        self.connect_timeout = connect_timeout
+        self.idle_timeout = idle_timeout
+        self.pool_timeouts = dict(pool_timeouts or {})
+        self.endpoint_for = endpoint_for
+        self.splice = splice
+        self.connections = ConnectionTracker()
+        self._proxies: dict[str, TCPProxyFactory] = {}
+
+    def buildProtocol(self, addr: IAddress | None) -> SNIFrontProtocol:
+        return SNIFrontProtocol(self)
+
+    def proxy_for(self, pool_name: str) -> TCPProxyFactory | None:
+        """
+        The TCP proxy to pool C{pool_name}, or None if there is no such pool.
+        """
+        if pool_name not in self.registry:
+            return None
+        pool = self.registry.get(pool_name)
+        proxy = self._proxies.get(pool_name)
+        if proxy is None or proxy.pool is not pool:
+            connect, idle = self.pool_timeouts.get(
+                pool_name, (self.connect_timeout, self.idle_timeout)
+            )
+            proxy = TCPProxyFactory(
+                pool,
+                self.reactor,
+                listener=self.listener,
+                connect_timeout=connect,
+                idle_timeout=idle,
+                endpoint_for=self.endpoint_for,
+                splice=self.splice,
+            )
+            # Connections of every pool drain with this listener.
+            proxy.connections = self.connections
+            self._proxies[pool_name] = proxy
+        return proxy
+
+
+@implementer(IHalfCloseableProtocol)
+class SNIFrontProtocol(Protocol):
+    """
+    One client connection: reads its ClientHello, then hands the connection
+    to the L{TCPFrontProtocol} of the pool it routes to, and passes that
+    protocol every later event of the transport.
+
+    @ivar front: the TCP proxy protocol, once the connection is handed over.
+    """
+
+    front: TCPFrontProtocol | None = None
+
+    def __init__(self, factory: SNIProxyFactory):
+        self.factory = factory
+        self.clock = factory.clock
+        self.client = ""
+        self.accepted = 0.0
+        #: why the connection ended before a hand-over, once it has.
+        self.ended = ""
+        self._received = bytearray()
+        self._wanted = 1
+        self._deadline: IDelayedCall | None = None
+
+    def connectionMade(self) -> None:
+        assert self.transport is not None
+        self.factory.connections.add(self)
+        self.client = _host_of(self.transport.getPeer())
+        self.accepted = self.clock.seconds()
+        self._deadline = self.clock.callLater(
+            self.factory.client_hello_timeout, self._timed_out
+        )
+
+    def dataReceived(self, data: bytes) -> None:
+        if self.front is not None:
+            self.front.dataReceived(data)
+            return
+        if self.ended:
+            return
+        self._received += data
+        if len(self._received) < self._wanted:
+            return
+        try:
+            hello = read_server_name(bytes(self._received))
+        except ClientHelloError as error:
+            self._refuse("bad client hello", str(error))
+            return
+        if isinstance(hello, NeedMore):
+            self._wanted = hello.at_least
+            return
+        self._route(hello.server_name)
+
+    def _route(self, server_name: str | None) -> None:
+        self._stop_deadline()
+        pool_name = self.factory.routes.pool_for(server_name)
+        asked = "no server name" if server_name is None else repr(server_name)
+        if pool_name is None:
+            self._refuse("no route", f"no route for {asked} and no default pool")
+            return
+        proxy = self.factory.proxy_for(pool_name)
+        if proxy is None:
+            self._refuse("no route", f"{asked} routes to {pool_name!r}, no such pool")
+            return
+        assert self.transport is not None
+        log.debug(
+            "{client} asks for {server_name}: pool {pool}",
+            client=self.client,
+            server_name=asked,
+            pool=pool_name,
+        )
+        front = proxy.buildProtocol(self.transport.getPeer())
+        front.preface = bytes(self._received)
+        self._received = bytearray()
+        self.front = front
+        front.makeConnection(self.transport)
+        # The connection's duration counts from accept, not from hand-over.
+        front.started = self.accepted
+        # After the front joined the tracker, which so never looks empty.
+        self.factory.connections.discard(self)
+
+    def _timed_out(self) -> None:
+        self._deadline = None
+        self._refuse(
+            "client hello timeout",
+            f"no whole ClientHello in {self.factory.client_hello_timeout}s "
+            f"({len(self._received)} bytes received)",
+        )
+
+    def _refuse(self, ended: str, reason: str) -> None:
+        """
+        Close the connection before any backend is involved.
+        """
+        if self.ended:
+            return
+        self.ended = ended
+        self._stop_deadline()
+        log.info(
+            "closing {client} on listener {listener}: {reason}",
+            client=self.client,
+            listener=self.factory.listener,
+            reason=reason,
+        )
+        self.transport.loseConnection()  # type: ignore[union-attr]
+
+    def _stop_deadline(self) -> None:
+        if self._deadline is not None and self._deadline.active():
+            self._deadline.cancel()
+        self._deadline = None
+
+    def readConnectionLost(self) -> None:
+        if self.front is not None:
+            self.front.readConnectionLost()
+        else:
+            self._refuse(
+                "client closed",
+                f"client closed its side after {len(self._received)} bytes, "
+                "before a whole ClientHello",
+            )
+
+    def writeConnectionLost(self) -> None:
+        if self.front is not None:
+            self.front.writeConnectionLost()
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
+        if self.front is not None:
+            self.front.connectionLost(reason)
+            return
+        self._stop_deadline()
+        if not self.ended:
+            self.ended = "client left"
+            log.debug(
+                "{client} left before a whole ClientHello ({received} bytes)",
+                client=self.client,
+                received=len(self._received),
+            )
+        if access_events.active:
+            access_events.emit(
+                "{client} {listener} {pool}/{backend} {ended} "
+                "in={bytes_in} out={bytes_out} {duration:.3f}s",
+                client=self.client,
+                listener=self.factory.listener,
+                pool="-",
+                backend="-",
+                bytes_in=0,
+                bytes_out=0,
+                duration=self.clock.seconds() - self.accepted,
+                ended=self.ended,
+                status=self.ended,
+                protocol="tcp",
+            )
+        self.factory.connections.discard(self)
+
+    def shut_down(self, abort: bool) -> None:
+        """
+        Before the hand-over: a client that has sent nothing is closed at
+        once; one part-way through its ClientHello may finish it (within
+        the ClientHello timeout) and is then proxied, until the grace period
+        ends.
+        """
+        if self.front is None and (abort or not self._received):
+            self._refuse("shutdown", "the listener is shutting down")
