@@ -201,6 +201,8 @@ def _listener(
                     "sni_routes",
                     f"{server_name!r}: no pool named {route_pool!r}",
                 )
+            elif _encrypts(pools[route_pool]):
+                table.report("sni_routes", _double_tls(repr(server_name), route_pool))
         if sni_routes and tls is not None:
             table.report(
                 "sni_routes",
@@ -214,6 +216,8 @@ def _listener(
         )
         if pool is not None:
             _check_pool(table, pool, pools, tcp=True)
+            if sni_routes and _encrypts(pools.get(pool)):
+                table.report("pool", _double_tls("the default", pool))
         if name is None or listen is None or (pool is None and not sni_routes):
             return None
         return partial(
@@ -259,6 +263,17 @@ def _listener(
     if name is None or listen is None:
         return None
     return partial(build, name, listen, pool, protocol)
+
+
+def _encrypts(pool: PoolConfig | None) -> bool:
+    return pool is not None and pool.tls is not None
+
+
+def _double_tls(route: str, pool: str) -> str:
+    return (
+        f"{route} route's pool {pool!r} has tls, but SNI routing passes the "
+        "client's own TLS through: the backends must terminate it"
+    )
 
 
 def _removable_header(value: object) -> str:

@@ -1360,3 +1360,31 @@ def test_non_boolean_flags_are_reported() -> None:
         "c.toml: listeners[0].via: must be true or false, got '1.1 rproxy'",
         "c.toml: listeners[0].preserve_host: must be true or false, got 0",
     ]
+
+
+def test_sni_routes_to_a_pool_with_backend_tls_is_refused() -> None:
+    """
+    SNI routing passes the client's TLS through, so a route (or the default
+    pool) whose pool would wrap it in TLS again is a config error.
+    """
+    text = """
+[pools.web]
+backends = ["127.0.0.1:1"]
+tls = { verify = false }
+
+[[listeners]]
+name = "passthrough"
+listen = "tcp:8443"
+sni_routes = { "a.example.com" = "web" }
+pool = "web"
+"""
+    with pytest.raises(ConfigError) as caught:
+        parse_config(tomllib.loads(text), "c.toml")
+    assert caught.value.errors == [
+        "c.toml: listeners[0].sni_routes: 'a.example.com' route's pool 'web' has "
+        "tls, but SNI routing passes the client's own TLS through: the backends "
+        "must terminate it",
+        "c.toml: listeners[0].pool: the default route's pool 'web' has tls, but "
+        "SNI routing passes the client's own TLS through: the backends must "
+        "terminate it",
+    ]
