@@ -457,7 +457,6 @@ def _x509(cert: trustme.LeafCert) -> Any:
     return crypto.load_certificate(crypto.FILETYPE_PEM, cert.cert_chain_pems[0].bytes())
 
 
-
 class HealthOverTLSTests(TestCase):
     """
     Active health checks reach a TLS backend with the pool's TLS settings.
