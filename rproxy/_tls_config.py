@@ -15,7 +15,15 @@ from urllib.parse import urlsplit
 
 from attrs import field, frozen, validators
 
-from rproxy._validate import Table, boolean, item, one_of, server_endpoint, string
+from rproxy._validate import (
+    Table,
+    boolean,
+    item,
+    one_of,
+    server_endpoint,
+    show,
+    string,
+)
 from rproxy.tls import MIN_VERSIONS, backend_tls, load_certificate
 
 __all__ = [
@@ -159,8 +167,8 @@ def parse_listener_tls(
     raw = tls.data.get("certificates", [])
     if not isinstance(raw, list):
         tls.report("certificates", "must be an array of { cert = ..., key = ... }")
-        raw = []
-    for index, entry in enumerate(raw):
+        raw = None
+    for index, entry in enumerate(raw or ()):
         where = item(f"{tls.path}.certificates", index)
         one = Table.open(tls.problems, where, entry, _CERTIFICATE_KEYS)
         if one is None:
@@ -175,7 +183,7 @@ def parse_listener_tls(
             tls.problems.add(where, str(e))
             continue
         certificates.append(CertificateConfig(cert, key))
-    if not raw and not acme:
+    if raw == [] and not acme:
         tls.report(
             "certificates",
             "missing: give at least one { cert = ..., key = ... }, "
@@ -274,6 +282,8 @@ def parse_acme(top: Table, source: str) -> AcmeConfig | None:
     domains = acme.array("domains", dns_name)
     if "domains" not in acme:
         acme.report("domains", "missing: name at least one domain")
+    elif acme.data["domains"] == []:
+        acme.report("domains", "is empty: name at least one domain")
     for domain in domains:
         if domain.startswith("*."):
             acme.report(
@@ -317,5 +327,5 @@ def _email(value: object) -> str:
 
 def _days(value: object) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
-        raise ValueError(f"must be a positive number of days, got {value!r}")
+        raise ValueError(f"must be a positive number of days, got {show(value)}")
     return float(value)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import datetime
 import ipaddress
+import re
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
@@ -45,6 +46,8 @@ __all__ = [
 ]
 
 log = Logger(namespace="rproxy.tls")
+
+_PEM_BLOCK = re.compile(rb"-----BEGIN ([A-Z0-9 ]+)-----.*?-----END \1-----", re.S)
 
 #: The oldest TLS versions a listener may accept, as written in the config.
 MIN_VERSIONS = {"1.2": ssl.TLSVersion.TLSv1_2, "1.3": ssl.TLSVersion.TLSv1_3}
@@ -102,19 +105,14 @@ class ServerCertificate:
 
 
 def _load_key(pem: bytes, source: str) -> PrivateKeyTypes:
-    start = pem.find(b"-----BEGIN")
-    while start != -1:
-        end = pem.find(b"-----END", start)
-        block_end = pem.find(b"-----", end + 8)
-        block = pem[start : block_end + 5]
-        if b"PRIVATE KEY" in block[:40]:
+    for block in _PEM_BLOCK.finditer(pem):
+        if block[1].endswith(b"PRIVATE KEY"):
             try:
-                return serialization.load_pem_private_key(block, password=None)
+                return serialization.load_pem_private_key(block[0], password=None)
             except (ValueError, TypeError) as e:
                 raise ValueError(
                     f"{source}: cannot read the private key: {e}"
                 ) from None
-        start = pem.find(b"-----BEGIN", block_end + 5)
     raise ValueError(f"{source}: no PEM private key in it")
 
 
@@ -275,11 +273,21 @@ class ServerTLS:
             certificate=certificate.certificate,  # type: ignore[arg-type]
             extraCertChain=list(certificate.chain),  # type: ignore[arg-type]
             raiseMinimumTo=self._minimum,
-            acceptableProtocols=list(self._alpn) or None,
         )
         context: SSL.Context = options.getContext()
         context.set_tlsext_servername_callback(self._pick)
+        context.set_alpn_select_callback(self._select_protocol)
         return context
+
+    def _select_protocol(
+        self, connection: SSL.Connection, offered: list[bytes]
+    ) -> bytes | object:
+        # Ours in the client's order of preference; with none in common the
+        # handshake goes on without ALPN (a tcp listener offers none).
+        for protocol in offered:
+            if protocol in self._alpn:
+                return protocol
+        return SSL.NO_OVERLAPPING_PROTOCOLS
 
     def context_for(self, server_name: str | None) -> SSL.Context | None:
         """

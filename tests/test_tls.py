@@ -420,12 +420,6 @@ def deadline(seconds: float) -> Iterator[None]:
         signal.signal(signal.SIGALRM, previous)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="rproxy.tls._load_key loops forever when a PEM has a complete block "
-    "followed by a BEGIN line without its END line: end == -1 sends the search "
-    "back to the start of the file and finds the same BEGIN again",
-)
 def test_truncated_key_after_the_certificate_is_refused() -> None:
     """A PEM whose private key lost its END line is a ValueError naming the
     file (not a hang of the config check or the reload)."""
@@ -568,13 +562,6 @@ def test_alpn_selects_http11() -> None:
         assert result.server.negotiatedProtocol == b"http/1.1"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="Twisted's CertificateOptions always installs an ALPN select callback; "
-    "with alpn=() (tcp listeners) it answers b'' and OpenSSL fails the handshake "
-    "with an internal_error alert, so a TLS tcp listener refuses every client "
-    "that offers ALPN",
-)
 def test_no_alpn_protocols_still_serves_a_client_offering_alpn() -> None:
     """A listener given no ALPN protocols (a tcp one) completes the handshake
     with a client that offers some, selecting none."""

@@ -679,13 +679,6 @@ def test_acme_needs_directory_storage_and_domains(base: Path) -> None:
     ]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="parse_acme reports a missing domains key but not an empty array: "
-    "domains = [] makes parse_acme return None silently, while the listeners "
-    "were checked with acme=True, so a TLS listener without certificates is "
-    "accepted and nothing will ever obtain one",
-)
 def test_acme_empty_domains_is_refused(base: Path) -> None:
     """An [acme] section with domains = [] is a problem under acme.domains,
     not a config whose TLS listener has nothing to serve."""
