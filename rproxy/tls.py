@@ -281,7 +281,7 @@ class ServerTLS:
 
     def _select_protocol(
         self, connection: SSL.Connection, offered: list[bytes]
-    ) -> bytes | object:
+    ) -> bytes | SSL._NoOverlappingProtocols:
         # Ours in the client's order of preference; with none in common the
         # handshake goes on without ALPN (a tcp listener offers none).
         for protocol in offered:
