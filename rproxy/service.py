@@ -10,7 +10,7 @@ from twisted.internet.defer import Deferred, maybeDeferred
 from twisted.internet.endpoints import serverFromString
 from twisted.internet.interfaces import IListeningPort, IReactorTime
 from twisted.logger import Logger
-from twisted.protocols.tls import TLSMemoryBIOFactory
+from twisted.protocols.tls import TLSMemoryBIOFactory, TLSMemoryBIOProtocol
 from twisted.python.failure import Failure
 
 from rproxy._challenges import Challenges
@@ -212,6 +212,11 @@ class ListenerService(Service):
         if self.tls is not None:
             factory = TLSMemoryBIOFactory(self.tls, False, factory)
             factory.noisy = False
+            # Twisted's default TLS transport holds small writes until the
+            # next reactor iteration to merge them; the proxy already sends
+            # each response's parts as one write, so that only adds a timer
+            # per response.
+            factory.protocol = TLSMemoryBIOProtocol
         listening: Deferred[IListeningPort] = endpoint.listen(factory)
         result: list[IListeningPort | Failure] = []
         listening.addBoth(result.append)
