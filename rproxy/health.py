@@ -144,6 +144,16 @@ class _ProbeFactory(Factory):
         return _Probe(self._request, self._judge)
 
 
+def _endpoint(reactor: Any, backend: Backend, port: int | None, timeout: float) -> Any:
+    """
+    Where a check of C{backend} connects: its address, or C{port} on its
+    host, over its TLS if it has any.
+    """
+    return client_endpoint(
+        reactor, backend.host, port or backend.port, timeout, backend.tls
+    )
+
+
 def _probe(
     endpoint: Any, request: bytes | None, judge: Callable[[bytes], None] | None
 ) -> Deferred[None]:
@@ -166,13 +176,7 @@ class TCPCheck:
         self._timeout = timeout
 
     def check(self, backend: Backend) -> Deferred[None]:
-        endpoint = client_endpoint(
-            self._reactor,
-            backend.host,
-            self._port or backend.port,
-            self._timeout,
-            backend.tls,
-        )
+        endpoint = _endpoint(self._reactor, backend, self._port, self._timeout)
         return _probe(endpoint, None, None)
 
 
@@ -229,13 +233,7 @@ class HTTPCheck:
             raise HealthCheckError(f"status {status}, expected {low}-{high}")
 
     def check(self, backend: Backend) -> Deferred[None]:
-        endpoint = client_endpoint(
-            self._reactor,
-            backend.host,
-            self._port or backend.port,
-            self._timeout,
-            backend.tls,
-        )
+        endpoint = _endpoint(self._reactor, backend, self._port, self._timeout)
         return _probe(endpoint, self.request_for(backend), self.judge)
 
 

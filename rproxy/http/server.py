@@ -165,8 +165,14 @@ class HTTPFrontProtocol(ResponseSide, BackendSide):
         """
         Answer C{status} ourselves and close the connection.
         """
+        self._answer_and_close(status, error_response(status))
+
+    def _answer_and_close(self, status: int, response: bytes) -> None:
+        """
+        Send C{response}, our own (recorded as C{status}), and close.
+        """
         self._end_exchange(status)
-        send_now(self.transport, error_response(status))
+        send_now(self.transport, response)
         self._emit()
         self._close()
 
@@ -211,10 +217,7 @@ class HTTPFrontProtocol(ResponseSide, BackendSide):
         self.started = self._last_io = self.clock.seconds()
         answer = self.settings.answer
         if answer is not None and (local := answer(head)) is not None:
-            self._end_exchange(local[0])
-            send_now(self.transport, local[1])
-            self._emit()
-            self._close()
+            self._answer_and_close(*local)
             return
         match = self.settings.router.route(head.host, head.target)
         if match is None:
