@@ -8,7 +8,7 @@ from typing import Any
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred, maybeDeferred
 from twisted.internet.endpoints import serverFromString
-from twisted.internet.interfaces import IListeningPort
+from twisted.internet.interfaces import IAddress, IListeningPort
 from twisted.logger import Logger
 from twisted.protocols.tls import TLSMemoryBIOFactory, TLSMemoryBIOProtocol
 from twisted.python.failure import Failure
@@ -46,6 +46,8 @@ class ListenerService(Service):
         self.grace = grace
         self._reactor = reactor
         self.port: IListeningPort | None = None
+        #: the address bound, once started; kept after stopping.
+        self.bound: IAddress | None = None
 
     def privilegedStartService(self) -> None:
         super().privilegedStartService()
@@ -73,7 +75,7 @@ class ListenerService(Service):
                 f"{self.description!r}: {outcome.getErrorMessage()}"
             )
         self.port = outcome
-        host = outcome.getHost()
+        host = self.bound = outcome.getHost()
         factory = self.factory
         serves = "HTTP routes"
         if isinstance(factory, TCPProxyFactory):

@@ -3,11 +3,12 @@ listeners, under one L{MultiService}."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from twisted.application.service import MultiService, Service
 from twisted.internet.defer import Deferred
-from twisted.internet.interfaces import IReactorTime
+from twisted.internet.interfaces import IOpenSSLClientConnectionCreator, IReactorTime
 from twisted.logger import Logger
 
 from rproxy._challenges import Challenges
@@ -35,6 +36,7 @@ def build_pool(config: PoolConfig, clock: IReactorTime) -> Pool:
     """
     A L{Pool} with the backends, balancer and thresholds of C{config}.
     """
+    tls_for = None if config.tls is None else client_tls(config.tls)
     backends = [
         Backend(
             b.host,
@@ -43,7 +45,7 @@ def build_pool(config: PoolConfig, clock: IReactorTime) -> Pool:
             weight=b.weight,
             max_connections=b.max_connections,
             backup=b.backup,
-            tls=None if config.tls is None else client_tls(config.tls, b.host),
+            tls=None if tls_for is None else tls_for(b.host),
         )
         for b in config.backends
     ]
@@ -59,20 +61,38 @@ def build_pool(config: PoolConfig, clock: IReactorTime) -> Pool:
     )
 
 
-def client_tls(config: BackendTLSConfig, host: str) -> Any:
+def client_tls(
+    config: BackendTLSConfig,
+) -> Callable[[str], IOpenSSLClientConnectionCreator]:
     """
-    The client TLS connection creator for a backend at C{host} of a pool
-    with the TLS settings C{config}.
+    What makes the client TLS connection creator for a backend at a host of
+    a pool with the TLS settings C{config}.  The client certificate is read
+    once, and backends verified as the same name share one creator (and one
+    reading of the CA file).
     """
     client = None
     if config.cert is not None:
         client = load_certificate(config.cert, config.key)
-    return backend_tls(
-        config.server_name or host,
-        verify=config.verify,
-        ca=config.ca,
-        client_certificate=client,
-    )
+    creators: dict[str, IOpenSSLClientConnectionCreator] = {}
+
+    def for_host(host: str) -> IOpenSSLClientConnectionCreator:
+        name = config.server_name or host
+        if name not in creators:
+            creators[name] = backend_tls(
+                name, verify=config.verify, ca=config.ca, client_certificate=client
+            )
+        return creators[name]
+
+    return for_host
+
+
+def listener_certificates(config: ListenerTLSConfig) -> list[ServerCertificate]:
+    """
+    The certificates a TLS listener's files hold, read now.
+
+    @raise ValueError: naming a file that cannot be used.
+    """
+    return [load_certificate(c.cert, c.key) for c in config.certificates]
 
 
 def server_tls(config: ListenerTLSConfig, *, http: bool) -> ServerTLS:
@@ -81,25 +101,10 @@ def server_tls(config: ListenerTLSConfig, *, http: bool) -> ServerTLS:
     C{http/1.1} on an http listener.
     """
     return ServerTLS(
-        [load_certificate(c.cert, c.key) for c in config.certificates],
+        listener_certificates(config),
         min_version=config.min_version,
         alpn=(b"http/1.1",) if http else (),
     )
-
-
-def _port_of(description: str) -> int | None:
-    """
-    The TCP port a server endpoint string listens on, if it says.
-    """
-    kind, _, rest = description.partition(":")
-    if kind not in ("tcp", "tcp6", "ssl"):
-        return None
-    for part in rest.split(":"):
-        name, eq, value = part.partition("=")
-        text = value if eq else name
-        if (not eq or name == "port") and text.isdigit():
-            return int(text)
-    return None
 
 
 def build_check(reactor: Any, health: HealthConfig) -> IHealthCheck | None:
@@ -267,11 +272,10 @@ class ProxyService(MultiService):
         self, listener: ListenerConfig, reactor: Any
     ) -> HTTPProxyFactory:
         def https_port() -> int | None:
-            # The bound port: the file may say 0 (any free port).
-            service = self.listeners.get(listener.name)
-            if service is not None and service.port is not None:
-                return getattr(service.port.getHost(), "port", None)
-            return _port_of(listener.listen)
+            # The bound port (the file may say 0): the https listener binds
+            # before its redirect listener, so it is known by any request.
+            bound = self.listeners[listener.name].bound
+            return getattr(bound, "port", None)
 
         redirect = https_redirect(https_port)
         acme = self._answer()
@@ -308,9 +312,7 @@ class ProxyService(MultiService):
             if listener.tls is None:
                 continue
             try:
-                fresh[listener.name] = [
-                    load_certificate(c.cert, c.key) for c in listener.tls.certificates
-                ]
+                fresh[listener.name] = listener_certificates(listener.tls)
             except ValueError as e:
                 problems.append(f"listener {listener.name}: {e}")
         if problems:
