@@ -29,9 +29,14 @@ from zope.interface import implementer
 
 from rproxy._clienthello import ClientHelloError, NeedMore, read_server_name
 from rproxy._tracking import ConnectionTracker
-from rproxy.accesslog import access_events
 from rproxy.backends import Registry
-from rproxy.tcp import EndpointFor, TCPFrontProtocol, TCPProxyFactory, _host_of
+from rproxy.tcp import (
+    EndpointFor,
+    TCPFrontProtocol,
+    TCPProxyFactory,
+    _host_of,
+    emit_access,
+)
 
 log = Logger(namespace="rproxy.sni")
 
@@ -308,21 +313,16 @@ class SNIFrontProtocol(Protocol):
                 client=self.client,
                 received=len(self._received),
             )
-        if access_events.active:
-            access_events.emit(
-                "{client} {listener} {pool}/{backend} {ended} "
-                "in={bytes_in} out={bytes_out} {duration:.3f}s",
-                client=self.client,
-                listener=self.factory.listener,
-                pool="-",
-                backend="-",
-                bytes_in=0,
-                bytes_out=0,
-                duration=self.clock.seconds() - self.accepted,
-                ended=self.ended,
-                status=self.ended,
-                protocol="tcp",
-            )
+        emit_access(
+            client=self.client,
+            listener=self.factory.listener,
+            pool="-",
+            backend="-",
+            bytes_in=0,
+            bytes_out=0,
+            duration=self.clock.seconds() - self.accepted,
+            ended=self.ended,
+        )
         self.factory.connections.discard(self)
 
     def shut_down(self, abort: bool) -> None:

@@ -88,6 +88,37 @@ class TCPProxyFactory(Factory):
         return TCPFrontProtocol(self)
 
 
+def emit_access(
+    *,
+    client: str,
+    listener: str,
+    pool: str,
+    backend: str,
+    bytes_in: int,
+    bytes_out: int,
+    duration: float,
+    ended: str,
+) -> None:
+    """
+    The access event of one TCP connection, if anyone records them.
+    """
+    if access_events.active:
+        access_events.emit(
+            "{client} {listener} {pool}/{backend} {ended} "
+            "in={bytes_in} out={bytes_out} {duration:.3f}s",
+            client=client,
+            listener=listener,
+            pool=pool,
+            backend=backend,
+            bytes_in=bytes_in,
+            bytes_out=bytes_out,
+            duration=duration,
+            ended=ended,
+            status=ended,
+            protocol="tcp",
+        )
+
+
 def _host_of(address: IAddress | None) -> str:
     return str(getattr(address, "host", "") or "")
 
@@ -419,21 +450,16 @@ class TCPFrontProtocol(Protocol):
         self._idle = None
         self._release()
         backend = self.backend
-        if access_events.active:
-            access_events.emit(
-                "{client} {listener} {pool}/{backend} {ended} "
-                "in={bytes_in} out={bytes_out} {duration:.3f}s",
-                client=self.client,
-                listener=self.factory.listener,
-                pool=self.pool.name,
-                backend=backend.name if backend is not None and self.peer else "-",
-                bytes_in=self.bytes_in,
-                bytes_out=self.bytes_out,
-                duration=self.clock.seconds() - self.started,
-                ended=self.ended or "closed",
-                status=self.ended or "closed",
-                protocol="tcp",
-            )
+        emit_access(
+            client=self.client,
+            listener=self.factory.listener,
+            pool=self.pool.name,
+            backend=backend.name if backend is not None and self.peer else "-",
+            bytes_in=self.bytes_in,
+            bytes_out=self.bytes_out,
+            duration=self.clock.seconds() - self.started,
+            ended=self.ended or "closed",
+        )
         # Last: draining the listener waits for this, and the access log
         # closes after the drain.
         self.factory.connections.discard(self)
