@@ -27,7 +27,7 @@ from cryptography.hazmat.primitives.asymmetric.types import (
 )
 from josepy.jwk import JWKEC
 
-from rproxy.tls import ServerCertificate
+from rproxy.tls import ServerCertificate, load_certificate
 
 __all__ = ["Storage", "key_pem", "new_certificate_key"]
 
@@ -171,16 +171,9 @@ class Storage:
             (unreadable, or a key that is not the certificate's).
         """
         fullchain, privkey = self.certificate_files(domain)
-        try:
-            with open(fullchain, "rb") as f:
-                cert_pem = f.read()
-            with open(privkey, "rb") as f:
-                private_pem = f.read()
-        except FileNotFoundError:
+        if not (os.path.exists(fullchain) and os.path.exists(privkey)):
             return None
-        except OSError as e:
-            raise ValueError(f"{fullchain}: cannot read: {e.strerror or e}") from None
-        return ServerCertificate.from_pem(cert_pem, private_pem, fullchain)
+        return load_certificate(fullchain, privkey)
 
     def save_certificate(self, domain: str, fullchain_pem: bytes, key: bytes) -> None:
         """
