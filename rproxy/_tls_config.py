@@ -24,7 +24,7 @@ from rproxy._validate import (
     show,
     string,
 )
-from rproxy.tls import MIN_VERSIONS, backend_tls, load_certificate
+from rproxy.tls import MIN_VERSIONS, load_certificate, load_trust_root
 
 __all__ = [
     "AcmeConfig",
@@ -224,7 +224,7 @@ def parse_backend_tls(table: Table, source: str) -> BackendTLSConfig | None:
     key = tls.get("key", path, None)
     if ca is not None:
         try:
-            backend_tls("check.invalid", ca=ca)
+            load_trust_root(ca)
         except ValueError as e:
             tls.report("ca", str(e))
     if key is not None and cert is None:

@@ -42,6 +42,7 @@ __all__ = [
     "ServerTLS",
     "backend_tls",
     "load_certificate",
+    "load_trust_root",
     "name_matches",
 ]
 
@@ -349,13 +350,19 @@ def backend_tls(
         )
     if not verify:
         return _UnverifiedClientTLS(server_name, client)
-    trust = ssl.platformTrust() if ca is None else _trust_root(ca)
+    trust = ssl.platformTrust() if ca is None else load_trust_root(ca)
     return ssl.optionsForClientTLS(
         server_name, trustRoot=trust, clientCertificate=client
     )
 
 
-def _trust_root(path: str) -> IOpenSSLTrustRoot:
+def load_trust_root(path: str) -> IOpenSSLTrustRoot:
+    """
+    The CA certificates of the PEM file C{path}, to verify peers against.
+
+    @raise ValueError: naming the file, if it cannot be read or holds no
+        certificate.
+    """
     try:
         certificates = x509.load_pem_x509_certificates(_read(path))
     except ValueError as e:
