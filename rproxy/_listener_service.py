@@ -1,5 +1,6 @@
 """One listening endpoint of the proxy as a service: TLS termination in front
-of the factory if asked, and a graceful stop that drains open connections."""
+of the factory if asked, a factory that a reload may replace while the port
+stays open, and a graceful stop that drains open connections."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from twisted.application.service import Service
 from twisted.internet.defer import Deferred, maybeDeferred
 from twisted.internet.endpoints import serverFromString
 from twisted.internet.interfaces import IAddress, IListeningPort
+from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import Logger
 from twisted.protocols.tls import TLSMemoryBIOFactory, TLSMemoryBIOProtocol
 from twisted.python.failure import Failure
@@ -23,45 +25,83 @@ __all__ = ["ListenerService"]
 log = Logger(namespace="rproxy.service")
 
 
+ProxyFactory = TCPProxyFactory | HTTPProxyFactory | SNIProxyFactory
+
+
+class _Accept(Factory):
+    """
+    What the listening port calls for each connection: whatever front the
+    listener has now (its proxy factory, behind TLS if it has any), so that
+    a reload can change both without closing the port.
+    """
+
+    noisy = False
+
+    def __init__(self, listener: ListenerService) -> None:
+        self.listener = listener
+
+    def buildProtocol(self, addr: IAddress | None) -> Protocol | None:
+        return self.listener.front.buildProtocol(addr)
+
+
 class ListenerService(Service):
     """
     Listens on a server endpoint with a proxy factory, behind TLS
     termination if given C{tls}.  Stopping it stops listening at once, then
     gives open connections C{grace} seconds to finish before dropping them.
+
+    L{replace} gives new connections another factory and TLS settings while
+    the port stays open; connections already accepted keep theirs, and are
+    still drained on stop (the new factory takes over the old one's
+    connection tracker).
     """
 
     def __init__(
         self,
         name: str,
         description: str,
-        factory: TCPProxyFactory | HTTPProxyFactory | SNIProxyFactory,
+        factory: ProxyFactory,
         reactor: Any,
         grace: float,
         tls: ServerTLS | None = None,
     ):
         self.listener = name
         self.description = description
+        self.grace = grace
         self.factory = factory
         self.tls = tls
-        self.grace = grace
+        self.front: Factory[Any] = self._front()
         self._reactor = reactor
         self.port: IListeningPort | None = None
         #: the address bound, once started; kept after stopping.
         self.bound: IAddress | None = None
 
+    def _front(self) -> Factory[Any]:
+        if self.tls is None:
+            return self.factory
+        front = TLSMemoryBIOFactory(self.tls, False, self.factory)
+        front.noisy = False
+        # Twisted's default TLS transport holds small writes until the next
+        # reactor iteration to merge them; the proxy already sends each
+        # response's parts as one write, so that only adds a timer per
+        # response.
+        front.protocol = TLSMemoryBIOProtocol
+        return front
+
+    def replace(self, factory: ProxyFactory, tls: ServerTLS | None) -> None:
+        """
+        Serve new connections with C{factory}, behind C{tls} if not None.
+        """
+        if factory is not self.factory:
+            factory.connections = self.factory.connections
+        self.factory = factory
+        self.tls = tls
+        self.front = self._front()
+
     def privilegedStartService(self) -> None:
         super().privilegedStartService()
         endpoint = serverFromString(self._reactor, self.description)
-        factory: Any = self.factory
-        if self.tls is not None:
-            factory = TLSMemoryBIOFactory(self.tls, False, factory)
-            factory.noisy = False
-            # Twisted's default TLS transport holds small writes until the
-            # next reactor iteration to merge them; the proxy already sends
-            # each response's parts as one write, so that only adds a timer
-            # per response.
-            factory.protocol = TLSMemoryBIOProtocol
-        listening: Deferred[IListeningPort] = endpoint.listen(factory)
+        listening: Deferred[IListeningPort] = endpoint.listen(_Accept(self))
         result: list[IListeningPort | Failure] = []
         listening.addBoth(result.append)
         if not result:

@@ -1,23 +1,33 @@
 """Builds the running proxy from a L{Config}: registry, health monitors and
-listeners, under one L{MultiService}."""
+listeners, under one L{MultiService}; applies a new L{Config} on reload as a
+difference, keeping what did not change."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Literal
 
+from attrs import Factory, define, frozen
 from twisted.application.service import MultiService, Service
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, gatherResults
 from twisted.internet.interfaces import IOpenSSLClientConnectionCreator, IReactorTime
 from twisted.logger import Logger
 
 from rproxy._challenges import Challenges
-from rproxy._listener_service import ListenerService
+from rproxy._listener_service import ListenerService, ProxyFactory
+from rproxy._pool_update import TLSFor, new_backend, update_pool
 from rproxy._tls_config import BackendTLSConfig, ListenerTLSConfig
 from rproxy.accesslog import AccessLog, AccessLogService
 from rproxy.backends import Backend, Pool, Registry
 from rproxy.balancing import make_balancer
-from rproxy.config import Config, HealthConfig, ListenerConfig, PoolConfig
+from rproxy.config import (
+    Config,
+    ConfigError,
+    HealthConfig,
+    ListenerConfig,
+    PoolConfig,
+    load_config,
+)
 from rproxy.health import HealthMonitor, HTTPCheck, TCPCheck
 from rproxy.http.framing import Limits
 from rproxy.http.headers import ForwardingPolicy
@@ -32,26 +42,22 @@ from rproxy.tls import ServerCertificate, ServerTLS, backend_tls, load_certifica
 log = Logger(namespace="rproxy.service")
 
 
-def build_pool(config: PoolConfig, clock: IReactorTime) -> Pool:
+def build_pool(
+    config: PoolConfig,
+    clock: IReactorTime,
+    tls_for: TLSFor | Literal["from config"] = "from config",
+) -> Pool:
     """
     A L{Pool} with the backends, balancer and thresholds of C{config}.
+
+    @param tls_for: the backends' TLS settings if already made by
+        L{client_tls} (None for none); by default made from C{config.tls}.
     """
-    tls_for = None if config.tls is None else client_tls(config.tls)
-    backends = [
-        Backend(
-            b.host,
-            b.port,
-            name=b.name,
-            weight=b.weight,
-            max_connections=b.max_connections,
-            backup=b.backup,
-            tls=None if tls_for is None else tls_for(b.host),
-        )
-        for b in config.backends
-    ]
+    if tls_for == "from config":
+        tls_for = None if config.tls is None else client_tls(config.tls)
     return Pool(
         config.name,
-        backends,
+        [new_backend(b, tls_for) for b in config.backends],
         make_balancer(config.balance),
         rise=config.health.rise,
         fall=config.health.fall,
@@ -95,16 +101,25 @@ def listener_certificates(config: ListenerTLSConfig) -> list[ServerCertificate]:
     return [load_certificate(c.cert, c.key) for c in config.certificates]
 
 
-def server_tls(config: ListenerTLSConfig, *, http: bool) -> ServerTLS:
+def _alpn(http: bool) -> tuple[bytes, ...]:
+    return (b"http/1.1",) if http else ()
+
+
+def server_tls(
+    config: ListenerTLSConfig,
+    certificates: list[ServerCertificate] | None = None,
+    *,
+    http: bool,
+) -> ServerTLS:
     """
     The certificates and settings of a TLS listener; ALPN offers
     C{http/1.1} on an http listener.
+
+    @param certificates: the listener's certificates if already read.
     """
-    return ServerTLS(
-        listener_certificates(config),
-        min_version=config.min_version,
-        alpn=(b"http/1.1",) if http else (),
-    )
+    if certificates is None:
+        certificates = listener_certificates(config)
+    return ServerTLS(certificates, min_version=config.min_version, alpn=_alpn(http))
 
 
 def build_check(reactor: Any, health: HealthConfig) -> IHealthCheck | None:
@@ -184,6 +199,62 @@ def http_settings(
     )
 
 
+class ReloadError(Exception):
+    """
+    A new config could not be applied; nothing was changed.
+
+    @ivar errors: what went wrong, one line each.
+    """
+
+    def __init__(self, errors: list[str]) -> None:
+        self.errors = errors
+        super().__init__("\n".join(errors))
+
+
+@frozen
+class _ListenerSpec:
+    """
+    One port to listen on: a listener of the config, or the plain HTTP
+    listener that redirects to a TLS listener (C{redirect}).
+    """
+
+    name: str
+    listen: str
+    config: ListenerConfig
+    redirect: bool = False
+
+    @property
+    def tls(self) -> ListenerTLSConfig | None:
+        return None if self.redirect else self.config.tls
+
+
+def _listener_specs(config: Config) -> dict[str, _ListenerSpec]:
+    specs = {}
+    for listener in config.listeners:
+        specs[listener.name] = _ListenerSpec(listener.name, listener.listen, listener)
+        if listener.tls is not None and listener.tls.redirect_http_from:
+            name = f"{listener.name}:redirect"
+            specs[name] = _ListenerSpec(
+                name, listener.tls.redirect_http_from, listener, redirect=True
+            )
+    return specs
+
+
+@define
+class _Prepared:
+    """
+    What applying a config needs that can fail, made before anything
+    changes: new pools, the backends' TLS settings, every TLS listener's
+    certificates, new ports (bound if the service runs), a new access log.
+    """
+
+    pools: dict[str, Pool] = Factory(dict)
+    client_tls: dict[str, TLSFor] = Factory(dict)
+    certificates: dict[str, list[ServerCertificate]] = Factory(dict)
+    fresh: dict[str, ListenerService] = Factory(dict)
+    access_log: AccessLogService | None = None
+
+
 class ProxyService(MultiService):
     """
     The whole proxy for one L{Config}: one health monitor per pool, one
@@ -191,103 +262,374 @@ class ProxyService(MultiService):
     the config names one.  The access log starts before the listeners and
     stops after they have drained, so it records every connection.
 
-    A TLS listener's certificates are in C{tls[name]}; L{reload_certificates}
-    reads their files again.  With C{[acme]}, C{acme} obtains and renews a
-    certificate, every plain HTTP listener answers its challenges from
-    C{challenges}, and every TLS listener serves it.
+    L{apply} changes a running proxy to a new config, changing only what
+    differs (L{reload} reads the config file again and applies it); the
+    registry's pools and backends that stay keep their health and counters.
+
+    A TLS listener's certificates are in C{tls[name]}.  With C{[acme]},
+    C{acme} obtains and renews a certificate, every plain HTTP listener
+    answers its challenges from C{challenges}, and every TLS listener serves
+    it.
     """
 
     def __init__(self, config: Config, reactor: Any):
         super().__init__()
+        self.reactor = reactor
         self.config = config
         self.access_log: AccessLogService | None = None
-        if config.access_log is not None:
-            self.access_log = AccessLogService(
-                AccessLog(config.access_log.path, config.access_log.format, reactor)
-            )
         self.registry = Registry()
         self.monitors: dict[str, HealthMonitor] = {}
         self.listeners: dict[str, ListenerService] = {}
         self.tls: dict[str, ServerTLS] = {}
         self.challenges = Challenges()
         self.acme: Service | None = None
-        for pool_config in config.pools:
-            pool = build_pool(pool_config, reactor)
-            self.registry.add(pool)
-            monitor = HealthMonitor(
-                pool,
-                build_check(reactor, pool_config.health),
-                reactor,
-                interval=pool_config.health.interval,
-                timeout=pool_config.health.timeout,
+        self._client_tls: dict[str, TLSFor] = {}
+        self._obtained: dict[tuple[str, ...], ServerCertificate] = {}
+        self._retiring: set[Deferred[None]] = set()
+        self._apply(None, config)
+
+    # Applying a config --------------------------------------------------
+
+    def reload(self) -> list[str]:
+        """
+        Read the config file again and apply it (see L{apply}).  A file
+        with errors, or one that cannot be applied, changes nothing: the
+        problems are logged and returned.
+
+        @return: the problems; empty if the new config is in use.
+        """
+        source = self.config.source
+        try:
+            config = load_config(source)
+            changes = self.apply(config)
+        except (ConfigError, ReloadError) as error:
+            log.error(
+                "config {source} not reloaded, the running one stays: {errors}",
+                source=source,
+                errors="; ".join(error.errors),
             )
-            monitor.setName(f"health:{pool.name}")
-            monitor.setServiceParent(self)
-            self.monitors[pool.name] = monitor
-        for listener in config.listeners:
-            factory = self._factory(listener, reactor)
+            return error.errors
+        log.info(
+            "config {source} reloaded: {changes}",
+            source=source,
+            changes="; ".join(changes) or "no changes",
+        )
+        return []
+
+    def apply(self, config: Config) -> list[str]:
+        """
+        Change the proxy to what C{config} describes, changing only what
+        differs from the config in use.
+
+          - Pools and backends are matched by name; those that stay keep
+            their health, admin state and counters (see
+            L{rproxy._pool_update.update_pool}).
+          - A listener whose C{listen} is unchanged keeps its port: new
+            connections get the new settings, open ones finish on theirs
+            (an HTTP connection takes the new settings at its next request).
+          - A listener that is gone, or listens elsewhere now, stops
+            accepting at once and drains like at shutdown.
+          - TLS listeners read their certificate files again.
+
+        Everything that can fail is done first: new ports are bound, files
+        read.  If any of it fails nothing changes.
+
+        @return: what changed, for the log.
+        @raise ReloadError: if the config cannot be applied.
+        """
+        return self._apply(self.config, config)
+
+    def _apply(self, old: Config | None, new: Config) -> list[str]:
+        prepared = self._prepare(old, new)
+        changes = self._apply_pools(old, new, prepared)
+        changes += self._apply_listeners(old, new, prepared)
+        self._apply_rest(old, new, prepared)
+        self.config = new
+        return changes
+
+    def _prepare(self, old: Config | None, new: Config) -> _Prepared:
+        prepared = _Prepared()
+        problems = []
+        old_pools = {} if old is None else {p.name: p for p in old.pools}
+        try:
+            for pool in new.pools:
+                was = old_pools.get(pool.name)
+                if was is None or was.tls != pool.tls:
+                    prepared.client_tls[pool.name] = (
+                        None if pool.tls is None else client_tls(pool.tls)
+                    )
+                if was is None:
+                    prepared.pools[pool.name] = build_pool(
+                        pool, self.reactor, prepared.client_tls[pool.name]
+                    )
+        except ValueError as error:
+            problems.append(str(error))
+        for spec in _listener_specs(new).values():
+            if spec.tls is not None:
+                try:
+                    prepared.certificates[spec.name] = listener_certificates(spec.tls)
+                except ValueError as error:
+                    problems.append(f"listener {spec.name}: {error}")
+        if problems:
+            raise ReloadError(problems)
+        if old is not None and new.access_log != old.access_log:
+            prepared.access_log = _access_log_service(new, self.reactor)
+            if prepared.access_log is not None and self.running:
+                try:
+                    prepared.access_log.startService()
+                except SystemExit as error:
+                    raise ReloadError([str(error.code)]) from None
+        self._bind(new, prepared)
+        return prepared
+
+    def _bind(self, new: Config, prepared: _Prepared) -> None:
+        """
+        Make a service for each listener that needs a new port, and bind
+        them if running; on any failure unbind those bound.
+        """
+        for spec in _listener_specs(new).values():
+            running = self.listeners.get(spec.name)
+            if running is not None and running.description == spec.listen:
+                continue
+            factory = self._factory(spec, new, prepared.pools, None)
             tls = None
-            if listener.tls is not None:
-                tls = server_tls(listener.tls, http=listener.protocol == "http")
-                self.tls[listener.name] = tls
-            self._listen(listener.name, listener.listen, factory, reactor, tls)
-            if listener.tls is not None and listener.tls.redirect_http_from:
-                self._listen(
-                    f"{listener.name}:redirect",
-                    listener.tls.redirect_http_from,
-                    self._redirect_factory(listener, reactor),
-                    reactor,
-                    None,
+            if spec.tls is not None:
+                tls = server_tls(
+                    spec.tls,
+                    prepared.certificates[spec.name],
+                    http=spec.config.protocol == "http",
                 )
-        if config.acme is not None:
+                for certificate in self._obtained.values():
+                    tls.install(certificate)
+            service = ListenerService(
+                spec.name, spec.listen, factory, self.reactor, new.shutdown_grace, tls
+            )
+            service.setName(f"listener:{spec.name}")
+            prepared.fresh[spec.name] = service
+        if not self.running:
+            return
+        bound: list[ListenerService] = []
+        for service in prepared.fresh.values():
+            try:
+                service.privilegedStartService()
+            except SystemExit as error:
+                for done in bound:
+                    done.stopService()
+                if prepared.access_log is not None:
+                    prepared.access_log.stopService()
+                raise ReloadError([str(error.code)]) from None
+            bound.append(service)
+
+    def _apply_pools(
+        self, old: Config | None, new: Config, prepared: _Prepared
+    ) -> list[str]:
+        changes = []
+        old_pools = {} if old is None else {p.name: p for p in old.pools}
+        self._client_tls.update(prepared.client_tls)
+        for config in new.pools:
+            was = old_pools.get(config.name)
+            if was is None:
+                self.registry.add(prepared.pools[config.name])
+                self._monitor(config)
+                if old is not None:
+                    changes.append(f"pool {config.name} added")
+                continue
+            if was == config:
+                continue
+            pool = self.registry.get(config.name)
+            stale = update_pool(pool, was, config, self._client_tls[config.name])
+            self._forget_connections(stale)
+            if was.health != config.health:
+                self.monitors.pop(config.name).disownServiceParent()
+                self._monitor(config)
+            elif self.running:
+                self.monitors[config.name].sync()
+            changes.append(f"pool {config.name} changed")
+        return changes
+
+    def _monitor(self, config: PoolConfig) -> None:
+        monitor = HealthMonitor(
+            self.registry.get(config.name),
+            build_check(self.reactor, config.health),
+            self.reactor,
+            interval=config.health.interval,
+            timeout=config.health.timeout,
+        )
+        monitor.setName(f"health:{config.name}")
+        monitor.setServiceParent(self)
+        self.monitors[config.name] = monitor
+
+    def _remove_pools(self, new: Config) -> list[str]:
+        changes = []
+        keep = {p.name for p in new.pools}
+        for pool in list(self.registry):
+            if pool.name in keep:
+                continue
+            self.monitors.pop(pool.name).disownServiceParent()
+            self.registry.remove(pool.name)
+            self._client_tls.pop(pool.name, None)
+            self._forget_connections(pool.backends)
+            changes.append(f"pool {pool.name} removed")
+        return changes
+
+    def _forget_connections(self, backends: list[Backend]) -> None:
+        for service in self.listeners.values():
+            if isinstance(service.factory, HTTPProxyFactory):
+                for backend in backends:
+                    service.factory.keep_alive.discard(backend)
+
+    def _apply_listeners(
+        self, old: Config | None, new: Config, prepared: _Prepared
+    ) -> list[str]:
+        changes = []
+        specs = _listener_specs(new)
+        before = {} if old is None else _listener_specs(old)
+        for name, service in list(self.listeners.items()):
+            spec = specs.get(name)
+            if spec is None or name in prepared.fresh:
+                self._retire(service)
+                del self.listeners[name]
+                self.tls.pop(name, None)
+                if spec is None:
+                    changes.append(f"listener {name} removed")
+                continue
+            factory = self._factory(spec, new, prepared.pools, service.factory)
+            tls = self._listener_tls(spec, prepared, service.tls)
+            service.replace(factory, tls)
+            service.grace = new.shutdown_grace
+            if before[name] != spec:
+                changes.append(f"listener {name} changed")
+        for name, service in prepared.fresh.items():
+            service.setServiceParent(self)
+            self.listeners[name] = service
+            if service.tls is not None:
+                self.tls[name] = service.tls
+            if old is not None:
+                changes.append(f"listener {name} on {service.description}")
+        return changes + self._remove_pools(new)
+
+    def _listener_tls(
+        self, spec: _ListenerSpec, prepared: _Prepared, running: ServerTLS | None
+    ) -> ServerTLS | None:
+        if spec.tls is None:
+            self.tls.pop(spec.name, None)
+            return None
+        certificates = prepared.certificates[spec.name]
+        http = spec.config.protocol == "http"
+        if running is None:
+            tls = server_tls(spec.tls, certificates, http=http)
+            for certificate in self._obtained.values():
+                tls.install(certificate)
+        else:
+            tls = running
+            tls.configure(
+                certificates, min_version=spec.tls.min_version, alpn=_alpn(http)
+            )
+        self.tls[spec.name] = tls
+        return tls
+
+    def _retire(self, service: ListenerService) -> None:
+        """
+        Stop C{service} accepting now; it drains in the background, and a
+        stop of the whole proxy waits for it.
+        """
+        stopping = service.disownServiceParent()
+        if isinstance(stopping, Deferred):
+            self._retiring.add(stopping)
+            stopping.addBoth(lambda _: self._retiring.discard(stopping))
+
+    def _apply_rest(self, old: Config | None, new: Config, prepared: _Prepared) -> None:
+        if old is None:
+            self.access_log = _access_log_service(new, self.reactor)
+        elif new.access_log != old.access_log:
+            if self.access_log is not None and self.running:
+                self.access_log.stopService()
+            self.access_log = prepared.access_log
+        if old is not None and new.acme == old.acme:
+            return
+        if self.acme is not None:
+            self.acme.disownServiceParent()
+            self.acme = None
+        if new.acme is not None:
             from rproxy.acme import AcmeService
 
             self.acme = AcmeService(
-                config.acme, reactor, self.challenges, self.install_certificate
+                new.acme, self.reactor, self.challenges, self.install_certificate
             )
             self.acme.setName("acme")
             self.acme.setServiceParent(self)
 
-    def _listen(
-        self,
-        name: str,
-        description: str,
-        factory: TCPProxyFactory | HTTPProxyFactory | SNIProxyFactory,
-        reactor: Any,
-        tls: ServerTLS | None,
-    ) -> None:
-        service = ListenerService(
-            name, description, factory, reactor, self.config.shutdown_grace, tls
-        )
-        service.setName(f"listener:{name}")
-        service.setServiceParent(self)
-        self.listeners[name] = service
-
-    def _answer(self) -> Answer | None:
-        if self.config.acme is None:
+    def _answer(self, config: Config) -> Answer | None:
+        if config.acme is None:
             return None
         return acme_challenges(self.challenges)
 
-    def _redirect_factory(
-        self, listener: ListenerConfig, reactor: Any
-    ) -> HTTPProxyFactory:
+    def _factory(
+        self,
+        spec: _ListenerSpec,
+        config: Config,
+        new_pools: dict[str, Pool],
+        running: ProxyFactory | None,
+    ) -> ProxyFactory:
+        """
+        The factory for C{spec}: an HTTP listener keeps its C{running}
+        factory (its keep-alive connections) with new settings; others get
+        a new one.
+        """
+        listener = spec.config
+        if spec.redirect or listener.protocol == "http":
+            if spec.redirect:
+                redirect = self._redirect_answer(listener, config)
+                settings = http_settings(config, listener, redirect, tls=False)
+            else:
+                answer = self._answer(config) if listener.tls is None else None
+                settings = http_settings(config, listener, answer)
+            if isinstance(running, HTTPProxyFactory):
+                running.settings = settings
+                return running
+            return HTTPProxyFactory(self.registry, self.reactor, settings)
+        if listener.sni_routes:
+            return SNIProxyFactory(
+                self.registry,
+                SNIRoutes.from_routes(listener.sni_routes, listener.pool),
+                self.reactor,
+                listener=listener.name,
+                client_hello_timeout=config.timeouts.client_hello,
+                pool_timeouts={
+                    pool.name: (pool.timeouts.connect, pool.timeouts.idle)
+                    for pool in config.pools
+                },
+            )
+        assert listener.pool is not None
+        pool_config = config.pool(listener.pool)
+        pool = new_pools.get(listener.pool) or self.registry.get(listener.pool)
+        return TCPProxyFactory(
+            pool,
+            self.reactor,
+            listener=listener.name,
+            connect_timeout=pool_config.timeouts.connect,
+            idle_timeout=pool_config.timeouts.idle,
+        )
+
+    def _redirect_answer(self, listener: ListenerConfig, config: Config) -> Answer:
         def https_port() -> int | None:
             # The bound port (the file may say 0): the https listener binds
             # before its redirect listener, so it is known by any request.
-            bound = self.listeners[listener.name].bound
-            return getattr(bound, "port", None)
+            service = self.listeners.get(listener.name)
+            return None if service is None else getattr(service.bound, "port", None)
 
         redirect = https_redirect(https_port)
-        acme = self._answer()
-        answer = redirect if acme is None else first_answer(acme, redirect)
-        settings = http_settings(self.config, listener, answer, tls=False)
-        return HTTPProxyFactory(self.registry, reactor, settings)
+        acme = self._answer(config)
+        return redirect if acme is None else first_answer(acme, redirect)
+
+    # Certificates ---------------------------------------------------------
 
     def install_certificate(self, certificate: ServerCertificate) -> None:
         """
-        Serve C{certificate} (obtained by ACME) on every TLS listener, for
-        new handshakes.
+        Serve C{certificate} (obtained by ACME) on every TLS listener, and
+        on those a reload adds, for new handshakes.
         """
+        self._obtained[certificate.names] = certificate
         for tls in self.tls.values():
             tls.install(certificate)
         log.info(
@@ -298,67 +640,7 @@ class ProxyService(MultiService):
             count=len(self.tls),
         )
 
-    def reload_certificates(self) -> bool:
-        """
-        Read every TLS listener's certificate files again and serve them to
-        new handshakes; connections already open keep theirs.  If any file
-        cannot be used, nothing changes and the problems are logged.
-
-        @return: whether the new certificates were installed.
-        """
-        fresh: dict[str, list[ServerCertificate]] = {}
-        problems = []
-        for listener in self.config.listeners:
-            if listener.tls is None:
-                continue
-            try:
-                fresh[listener.name] = listener_certificates(listener.tls)
-            except ValueError as e:
-                problems.append(f"listener {listener.name}: {e}")
-        if problems:
-            log.error(
-                "certificates not reloaded, the old ones stay in use: {problems}",
-                problems="; ".join(problems),
-            )
-            return False
-        for name, certificates in fresh.items():
-            self.tls[name].replace_files(certificates)
-        log.info(
-            "certificates reloaded for listeners {listeners}",
-            listeners=", ".join(fresh) or "(none)",
-        )
-        return True
-
-    def _factory(
-        self, listener: ListenerConfig, reactor: Any
-    ) -> TCPProxyFactory | HTTPProxyFactory | SNIProxyFactory:
-        config = self.config
-        if listener.protocol == "http":
-            answer = self._answer() if listener.tls is None else None
-            return HTTPProxyFactory(
-                self.registry, reactor, http_settings(config, listener, answer)
-            )
-        if listener.sni_routes:
-            return SNIProxyFactory(
-                self.registry,
-                SNIRoutes.from_routes(listener.sni_routes, listener.pool),
-                reactor,
-                listener=listener.name,
-                client_hello_timeout=config.timeouts.client_hello,
-                pool_timeouts={
-                    pool.name: (pool.timeouts.connect, pool.timeouts.idle)
-                    for pool in config.pools
-                },
-            )
-        assert listener.pool is not None
-        pool_config = config.pool(listener.pool)
-        return TCPProxyFactory(
-            self.registry.get(listener.pool),
-            reactor,
-            listener=listener.name,
-            connect_timeout=pool_config.timeouts.connect,
-            idle_timeout=pool_config.timeouts.idle,
-        )
+    # Starting and stopping ------------------------------------------------
 
     def startService(self) -> None:
         if self.access_log is not None:
@@ -366,13 +648,23 @@ class ProxyService(MultiService):
         super().startService()
 
     def stopService(self) -> Deferred[None]:
-        stopping: Deferred[None] = super().stopService()
+        stopping: Deferred[Any] = super().stopService()
+        if self._retiring:
+            # Listeners a reload removed may still be draining.
+            stopping = gatherResults([stopping, *self._retiring])
         access_log = self.access_log
-        if access_log is not None:
 
-            def stop_log(result: object) -> object:
+        def stop_log(result: object) -> object:
+            if access_log is not None:
                 access_log.stopService()
-                return result
+            return result
 
-            stopping.addBoth(stop_log)
-        return stopping
+        return stopping.addBoth(stop_log)
+
+
+def _access_log_service(config: Config, reactor: Any) -> AccessLogService | None:
+    if config.access_log is None:
+        return None
+    return AccessLogService(
+        AccessLog(config.access_log.path, config.access_log.format, reactor)
+    )

@@ -66,7 +66,7 @@ def makeService(options: Options) -> IService:
         demo_backends(options.config, reactor).setServiceParent(top)
     proxy = ProxyService(options.config, reactor)
     proxy.setServiceParent(top)
-    ReloadOnHangup(reactor, proxy.reload_certificates).setServiceParent(top)
+    ReloadOnHangup(reactor, proxy.reload).setServiceParent(top)
     return top
 
 

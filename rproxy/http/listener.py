@@ -57,6 +57,9 @@ class HTTPSettings:
     #: the shortest of the head, keep-alive and response timeouts: the
     #: longest a connection's timer may wait before it looks again.
     shortest_timeout: float = field(init=False)
+    #: the longest connect timeout of any pool: the connecting endpoint's
+    #: own limit (each request applies its pool's).
+    longest_connect: float = field(init=False)
 
     def __attrs_post_init__(self) -> None:
         responses = [response for _, response in self.pool_timeouts.values()]
@@ -67,6 +70,10 @@ class HTTPSettings:
             *responses,
         )
         object.__setattr__(self, "shortest_timeout", shortest)
+        connects = [connect for connect, _ in self.pool_timeouts.values()]
+        object.__setattr__(
+            self, "longest_connect", max([self.connect_timeout, *connects])
+        )
 
     def keep_alive_for(self, pool: str) -> tuple[int | None, float | None]:
         """
@@ -92,6 +99,9 @@ class HTTPProxyFactory(Factory):
     """
     Accepts HTTP/1.1 clients and proxies their requests to the pools of
     C{registry} that C{settings.router} chooses.
+
+    C{settings} may be replaced at any time (a reload does): each request
+    follows the settings of the moment it began.
 
     @param reactor: provides L{IReactorTime} and, unless C{endpoint_for} is
         given, L{IReactorTCP}.
@@ -122,7 +132,7 @@ class HTTPProxyFactory(Factory):
                     reactor,
                     backend.host,
                     backend.port,
-                    settings.connect_timeout,
+                    self.settings.longest_connect,
                     backend.tls,
                 )
 

@@ -215,6 +215,9 @@ class HTTPFrontProtocol(ResponseSide, BackendSide):
     def _begin(self, head: RequestHead) -> None:
         self.request = head
         self.started = self._last_io = self.clock.seconds()
+        # Each request follows the listener's settings of the moment it
+        # begins: a reload changes them for kept-alive connections too.
+        self.settings = self.factory.settings
         answer = self.settings.answer
         if answer is not None and (local := answer(head)) is not None:
             self._answer_and_close(*local)

@@ -423,6 +423,16 @@ class KeepAlivePool:
                 del idle[index]
                 return
 
+    def discard(self, backend: Backend) -> None:
+        """
+        Close the idle connections to C{backend} (it left its pool, or how
+        to reach it changed).
+        """
+        for connection, _, _ in self._idle.pop(backend, ()):
+            connection.on_idle_lost = None
+            if connection.transport is not None:
+                connection.transport.loseConnection()
+
     def close_all(self) -> None:
         """
         Close every idle connection (on shutdown).

@@ -406,7 +406,7 @@ tls = {{ certificates = [{{ cert = "{main[0]}", key = "{main[1]}" }}] }}
     @inlineCallbacks
     def test_reload_serves_new_certificates_to_new_handshakes_only(self) -> Any:
         """
-        After the files change and certificates are reloaded, a new
+        After the files change and the config is reloaded, a new
         handshake gets the new certificate while an open connection goes on;
         a broken file is refused and the old certificate stays.
         """
@@ -422,7 +422,7 @@ tls = {{ certificates = [{{ cert = "{main[0]}", key = "{main[1]}" }}] }}
         old = held.getpeercert()
         renewed = self.ca.issue_cert("api.example.com", "api2.example.com")
         write_pair(self.dir, "api", renewed)
-        self.assertTrue(self.service.reload_certificates())
+        self.assertEqual(self.service.reload(), [])
         peer, _, _ = yield deferToThread(
             handshake, port, client_context(self.ca), "api.example.com"
         )
@@ -438,7 +438,7 @@ tls = {{ certificates = [{{ cert = "{main[0]}", key = "{main[1]}" }}] }}
         (self.dir / "api.key").write_bytes(
             self.other_ca.issue_cert("x.y").private_key_pem.bytes()
         )
-        self.assertFalse(self.service.reload_certificates())
+        self.assertNotEqual(self.service.reload(), [])
         peer, _, _ = yield deferToThread(
             handshake, port, client_context(self.ca), "api.example.com"
         )

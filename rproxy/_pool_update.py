@@ -1,0 +1,107 @@
+"""Making a live L{Pool} match a new L{PoolConfig} on reload, keeping the
+health and counters of the backends that stay."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from twisted.internet.interfaces import IOpenSSLClientConnectionCreator
+
+from rproxy.backends import Backend, Pool
+from rproxy.balancing import make_balancer
+from rproxy.config import BackendConfig, PoolConfig
+
+__all__ = ["TLSFor", "new_backend", "update_pool"]
+
+#: the client TLS connection creator for a backend at a host, as
+#: L{rproxy.service.client_tls} makes; None for plain TCP backends.
+TLSFor = Callable[[str], IOpenSSLClientConnectionCreator] | None
+
+
+def new_backend(config: BackendConfig, tls_for: TLSFor) -> Backend:
+    """
+    A backend as C{config} describes it, with no history.
+    """
+    return Backend(
+        config.host,
+        config.port,
+        name=config.name,
+        weight=config.weight,
+        max_connections=config.max_connections,
+        backup=config.backup,
+        tls=None if tls_for is None else tls_for(config.host),
+    )
+
+
+def update_pool(
+    pool: Pool,
+    old: PoolConfig,
+    new: PoolConfig,
+    tls_for: TLSFor,
+) -> list[Backend]:
+    """
+    Change C{pool}, built from C{old}, into what C{new} describes.
+
+    Backends are matched by name.  One whose address is the same keeps its
+    object, so its health, admin state and counters survive; only the
+    settings that differ between C{old} and C{new} are applied, so a weight
+    an operator set at run time stays unless the file changed it too.  A
+    backend whose address changed is a new backend.  Open connections are
+    never touched: they end on the backend object they began with.
+
+    @param tls_for: the TLS settings of C{new}'s backends.
+    @return: the backends whose idle connections must not be reused: those
+        removed or replaced, and all of them when the pool's TLS settings
+        changed.
+    """
+    stale: list[Backend] = []
+    if new.balance != old.balance:
+        pool.balancer = make_balancer(new.balance)
+        pool.version += 1
+    pool.rise = new.health.rise
+    pool.fall = new.health.fall
+    pool.connect_tries = new.connect_tries
+    pool.hash_key = new.hash_key
+
+    before = {b.name: b for b in old.backends}
+    after = {b.name: b for b in new.backends}
+    for name in before.keys() - after.keys():
+        if _member(pool, name) is not None:
+            stale.append(pool.remove(name))
+    tls_changed = new.tls != old.tls
+    for config in new.backends:
+        was = before.get(config.name)
+        live = _member(pool, config.name)
+        if (
+            live is None
+            or was is None
+            or (was.host, was.port)
+            != (
+                config.host,
+                config.port,
+            )
+        ):
+            if live is not None:
+                stale.append(pool.remove(config.name))
+            pool.add(new_backend(config, tls_for))
+            continue
+        if tls_changed:
+            live.tls = None if tls_for is None else tls_for(config.host)
+            stale.append(live)
+        if config.weight != was.weight:
+            pool.set_weight(live, config.weight)
+        if (config.max_connections, config.backup) != (
+            was.max_connections,
+            was.backup,
+        ):
+            live.max_connections = config.max_connections
+            live.backup = config.backup
+            pool.version += 1
+    return stale
+
+
+def _member(pool: Pool, name: str) -> Backend | None:
+    try:
+        return pool.get(name)
+    except KeyError:
+        return None
