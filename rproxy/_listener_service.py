@@ -99,6 +99,10 @@ class ListenerService(Service):
         self.front = self._front()
 
     def privilegedStartService(self) -> None:
+        if self.port is not None:
+            # Bound already: a reload binds a new listener before adding it
+            # to the running proxy, which starts it again.
+            return
         super().privilegedStartService()
         endpoint = serverFromString(self._reactor, self.description)
         listening: Deferred[IListeningPort] = endpoint.listen(_Accept(self))
