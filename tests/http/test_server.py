@@ -920,3 +920,76 @@ class ReviewRegressionTests(_ServerCase):
             server.finish(Failure(ConnectionLost()))
         self.assertTrue(transport.aborted)
         self.assertEqual([(e["status"], e["bytes_out"]) for e in events], [(200, 4)])
+
+
+class ShutdownAndReloadTests(_ServerCase):
+    """
+    Graceful shutdown of keep-alive connections, and settings replaced on a
+    running listener.
+    """
+
+    def test_shutdown_closes_idle_keep_alive_clients_at_once(self) -> None:
+        proto, transport = self.client()
+        server = self.exchange(proto, b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+        self.endpoints.last.protocol.dataReceived(
+            b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
+        )
+        self.assertFalse(transport.disconnecting)
+        drained = self.factory.connections.drain(10.0, self.clock)
+        self.assertTrue(transport.disconnecting)
+        proto.connectionLost(Failure(ConnectionDone()))
+        self.assertEqual(self.successResultOf(drained), None)
+        server.loseConnection()
+
+    def test_shutdown_lets_a_request_in_flight_finish_then_closes(self) -> None:
+        proto, transport = self.client()
+        server = self.exchange(proto, b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+        drained = self.factory.connections.drain(10.0, self.clock)
+        self.assertFalse(transport.disconnecting)
+        self.clock.advance(5)
+        self.endpoints.last.protocol.dataReceived(
+            b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
+        )
+        self.assertTrue(transport.value().endswith(b"\r\n\r\nok"))
+        self.assertIn(b"\r\nConnection: close\r\n", transport.value())
+        self.assertTrue(transport.disconnecting)
+        proto.connectionLost(Failure(ConnectionDone()))
+        self.successResultOf(drained)
+        server.loseConnection()
+
+    def test_shutdown_drops_a_request_still_running_after_the_grace(self) -> None:
+        proto, transport = self.client()
+        server = self.exchange(proto, b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+        drained = self.factory.connections.drain(10.0, self.clock)
+        self.clock.advance(10)
+        self.assertTrue(transport.aborted)
+        self.assertTrue(server.aborted)
+        proto.connectionLost(Failure(ConnectionLost()))
+        self.successResultOf(drained)
+        self.assertEqual(self.backend.active, 0)
+
+    def test_new_settings_apply_from_the_next_request_on(self) -> None:
+        """
+        Settings replaced while a request is in flight leave it alone; the
+        connection's next request follows the new routes.
+        """
+        other = Backend("127.0.0.1", 9001)
+        self.factory.registry = Registry([self.pool, Pool("other", [other])])
+        proto, transport = self.client()
+        server = self.exchange(proto, b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+        self.factory.settings = attrs.evolve(
+            self.factory.settings, router=Router([Route(pool="other", host="a")])
+        )
+        self.clock.advance(29)  # the old response timeout still applies
+        self.endpoints.last.protocol.dataReceived(
+            b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"
+        )
+        self.assertEqual(self.backend.connections_total, 1)
+        proto.dataReceived(b"GET /next HTTP/1.1\r\nHost: a\r\n\r\n")
+        self.assertEqual(self.endpoints.attempts[-1].backend, other)
+        self.endpoints.last.succeed()
+        self.endpoints.last.protocol.dataReceived(b"HTTP/1.1 204 No Content\r\n\r\n")
+        self.assertEqual(other.connections_total, 1)
+        self.assertEqual(transport.value().count(b"HTTP/1.1 "), 2)
+        server.loseConnection()
+        transport.loseConnection()
