@@ -31,7 +31,7 @@ from rproxy.http.headers import ForwardingPolicy
 from rproxy.http.listener import HTTPProxyFactory, HTTPSettings
 from rproxy.http.routing import Route, Router
 from rproxy.interfaces import IBalancer, IHealthCheck, IRegistry, IRouter
-from rproxy.service import ProxyService
+from rproxy.service import ProxyService, ReloadError
 from rproxy.sni import SNIProxyFactory, SNIRoutes
 from rproxy.tcp import TCPProxyFactory
 from rproxy.tls import ServerCertificate, ServerTLS, backend_tls, load_certificate
@@ -63,6 +63,7 @@ __all__ = [
     "ProxyReactor",
     "ProxyService",
     "Registry",
+    "ReloadError",
     "RoundRobin",
     "Route",
     "Router",
