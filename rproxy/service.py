@@ -351,19 +351,17 @@ class ProxyService(MultiService):
         prepared = _Prepared()
         problems = []
         old_pools = {} if old is None else {p.name: p for p in old.pools}
-        try:
-            for pool in new.pools:
-                was = old_pools.get(pool.name)
-                if was is None or was.tls != pool.tls:
-                    prepared.client_tls[pool.name] = (
-                        None if pool.tls is None else client_tls(pool.tls)
-                    )
-                if was is None:
-                    prepared.pools[pool.name] = build_pool(
-                        pool, self.reactor, prepared.client_tls[pool.name]
-                    )
-        except ValueError as error:
-            problems.append(str(error))
+        for pool in new.pools:
+            # Backend TLS files are read on every reload, like the
+            # listeners' certificates, so that SIGHUP picks up new ones.
+            try:
+                tls_for = None if pool.tls is None else client_tls(pool.tls)
+            except ValueError as error:
+                problems.append(f"pool {pool.name}: {error}")
+                continue
+            prepared.client_tls[pool.name] = tls_for
+            if pool.name not in old_pools:
+                prepared.pools[pool.name] = build_pool(pool, self.reactor, tls_for)
         for spec in _listener_specs(new).values():
             if spec.tls is not None:
                 try:
@@ -434,10 +432,14 @@ class ProxyService(MultiService):
                 if old is not None:
                     changes.append(f"pool {config.name} added")
                 continue
-            if was == config:
-                continue
             pool = self.registry.get(config.name)
-            stale = update_pool(pool, was, config, self._client_tls[config.name])
+            tls_for = self._client_tls[config.name]
+            if was == config:
+                if tls_for is not None:
+                    for backend in pool.backends:
+                        backend.tls = tls_for(backend.host)
+                continue
+            stale = update_pool(pool, was, config, tls_for)
             self._forget_connections(stale)
             if was.health != config.health:
                 self.monitors.pop(config.name).disownServiceParent()

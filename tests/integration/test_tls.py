@@ -404,6 +404,27 @@ tls = {{ certificates = [{{ cert = "{main[0]}", key = "{main[1]}" }}] }}
             self.assertEqual(pool.backends[0].failures_total, 1)
 
     @inlineCallbacks
+    def test_reload_applies_new_backend_tls_settings(self) -> Any:
+        """
+        A pool whose backend TLS settings change on reload verifies its
+        backends with the new ones from the next connection on.
+        """
+        yield self.service.stopService()
+        self.service = self.start(
+            self.config(secure='server_name = "wrong.internal", ca = "ca.pem"')
+        )
+        status, _, _ = yield deferToThread(
+            https_get, self.port("https"), self.ca, "secure.example.com"
+        )
+        self.assertEqual(status, 502)
+        (self.dir / "rproxy.toml").write_text(self.config())
+        self.assertEqual(self.service.reload(), [])
+        status, _, _ = yield deferToThread(
+            https_get, self.port("https"), self.ca, "secure.example.com"
+        )
+        self.assertEqual(status, 200)
+
+    @inlineCallbacks
     def test_reload_serves_new_certificates_to_new_handshakes_only(self) -> Any:
         """
         After the files change and the config is reloaded, a new
