@@ -15,6 +15,7 @@ from rproxy._endpoints import HandshakeEndpoint, client_endpoint
 from rproxy._reactor import ProxyReactor
 from rproxy._reactor import install as install_reactor
 from rproxy.accesslog import AccessEvents, AccessLog, access_events
+from rproxy.admin import AdminService
 from rproxy.backends import AdminState, Backend, BackendState, Pool, Registry
 from rproxy.balancing import (
     ConsistentHash,
@@ -33,6 +34,7 @@ from rproxy.http.routing import Route, Router
 from rproxy.interfaces import IBalancer, IHealthCheck, IRegistry, IRouter
 from rproxy.service import ProxyService
 from rproxy.sni import SNIProxyFactory, SNIRoutes
+from rproxy.stats import LatencyHistogram, ListenerStats
 from rproxy.tcp import TCPProxyFactory
 from rproxy.tls import ServerCertificate, ServerTLS, backend_tls, load_certificate
 
@@ -40,6 +42,7 @@ __all__ = [
     "AccessEvents",
     "AccessLog",
     "AcmeService",
+    "AdminService",
     "AdminState",
     "Backend",
     "BackendState",
@@ -57,8 +60,10 @@ __all__ = [
     "IHealthCheck",
     "IRegistry",
     "IRouter",
+    "LatencyHistogram",
     "LeastConnections",
     "Limits",
+    "ListenerStats",
     "Pool",
     "ProxyReactor",
     "ProxyService",

@@ -15,6 +15,7 @@ from rproxy._challenges import Challenges
 from rproxy._listener_service import ListenerService
 from rproxy._tls_config import BackendTLSConfig, ListenerTLSConfig
 from rproxy.accesslog import AccessLog, AccessLogService
+from rproxy.admin import AdminService
 from rproxy.backends import Backend, Pool, Registry
 from rproxy.balancing import make_balancer
 from rproxy.config import Config, HealthConfig, ListenerConfig, PoolConfig
@@ -194,7 +195,8 @@ class ProxyService(MultiService):
     A TLS listener's certificates are in C{tls[name]}; L{reload_certificates}
     reads their files again.  With C{[acme]}, C{acme} obtains and renews a
     certificate, every plain HTTP listener answers its challenges from
-    C{challenges}, and every TLS listener serves it.
+    C{challenges}, and every TLS listener serves it.  With C{[admin]},
+    C{admin} serves the status page, metrics and controls.
     """
 
     def __init__(self, config: Config, reactor: Any):
@@ -239,6 +241,18 @@ class ProxyService(MultiService):
                     reactor,
                     None,
                 )
+        self.admin: AdminService | None = None
+        if config.admin is not None:
+            # reload is looked up when asked for, not now.
+            self.admin = AdminService(
+                config.admin,
+                self.registry,
+                self.listeners,
+                reactor,
+                lambda: self.reload(),
+            )
+            self.admin.setName("admin")
+            self.admin.setServiceParent(self)
         if config.acme is not None:
             from rproxy.acme import AcmeService
 
@@ -282,6 +296,13 @@ class ProxyService(MultiService):
         answer = redirect if acme is None else first_answer(acme, redirect)
         settings = http_settings(self.config, listener, answer, tls=False)
         return HTTPProxyFactory(self.registry, reactor, settings)
+
+    def reload(self) -> list[str]:
+        """
+        Read the config file again and apply it; the problems found (none
+        when the new config is in use).  Not implemented yet.
+        """
+        return ["reload is not implemented"]
 
     def install_certificate(self, certificate: ServerCertificate) -> None:
         """

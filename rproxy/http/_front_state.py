@@ -22,6 +22,7 @@ from rproxy.http.chunked import ChunkedDecoder
 from rproxy.http.framing import RequestHead, ResponseHead
 from rproxy.http.messages import header
 from rproxy.http.upstream import UpstreamProtocol
+from rproxy.stats import NO_RESPONSE, status_class
 
 if TYPE_CHECKING:
     from rproxy.http.listener import HTTPProxyFactory
@@ -149,8 +150,16 @@ class FrontState(Protocol):
             self.pool.release(self.backend)
 
     def _emit(self) -> None:
+        """
+        The exchange has ended: count it, and emit its access event if
+        anyone records them.
+        """
         request = self.request
-        if not access_events.active or (request is None and self.status == "-"):
+        status = self.status
+        if request is None and status == "-":
+            return
+        self._count(status)
+        if not access_events.active:
             self.request = None
             return
         access_events.emit(
@@ -174,6 +183,23 @@ class FrontState(Protocol):
             user_agent=header(request.headers, b"user-agent") if request else None,
         )
         self.request = None
+
+    def _count(self, status: int | str) -> None:
+        index = status_class(status)
+        stats = self.factory.stats
+        stats.requests[index] += 1
+        stats.bytes_in += self.bytes_in
+        stats.bytes_out += self.bytes_out
+        backend = self.backend
+        if backend is not None:
+            backend.bytes_in += self.bytes_in
+            backend.bytes_out += self.bytes_out
+            upstream_time = self.upstream_time
+            if upstream_time is None:
+                backend.responses[NO_RESPONSE] += 1
+            else:
+                backend.responses[index] += 1
+                backend.latency.observe(upstream_time)
 
     # Defined by HTTPFrontProtocol ----------------------------------------
 
