@@ -15,7 +15,6 @@ from rproxy._endpoints import HandshakeEndpoint, client_endpoint
 from rproxy._reactor import ProxyReactor
 from rproxy._reactor import install as install_reactor
 from rproxy.accesslog import AccessEvents, AccessLog, access_events
-from rproxy.admin import AdminService
 from rproxy.backends import AdminState, Backend, BackendState, Pool, Registry
 from rproxy.balancing import (
     ConsistentHash,
@@ -90,9 +89,14 @@ __all__ = [
 
 
 def __getattr__(name: str) -> Any:
-    # AcmeService pulls in the acme package (and requests): only on use.
+    # AcmeService pulls in the acme package (and requests), AdminService
+    # prometheus-client and twisted.web: only on use.
     if name == "AcmeService":
         from rproxy.acme import AcmeService
 
         return AcmeService
+    if name == "AdminService":
+        from rproxy.admin import AdminService
+
+        return AdminService
     raise AttributeError(f"module 'rproxy' has no attribute {name!r}")

@@ -4,7 +4,7 @@ listeners, under one L{MultiService}."""
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from twisted.application.service import MultiService, Service
 from twisted.internet.defer import Deferred
@@ -15,7 +15,6 @@ from rproxy._challenges import Challenges
 from rproxy._listener_service import ListenerService
 from rproxy._tls_config import BackendTLSConfig, ListenerTLSConfig
 from rproxy.accesslog import AccessLog, AccessLogService
-from rproxy.admin import AdminService
 from rproxy.backends import Backend, Pool, Registry
 from rproxy.balancing import make_balancer
 from rproxy.config import Config, HealthConfig, ListenerConfig, PoolConfig
@@ -29,6 +28,9 @@ from rproxy.interfaces import IHealthCheck
 from rproxy.sni import SNIProxyFactory, SNIRoutes
 from rproxy.tcp import TCPProxyFactory
 from rproxy.tls import ServerCertificate, ServerTLS, backend_tls, load_certificate
+
+if TYPE_CHECKING:
+    from rproxy.admin import AdminService
 
 log = Logger(namespace="rproxy.service")
 
@@ -243,6 +245,8 @@ class ProxyService(MultiService):
                 )
         self.admin: AdminService | None = None
         if config.admin is not None:
+            from rproxy.admin import AdminService
+
             # reload is looked up when asked for, not now.
             self.admin = AdminService(
                 config.admin,
