@@ -33,6 +33,7 @@ from rproxy.http.routing import Route, Router
 from rproxy.interfaces import IBalancer, IHealthCheck, IRegistry, IRouter
 from rproxy.service import ProxyService, ReloadError
 from rproxy.sni import SNIProxyFactory, SNIRoutes
+from rproxy.stats import LatencyHistogram, ListenerStats
 from rproxy.tcp import TCPProxyFactory
 from rproxy.tls import ServerCertificate, ServerTLS, backend_tls, load_certificate
 
@@ -40,6 +41,7 @@ __all__ = [
     "AccessEvents",
     "AccessLog",
     "AcmeService",
+    "AdminService",
     "AdminState",
     "Backend",
     "BackendState",
@@ -57,8 +59,10 @@ __all__ = [
     "IHealthCheck",
     "IRegistry",
     "IRouter",
+    "LatencyHistogram",
     "LeastConnections",
     "Limits",
+    "ListenerStats",
     "Pool",
     "ProxyReactor",
     "ProxyService",
@@ -86,9 +90,14 @@ __all__ = [
 
 
 def __getattr__(name: str) -> Any:
-    # AcmeService pulls in the acme package (and requests): only on use.
+    # AcmeService pulls in the acme package (and requests), AdminService
+    # prometheus-client and twisted.web: only on use.
     if name == "AcmeService":
         from rproxy.acme import AcmeService
 
         return AcmeService
+    if name == "AdminService":
+        from rproxy.admin import AdminService
+
+        return AdminService
     raise AttributeError(f"module 'rproxy' has no attribute {name!r}")

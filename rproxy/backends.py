@@ -20,6 +20,7 @@ from twisted.logger import Logger
 from zope.interface import implementer
 
 from rproxy.interfaces import IBalancer, IRegistry
+from rproxy.stats import LatencyHistogram, new_class_counts
 
 log = Logger(namespace="rproxy.backends")
 
@@ -89,7 +90,9 @@ class Backend:
     One server behind a pool, with its live state and counters.
 
     Construct with L{Backend.from_address} or directly with a host and port.
-    Counters only grow; C{active} is the number of connections open now.
+    Counters only grow; C{active} is the number of connections open now (for
+    HTTP, the requests in flight: an idle kept-alive connection holds none).
+    C{bytes_in} and C{bytes_out} count bytes to and from it.
     """
 
     host: str
@@ -121,6 +124,11 @@ class Backend:
     last_check_ok: bool | None = None
     last_check_at: float | None = None
     last_check_duration: float | None = None
+    #: HTTP exchanges sent to it, by the class of its response
+    #: (L{rproxy.stats.STATUS_CLASSES}; C{none}: it sent no response).
+    responses: list[int] = field(factory=new_class_counts)
+    #: how long it took to start each HTTP response.
+    latency: LatencyHistogram = field(factory=LatencyHistogram)
 
     def __attrs_post_init__(self) -> None:
         if not self.name:

@@ -16,6 +16,7 @@ from collections.abc import Iterable, Mapping
 
 from attrs import field, frozen, validators
 
+from rproxy._admin_config import AdminConfig, parse_admin
 from rproxy._listeners_config import PROTOCOLS, ListenerConfig, parse_listeners
 from rproxy._tls_config import (
     AcmeConfig,
@@ -52,6 +53,7 @@ __all__ = [
     "PROTOCOLS",
     "AccessLogConfig",
     "AcmeConfig",
+    "AdminConfig",
     "BackendConfig",
     "BackendTLSConfig",
     "CertificateConfig",
@@ -222,7 +224,7 @@ class Config:
 
     C{timeouts} are the global defaults (each pool's C{timeouts} already has
     them merged in); C{shutdown_grace} is how long open connections get to
-    finish on shutdown.
+    finish on shutdown; C{admin} is the admin interface, if any.
     """
 
     source: str
@@ -232,6 +234,7 @@ class Config:
     shutdown_grace: float = field(default=10.0, validator=validators.ge(0.0))
     access_log: AccessLogConfig | None = None
     acme: AcmeConfig | None = None
+    admin: AdminConfig | None = None
 
     def pool(self, name: str) -> PoolConfig:
         """
@@ -283,7 +286,7 @@ def parse_config(data: Mapping[str, object], source: str) -> Config:
         problems,
         "",
         data,
-        ("pools", "listeners", "timeouts", "shutdown", "access_log", "acme"),
+        ("pools", "listeners", "timeouts", "shutdown", "access_log", "acme", "admin"),
     )
 
     timeouts = _timeouts(top.table("timeouts", _TIMEOUT_KEYS), Timeouts())
@@ -299,6 +302,7 @@ def parse_config(data: Mapping[str, object], source: str) -> Config:
             access_log = AccessLogConfig(log_path, log_format)
 
     acme = parse_acme(top, source)
+    admin = parse_admin(top, source)
     pools = _pools(top, timeouts)
     listeners = parse_listeners(top, pools, acme="acme" in top)
     if acme is not None:
@@ -314,6 +318,7 @@ def parse_config(data: Mapping[str, object], source: str) -> Config:
         shutdown_grace=grace,
         access_log=access_log,
         acme=acme,
+        admin=admin,
     )
 
 

@@ -5,7 +5,7 @@ difference, keeping what did not change."""
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from attrs import Factory, define, frozen
 from twisted.application.service import MultiService, Service
@@ -13,6 +13,7 @@ from twisted.internet.defer import Deferred, gatherResults
 from twisted.internet.interfaces import IOpenSSLClientConnectionCreator, IReactorTime
 from twisted.logger import Logger
 
+from rproxy._admin_config import AdminConfig
 from rproxy._challenges import Challenges
 from rproxy._listener_service import ListenerService, ProxyFactory
 from rproxy._pool_update import TLSFor, new_backend, update_pool
@@ -38,6 +39,9 @@ from rproxy.interfaces import IHealthCheck
 from rproxy.sni import SNIProxyFactory, SNIRoutes
 from rproxy.tcp import TCPProxyFactory
 from rproxy.tls import ServerCertificate, ServerTLS, backend_tls, load_certificate
+
+if TYPE_CHECKING:
+    from rproxy.admin import AdminService
 
 log = Logger(namespace="rproxy.service")
 
@@ -253,6 +257,7 @@ class _Prepared:
     certificates: dict[str, list[ServerCertificate]] = Factory(dict)
     fresh: dict[str, ListenerService] = Factory(dict)
     access_log: AccessLogService | None = None
+    admin: AdminService | None = None
 
 
 class ProxyService(MultiService):
@@ -269,7 +274,8 @@ class ProxyService(MultiService):
     A TLS listener's certificates are in C{tls[name]}.  With C{[acme]},
     C{acme} obtains and renews a certificate, every plain HTTP listener
     answers its challenges from C{challenges}, and every TLS listener serves
-    it.
+    it.  With C{[admin]}, C{admin} serves the status page, metrics and
+    controls (and L{reload} as C{POST /reload}).
     """
 
     def __init__(self, config: Config, reactor: Any):
@@ -283,6 +289,7 @@ class ProxyService(MultiService):
         self.tls: dict[str, ServerTLS] = {}
         self.challenges = Challenges()
         self.acme: Service | None = None
+        self.admin: AdminService | None = None
         self._client_tls: dict[str, TLSFor] = {}
         self._obtained: dict[tuple[str, ...], ServerCertificate] = {}
         self._retiring: set[Deferred[None]] = set()
@@ -404,19 +411,40 @@ class ProxyService(MultiService):
             )
             service.setName(f"listener:{spec.name}")
             prepared.fresh[spec.name] = service
+        if new.admin is not None and (
+            self.admin is None or self.admin.config.listen != new.admin.listen
+        ):
+            prepared.admin = self._admin_service(new.admin)
         if not self.running:
             return
-        bound: list[ListenerService] = []
-        for service in prepared.fresh.values():
+        bound: list[ListenerService | AdminService] = []
+        binding: list[ListenerService | AdminService] = list(prepared.fresh.values())
+        if prepared.admin is not None:
+            binding.append(prepared.admin)
+        for starting in binding:
             try:
-                service.privilegedStartService()
+                starting.privilegedStartService()
             except SystemExit as error:
                 for done in bound:
                     done.stopService()
                 if prepared.access_log is not None:
                     prepared.access_log.stopService()
                 raise ReloadError([str(error.code)]) from None
-            bound.append(service)
+            bound.append(starting)
+
+    def _admin_service(self, config: AdminConfig) -> AdminService:
+        from rproxy.admin import AdminService
+
+        admin = AdminService(
+            config,
+            self.registry,
+            self.listeners,
+            self.reactor,
+            # Looked up when asked for, so an embedder may replace it.
+            lambda: self.reload(),
+        )
+        admin.setName("admin")
+        return admin
 
     def _apply_pools(
         self, old: Config | None, new: Config, prepared: _Prepared
@@ -547,6 +575,7 @@ class ProxyService(MultiService):
             if self.access_log is not None and self.running:
                 self.access_log.stopService()
             self.access_log = prepared.access_log
+        self._apply_admin(new, prepared)
         if old is not None and new.acme == old.acme:
             return
         if self.acme is not None:
@@ -560,6 +589,17 @@ class ProxyService(MultiService):
             )
             self.acme.setName("acme")
             self.acme.setServiceParent(self)
+
+    def _apply_admin(self, new: Config, prepared: _Prepared) -> None:
+        if prepared.admin is not None or new.admin is None:
+            if self.admin is not None:
+                self.admin.disownServiceParent()
+            self.admin = prepared.admin
+            if self.admin is not None:
+                self.admin.setServiceParent(self)
+        elif self.admin is not None:
+            self.admin.config = new.admin
+            self.admin.token = new.admin.token
 
     def _answer(self, config: Config) -> Answer | None:
         if config.acme is None:

@@ -30,6 +30,7 @@ from zope.interface import implementer
 from rproxy._clienthello import ClientHelloError, NeedMore, read_server_name
 from rproxy._tracking import ConnectionTracker
 from rproxy.backends import Registry
+from rproxy.stats import ListenerStats
 from rproxy.tcp import (
     EndpointFor,
     TCPFrontProtocol,
@@ -117,6 +118,7 @@ class SNIProxyFactory(Factory):
     @param splice: as for L{TCPProxyFactory}.
     @ivar connections: the listener's open connections, from accept to
         close, whatever their pool.
+    @ivar stats: the listener's connection counters, whatever the pool.
     """
 
     noisy = False
@@ -147,6 +149,7 @@ class SNIProxyFactory(Factory):
         self.endpoint_for = endpoint_for
         self.splice = splice
         self.connections = ConnectionTracker()
+        self.stats = ListenerStats()
         self._proxies: dict[str, TCPProxyFactory] = {}
 
     def buildProtocol(self, addr: IAddress | None) -> SNIFrontProtocol:
@@ -173,8 +176,10 @@ class SNIProxyFactory(Factory):
                 endpoint_for=self.endpoint_for,
                 splice=self.splice,
             )
-            # Connections of every pool drain with this listener.
+            # Connections of every pool drain with this listener, and count
+            # in its stats.
             proxy.connections = self.connections
+            proxy.stats = self.stats
             self._proxies[pool_name] = proxy
         return proxy
 
@@ -323,6 +328,7 @@ class SNIFrontProtocol(Protocol):
             duration=self.clock.seconds() - self.accepted,
             ended=self.ended,
         )
+        self.factory.stats.connections_closed += 1
         self.factory.connections.discard(self)
 
     def shut_down(self, abort: bool) -> None:

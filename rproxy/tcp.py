@@ -33,6 +33,7 @@ from rproxy._tracking import ConnectionTracker
 from rproxy.accesslog import access_events
 from rproxy.backends import Backend, Pool
 from rproxy.health import describe_failure
+from rproxy.stats import ListenerStats
 
 log = Logger(namespace="rproxy.tcp")
 
@@ -52,6 +53,7 @@ class TCPProxyFactory(Factory):
         pool's C{connect_tries}.
     @param splice: relay plain TCP pairs with Linux splice(2) where the
         reactor and the system allow it (bytes never enter Python).
+    @ivar stats: the listener's connection counters.
     """
 
     def __init__(
@@ -75,6 +77,7 @@ class TCPProxyFactory(Factory):
         self.idle_timeout = idle_timeout
         self.connect_tries = connect_tries
         self.connections = ConnectionTracker()
+        self.stats = ListenerStats()
         if endpoint_for is None:
 
             def endpoint_for(backend: Backend) -> IStreamClientEndpoint:
@@ -460,6 +463,7 @@ class TCPFrontProtocol(Protocol):
             duration=self.clock.seconds() - self.started,
             ended=self.ended or "closed",
         )
+        self.factory.stats.connection_ended(self.bytes_in, self.bytes_out)
         # Last: draining the listener waits for this, and the access log
         # closes after the drain.
         self.factory.connections.discard(self)

@@ -9,6 +9,7 @@ so a request costs no extra objects or indirection on the hot path.
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from typing import TYPE_CHECKING, Any
 
 from twisted.internet.interfaces import IDelayedCall
@@ -22,6 +23,7 @@ from rproxy.http.chunked import ChunkedDecoder
 from rproxy.http.framing import RequestHead, ResponseHead
 from rproxy.http.messages import header
 from rproxy.http.upstream import UpstreamProtocol
+from rproxy.stats import LATENCY_BUCKETS, NO_RESPONSE
 
 if TYPE_CHECKING:
     from rproxy.http.listener import HTTPProxyFactory
@@ -149,8 +151,16 @@ class FrontState(Protocol):
             self.pool.release(self.backend)
 
     def _emit(self) -> None:
+        """
+        The exchange has ended: count it, and emit its access event if
+        anyone records them.
+        """
         request = self.request
-        if not access_events.active or (request is None and self.status == "-"):
+        status = self.status
+        if request is None and status == "-":
+            return
+        self._count(status)
+        if not access_events.active:
             self.request = None
             return
         access_events.emit(
@@ -174,6 +184,32 @@ class FrontState(Protocol):
             user_agent=header(request.headers, b"user-agent") if request else None,
         )
         self.request = None
+
+    def _count(self, status: int | str) -> None:
+        # Inlined status_class and LatencyHistogram.observe: once per request.
+        index = (
+            status // 100 - 1
+            if type(status) is int and 100 <= status < 600
+            else NO_RESPONSE
+        )
+        stats = self.factory.stats
+        stats.requests[index] += 1
+        bytes_in, bytes_out = self.bytes_in, self.bytes_out
+        stats.bytes_in += bytes_in
+        stats.bytes_out += bytes_out
+        backend = self.backend
+        if backend is None:
+            return
+        backend.bytes_in += bytes_in
+        backend.bytes_out += bytes_out
+        upstream_time = self.upstream_time
+        if upstream_time is None:
+            backend.responses[NO_RESPONSE] += 1
+            return
+        backend.responses[index] += 1
+        latency = backend.latency
+        latency.counts[bisect_left(LATENCY_BUCKETS, upstream_time)] += 1
+        latency.sum += upstream_time
 
     # Defined by HTTPFrontProtocol ----------------------------------------
 

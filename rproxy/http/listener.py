@@ -18,6 +18,7 @@ from rproxy.http.local import Answer
 from rproxy.http.server import HTTPFrontProtocol
 from rproxy.http.upstream import KeepAlivePool
 from rproxy.interfaces import IRegistry, IRouter
+from rproxy.stats import ListenerStats
 
 
 @frozen
@@ -107,6 +108,7 @@ class HTTPProxyFactory(Factory):
         given, L{IReactorTCP}.
     @param keep_alive: the idle backend connections to reuse; one is made if
         not given.
+    @ivar stats: the listener's request and connection counters.
     """
 
     noisy = False
@@ -125,6 +127,7 @@ class HTTPProxyFactory(Factory):
         self.settings = settings
         self.keep_alive = keep_alive or KeepAlivePool(reactor)
         self.connections = ConnectionTracker()
+        self.stats = ListenerStats()
         if endpoint_for is None:
 
             def endpoint_for(backend: Backend) -> IStreamClientEndpoint:

@@ -333,4 +333,5 @@ class HTTPFrontProtocol(ResponseSide, BackendSide):
             self.status = 499  # the client went away before its response
             self._drop_upstream()
             self._emit()
+        self.factory.stats.connections_closed += 1
         self.factory.connections.discard(self)

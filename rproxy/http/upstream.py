@@ -18,7 +18,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from rproxy._fastwrite import Data, no_delay, send_now
-from rproxy.backends import Backend
+from rproxy.backends import AdminState, Backend
 from rproxy.http.chunked import ChunkedDecoder, End, Trailers
 from rproxy.http.framing import (
     HTTPError,
@@ -362,8 +362,8 @@ class KeepAlivePool:
         idle_timeout: float | None = None,
     ) -> None:
         """
-        Keep C{connection} for reuse if it may be reused and there is room;
-        close it otherwise.
+        Keep C{connection} for reuse if it may be reused, there is room and
+        its backend is enabled; close it otherwise.
 
         @param max_idle: overrides the pool's C{max_idle} for this backend.
         @param idle_timeout: overrides the pool's C{idle_timeout} for this
@@ -380,6 +380,8 @@ class KeepAlivePool:
             not connection.reusable
             or not connection.connected_
             or len(idle) >= max_idle
+            # A draining or disabled backend is to see its connections end.
+            or connection.backend.admin is not AdminState.ENABLED
         ):
             if connection.transport is not None:
                 connection.transport.loseConnection()

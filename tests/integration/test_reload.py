@@ -353,3 +353,34 @@ pool = "other"
         yield came_up
         self.assertIs(pool.get("b"), b)
         self.assertEqual(b.last_check_ok, True)
+
+    @inlineCallbacks
+    def test_admin_section_is_added_changed_and_removed(self) -> Any:
+        service = self.start(self.config(self.backends("a")))
+        self.assertIsNone(service.admin)
+        admin = '\n[admin]\nlisten = "tcp:0:interface=127.0.0.1"\n'
+        self.assertEqual(self.reload(self.config(self.backends("a"), admin)), [])
+        first = service.admin
+        assert first is not None and first.bound is not None
+        (self.dir / "token").write_text("s3cret\n")
+        with_token = admin + 'token_file = "token"\n'
+        self.assertEqual(self.reload(self.config(self.backends("a"), with_token)), [])
+        self.assertIs(service.admin, first)
+        self.assertEqual(first.token, "s3cret")
+
+        def disable(token: str | None) -> int:
+            conn = http.client.HTTPConnection("127.0.0.1", first.bound.port, timeout=20)
+            headers = {} if token is None else {"Authorization": f"Bearer {token}"}
+            conn.request("POST", "/pools/web/backends/a/disable", headers=headers)
+            status = conn.getresponse().status
+            conn.close()
+            return status
+
+        self.assertEqual((yield deferToThread(disable, None)), 401)
+        self.assertEqual((yield deferToThread(disable, "s3cret")), 200)
+        self.assertEqual(
+            service.registry.get("web").get("a").admin, AdminState.DISABLED
+        )
+        self.assertEqual(self.reload(self.config(self.backends("a"))), [])
+        self.assertIsNone(service.admin)
+        self.assertFalse(first.running)

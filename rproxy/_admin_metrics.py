@@ -1,0 +1,235 @@
+"""Prometheus metrics: a collector that reads the live counters of every
+listener, pool and backend each time it is scraped.
+
+prometheus-client does the exposition format (escaping, histogram buckets,
+C{_total} suffixes); the counters themselves stay where traffic updates them
+(L{rproxy.backends.Backend}, L{rproxy.stats.ListenerStats}), so nothing here
+runs on the hot path.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator, Mapping
+
+from prometheus_client.metrics_core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
+from prometheus_client.registry import Collector, CollectorRegistry
+from prometheus_client.utils import floatToGoString
+
+from rproxy._admin_status import listener_counters, listener_kind
+from rproxy._listener_service import ListenerService
+from rproxy.backends import BackendState, Pool
+from rproxy.stats import STATUS_CLASSES
+
+__all__ = ["ProxyCollector", "metrics_registry"]
+
+_LISTENER = ["listener"]
+_BACKEND = ["pool", "backend"]
+
+
+class ProxyCollector(Collector):
+    """
+    Collects rproxy's metrics from the pools C{pools()} returns and the
+    listeners in C{listeners}, both looked up at every scrape.
+    """
+
+    def __init__(
+        self,
+        pools: Callable[[], Iterable[Pool]],
+        listeners: Mapping[str, ListenerService],
+    ) -> None:
+        self._pools = pools
+        self._listeners = listeners
+
+    def collect(self) -> Iterator[Metric]:
+        yield from self._listener_metrics()
+        yield from self._backend_metrics(list(self._pools()))
+
+    def _listener_metrics(self) -> Iterator[Metric]:
+        info = GaugeMetricFamily(
+            "rproxy_listener_info",
+            "A listener's protocol (http, tcp or sni); the value is always 1.",
+            labels=[*_LISTENER, "protocol"],
+        )
+        connections = CounterMetricFamily(
+            "rproxy_listener_connections_total",
+            "Client connections accepted.",
+            labels=_LISTENER,
+        )
+        active = GaugeMetricFamily(
+            "rproxy_listener_connections_active",
+            "Client connections open now.",
+            labels=_LISTENER,
+        )
+        requests = CounterMetricFamily(
+            "rproxy_listener_requests_total",
+            "HTTP requests answered, by the class of the status sent "
+            '("none": the client was sent no response).',
+            labels=[*_LISTENER, "code"],
+        )
+        received = CounterMetricFamily(
+            "rproxy_listener_received_bytes_total",
+            "Body (HTTP) or stream (TCP) bytes received from clients, counted "
+            "as each request or connection ends.",
+            labels=_LISTENER,
+        )
+        sent = CounterMetricFamily(
+            "rproxy_listener_sent_bytes_total",
+            "Body (HTTP) or stream (TCP) bytes sent to clients, counted as "
+            "each request or connection ends.",
+            labels=_LISTENER,
+        )
+        for name, service in list(self._listeners.items()):
+            stats = service.factory.stats
+            total, open_now, _ = listener_counters(service)
+            info.add_metric([name, listener_kind(service)], 1)
+            connections.add_metric([name], total)
+            active.add_metric([name], open_now)
+            for code, count in zip(STATUS_CLASSES, stats.requests, strict=True):
+                requests.add_metric([name, code], count)
+            received.add_metric([name], stats.bytes_in)
+            sent.add_metric([name], stats.bytes_out)
+        yield from (info, connections, active, requests, received, sent)
+
+    def _backend_metrics(self, pools: list[Pool]) -> Iterator[Metric]:
+        members = GaugeMetricFamily(
+            "rproxy_pool_backends",
+            "Backends of a pool in each state.",
+            labels=["pool", "state"],
+        )
+        state = GaugeMetricFamily(
+            "rproxy_backend_state",
+            "1 for the state a backend is in (what new traffic sees), 0 for "
+            "the others.",
+            labels=[*_BACKEND, "state"],
+        )
+        healthy = GaugeMetricFamily(
+            "rproxy_backend_healthy",
+            "1 if health checks and traffic say the backend works, whatever "
+            "its admin state.",
+            labels=_BACKEND,
+        )
+        weight = GaugeMetricFamily(
+            "rproxy_backend_weight", "The backend's weight.", labels=_BACKEND
+        )
+        active = GaugeMetricFamily(
+            "rproxy_backend_connections_active",
+            "Connections (TCP) or requests (HTTP) to the backend in flight.",
+            labels=_BACKEND,
+        )
+        connections = CounterMetricFamily(
+            "rproxy_backend_connections_total",
+            "Connections (TCP) or requests (HTTP) sent to the backend.",
+            labels=_BACKEND,
+        )
+        requests = CounterMetricFamily(
+            "rproxy_backend_requests_total",
+            "HTTP requests sent to the backend, by the class of its response "
+            '("none": it sent none).',
+            labels=[*_BACKEND, "code"],
+        )
+        failures = CounterMetricFamily(
+            "rproxy_backend_failures_total",
+            "Connects refused or timed out, resets, bad or late responses.",
+            labels=_BACKEND,
+        )
+        sent = CounterMetricFamily(
+            "rproxy_backend_sent_bytes_total",
+            "Bytes sent to the backend (request bodies, TCP streams).",
+            labels=_BACKEND,
+        )
+        received = CounterMetricFamily(
+            "rproxy_backend_received_bytes_total",
+            "Bytes received from the backend (response bodies, TCP streams).",
+            labels=_BACKEND,
+        )
+        changed = GaugeMetricFamily(
+            "rproxy_backend_state_change_timestamp_seconds",
+            "When the backend's state last changed.",
+            labels=_BACKEND,
+        )
+        check_ok = GaugeMetricFamily(
+            "rproxy_backend_health_check_success",
+            "1 if the last active health check passed, 0 if it failed.",
+            labels=_BACKEND,
+        )
+        check_at = GaugeMetricFamily(
+            "rproxy_backend_health_check_timestamp_seconds",
+            "When the last active health check ended.",
+            labels=_BACKEND,
+        )
+        check_duration = GaugeMetricFamily(
+            "rproxy_backend_health_check_duration_seconds",
+            "How long the last active health check took.",
+            labels=_BACKEND,
+        )
+        latency = HistogramMetricFamily(
+            "rproxy_backend_upstream_latency_seconds",
+            "Time from sending a request to the backend to its response head.",
+            labels=_BACKEND,
+        )
+        for pool in pools:
+            in_state = dict.fromkeys(BackendState, 0)
+            for backend in pool.backends:
+                labels = [pool.name, backend.name]
+                current = backend.state
+                in_state[current] += 1
+                for each in BackendState:
+                    state.add_metric([*labels, each.value], int(each is current))
+                healthy.add_metric(labels, int(backend.healthy))
+                weight.add_metric(labels, backend.weight)
+                active.add_metric(labels, backend.active)
+                connections.add_metric(labels, backend.connections_total)
+                for code, count in zip(STATUS_CLASSES, backend.responses, strict=True):
+                    requests.add_metric([*labels, code], count)
+                failures.add_metric(labels, backend.failures_total)
+                sent.add_metric(labels, backend.bytes_in)
+                received.add_metric(labels, backend.bytes_out)
+                changed.add_metric(labels, backend.changed_at)
+                if backend.last_check_at is not None:
+                    check_ok.add_metric(labels, int(bool(backend.last_check_ok)))
+                    check_at.add_metric(labels, backend.last_check_at)
+                if backend.last_check_duration is not None:
+                    check_duration.add_metric(labels, backend.last_check_duration)
+                histogram = backend.latency
+                latency.add_metric(
+                    labels,
+                    [
+                        (floatToGoString(bound), count)
+                        for bound, count in histogram.cumulative()
+                    ],
+                    histogram.sum,
+                )
+            for each, count in in_state.items():
+                members.add_metric([pool.name, each.value], count)
+        yield from (
+            members,
+            state,
+            healthy,
+            weight,
+            active,
+            connections,
+            requests,
+            failures,
+            sent,
+            received,
+            changed,
+            check_ok,
+            check_at,
+            check_duration,
+            latency,
+        )
+
+
+def metrics_registry(collector: ProxyCollector) -> CollectorRegistry:
+    """
+    A registry of its own holding C{collector} only (never the process-wide
+    default registry, which other code may fill).
+    """
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(collector)
+    return registry

@@ -1,0 +1,144 @@
+"""The admin interface: status page, JSON status, Prometheus metrics, and
+drain / disable / enable / weight controls and config reload over HTTP.
+
+L{AdminService} listens on the C{[admin]} endpoint with a twisted.web
+L{Site}; what each path answers is in L{rproxy._admin_web}.  It reads the
+live registry and listeners at every request (a config reload adds and
+removes pools, backends and listeners), and samples their counters every few
+seconds to show rates.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from twisted.application.service import Service
+from twisted.internet.defer import Deferred, succeed
+from twisted.internet.endpoints import serverFromString
+from twisted.internet.interfaces import IAddress, IListeningPort, IReactorTime
+from twisted.internet.task import LoopingCall
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from twisted.web.server import Site
+
+from rproxy._admin_config import AdminConfig
+from rproxy._admin_metrics import ProxyCollector, metrics_registry
+from rproxy._admin_status import RateSampler, Snapshot, snapshot
+from rproxy._admin_web import AdminResource
+from rproxy._listener_service import ListenerService
+from rproxy.backends import Registry
+
+__all__ = ["AdminService"]
+
+log = Logger(namespace="rproxy.admin")
+
+#: seconds between two samples of the counters the rates are worked out from.
+SAMPLE_INTERVAL = 5.0
+
+
+def _no_reload() -> list[str]:
+    return ["reload is not available"]
+
+
+class AdminService(Service):
+    """
+    The admin interface of one proxy.
+
+    @param config: where to listen and the control token.
+    @param registry: the proxy's pools; looked up at every request.
+    @param listeners: the proxy's listeners by name; looked up at every
+        request, so a reload may add and remove entries.
+    @param reactor: provides L{IReactorTime} (the rates' clock and the
+        timestamps' "now") and what C{config.listen} needs to listen.
+    @param reload: reads the config again and applies it, returning its
+        problems (empty when the new config is in use).  Called at request
+        time, so it may be any callable that looks up the real one then.
+    @param sample_interval: seconds between counter samples for the rates.
+
+    @ivar token: what control requests must send; None for no check.  A
+        reload may set a new one.
+    @ivar metrics: the Prometheus registry the metrics are generated from
+        (its own, not the process-wide default).
+    @ivar bound: the address listened on, once started.
+    """
+
+    def __init__(
+        self,
+        config: AdminConfig,
+        registry: Registry,
+        listeners: Mapping[str, ListenerService],
+        reactor: Any,
+        reload: Callable[[], list[str]] = _no_reload,
+        *,
+        sample_interval: float = SAMPLE_INTERVAL,
+    ) -> None:
+        self.config = config
+        self.token = config.token
+        self.registry = registry
+        self.listeners = listeners
+        self.clock: IReactorTime = reactor
+        self.reload = reload
+        self.rates = RateSampler(reactor)
+        self.metrics = metrics_registry(ProxyCollector(self._pools, listeners))
+        self.site = Site(AdminResource(self), timeout=60, reactor=reactor)
+        self.site.noisy = False
+        self.port: IListeningPort | None = None
+        self.bound: IAddress | None = None
+        self._reactor = reactor
+        self._sampler = LoopingCall(self.sample)
+        self._sampler.clock = reactor
+        self._sample_interval = sample_interval
+
+    def _pools(self) -> Registry:
+        return self.registry
+
+    def sample(self) -> None:
+        """
+        Sample the counters now (for the rates).
+        """
+        self.rates.sample(self.registry, self.listeners)
+
+    def status(self) -> Snapshot:
+        """
+        Every listener, pool and backend now, as the JSON status shows them.
+        """
+        return snapshot(self.registry, self.listeners, self.rates, self.clock.seconds())
+
+    def privilegedStartService(self) -> None:
+        super().privilegedStartService()
+        if self.port is not None:
+            return
+        endpoint = serverFromString(self._reactor, self.config.listen)
+        result: list[IListeningPort | Failure] = []
+        endpoint.listen(self.site).addBoth(result.append)
+        if not result:
+            raise RuntimeError(f"admin: {self.config.listen} did not bind")
+        outcome = result[0]
+        if isinstance(outcome, Failure):
+            raise SystemExit(
+                f"rproxy: the admin interface cannot listen on "
+                f"{self.config.listen!r}: {outcome.getErrorMessage()}"
+            )
+        self.port = outcome
+        self.bound = host = outcome.getHost()
+        log.info(
+            "admin interface on {address} ({bound}), control token {token}",
+            address=self.config.listen,
+            bound=f"{getattr(host, 'host', '')}:{getattr(host, 'port', '')}",
+            token="required" if self.token is not None else "not required",
+        )
+
+    def startService(self) -> None:
+        if self.port is None:
+            self.privilegedStartService()
+        super().startService()
+        self._sampler.start(self._sample_interval, now=True)
+
+    def stopService(self) -> Deferred[None]:
+        super().stopService()
+        if self._sampler.running:
+            self._sampler.stop()
+        port, self.port = self.port, None
+        stopping = None if port is None else port.stopListening()
+        return succeed(None) if stopping is None else stopping
