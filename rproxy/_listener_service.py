@@ -13,6 +13,7 @@ from twisted.logger import Logger
 from twisted.protocols.tls import TLSMemoryBIOFactory, TLSMemoryBIOProtocol
 from twisted.python.failure import Failure
 
+from rproxy._proxy_accept import ProxyHeaderFactory
 from rproxy.http.listener import HTTPProxyFactory
 from rproxy.sni import SNIProxyFactory
 from rproxy.tcp import TCPProxyFactory
@@ -28,6 +29,10 @@ class ListenerService(Service):
     Listens on a server endpoint with a proxy factory, behind TLS
     termination if given C{tls}.  Stopping it stops listening at once, then
     gives open connections C{grace} seconds to finish before dropping them.
+
+    With C{accept_proxy} (the trusted senders and the timeout of a
+    L{ProxyHeaderFactory}), every connection starts with a PROXY header,
+    read before TLS.
     """
 
     def __init__(
@@ -38,11 +43,13 @@ class ListenerService(Service):
         reactor: Any,
         grace: float,
         tls: ServerTLS | None = None,
+        accept_proxy: tuple[tuple[str, ...], float] | None = None,
     ):
         self.listener = name
         self.description = description
         self.factory = factory
         self.tls = tls
+        self.accept_proxy = accept_proxy
         self.grace = grace
         self._reactor = reactor
         self.port: IListeningPort | None = None
@@ -61,6 +68,16 @@ class ListenerService(Service):
             # each response's parts as one write, so that only adds a timer
             # per response.
             factory.protocol = TLSMemoryBIOProtocol
+        if self.accept_proxy is not None:
+            trusted, timeout = self.accept_proxy
+            factory = ProxyHeaderFactory(
+                factory,
+                trusted,
+                self._reactor,
+                connections=self.factory.connections,
+                timeout=timeout,
+                listener=self.listener,
+            )
         listening: Deferred[IListeningPort] = endpoint.listen(factory)
         result: list[IListeningPort | Failure] = []
         listening.addBoth(result.append)

@@ -58,6 +58,7 @@ def build_pool(config: PoolConfig, clock: IReactorTime) -> Pool:
         connect_tries=config.connect_tries,
         hash_key=config.hash_key,
         now=clock.seconds,
+        send_proxy=config.send_proxy,
     )
 
 
@@ -107,12 +108,17 @@ def server_tls(config: ListenerTLSConfig, *, http: bool) -> ServerTLS:
     )
 
 
-def build_check(reactor: Any, health: HealthConfig) -> IHealthCheck | None:
+def build_check(
+    reactor: Any, health: HealthConfig, send_proxy: str | None = None
+) -> IHealthCheck | None:
     """
-    The active check C{health} asks for, or None for C{check = "none"}.
+    The active check C{health} asks for, or None for C{check = "none"};
+    with C{send_proxy}, it opens with a PROXY header of that version.
     """
     if health.check == "tcp":
-        return TCPCheck(reactor, port=health.port, timeout=health.timeout)
+        return TCPCheck(
+            reactor, port=health.port, timeout=health.timeout, send_proxy=send_proxy
+        )
     if health.check == "http":
         return HTTPCheck(
             reactor,
@@ -121,6 +127,7 @@ def build_check(reactor: Any, health: HealthConfig) -> IHealthCheck | None:
             host=health.host,
             port=health.port,
             timeout=health.timeout,
+            send_proxy=send_proxy,
         )
     return None
 
@@ -216,7 +223,7 @@ class ProxyService(MultiService):
             self.registry.add(pool)
             monitor = HealthMonitor(
                 pool,
-                build_check(reactor, pool_config.health),
+                build_check(reactor, pool_config.health, pool_config.send_proxy),
                 reactor,
                 interval=pool_config.health.interval,
                 timeout=pool_config.health.timeout,
@@ -230,7 +237,10 @@ class ProxyService(MultiService):
             if listener.tls is not None:
                 tls = server_tls(listener.tls, http=listener.protocol == "http")
                 self.tls[listener.name] = tls
-            self._listen(listener.name, listener.listen, factory, reactor, tls)
+            accept = None
+            if listener.accept_proxy:
+                accept = (listener.trusted_proxies, config.timeouts.proxy_header)
+            self._listen(listener.name, listener.listen, factory, reactor, tls, accept)
             if listener.tls is not None and listener.tls.redirect_http_from:
                 self._listen(
                     f"{listener.name}:redirect",
@@ -238,6 +248,7 @@ class ProxyService(MultiService):
                     self._redirect_factory(listener, reactor),
                     reactor,
                     None,
+                    accept,
                 )
         if config.acme is not None:
             from rproxy.acme import AcmeService
@@ -255,9 +266,16 @@ class ProxyService(MultiService):
         factory: TCPProxyFactory | HTTPProxyFactory | SNIProxyFactory,
         reactor: Any,
         tls: ServerTLS | None,
+        accept_proxy: tuple[tuple[str, ...], float] | None = None,
     ) -> None:
         service = ListenerService(
-            name, description, factory, reactor, self.config.shutdown_grace, tls
+            name,
+            description,
+            factory,
+            reactor,
+            self.config.shutdown_grace,
+            tls,
+            accept_proxy,
         )
         service.setName(f"listener:{name}")
         service.setServiceParent(self)

@@ -28,10 +28,10 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from rproxy._clienthello import ClientHelloError, NeedMore, read_server_name
+from rproxy._endpoints import EndpointFor
 from rproxy._tracking import ConnectionTracker
 from rproxy.backends import Registry
 from rproxy.tcp import (
-    EndpointFor,
     TCPFrontProtocol,
     TCPProxyFactory,
     _host_of,

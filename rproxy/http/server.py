@@ -330,4 +330,6 @@ class HTTPFrontProtocol(ResponseSide, BackendSide):
             self.status = 499  # the client went away before its response
             self._drop_upstream()
             self._emit()
+        if self._own_keep_alive is not None:
+            self._own_keep_alive.close_all()
         self.factory.connections.discard(self)
