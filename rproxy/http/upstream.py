@@ -476,17 +476,14 @@ class ClientKeepAlive:
             return None
         connection, since, idle_timeout = kept
         idle_for = self._clock.seconds() - since
-        limit = (
-            idle_timeout if fresh_within is None else min(idle_timeout, fresh_within)
-        )
-        if connection.connected_ and idle_for < limit:
-            return connection
-        if idle_for >= idle_timeout:
+        if not connection.connected_ or idle_for >= idle_timeout:
             _close(connection)
-        else:
-            # Too old for this request only: keep it for a later one.
+            return None
+        if fresh_within is not None and idle_for >= fresh_within:
+            # Too old for this request only: kept for a later one.
             self._idle[backend] = kept
-        return None
+            return None
+        return connection
 
     def put(
         self,
