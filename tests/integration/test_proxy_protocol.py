@@ -8,17 +8,23 @@ from __future__ import annotations
 import os
 import shutil
 import socket
+import ssl
 import subprocess
 import tempfile
 import tomllib
 from pathlib import Path
 from typing import Any
 
-from twisted.internet import reactor
+import trustme
+from OpenSSL import crypto
+from twisted.internet import reactor, tcp
 from twisted.internet.defer import inlineCallbacks
 from twisted.internet.interfaces import IHalfCloseableProtocol
 from twisted.internet.protocol import Factory, Protocol
+from twisted.internet.ssl import CertificateOptions
+from twisted.internet.task import deferLater
 from twisted.internet.threads import deferToThread
+from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.trial.unittest import SkipTest, TestCase
 from twisted.web.resource import Resource
 from twisted.web.server import Request, Site
@@ -94,17 +100,18 @@ def exchange(
     port: int, data: bytes, source: str = "127.0.0.1", half_close: bool = True
 ) -> bytes:
     """Send C{data} from C{source} to 127.0.0.1:C{port}, shut the write side
-    and read until the peer closes (or resets)."""
+    and read until the peer closes; C{b""} if it closed or reset first."""
     with socket.socket() as sock:
         sock.settimeout(20)
         sock.bind((source, 0))
         sock.connect(("127.0.0.1", port))
-        sock.sendall(data)
-        if half_close:
-            sock.shutdown(socket.SHUT_WR)
         try:
+            sock.sendall(data)
+            if half_close:
+                sock.shutdown(socket.SHUT_WR)
             return drain(sock)
-        except ConnectionResetError:
+        except OSError:
+            # Closed by the proxy first: nothing came back.
             return b""
 
 
@@ -481,3 +488,95 @@ class ChainTests(_ProxyCase):
         self.assertEqual(
             answer, f"v1 127.0.0.2:{client_port} 127.0.0.1:{port}\nping".encode()
         )
+
+
+TLS_CONFIG = """
+[pools.secure]
+backends = ["127.0.0.1:{backend}"]
+send_proxy = "v2"
+health.check = "none"
+tls = {{ server_name = "backend.internal", ca = "{ca}" }}
+
+[[listeners]]
+name = "front"
+protocol = "http"
+listen = "tcp:0:interface=127.0.0.1"
+pool = "secure"
+accept_proxy = true
+trusted_proxies = ["127.0.0.1"]
+tls = {{ certificates = [{{ cert = "{cert}", key = "{key}" }}] }}
+"""
+
+
+class TLSTests(_ProxyCase):
+    """PROXY headers come before TLS on both sides."""
+
+    def setUp(self) -> None:
+        temporary = tempfile.TemporaryDirectory()
+        self.addCleanup(temporary.cleanup)
+        self.dir = Path(temporary.name)
+        self.ca = trustme.CA()
+
+    def tls_backend(self) -> int:
+        """An HTTPS backend behind rproxy's PROXY header reader: the header,
+        then the handshake."""
+        cert = self.ca.issue_cert("backend.internal")
+        options = CertificateOptions(
+            privateKey=crypto.load_privatekey(
+                crypto.FILETYPE_PEM, cert.private_key_pem.bytes()
+            ),
+            certificate=crypto.load_certificate(
+                crypto.FILETYPE_PEM, cert.cert_chain_pems[0].bytes()
+            ),
+        )
+        site = Site(WhoResource())
+        site.noisy = False
+        factory = ProxyHeaderFactory(
+            TLSMemoryBIOFactory(options, False, site),
+            ["127.0.0.1"],
+            reactor,
+            connections=ConnectionTracker(),
+        )
+        port = reactor.listenTCP(0, factory, interface="127.0.0.1")
+        self.addCleanup(port.stopListening)
+        return int(port.getHost().port)
+
+    @inlineCallbacks
+    def test_header_before_tls_on_both_sides(self) -> Any:
+        """A client sends a v1 header, then TLS; the HTTPS backend reads
+        rproxy's v2 header before its handshake and sees the carried client
+        as its peer (and in X-Forwarded-For)."""
+        front = self.ca.issue_cert("front.example.com")
+        cert, key = self.dir / "front.pem", self.dir / "front.key"
+        cert.write_bytes(b"".join(blob.bytes() for blob in front.cert_chain_pems))
+        key.write_bytes(front.private_key_pem.bytes())
+        ca = self.dir / "ca.pem"
+        ca.write_bytes(self.ca.cert_pem.bytes())
+        service = self.start(
+            TLS_CONFIG.format(backend=self.tls_backend(), ca=ca, cert=cert, key=key)
+        )
+        port = self.port_of(service)
+        context = ssl.create_default_context()
+        self.ca.configure_trust(context)
+
+        def run() -> bytes:
+            raw = socket.create_connection(("127.0.0.1", port), timeout=20)
+            raw.sendall(encode("v1", ("203.0.113.9", 51000), ("198.51.100.1", 443)))
+            with context.wrap_socket(raw, server_hostname="front.example.com") as tls:
+                tls.sendall(
+                    b"GET / HTTP/1.1\r\nHost: front.example.com\r\n"
+                    b"Connection: close\r\n\r\n"
+                )
+                return drain(tls)
+
+        answer = yield deferToThread(run)
+        # The backend connection, kept for that client only, was closed when
+        # the client went: its TLS close takes a few reactor turns.
+        for _ in range(10000):
+            if not any(isinstance(s, tcp.Client) for s in reactor.getReaders()):
+                break
+            yield deferLater(reactor, 0, lambda: None)
+        self.assertTrue(answer.startswith(b"HTTP/1.1 200"), answer)
+        body = answer.split(b"\r\n\r\n", 1)[1]
+        self.assertTrue(body.startswith(b"203.0.113.9:51000 "), body)
+        self.assertTrue(body.endswith(b"xff=203.0.113.9"), body)
