@@ -18,8 +18,10 @@ from rproxy.backends import Backend, Pool, Registry
 from rproxy.http.listener import HTTPProxyFactory, HTTPSettings
 from rproxy.http.routing import Route, Router
 from rproxy.proxyprotocol import ProxyHeader, encode, encode_local, parse
+from rproxy.sni import SNIProxyFactory, SNIRoutes
 from rproxy.tcp import TCPProxyFactory
 from tests.fakes import FakeEndpoints, HalfCloseTransport, connect
+from tests.tls_records import client_hello
 
 V1 = b"PROXY TCP4 203.0.113.9 198.51.100.1 51000 443\r\n"
 V2 = encode("v2", ("2001:db8::9", 51000), ("2001:db8::1", 443))
@@ -210,6 +212,29 @@ class ThroughProxiesTests(SynchronousTestCase):
         self.assertEqual(self.endpoints.last.preface, V1)
         server = self.endpoints.last.succeed()
         self.assertEqual(server.value(), b"early bytes")
+        client.loseConnection()
+
+    def test_sni_router_reads_the_hello_after_the_header(self) -> None:
+        """Behind the header, an SNI listener reads the ClientHello from the
+        bytes that followed it and routes by name; the pool's header names
+        the carried client."""
+        pool = Pool(
+            "web", [Backend("127.0.0.1", 9443)], now=self.clock.seconds, send_proxy="v2"
+        )
+        factory = SNIProxyFactory(
+            Registry([pool]),
+            SNIRoutes.from_routes([("a.example", "web")]),
+            self.clock,
+            endpoint_for=self.endpoints,
+        )
+        proto, client = self.front(factory)
+        hello = client_hello("a.example")
+        proto.dataReceived(V1 + hello)
+        header = parse(self.endpoints.last.preface)
+        assert isinstance(header, ProxyHeader)
+        self.assertEqual(header.source, ("203.0.113.9", 51000))
+        server = self.endpoints.last.succeed()
+        self.assertEqual(server.value(), hello)
         client.loseConnection()
 
 
