@@ -12,6 +12,7 @@ from typing import Any
 
 from rproxy._challenges import Challenges
 from rproxy._endpoints import HandshakeEndpoint, client_endpoint
+from rproxy._proxy_accept import ProxyHeaderFactory
 from rproxy._reactor import ProxyReactor
 from rproxy._reactor import install as install_reactor
 from rproxy.accesslog import AccessEvents, AccessLog, access_events
@@ -31,6 +32,7 @@ from rproxy.http.headers import ForwardingPolicy
 from rproxy.http.listener import HTTPProxyFactory, HTTPSettings
 from rproxy.http.routing import Route, Router
 from rproxy.interfaces import IBalancer, IHealthCheck, IRegistry, IRouter
+from rproxy.proxyprotocol import ProxyHeader, ProxyHeaderError
 from rproxy.service import ProxyService, ReloadError
 from rproxy.sni import SNIProxyFactory, SNIRoutes
 from rproxy.stats import LatencyHistogram, ListenerStats
@@ -64,6 +66,9 @@ __all__ = [
     "Limits",
     "ListenerStats",
     "Pool",
+    "ProxyHeader",
+    "ProxyHeaderError",
+    "ProxyHeaderFactory",
     "ProxyReactor",
     "ProxyService",
     "Registry",

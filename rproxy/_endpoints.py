@@ -4,6 +4,7 @@ for TLS backends, a connection creator) into a connectable Twisted endpoint."""
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Callable
 from typing import Any, cast
 
 from twisted.internet.defer import Deferred
@@ -13,6 +14,8 @@ from twisted.internet.endpoints import (
     TCP6ClientEndpoint,
 )
 from twisted.internet.interfaces import (
+    IFileDescriptorReceiver,
+    IHalfCloseableProtocol,
     IHandshakeListener,
     IOpenSSLClientConnectionCreator,
     IProtocol,
@@ -22,7 +25,44 @@ from twisted.internet.interfaces import (
 from twisted.internet.protocol import Factory, Protocol, connectionDone
 from twisted.protocols.tls import TLSMemoryBIOFactory, TLSMemoryBIOProtocol
 from twisted.python.failure import Failure
-from zope.interface import implementer
+from zope.interface import directlyProvides, implementer
+
+from rproxy._fastwrite import send_now
+from rproxy.proxyprotocol import encode, encode_local
+
+#: makes the endpoint that connects to a backend; called with a second
+#: argument, a preface to send first, only when there is one (so a
+#: one-argument callable does for pools without C{send_proxy}).
+EndpointFor = Callable[..., IStreamClientEndpoint]
+
+
+def backend_endpoint(
+    endpoint_for: EndpointFor, backend: Any, preface: bytes
+) -> IStreamClientEndpoint:
+    """
+    The endpoint C{endpoint_for} makes for C{backend}, sending C{preface}
+    first if there is one.
+    """
+    if preface:
+        return endpoint_for(backend, preface)
+    return endpoint_for(backend)
+
+
+def proxy_header_for(version: str | None, transport: Any) -> bytes:
+    """
+    The PROXY header of C{version} (None: none, C{b""}) for a client
+    connection on C{transport}: its peer (the address a PROXY header it
+    sent carried, if it did) as the source, the address it connected to as
+    the destination.  Addresses that are not IP (a UNIX socket) give the
+    form without addresses.
+    """
+    if version is None:
+        return b""
+    peer, host = transport.getPeer(), transport.getHost()
+    try:
+        return encode(version, (peer.host, peer.port), (host.host, host.port))
+    except (AttributeError, ValueError):
+        return encode_local(version)
 
 
 def client_endpoint(
@@ -31,10 +71,12 @@ def client_endpoint(
     port: int,
     timeout: float,
     tls: IOpenSSLClientConnectionCreator | None = None,
+    preface: bytes = b"",
 ) -> IStreamClientEndpoint:
     """
     An endpoint that connects to C{host}:C{port}, over TLS made by C{tls}
-    if given.
+    if given.  A C{preface} (a PROXY protocol header) is sent first on each
+    connection, before the TLS handshake.
 
     IP literals connect directly; a hostname is resolved at each connect
     (with Twisted's happy-eyeballs L{HostnameEndpoint}).
@@ -48,6 +90,8 @@ def client_endpoint(
     else:
         endpoint = TCP4ClientEndpoint if ip.version == 4 else TCP6ClientEndpoint
         plain = endpoint(reactor, host, port, timeout=timeout)
+    if preface:
+        plain = PrefaceEndpoint(plain, preface)
     if tls is None:
         return plain
     return HandshakeEndpoint(plain, tls)
@@ -137,3 +181,82 @@ class _Gate(Protocol):
         ready = self.factory.ready
         if ready is not None and not ready.called:
             ready.errback(reason)
+
+
+@implementer(IStreamClientEndpoint)
+class PrefaceEndpoint:
+    """
+    Another client endpoint whose connections each start with C{preface}
+    (a PROXY protocol header), sent before the protocol hears of the
+    connection: under TLS, before the handshake.  The protocol gets the
+    real transport (a splice still sees the socket); what the connection
+    receives reaches it through one small relay (L{_Preface}).
+    """
+
+    def __init__(self, wrapped: IStreamClientEndpoint, preface: bytes):
+        self._wrapped = wrapped
+        self.preface = preface
+
+    def connect(self, protocolFactory: IProtocolFactory) -> Deferred[IProtocol]:
+        connecting = self._wrapped.connect(
+            _PrefaceFactory(protocolFactory, self.preface)
+        )
+
+        def unwrap(relay: IProtocol) -> IProtocol:
+            return cast(_Preface, relay).protocol
+
+        return connecting.addCallback(unwrap)
+
+
+class _PrefaceFactory(Factory):
+    noisy = False
+
+    def __init__(self, wrapped: IProtocolFactory, preface: bytes):
+        self.wrapped = wrapped
+        self.preface = preface
+
+    def buildProtocol(self, addr: Any) -> _Preface | None:
+        protocol = self.wrapped.buildProtocol(addr)
+        if protocol is None:
+            return None
+        return _Preface(protocol, self.preface)
+
+
+class _Preface(Protocol):
+    """
+    Sends the preface, then passes every event on to C{protocol}, which
+    writes to the transport directly.
+    """
+
+    def __init__(self, protocol: IProtocol, preface: bytes):
+        self.protocol = protocol
+        self.preface = preface
+        wrapped: Any = protocol
+        for interface in (
+            IHalfCloseableProtocol,
+            IFileDescriptorReceiver,
+            IHandshakeListener,
+        ):
+            if interface.providedBy(wrapped):
+                directlyProvides(self, interface)
+
+    def makeConnection(self, transport: Any) -> None:
+        self.transport = transport
+        # At once where possible: a splice started later must not overtake it.
+        send_now(transport, self.preface)
+        self.protocol.makeConnection(transport)
+
+    def dataReceived(self, data: bytes) -> None:
+        self.protocol.dataReceived(data)
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
+        self.protocol.connectionLost(reason)
+
+    def readConnectionLost(self) -> None:
+        self.protocol.readConnectionLost()  # type: ignore[attr-defined]
+
+    def writeConnectionLost(self) -> None:
+        self.protocol.writeConnectionLost()  # type: ignore[attr-defined]
+
+    def handshakeCompleted(self) -> None:
+        self.protocol.handshakeCompleted()  # type: ignore[attr-defined]

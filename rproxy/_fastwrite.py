@@ -34,6 +34,17 @@ def _can_send_now(transport: Any) -> bool:
     )
 
 
+def nothing_waiting(transport: Any) -> bool:
+    """
+    Whether a plain TCP transport has nothing buffered to send (any other
+    transport: true).  Bytes written around it, with splice(2), must not
+    overtake what it still holds.
+    """
+    if type(transport) not in _TCP:
+        return True
+    return not transport._tempDataLen and len(transport.dataBuffer) == transport.offset
+
+
 def send_now(transport: Any, data: Data) -> bool:
     """
     Write C{data} to C{transport}, sending it straight away if nothing is

@@ -15,6 +15,7 @@ from twisted.logger import Logger
 from twisted.protocols.tls import TLSMemoryBIOFactory, TLSMemoryBIOProtocol
 from twisted.python.failure import Failure
 
+from rproxy._proxy_accept import ProxyHeaderFactory
 from rproxy.http.listener import HTTPProxyFactory
 from rproxy.sni import SNIProxyFactory
 from rproxy.tcp import TCPProxyFactory
@@ -50,10 +51,14 @@ class ListenerService(Service):
     termination if given C{tls}.  Stopping it stops listening at once, then
     gives open connections C{grace} seconds to finish before dropping them.
 
-    L{replace} gives new connections another factory and TLS settings while
-    the port stays open; connections already accepted keep theirs, and are
-    still drained on stop (the new factory takes over the old one's
-    connection tracker).
+    With C{accept_proxy} (the trusted senders and the timeout of a
+    L{ProxyHeaderFactory}), every connection starts with a PROXY header,
+    read before TLS.
+
+    L{replace} gives new connections another factory, TLS and PROXY header
+    settings while the port stays open; connections already accepted keep
+    theirs, and are still drained on stop (the new factory takes over the
+    old one's connection tracker).
     """
 
     def __init__(
@@ -64,38 +69,58 @@ class ListenerService(Service):
         reactor: Any,
         grace: float,
         tls: ServerTLS | None = None,
+        accept_proxy: tuple[tuple[str, ...], float] | None = None,
     ):
         self.listener = name
         self.description = description
         self.grace = grace
         self.factory = factory
         self.tls = tls
-        self.front: Factory[Any] = self._front()
+        self.accept_proxy = accept_proxy
         self._reactor = reactor
+        self.front: Factory[Any] = self._front()
         self.port: IListeningPort | None = None
         #: the address bound, once started; kept after stopping.
         self.bound: IAddress | None = None
 
     def _front(self) -> Factory[Any]:
-        if self.tls is None:
-            return self.factory
-        front = TLSMemoryBIOFactory(self.tls, False, self.factory)
-        front.noisy = False
-        # Twisted's default TLS transport holds small writes until the next
-        # reactor iteration to merge them; the proxy already sends each
-        # response's parts as one write, so that only adds a timer per
-        # response.
-        front.protocol = TLSMemoryBIOProtocol
+        front: Factory[Any] = self.factory
+        if self.tls is not None:
+            tls = TLSMemoryBIOFactory(self.tls, False, front)
+            tls.noisy = False
+            # Twisted's default TLS transport holds small writes until the
+            # next reactor iteration to merge them; the proxy already sends
+            # each response's parts as one write, so that only adds a timer
+            # per response.
+            tls.protocol = TLSMemoryBIOProtocol
+            front = tls
+        if self.accept_proxy is not None:
+            trusted, timeout = self.accept_proxy
+            front = ProxyHeaderFactory(
+                front,
+                trusted,
+                self._reactor,
+                connections=self.factory.connections,
+                timeout=timeout,
+                listener=self.listener,
+            )
         return front
 
-    def replace(self, factory: ProxyFactory, tls: ServerTLS | None) -> None:
+    def replace(
+        self,
+        factory: ProxyFactory,
+        tls: ServerTLS | None,
+        accept_proxy: tuple[tuple[str, ...], float] | None = None,
+    ) -> None:
         """
-        Serve new connections with C{factory}, behind C{tls} if not None.
+        Serve new connections with C{factory}, behind C{tls} if not None,
+        after a PROXY header if C{accept_proxy}.
         """
         if factory is not self.factory:
             factory.connections = self.factory.connections
         self.factory = factory
         self.tls = tls
+        self.accept_proxy = accept_proxy
         self.front = self._front()
 
     def privilegedStartService(self) -> None:

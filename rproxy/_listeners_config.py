@@ -41,7 +41,6 @@ PROTOCOLS = ("tcp", "http")
 #: Listener keys that mean something only to C{protocol = "http"}.
 HTTP_ONLY_KEYS = (
     "routes",
-    "trusted_proxies",
     "x_forwarded",
     "forwarded",
     "via",
@@ -77,6 +76,13 @@ def _check_shape(
         raise ValueError("an http listener's pool must be its last route")
 
 
+def _check_accept(
+    listener: ListenerConfig, attribute: Attribute[bool], value: bool
+) -> None:
+    if value and not listener.trusted_proxies:
+        raise ValueError("accept_proxy needs trusted_proxies")
+
+
 @frozen
 class ListenerConfig:
     """
@@ -95,12 +101,18 @@ class ListenerConfig:
 
     @ivar tls: terminate TLS with these certificates (either protocol).
     @ivar sni_routes: (server name, pool) pairs; tcp listeners only.
+    @ivar accept_proxy: every connection starts with a PROXY protocol header
+        (v1 or v2, before any TLS) from one of C{trusted_proxies}, whose
+        source address is then the client's; any other connection is closed.
+    @ivar trusted_proxies: addresses and networks (C{"10.0.0.0/8"},
+        C{"::1"}), as written, of the proxies in front: those allowed to
+        send a PROXY header (C{accept_proxy}) and, on http listeners, those
+        whose forwarding headers are kept (the C{trusted} of
+        L{rproxy.http.headers.ForwardingPolicy}).  Required with
+        C{accept_proxy}; on a tcp listener, only used with it.
 
     The rest apply to http listeners only:
 
-    @ivar trusted_proxies: addresses and networks (C{"10.0.0.0/8"},
-        C{"::1"}) whose forwarding headers are kept, as written; the
-        C{trusted} of L{rproxy.http.headers.ForwardingPolicy}.
     @ivar x_forwarded: add C{X-Forwarded-For}, C{-Proto} and C{-Host}.
     @ivar forwarded: add an RFC 7239 C{Forwarded} element.
     @ivar via: add C{Via: 1.1 rproxy} to requests and responses.
@@ -122,6 +134,7 @@ class ListenerConfig:
     tls: ListenerTLSConfig | None = field(default=None, kw_only=True)
     sni_routes: tuple[tuple[str, str], ...] = field(default=(), kw_only=True)
     trusted_proxies: tuple[str, ...] = field(default=(), kw_only=True)
+    accept_proxy: bool = field(default=False, kw_only=True, validator=_check_accept)
     x_forwarded: bool = field(default=True, kw_only=True)
     forwarded: bool = field(default=False, kw_only=True)
     via: bool = field(default=False, kw_only=True)
@@ -218,10 +231,19 @@ def _listener(
             _check_pool(table, pool, pools, tcp=True)
             if sni_routes and _encrypts(pools.get(pool)):
                 table.report("pool", _double_tls("the default", pool))
+        accept_proxy, trusted = _accept_proxy(table, tcp=True)
         if name is None or listen is None or (pool is None and not sni_routes):
             return None
         return partial(
-            ListenerConfig, name, listen, pool, protocol, tls=tls, sni_routes=sni_routes
+            ListenerConfig,
+            name,
+            listen,
+            pool,
+            protocol,
+            tls=tls,
+            sni_routes=sni_routes,
+            accept_proxy=accept_proxy,
+            trusted_proxies=trusted,
         )
     if "sni_routes" in table:
         table.report("sni_routes", 'only for protocol = "tcp" listeners')
@@ -245,11 +267,13 @@ def _listener(
                 )
         routes.append(Route(pool))
     remove = table.array("remove_response_headers", _removable_header)
+    accept_proxy, trusted = _accept_proxy(table, tcp=False)
     build = partial(
         ListenerConfig,
         routes=tuple(routes),
         tls=tls,
-        trusted_proxies=table.array("trusted_proxies", ip_network),
+        accept_proxy=accept_proxy,
+        trusted_proxies=trusted,
         x_forwarded=table.get("x_forwarded", boolean, True),
         forwarded=table.get("forwarded", boolean, False),
         via=table.get("via", boolean, False),
@@ -263,6 +287,37 @@ def _listener(
     if name is None or listen is None:
         return None
     return partial(build, name, listen, pool, protocol)
+
+
+def _accept_proxy(table: Table, *, tcp: bool) -> tuple[bool, tuple[str, ...]]:
+    """
+    A listener's C{accept_proxy} and C{trusted_proxies}.  Accepting PROXY
+    headers from anyone is a choice to spell out (C{["0.0.0.0/0", "::/0"]}):
+    with no trusted proxy every connection would be refused.
+    """
+    accept = table.get("accept_proxy", boolean, False)
+    trusted = table.array("trusted_proxies", ip_network)
+    if accept and not trusted and "trusted_proxies" not in table:
+        table.report(
+            "accept_proxy",
+            "needs trusted_proxies, the addresses allowed to send PROXY "
+            "headers: without them every connection would be refused "
+            '(to accept them from anyone, say trusted_proxies = ["0.0.0.0/0", '
+            '"::/0"])',
+        )
+    elif accept and not trusted and not table.data["trusted_proxies"]:
+        table.report(
+            "trusted_proxies",
+            "is empty, so with accept_proxy every connection would be refused; "
+            "list the proxies that send PROXY headers",
+        )
+    if tcp and "trusted_proxies" in table and not accept:
+        table.report(
+            "trusted_proxies",
+            "on a tcp listener, only used with accept_proxy = true (a tcp "
+            "listener reads no forwarding headers)",
+        )
+    return accept, trusted
 
 
 def _encrypts(pool: PoolConfig | None) -> bool:

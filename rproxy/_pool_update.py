@@ -62,6 +62,7 @@ def update_pool(
     pool.fall = new.health.fall
     pool.connect_tries = new.connect_tries
     pool.hash_key = new.hash_key
+    pool.send_proxy = new.send_proxy
 
     before = {b.name: b for b in old.backends}
     after = {b.name: b for b in new.backends}

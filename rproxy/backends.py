@@ -239,6 +239,7 @@ class Pool:
         connect_tries: int = 3,
         hash_key: str = "client_ip",
         now: Callable[[], float] = time.time,
+        send_proxy: str | None = None,
     ) -> None:
         if balancer is None:
             from rproxy.balancing import RoundRobin
@@ -251,6 +252,9 @@ class Pool:
         self.connect_tries = connect_tries
         #: what a hashing balancer hashes: "client_ip" or "header:NAME".
         self.hash_key = hash_key
+        #: the PROXY protocol version ("v1", "v2") every connection to a
+        #: backend starts with, health checks included; None for none.
+        self.send_proxy = send_proxy
         self.version = 0
         self._now = now
         self._backends: dict[str, Backend] = {}

@@ -45,6 +45,7 @@ from rproxy._validate import (
     string,
 )
 from rproxy.backends import format_address, parse_address
+from rproxy.proxyprotocol import VERSIONS
 
 __all__ = [
     "ACCESS_LOG_FORMATS",
@@ -109,6 +110,8 @@ class Timeouts:
         send anything.
     @ivar client_hello: for a client of an SNI-routing listener to send its
         whole TLS ClientHello.
+    @ivar proxy_header: for a client of a listener with C{accept_proxy} to
+        send its whole PROXY protocol header.
     """
 
     connect: float = field(default=5.0, validator=_positive_float)
@@ -118,6 +121,7 @@ class Timeouts:
     response: float = field(default=60.0, validator=_positive_float)
     tunnel: float = field(default=3600.0, validator=_positive_float)
     client_hello: float = field(default=5.0, validator=_positive_float)
+    proxy_header: float = field(default=5.0, validator=_positive_float)
 
 
 @frozen
@@ -191,6 +195,8 @@ class PoolConfig:
     C{"header:NAME"}.  C{connect_tries} is how many backends a new connection
     tries before giving up.  C{keep_alive} applies to HTTP listeners only.
     C{tls}, if set, is how connections to the backends are encrypted.
+    C{send_proxy}, if set (C{"v1"} or C{"v2"}), is the PROXY protocol
+    header version every connection to a backend starts with.
     """
 
     name: str
@@ -202,6 +208,9 @@ class PoolConfig:
     connect_tries: int = field(default=3, validator=_positive)
     keep_alive: KeepAliveConfig = field(factory=KeepAliveConfig)
     tls: BackendTLSConfig | None = None
+    send_proxy: str | None = field(
+        default=None, validator=validators.optional(validators.in_(VERSIONS))
+    )
 
 
 @frozen
@@ -363,6 +372,7 @@ def _timeouts(table: Table | None, defaults: Timeouts) -> Timeouts:
         response=table.get("response", positive_number, defaults.response),
         tunnel=table.get("tunnel", positive_number, defaults.tunnel),
         client_hello=table.get("client_hello", positive_number, defaults.client_hello),
+        proxy_header=table.get("proxy_header", positive_number, defaults.proxy_header),
     )
 
 
@@ -393,6 +403,7 @@ def _pool(pools: Table, name: str, timeouts: Timeouts) -> PoolConfig | None:
     timeouts = _timeouts(table.table("timeouts", _TIMEOUT_KEYS), timeouts)
     keep_alive = _keep_alive(table.table("keep_alive", _KEEP_ALIVE_KEYS))
     tls = parse_backend_tls(table, pools.problems.source)
+    send_proxy = table.get("send_proxy", one_of(VERSIONS), None)
     if not name:
         pools.report(name, "a pool name must not be empty")
     return PoolConfig(
@@ -405,6 +416,7 @@ def _pool(pools: Table, name: str, timeouts: Timeouts) -> PoolConfig | None:
         connect_tries=connect_tries,
         keep_alive=keep_alive,
         tls=tls,
+        send_proxy=send_proxy,
     )
 
 

@@ -30,6 +30,7 @@ from zope.interface import implementer
 from rproxy._endpoints import client_endpoint
 from rproxy.backends import Backend, BackendState, Pool
 from rproxy.interfaces import IHealthCheck
+from rproxy.proxyprotocol import encode_local
 
 log = Logger(namespace="rproxy.health")
 
@@ -144,13 +145,23 @@ class _ProbeFactory(Factory):
         return _Probe(self._request, self._judge)
 
 
-def _endpoint(reactor: Any, backend: Backend, port: int | None, timeout: float) -> Any:
+def _endpoint(
+    reactor: Any,
+    backend: Backend,
+    port: int | None,
+    timeout: float,
+    send_proxy: str | None,
+) -> Any:
     """
     Where a check of C{backend} connects: its address, or C{port} on its
-    host, over its TLS if it has any.
+    host, over its TLS if it has any.  With C{send_proxy}, the connection
+    starts with the PROXY header of that version that carries no client
+    (v1 C{PROXY UNKNOWN}, v2 C{LOCAL}), as backends that require the header
+    expect of a check.
     """
+    preface = b"" if send_proxy is None else encode_local(send_proxy)
     return client_endpoint(
-        reactor, backend.host, port or backend.port, timeout, backend.tls
+        reactor, backend.host, port or backend.port, timeout, backend.tls, preface
     )
 
 
@@ -165,18 +176,30 @@ def _probe(
 class TCPCheck:
     """
     Passes when a TCP connection to the backend (or to C{port}) opens and,
-    for a TLS backend, its TLS handshake succeeds.
+    for a TLS backend, its TLS handshake succeeds.  With C{send_proxy}
+    (C{"v1"}, C{"v2"}), the connection starts with a PROXY header without
+    a client.
     """
 
     name = "tcp"
 
-    def __init__(self, reactor: Any, *, port: int | None = None, timeout: float = 1.0):
+    def __init__(
+        self,
+        reactor: Any,
+        *,
+        port: int | None = None,
+        timeout: float = 1.0,
+        send_proxy: str | None = None,
+    ):
         self._reactor = reactor
         self._port = port
         self._timeout = timeout
+        self._send_proxy = send_proxy
 
     def check(self, backend: Backend) -> Deferred[None]:
-        endpoint = _endpoint(self._reactor, backend, self._port, self._timeout)
+        endpoint = _endpoint(
+            self._reactor, backend, self._port, self._timeout, self._send_proxy
+        )
         return _probe(endpoint, None, None)
 
 
@@ -184,6 +207,8 @@ class TCPCheck:
 class HTTPCheck:
     """
     Sends C{GET path} and passes when the status is in C{expect_status}.
+    With C{send_proxy} (C{"v1"}, C{"v2"}), the request follows a PROXY
+    header without a client.
     """
 
     name = "http"
@@ -197,8 +222,10 @@ class HTTPCheck:
         host: str | None = None,
         port: int | None = None,
         timeout: float = 1.0,
+        send_proxy: str | None = None,
     ):
         self._reactor = reactor
+        self._send_proxy = send_proxy
         self._path = path
         self._expect = expect_status
         self._host = host
@@ -233,7 +260,9 @@ class HTTPCheck:
             raise HealthCheckError(f"status {status}, expected {low}-{high}")
 
     def check(self, backend: Backend) -> Deferred[None]:
-        endpoint = _endpoint(self._reactor, backend, self._port, self._timeout)
+        endpoint = _endpoint(
+            self._reactor, backend, self._port, self._timeout, self._send_proxy
+        )
         return _probe(endpoint, self.request_for(backend), self.judge)
 
 

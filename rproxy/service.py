@@ -68,6 +68,7 @@ def build_pool(
         connect_tries=config.connect_tries,
         hash_key=config.hash_key,
         now=clock.seconds,
+        send_proxy=config.send_proxy,
     )
 
 
@@ -126,12 +127,17 @@ def server_tls(
     return ServerTLS(certificates, min_version=config.min_version, alpn=_alpn(http))
 
 
-def build_check(reactor: Any, health: HealthConfig) -> IHealthCheck | None:
+def build_check(
+    reactor: Any, health: HealthConfig, send_proxy: str | None = None
+) -> IHealthCheck | None:
     """
-    The active check C{health} asks for, or None for C{check = "none"}.
+    The active check C{health} asks for, or None for C{check = "none"};
+    with C{send_proxy}, it opens with a PROXY header of that version.
     """
     if health.check == "tcp":
-        return TCPCheck(reactor, port=health.port, timeout=health.timeout)
+        return TCPCheck(
+            reactor, port=health.port, timeout=health.timeout, send_proxy=send_proxy
+        )
     if health.check == "http":
         return HTTPCheck(
             reactor,
@@ -140,6 +146,7 @@ def build_check(reactor: Any, health: HealthConfig) -> IHealthCheck | None:
             host=health.host,
             port=health.port,
             timeout=health.timeout,
+            send_proxy=send_proxy,
         )
     return None
 
@@ -230,6 +237,15 @@ class _ListenerSpec:
     @property
     def tls(self) -> ListenerTLSConfig | None:
         return None if self.redirect else self.config.tls
+
+    def accept_proxy(self, config: Config) -> tuple[tuple[str, ...], float] | None:
+        """
+        The senders trusted for a PROXY header and the time one has, if
+        the listener (and so its redirect listener) expects one.
+        """
+        if not self.config.accept_proxy:
+            return None
+        return (self.config.trusted_proxies, config.timeouts.proxy_header)
 
 
 def _listener_specs(config: Config) -> dict[str, _ListenerSpec]:
@@ -407,7 +423,13 @@ class ProxyService(MultiService):
                 for certificate in self._obtained.values():
                     tls.install(certificate)
             service = ListenerService(
-                spec.name, spec.listen, factory, self.reactor, new.shutdown_grace, tls
+                spec.name,
+                spec.listen,
+                factory,
+                self.reactor,
+                new.shutdown_grace,
+                tls,
+                spec.accept_proxy(new),
             )
             service.setName(f"listener:{spec.name}")
             prepared.fresh[spec.name] = service
@@ -469,7 +491,7 @@ class ProxyService(MultiService):
                 continue
             stale = update_pool(pool, was, config, tls_for)
             self._forget_connections(stale)
-            if was.health != config.health:
+            if (was.health, was.send_proxy) != (config.health, config.send_proxy):
                 self.monitors.pop(config.name).disownServiceParent()
                 self._monitor(config)
             elif self.running:
@@ -480,7 +502,7 @@ class ProxyService(MultiService):
     def _monitor(self, config: PoolConfig) -> None:
         monitor = HealthMonitor(
             self.registry.get(config.name),
-            build_check(self.reactor, config.health),
+            build_check(self.reactor, config.health, config.send_proxy),
             self.reactor,
             interval=config.health.interval,
             timeout=config.health.timeout,
@@ -525,7 +547,7 @@ class ProxyService(MultiService):
                 continue
             factory = self._factory(spec, new, prepared.pools, service.factory)
             tls = self._listener_tls(spec, prepared, service.tls)
-            service.replace(factory, tls)
+            service.replace(factory, tls, spec.accept_proxy(new))
             service.grace = new.shutdown_grace
             if before[name] != spec:
                 changes.append(f"listener {name} changed")

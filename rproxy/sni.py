@@ -28,11 +28,11 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from rproxy._clienthello import ClientHelloError, NeedMore, read_server_name
+from rproxy._endpoints import EndpointFor
 from rproxy._tracking import ConnectionTracker
 from rproxy.backends import Registry
 from rproxy.stats import ListenerStats
 from rproxy.tcp import (
-    EndpointFor,
     TCPFrontProtocol,
     TCPProxyFactory,
     _host_of,

@@ -9,7 +9,6 @@ is carried both ways.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 from twisted.internet.defer import Deferred
@@ -26,8 +25,13 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from rproxy._endpoints import client_endpoint
-from rproxy._fastwrite import send_now
+from rproxy._endpoints import (
+    EndpointFor,
+    backend_endpoint,
+    client_endpoint,
+    proxy_header_for,
+)
+from rproxy._fastwrite import nothing_waiting, send_now
 from rproxy._splice import Splicer, can_splice
 from rproxy._tracking import ConnectionTracker
 from rproxy.accesslog import access_events
@@ -36,8 +40,6 @@ from rproxy.health import describe_failure
 from rproxy.stats import ListenerStats
 
 log = Logger(namespace="rproxy.tcp")
-
-EndpointFor = Callable[[Backend], IStreamClientEndpoint]
 
 
 class TCPProxyFactory(Factory):
@@ -80,9 +82,16 @@ class TCPProxyFactory(Factory):
         self.stats = ListenerStats()
         if endpoint_for is None:
 
-            def endpoint_for(backend: Backend) -> IStreamClientEndpoint:
+            def endpoint_for(
+                backend: Backend, preface: bytes = b""
+            ) -> IStreamClientEndpoint:
                 return client_endpoint(
-                    reactor, backend.host, backend.port, connect_timeout, backend.tls
+                    reactor,
+                    backend.host,
+                    backend.port,
+                    connect_timeout,
+                    backend.tls,
+                    preface,
                 )
 
         self.endpoint_for = endpoint_for
@@ -174,6 +183,9 @@ class TCPFrontProtocol(Protocol):
     """
 
     preface = b""
+    #: the PROXY header each backend connection starts with, if the pool
+    #: sends one.
+    proxy_header = b""
     backend: Backend | None = None
     peer: _BackendProtocol | None = None
     _splicer: Splicer | None = None
@@ -207,6 +219,7 @@ class TCPFrontProtocol(Protocol):
         self.transport.pauseProducing()  # type: ignore[attr-defined]
         self.factory.connections.add(self)
         self.client = _host_of(self.transport.getPeer())
+        self.proxy_header = proxy_header_for(self.pool.send_proxy, self.transport)
         self.started = self.last_activity = self.clock.seconds()
         self._connect_next()
 
@@ -223,9 +236,10 @@ class TCPFrontProtocol(Protocol):
         self.backend = backend
         self._released = False
         self.pool.acquire(backend)
-        connecting = self.factory.endpoint_for(backend).connect(
-            _BackendFactory(self, backend)
+        endpoint = backend_endpoint(
+            self.factory.endpoint_for, backend, self.proxy_header
         )
+        connecting = endpoint.connect(_BackendFactory(self, backend))
         connecting.addTimeout(self.factory.connect_timeout, self.clock)
         self._connecting = connecting
         connecting.addCallbacks(self._connected, self._connect_failed)
@@ -265,7 +279,7 @@ class TCPFrontProtocol(Protocol):
         if preface:
             self.moved_in(len(preface))
         # Splicing would overtake a preface still in the transport's buffer.
-        sent = not preface or send_now(server, preface)
+        sent = (not preface or send_now(server, preface)) and nothing_waiting(server)
         if sent and self.factory.splice and can_splice(self.clock, client, server):
             try:
                 self._splicer = Splicer(
@@ -327,8 +341,15 @@ class TCPFrontProtocol(Protocol):
     # Relaying -----------------------------------------------------------
 
     def dataReceived(self, data: bytes) -> None:
+        peer = self.peer
+        if peer is None:
+            # Read before the backend connected: bytes a PROXY header
+            # reader passed on with the connection.  Sent first, as the
+            # preface is.
+            self.preface += data
+            return
         self.moved_in(len(data))
-        self.peer.transport.write(data)  # type: ignore[union-attr]
+        peer.transport.write(data)  # type: ignore[union-attr]
 
     def readConnectionLost(self) -> None:
         """

@@ -80,9 +80,13 @@ class Attempt:
     One connect to a fake endpoint, which the test completes or fails.
     """
 
-    def __init__(self, backend: Backend, factory: Factory) -> None:
+    def __init__(
+        self, backend: Backend, factory: Factory, preface: bytes = b""
+    ) -> None:
         self.backend = backend
         self.factory = factory
+        #: what the endpoint was asked to send first (a PROXY header).
+        self.preface = preface
         self.cancelled = False
         self.deferred: Deferred[Any] = Deferred(self._cancel)
         self.transport: HalfCloseTransport | None = None
@@ -116,13 +120,13 @@ class FakeEndpoints:
     def __init__(self) -> None:
         self.attempts: list[Attempt] = []
 
-    def __call__(self, backend: Backend) -> IStreamClientEndpoint:
+    def __call__(self, backend: Backend, preface: bytes = b"") -> IStreamClientEndpoint:
         owner = self
 
         @implementer(IStreamClientEndpoint)
         class _Endpoint:
             def connect(self, factory: Factory) -> Deferred[Any]:
-                attempt = Attempt(backend, factory)
+                attempt = Attempt(backend, factory, preface)
                 owner.attempts.append(attempt)
                 return attempt.deferred
 

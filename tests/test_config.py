@@ -387,7 +387,8 @@ def test_unknown_key_lists_known_keys_when_none_is_close() -> None:
     """
     assert pool_errors(POOL_BACKENDS, "[pools.db.timeouts]\nzzz = 1\n") == [
         "c.toml: pools.db.timeouts.zzz: unknown key; known keys are 'connect', "
-        "'idle', 'request_head', 'keep_alive', 'response', 'tunnel', 'client_hello'"
+        "'idle', 'request_head', 'keep_alive', 'response', 'tunnel', "
+        "'client_hello', 'proxy_header'"
     ]
 
 
@@ -981,6 +982,7 @@ def test_http_listener_gets_the_documented_defaults() -> None:
         "tls": None,
         "sni_routes": (),
         "trusted_proxies": (),
+        "accept_proxy": False,
         "x_forwarded": True,
         "forwarded": False,
         "via": False,
@@ -1248,7 +1250,7 @@ def test_http_keys_on_a_tcp_listener_are_reported() -> None:
     Each HTTP-only key on a tcp listener is named, whatever its value.
     """
     keys = (
-        'trusted_proxies = ["x"]\nx_forwarded = true\nforwarded = true\n'
+        "x_forwarded = true\nforwarded = true\n"
         "via = true\npreserve_host = true\nremove_response_headers = []\n"
         "max_body = 0\nmax_header_size = 1\nmax_headers = 1\nmax_target = 1\n"
     )
@@ -1256,7 +1258,6 @@ def test_http_keys_on_a_tcp_listener_are_reported() -> None:
         f'c.toml: listeners[0].{key}: only for protocol = "http" listeners'
         for key in (
             "routes",
-            "trusted_proxies",
             "x_forwarded",
             "forwarded",
             "via",
@@ -1388,3 +1389,104 @@ pool = "web"
         "SNI routing passes the client's own TLS through: the backends must "
         "terminate it",
     ]
+
+
+# PROXY protocol ---------------------------------------------------------------
+
+
+def test_send_proxy_is_off_by_default_and_takes_a_version() -> None:
+    """
+    A pool sends no PROXY header unless C{send_proxy} names a version.
+    """
+    assert parse(POOL + LISTENER).pool("db").send_proxy is None
+    config = parse(POOL + 'send_proxy = "v2"\n' + LISTENER)
+    assert config.pool("db").send_proxy == "v2"
+
+
+def test_bad_send_proxy_is_reported() -> None:
+    """
+    C{send_proxy} is "v1" or "v2".
+    """
+    assert errors(POOL + "send_proxy = true\n" + LISTENER) == [
+        "c.toml: pools.db.send_proxy: must be one of 'v1', 'v2', got true"
+    ]
+    assert errors(POOL + 'send_proxy = "v3"\n' + LISTENER) == [
+        "c.toml: pools.db.send_proxy: must be one of 'v1', 'v2', got 'v3'"
+    ]
+
+
+def test_accept_proxy_on_tcp_and_http_listeners() -> None:
+    """
+    Both kinds of listener take C{accept_proxy} with C{trusted_proxies}.
+    """
+    keys = 'accept_proxy = true\ntrusted_proxies = ["10.0.0.0/8"]\n'
+    (tcp,) = parse(POOL + LISTENER + keys).listeners
+    assert (tcp.accept_proxy, tcp.trusted_proxies) == (True, ("10.0.0.0/8",))
+    (http,) = parse(HTTP_POOLS + HTTP_LISTENER + 'pool = "web"\n' + keys).listeners
+    assert (http.accept_proxy, http.trusted_proxies) == (True, ("10.0.0.0/8",))
+    assert parse(POOL + LISTENER).listeners[0].accept_proxy is False
+
+
+def test_accept_proxy_without_trusted_proxies_is_an_error() -> None:
+    """
+    With no trusted proxy every connection would be refused: the error says
+    so and how to accept headers from anyone, on purpose.
+    """
+    (problem,) = errors(POOL + LISTENER + "accept_proxy = true\n")
+    assert problem.startswith(
+        "c.toml: listeners[0].accept_proxy: needs trusted_proxies, the addresses "
+        "allowed to send PROXY headers: without them every connection would "
+        "be refused"
+    )
+    assert '["0.0.0.0/0", "::/0"]' in problem
+    assert http_errors('pool = "web"\naccept_proxy = true\ntrusted_proxies = []') == [
+        "c.toml: listeners[0].trusted_proxies: is empty, so with accept_proxy "
+        "every connection would be refused; list the proxies that send PROXY "
+        "headers"
+    ]
+
+
+def test_accept_proxy_from_anyone_must_be_spelled_out() -> None:
+    """
+    Trusting every address is allowed when written as networks.
+    """
+    keys = 'accept_proxy = true\ntrusted_proxies = ["0.0.0.0/0", "::/0"]\n'
+    assert parse(POOL + LISTENER + keys).listeners[0].accept_proxy
+
+
+def test_trusted_proxies_on_a_tcp_listener_needs_accept_proxy() -> None:
+    """
+    A tcp listener reads no forwarding headers, so its C{trusted_proxies}
+    only mean something with C{accept_proxy}.
+    """
+    assert errors(POOL + LISTENER + 'trusted_proxies = ["10.0.0.1"]\n') == [
+        "c.toml: listeners[0].trusted_proxies: on a tcp listener, only used "
+        "with accept_proxy = true (a tcp listener reads no forwarding headers)"
+    ]
+
+
+def test_bad_accept_proxy_is_reported() -> None:
+    """
+    C{accept_proxy} is a boolean.
+    """
+    assert errors(POOL + LISTENER + 'accept_proxy = "yes"\n') == [
+        "c.toml: listeners[0].accept_proxy: must be true or false, got 'yes'"
+    ]
+
+
+def test_listener_model_refuses_accept_proxy_without_trusted_proxies() -> None:
+    """
+    The model itself refuses what the file check reports.
+    """
+    with pytest.raises(ValueError, match="accept_proxy needs trusted_proxies"):
+        ListenerConfig("a", "tcp:1", "db", accept_proxy=True)
+
+
+def test_proxy_header_timeout() -> None:
+    """
+    C{[timeouts] proxy_header} is how long a PROXY header may take; 5 s by
+    default.
+    """
+    assert parse(POOL + LISTENER).timeouts.proxy_header == 5.0
+    config = parse(POOL + LISTENER + "[timeouts]\nproxy_header = 2\n")
+    assert config.timeouts.proxy_header == 2.0

@@ -10,6 +10,7 @@ from twisted.internet import defer, error
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from rproxy._endpoints import backend_endpoint, proxy_header_for
 from rproxy.backends import Pool
 from rproxy.health import describe_failure
 from rproxy.http._front_state import (
@@ -23,7 +24,13 @@ from rproxy.http._front_state import (
 from rproxy.http.chunked import End, Trailers, encode_chunk, encode_last_chunk
 from rproxy.http.framing import HTTPError
 from rproxy.http.messages import header, request_head
-from rproxy.http.upstream import IResponseSink, UpstreamFactory, UpstreamProtocol
+from rproxy.http.upstream import (
+    ClientKeepAlive,
+    IResponseSink,
+    KeepAlivePool,
+    UpstreamFactory,
+    UpstreamProtocol,
+)
 
 log = Logger(namespace="rproxy.http")
 
@@ -73,7 +80,7 @@ class BackendSide(FrontState):
         self._holding = True
         request = self.request
         assert request is not None
-        upstream = self.factory.keep_alive.take(
+        upstream = self._keep_alive_for(pool).take(
             backend, None if retryable(request) else FRESH_REUSE
         )
         if upstream is not None:
@@ -81,13 +88,30 @@ class BackendSide(FrontState):
             self._attach(upstream)
             return
         self._from_pool = False
-        connecting = self.factory.endpoint_for(backend).connect(
-            UpstreamFactory(backend)
+        endpoint = backend_endpoint(
+            self.factory.endpoint_for,
+            backend,
+            proxy_header_for(pool.send_proxy, self.transport),
         )
+        connecting = endpoint.connect(UpstreamFactory(backend))
         connecting.addTimeout(self.settings.timeouts_for(pool.name)[0], self.clock)
         self._connecting = connecting
         connecting.addCallbacks(self._connected, self._connect_failed)
         connecting.addErrback(self._bug)
+
+    def _keep_alive_for(self, pool: Pool) -> KeepAlivePool | ClientKeepAlive:
+        """
+        Where idle connections to C{pool}'s backends are kept: the
+        listener's shared pool, or for a pool that sends PROXY headers
+        (each connection announces one client), this client's own.
+        """
+        if pool.send_proxy is None:
+            shared: KeepAlivePool = self.factory.keep_alive
+            return shared
+        own = self._own_keep_alive
+        if own is None:
+            own = self._own_keep_alive = ClientKeepAlive(self.clock)
+        return own
 
     def _connected(self, upstream: UpstreamProtocol) -> None:
         self._connecting = None

@@ -22,7 +22,7 @@ from rproxy.http._tunnel import Tunnel
 from rproxy.http.chunked import ChunkedDecoder
 from rproxy.http.framing import RequestHead, ResponseHead
 from rproxy.http.messages import header
-from rproxy.http.upstream import UpstreamProtocol
+from rproxy.http.upstream import ClientKeepAlive, KeepAlivePool, UpstreamProtocol
 from rproxy.stats import LATENCY_BUCKETS, NO_RESPONSE
 
 if TYPE_CHECKING:
@@ -98,6 +98,9 @@ class FrontState(Protocol):
         #: the client shut its write side: nothing more will be read.
         self._read_closed = False
         self._paused = False
+        #: idle backend connections kept for this client only (pools that
+        #: send PROXY headers); made on first use.
+        self._own_keep_alive: ClientKeepAlive | None = None
         self._new_exchange()
 
     def _new_exchange(self) -> None:
@@ -229,6 +232,9 @@ class FrontState(Protocol):
         raise NotImplementedError
 
     def _end_tunnel(self) -> None:
+        raise NotImplementedError
+
+    def _keep_alive_for(self, pool: Pool) -> KeepAlivePool | ClientKeepAlive:
         raise NotImplementedError
 
     def _complete_switch(self) -> None:

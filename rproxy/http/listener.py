@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 from attrs import field, frozen
 from twisted.internet.interfaces import IAddress, IStreamClientEndpoint
 from twisted.internet.protocol import Factory
 
-from rproxy._endpoints import client_endpoint
+from rproxy._endpoints import EndpointFor, client_endpoint
 from rproxy._tracking import ConnectionTracker
 from rproxy.backends import Backend
 from rproxy.http.framing import Limits
@@ -93,7 +93,6 @@ class HTTPSettings:
 
 
 _NO_KEEP_ALIVE_OVERRIDE: tuple[int | None, float | None] = (None, None)
-EndpointFor = Callable[[Backend], IStreamClientEndpoint]
 
 
 class HTTPProxyFactory(Factory):
@@ -130,13 +129,16 @@ class HTTPProxyFactory(Factory):
         self.stats = ListenerStats()
         if endpoint_for is None:
 
-            def endpoint_for(backend: Backend) -> IStreamClientEndpoint:
+            def endpoint_for(
+                backend: Backend, preface: bytes = b""
+            ) -> IStreamClientEndpoint:
                 return client_endpoint(
                     reactor,
                     backend.host,
                     backend.port,
                     self.settings.longest_connect,
                     backend.tls,
+                    preface,
                 )
 
         self.endpoint_for = endpoint_for

@@ -334,4 +334,6 @@ class HTTPFrontProtocol(ResponseSide, BackendSide):
             self._drop_upstream()
             self._emit()
         self.factory.stats.connections_closed += 1
+        if self._own_keep_alive is not None:
+            self._own_keep_alive.close_all()
         self.factory.connections.discard(self)

@@ -450,4 +450,93 @@ class KeepAlivePool:
         self._idle.clear()
 
 
-__all__ = ["IResponseSink", "KeepAlivePool", "UpstreamFactory", "UpstreamProtocol"]
+class ClientKeepAlive:
+    """
+    The idle backend connections of one client connection, for pools that
+    send a PROXY header: such a backend connection announced this client,
+    so it carries this client's later requests only, never another's.  At
+    most one per backend (a client has one request in flight at a time),
+    closed after C{idle_timeout} (looked at when one is asked for; the
+    client's own keep-alive timeout ends the rest) and all of them when the
+    client connection closes (L{close_all}).
+
+    Same C{take} and C{put} as L{KeepAlivePool}, so the front protocol uses
+    either alike.
+    """
+
+    def __init__(self, clock: IReactorTime, *, idle_timeout: float = 30.0):
+        self._clock = clock
+        self.idle_timeout = idle_timeout
+        #: per backend, (connection, when it was put back, its idle timeout).
+        self._idle: dict[Backend, tuple[UpstreamProtocol, float, float]] = {}
+
+    def idle_count(self, backend: Backend) -> int:
+        """
+        Idle connections kept for C{backend}: 0 or 1.
+        """
+        return int(backend in self._idle)
+
+    def take(
+        self, backend: Backend, fresh_within: float | None = None
+    ) -> UpstreamProtocol | None:
+        """
+        The idle connection to C{backend}, if it is still good (connected,
+        idle for less than its idle timeout and than C{fresh_within}).
+        """
+        kept = self._idle.pop(backend, None)
+        if kept is None:
+            return None
+        connection, since, idle_timeout = kept
+        idle_for = self._clock.seconds() - since
+        if not connection.connected_ or idle_for >= idle_timeout:
+            _close(connection)
+            return None
+        if fresh_within is not None and idle_for >= fresh_within:
+            # Too old for this request only: kept for a later one.
+            self._idle[backend] = kept
+            return None
+        return connection
+
+    def put(
+        self,
+        connection: UpstreamProtocol,
+        max_idle: int | None = None,
+        idle_timeout: float | None = None,
+    ) -> None:
+        """
+        Keep C{connection} for this client if it may be reused (and
+        C{max_idle} is not 0); close it otherwise.
+        """
+        if not connection.reusable or not connection.connected_ or max_idle == 0:
+            _close(connection)
+            return
+        previous = self._idle.pop(connection.backend, None)
+        if previous is not None:
+            _close(previous[0])
+        self._idle[connection.backend] = (
+            connection,
+            self._clock.seconds(),
+            self.idle_timeout if idle_timeout is None else idle_timeout,
+        )
+
+    def close_all(self) -> None:
+        """
+        Close every idle connection: the client has gone.
+        """
+        idle, self._idle = self._idle, {}
+        for connection, _, _ in idle.values():
+            _close(connection)
+
+
+def _close(connection: UpstreamProtocol) -> None:
+    if connection.transport is not None:
+        connection.transport.loseConnection()
+
+
+__all__ = [
+    "ClientKeepAlive",
+    "IResponseSink",
+    "KeepAlivePool",
+    "UpstreamFactory",
+    "UpstreamProtocol",
+]

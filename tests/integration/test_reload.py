@@ -384,3 +384,28 @@ pool = "other"
         self.assertEqual(self.reload(self.config(self.backends("a"))), [])
         self.assertIsNone(service.admin)
         self.assertFalse(first.running)
+
+    @inlineCallbacks
+    def test_accept_proxy_turned_on_applies_to_new_connections(self) -> Any:
+        self.start(self.config(self.backends("a")))
+        text = self.config(self.backends("a")).replace(
+            'pool = "web"\n',
+            'pool = "web"\naccept_proxy = true\ntrusted_proxies = ["127.0.0.1"]\n',
+            1,
+        )
+        self.assertEqual(self.reload(text), [])
+        port = self.port("http")
+
+        def exchange(data: bytes) -> bytes:
+            with socket.create_connection(("127.0.0.1", port), timeout=20) as sock:
+                sock.sendall(data)
+                received = b""
+                while chunk := sock.recv(4096):
+                    received += chunk
+                return received
+
+        request = b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+        self.assertEqual((yield deferToThread(exchange, request)), b"")
+        header = b"PROXY TCP4 198.51.100.7 127.0.0.1 5000 80\r\n"
+        answer = yield deferToThread(exchange, header + request)
+        self.assertTrue(answer.startswith(b"HTTP/1.1 200 "), answer)
