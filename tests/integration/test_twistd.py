@@ -287,7 +287,7 @@ def test_http_example_runs_with_demo_backends(tmp_path: Path) -> None:
     text = (ROOT / "examples" / "http.toml").read_text()
     for default in (8001, 8002, 8011):
         text = text.replace(f"127.0.0.1:{default}", f"127.0.0.1:{free_port()}")
-    text = text.replace("tcp:8080:", "tcp:0:")
+    text = text.replace("tcp:8080:", "tcp:0:").replace("tcp:9901:", "tcp:0:")
     config = tmp_path / "http.toml"
     config.write_text(text)
     running = start_proxy(config, extra_args=["--demo-backends"])
