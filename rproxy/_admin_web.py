@@ -15,12 +15,18 @@ C{POST /reload}                                         read the config again
 =====================================================  =========================
 
 Control endpoints need C{Authorization: Bearer TOKEN} when a token is
-configured.  Every answer but the page and the metrics is JSON.
+configured.  Without one, they refuse (403) what a browser sends for another
+site: a C{Host} that is not an IP address or C{localhost} (DNS rebinding), an
+C{Origin} other than the C{Host}, or a C{Sec-Fetch-Site} other than
+C{same-origin} or C{none}.  Every answer but the page and the metrics is
+JSON.  Once the admin service has stopped, every request is answered 503 and
+its connection closed.
 """
 
 from __future__ import annotations
 
 import hmac
+import ipaddress
 import json
 from typing import TYPE_CHECKING, Any
 
@@ -92,6 +98,10 @@ class AdminResource(Resource):
 
     def render(self, request: Request) -> bytes:
         request.setHeader(b"cache-control", b"no-store")
+        if self._admin.stopped:
+            request.channel.persistent = False
+            request.setHeader(b"connection", b"close")
+            return _json(request, 503, {"error": "the admin interface has stopped"})
         try:
             segments = [s.decode("utf-8") for s in request.postpath or [b""]]
         except UnicodeDecodeError:
@@ -132,6 +142,7 @@ class AdminResource(Resource):
     def _authorize(self, request: Request) -> None:
         token = self._admin.token
         if token is None:
+            self._same_origin(request)
             return
         given = (request.getHeader(b"authorization") or b"").decode("latin-1")
         scheme, _, credentials = given.partition(" ")
@@ -151,6 +162,22 @@ class AdminResource(Resource):
             "send the admin token as 'Authorization: Bearer TOKEN'",
             {"WWW-Authenticate": 'Bearer realm="rproxy admin"'},
         )
+
+    def _same_origin(self, request: Request) -> None:
+        """
+        Refuse a control request a browser sends on behalf of another site.
+        """
+        reason = _cross_site(request)
+        if reason is None:
+            return
+        log.warn(
+            "admin request {method} {path} from {peer} refused: {reason}",
+            method=request.method.decode("latin-1"),
+            path=request.path.decode("latin-1"),
+            peer=_peer(request),
+            reason=reason,
+        )
+        raise _AnswerError(403, f"cross-site request refused: {reason}")
 
     # Reading ----------------------------------------------------------------
 
@@ -222,6 +249,48 @@ class AdminResource(Resource):
         if errors:
             return _json(request, 422, {"reloaded": False, "errors": errors})
         return _json(request, 200, {"reloaded": True})
+
+
+def _cross_site(request: Request) -> str | None:
+    """
+    Why a browser may have sent C{request} for another site, or None.
+    """
+    host = request.getHeader(b"host")
+    if host is not None and not _is_local_name(host.decode("latin-1")):
+        return f"Host {host.decode('latin-1')!r} is not an IP address or localhost"
+    origin = request.getHeader(b"origin")
+    if origin is not None:
+        text = origin.decode("latin-1")
+        allowed = () if host is None else (b"http://" + host, b"https://" + host)
+        if origin.lower() not in [a.lower() for a in allowed]:
+            return f"Origin {text!r} is not this host"
+    fetch_site = request.getHeader(b"sec-fetch-site")
+    if fetch_site is not None and fetch_site.lower() not in (b"same-origin", b"none"):
+        return f"Sec-Fetch-Site is {fetch_site.decode('latin-1')!r}"
+    return None
+
+
+def _is_local_name(host: str) -> bool:
+    """
+    Whether a C{Host} header is an IP address or C{localhost}, with or
+    without a port: names that DNS rebinding cannot point elsewhere.
+    """
+    if host.startswith("["):
+        name, bracket, port = host[1:].partition("]")
+        if not bracket or (port and not port.startswith(":")):
+            return False
+        port = port[1:]
+    else:
+        name, _, port = host.partition(":") if host.count(":") == 1 else (host, "", "")
+    if port and not (port.isascii() and port.isdigit()):
+        return False
+    if name.lower() == "localhost":
+        return True
+    try:
+        ipaddress.ip_address(name)
+    except ValueError:
+        return False
+    return True
 
 
 def _weight(request: Request) -> int:

@@ -5,7 +5,8 @@ L{AdminService} listens on the C{[admin]} endpoint with a twisted.web
 L{Site}; what each path answers is in L{rproxy._admin_web}.  It reads the
 live registry and listeners at every request (a config reload adds and
 removes pools, backends and listeners), and samples their counters every few
-seconds to show rates.
+seconds to show rates.  Stopping it closes the connections open to it, so a
+client cannot keep control after a reload removed or replaced it.
 """
 
 from __future__ import annotations
@@ -17,9 +18,11 @@ from twisted.application.service import Service
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.endpoints import serverFromString
 from twisted.internet.interfaces import IAddress, IListeningPort, IReactorTime
+from twisted.internet.protocol import connectionDone
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from twisted.python.failure import Failure
+from twisted.web.http import HTTPChannel
 from twisted.web.server import Site
 
 from rproxy._admin_config import AdminConfig
@@ -39,6 +42,52 @@ SAMPLE_INTERVAL = 5.0
 
 def _no_reload() -> list[str]:
     return ["reload is not available"]
+
+
+class _AdminChannel(HTTPChannel):
+    """
+    An HTTP/1.1 connection to the admin interface, in its site's
+    C{channels} while open.
+    """
+
+    site: _AdminSite
+
+    def connectionMade(self) -> None:
+        super().connectionMade()
+        self.site.channels.add(self)
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
+        self.site.channels.discard(self)
+        super().connectionLost(reason)
+
+    def close(self) -> None:
+        """
+        Close now if no request is under way, else once it is answered.
+        """
+        if not self.requests:
+            self.loseConnection()
+            return
+        self.persistent = False
+        for request in self.requests:
+            if not request.startedWriting:
+                request.setHeader(b"connection", b"close")
+
+
+class _AdminSite(Site):
+    """
+    A L{Site} that knows its open connections, to close them.
+    """
+
+    # HTTP/1.1 only: no HTTP/2 negotiation (HTTPFactory types it for that).
+    protocol = _AdminChannel  # type: ignore[assignment]
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.channels: set[_AdminChannel] = set()
+
+    def close_connections(self) -> None:
+        for channel in list(self.channels):
+            channel.close()
 
 
 class AdminService(Service):
@@ -61,6 +110,9 @@ class AdminService(Service):
     @ivar metrics: the Prometheus registry the metrics are generated from
         (its own, not the process-wide default).
     @ivar bound: the address listened on, once started.
+    @ivar stopped: True once stopped (until started again): open connections
+        are closed, after the answer to a request under way, and a request
+        that still arrives is answered 503.
     """
 
     def __init__(
@@ -81,10 +133,11 @@ class AdminService(Service):
         self.reload = reload
         self.rates = RateSampler(reactor)
         self.metrics = metrics_registry(ProxyCollector(self._pools, listeners))
-        self.site = Site(AdminResource(self), timeout=60, reactor=reactor)
+        self.site = _AdminSite(AdminResource(self), timeout=60, reactor=reactor)
         self.site.noisy = False
         self.port: IListeningPort | None = None
         self.bound: IAddress | None = None
+        self.stopped = False
         self._reactor = reactor
         self._sampler = LoopingCall(self.sample)
         self._sampler.clock = reactor
@@ -133,12 +186,15 @@ class AdminService(Service):
         if self.port is None:
             self.privilegedStartService()
         super().startService()
+        self.stopped = False
         self._sampler.start(self._sample_interval, now=True)
 
     def stopService(self) -> Deferred[None]:
         super().stopService()
+        self.stopped = True
         if self._sampler.running:
             self._sampler.stop()
         port, self.port = self.port, None
         stopping = None if port is None else port.stopListening()
+        self.site.close_connections()
         return succeed(None) if stopping is None else stopping

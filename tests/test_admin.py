@@ -10,8 +10,11 @@ from typing import Any
 
 from prometheus_client.parser import text_string_to_metric_families
 from twisted.internet.address import IPv4Address
+from twisted.internet.error import ConnectionDone
+from twisted.internet.interfaces import IProtocol
 from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.logger import capturedLogs
+from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
 from rproxy._admin_config import AdminConfig
@@ -85,18 +88,41 @@ class _AdminCase(SynchronousTestCase):
         body: bytes = b"",
     ) -> Response:
         """Send one request to the admin Site and parse its answer."""
+        channel, transport = self.connect()
+        channel.dataReceived(raw_request(method, path, headers, body, close=True))
+        response = Response(transport.value())
+        channel.connectionLost(Failure(ConnectionDone()))
+        return response
+
+    def connect(self) -> tuple[IProtocol, StringTransport]:
+        """A connection to the admin Site from PEER."""
         channel = self.admin.site.buildProtocol(PEER)
+        assert channel is not None
         transport = StringTransport(peerAddress=PEER)
         channel.makeConnection(transport)
-        lines = [f"{method} {path} HTTP/1.1", "Host: admin", "Connection: close"]
-        for name, value in (headers or {}).items():
-            lines.append(f"{name}: {value}")
-        if body:
-            lines.append(f"Content-Length: {len(body)}")
-        channel.dataReceived(("\r\n".join(lines) + "\r\n\r\n").encode() + body)
-        response = Response(transport.value())
-        channel.connectionLost(None)  # type: ignore[arg-type]
-        return response
+        return channel, transport
+
+
+def raw_request(
+    method: str,
+    path: str,
+    headers: dict[str, str] | None = None,
+    body: bytes = b"",
+    close: bool = False,
+) -> bytes:
+    """
+    One HTTP/1.1 request as curl sends it to the admin (Host 127.0.0.1:9901)
+    unless C{headers} say otherwise.
+    """
+    fields = {"Host": "127.0.0.1:9901"}
+    if close:
+        fields["Connection"] = "close"
+    fields.update(headers or {})
+    if body:
+        fields["Content-Length"] = str(len(body))
+    lines = [f"{method} {path} HTTP/1.1"]
+    lines.extend(f"{name}: {value}" for name, value in fields.items())
+    return ("\r\n".join(lines) + "\r\n\r\n").encode() + body
 
 
 class ReadTests(_AdminCase):
@@ -490,6 +516,78 @@ class ControlTests(_AdminCase):
         self.flushLoggedErrors(RuntimeError)
 
 
+class CrossSiteTests(_AdminCase):
+    """Without a token, control requests a browser sends for another site."""
+
+    def control(self, headers: dict[str, str]) -> Response:
+        return self.request("POST", "/pools/web/backends/b0/disable", headers)
+
+    def assert_refused(self, headers: dict[str, str], reason: str) -> None:
+        with capturedLogs() as events:
+            response = self.control(headers)
+        self.assertEqual(response.status, 403, headers)
+        self.assertIn("cross-site", response.json()["error"])
+        self.assertIs(self.b0.state, BackendState.UP)
+        [refusal] = [e for e in events if "reason" in e]
+        self.assertEqual(refusal["peer"], "127.0.0.1")
+        self.assertIn(reason, refusal["reason"])
+
+    def test_curl_like_requests_are_allowed(self) -> None:
+        """
+        No Origin and Host an address or localhost (as curl and scripts
+        send), or a same-origin browser request: allowed.
+        """
+        for headers in (
+            {},
+            {"Host": "localhost:9901"},
+            {"Host": "LOCALHOST"},
+            {"Host": "[::1]:9901"},
+            {"Host": "10.0.0.5"},
+            {"Origin": "http://127.0.0.1:9901", "Sec-Fetch-Site": "same-origin"},
+            {"Sec-Fetch-Site": "none"},
+        ):
+            response = self.control(headers)
+            self.assertEqual(response.status, 200, headers)
+            self.request("POST", "/pools/web/backends/b0/enable", headers)
+        self.assertEqual(self.request("POST", "/reload").status, 200)
+
+    def test_foreign_origin_is_refused(self) -> None:
+        """
+        An Origin other than the Host, or Sec-Fetch-Site cross-site or
+        same-site (a form on another page): 403, logged with the peer.
+        """
+        self.assert_refused({"Origin": "http://evil.example"}, "Origin")
+        self.assert_refused({"Origin": "null"}, "Origin")
+        self.assert_refused({"Origin": "http://127.0.0.1:8080"}, "Origin")
+        self.assert_refused({"Sec-Fetch-Site": "cross-site"}, "Sec-Fetch-Site")
+        self.assert_refused({"Sec-Fetch-Site": "same-site"}, "Sec-Fetch-Site")
+        response = self.request("POST", "/reload", {"Origin": "http://evil.example"})
+        self.assertEqual((response.status, self.reloads), (403, []))
+
+    def test_rebinding_host_is_refused(self) -> None:
+        """
+        A Host that is a name other than localhost (a DNS rebinding page
+        sends its own name, and its Origin matches it): 403.
+        """
+        for host in (
+            "evil.example:9901",
+            "evil.example",
+            "localhost.evil.example",
+            "127.0.0.1.nip.io:9901",
+            "127.0.0.1:x",
+            "[::1]x",
+        ):
+            self.assert_refused(
+                {"Host": host, "Origin": f"http://{host}"}, "not an IP address"
+            )
+
+    def test_reading_is_not_checked(self) -> None:
+        """GETs answer whatever the Host and Origin."""
+        headers = {"Host": "evil.example", "Origin": "http://evil.example"}
+        for path in ("/", "/status.json", "/metrics"):
+            self.assertEqual(self.request("GET", path, headers).status, 200, path)
+
+
 class TokenTests(_AdminCase):
     token = "s3cret"
 
@@ -536,10 +634,88 @@ class TokenTests(_AdminCase):
         self.assertEqual(response.status, 200)
         self.assertIs(self.b0.state, BackendState.DISABLED)
 
+    def test_bearer_works_whatever_the_host(self) -> None:
+        """With a token, a remote name in Host is fine (a browser cannot send
+        the token cross-site)."""
+        response = self.request(
+            "POST",
+            "/pools/web/backends/b0/disable",
+            {"Authorization": "Bearer s3cret", "Host": "admin.example.com:9901"},
+        )
+        self.assertEqual(response.status, 200)
+        self.assertIs(self.b0.state, BackendState.DISABLED)
+
     def test_reading_needs_no_token(self) -> None:
         """Status, JSON and metrics are readable without the token."""
         for path in ("/", "/status.json", "/metrics"):
             self.assertEqual(self.request("GET", path).status, 200, path)
+
+
+class StopTests(_AdminCase):
+    """A stopped admin service (a reload removed or moved it) does not serve."""
+
+    def setUp(self) -> None:
+        super().setUp()
+        self.admin.startService()
+
+    def test_open_connection_gets_no_control_after_stop(self) -> None:
+        """
+        A keep-alive connection opened before stop is closed by it, and a
+        request that still comes on it is not handled.
+        """
+        channel, transport = self.connect()
+        channel.dataReceived(raw_request("GET", "/status.json"))
+        self.assertEqual(Response(transport.value()).status, 200)
+        self.assertFalse(transport.disconnecting)
+        transport.clear()
+        self.admin.stopService()
+        self.assertTrue(transport.disconnecting)
+        channel.dataReceived(raw_request("POST", "/pools/web/backends/b0/disable"))
+        self.assertEqual(transport.value(), b"")
+        self.assertIs(self.b0.state, BackendState.UP)
+        channel.connectionLost(Failure(ConnectionDone()))
+        self.assertEqual(self.admin.site.channels, set())
+
+    def test_request_arriving_across_stop_is_503_then_closed(self) -> None:
+        """
+        A request whose body is still coming at stop is answered 503, not
+        obeyed, and the connection closes after the answer.
+        """
+        channel, transport = self.connect()
+        body = b"value=7"
+        request = raw_request(
+            "POST",
+            "/pools/web/backends/b0/weight",
+            {"Content-Type": "application/x-www-form-urlencoded"},
+            body,
+        )
+        channel.dataReceived(request[: -len(body)])
+        self.admin.stopService()
+        self.assertFalse(transport.disconnecting)
+        channel.dataReceived(body)
+        response = Response(transport.value())
+        self.assertEqual(response.status, 503)
+        self.assertEqual(response.headers["connection"], "close")
+        self.assertEqual(self.b0.weight, 2)
+        self.assertTrue(transport.disconnecting)
+
+    def test_reload_that_stops_the_admin_is_answered_then_closed(self) -> None:
+        """
+        POST /reload whose reload replaces this admin gets its answer, with
+        Connection: close, and then the connection closes.
+        """
+
+        def moved() -> list[str]:
+            self.admin.stopService()
+            return []
+
+        self.admin.reload = moved
+        channel, transport = self.connect()
+        channel.dataReceived(raw_request("POST", "/reload"))
+        response = Response(transport.value())
+        self.assertEqual((response.status, response.json()), (200, {"reloaded": True}))
+        self.assertEqual(response.headers["connection"], "close")
+        self.assertTrue(transport.disconnecting)
 
 
 class ServiceTests(SynchronousTestCase):
