@@ -103,6 +103,7 @@ class ListenerService(Service):
                 connections=self.factory.connections,
                 timeout=timeout,
                 listener=self.listener,
+                stats=self.factory.stats,
             )
         return front
 
@@ -117,7 +118,9 @@ class ListenerService(Service):
         after a PROXY header if C{accept_proxy}.
         """
         if factory is not self.factory:
+            # Open connections, and the listener's counters, carry over.
             factory.connections = self.factory.connections
+            factory.stats = self.factory.stats
         self.factory = factory
         self.tls = tls
         self.accept_proxy = accept_proxy

@@ -300,10 +300,9 @@ def _accept_proxy(table: Table, *, tcp: bool) -> tuple[bool, tuple[str, ...]]:
     if accept and not trusted and "trusted_proxies" not in table:
         table.report(
             "accept_proxy",
-            "needs trusted_proxies, the addresses allowed to send PROXY "
-            "headers: without them every connection would be refused "
-            '(to accept them from anyone, say trusted_proxies = ["0.0.0.0/0", '
-            '"::/0"])',
+            "needs trusted_proxies, the addresses of the proxies allowed to "
+            "send PROXY headers: without them every connection would be "
+            "refused",
         )
     elif accept and not trusted and not table.data["trusted_proxies"]:
         table.report(

@@ -86,8 +86,10 @@ def update_pool(
                 stale.append(pool.remove(config.name))
             pool.add(new_backend(config, tls_for))
             continue
+        # The files were read again (a renewed client certificate, a new
+        # CA); idle connections are dropped only if the settings changed.
+        live.tls = None if tls_for is None else tls_for(config.host)
         if tls_changed:
-            live.tls = None if tls_for is None else tls_for(config.host)
             stale.append(live)
         if config.weight != was.weight:
             pool.set_weight(live, config.weight)

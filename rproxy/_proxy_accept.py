@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from twisted.internet.address import IPv4Address, IPv6Address
+from twisted.internet.address import IPv4Address, IPv6Address, UNIXAddress
 from twisted.internet.interfaces import IAddress, IDelayedCall, IProtocolFactory
 from twisted.internet.protocol import Factory, Protocol, connectionDone
 from twisted.logger import Logger
@@ -30,6 +30,7 @@ from rproxy.proxyprotocol import (
     ProxyHeaderError,
     parse,
 )
+from rproxy.stats import ListenerStats
 
 __all__ = ["ProxyHeaderFactory", "ProxyHeaderProtocol", "carry_addresses"]
 
@@ -74,6 +75,8 @@ class ProxyHeaderFactory(Factory):
     @param connections: the listener's open connections; a connection
         still sending its header counts, and a shutdown closes it.
     @param listener: the name used in log events.
+    @param stats: the listener's counters: a connection closed before its
+        hand-over counts as closed there.
     """
 
     noisy = False
@@ -87,8 +90,10 @@ class ProxyHeaderFactory(Factory):
         connections: ConnectionTracker,
         timeout: float = 5.0,
         listener: str = "",
+        stats: ListenerStats | None = None,
     ):
         self.wrapped = wrapped
+        self.stats = stats
         self.trust = ForwardingPolicy(trusted=tuple(trusted))
         self.clock = clock
         self.connections = connections
@@ -128,8 +133,13 @@ class ProxyHeaderProtocol(Protocol):
     def connectionMade(self) -> None:
         assert self.transport is not None
         factory = self.factory
-        self.peer = str(getattr(self.transport.getPeer(), "host", ""))
-        if not factory.trust.is_trusted(self.peer):
+        peer = self.transport.getPeer()
+        self.peer = str(getattr(peer, "host", ""))
+        # A unix socket's peer is on this host: as trusted as the file's
+        # permissions make it.
+        if not isinstance(peer, UNIXAddress) and not factory.trust.is_trusted(
+            self.peer
+        ):
             self._refuse("untrusted", "not in trusted_proxies")
             return
         factory.connections.add(self)
@@ -222,4 +232,9 @@ class ProxyHeaderProtocol(Protocol):
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         self._stop_deadline()
         self.ended = self.ended or "closed"
+        stats = self.factory.stats
+        if stats is not None and self in self.factory.connections:
+            # It counted as open; now it counts as closed (the listener's
+            # total is the two added up).
+            stats.connections_closed += 1
         self.factory.connections.discard(self)

@@ -32,6 +32,9 @@ class ConnectionTracker:
     def __len__(self) -> int:
         return len(self._open)
 
+    def __contains__(self, connection: object) -> bool:
+        return connection in self._open
+
     def add(self, connection: Closeable) -> None:
         """
         Count C{connection} as open.

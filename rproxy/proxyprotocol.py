@@ -276,6 +276,16 @@ def _v1_host(text: bytes, version: int) -> str:
     if address is None or address.version != version or b"%" in text:
         kind = "an IPv4" if version == 4 else "an IPv6"
         raise ProxyHeaderError(f"v1 address {text!r} is not {kind} address")
+    return _text(address)
+
+
+def _text(address: _IP) -> str:
+    """
+    An address as text; an IPv4-mapped IPv6 address as the IPv4 address it
+    is (what X-Forwarded-For, logs and hashing should see).
+    """
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped:
+        return str(address.ipv4_mapped)
     return address.compressed
 
 
@@ -325,7 +335,7 @@ def _parse_v2(data: bytes) -> ProxyHeader | NeedMore:
         2,
         "PROXY",
         name,
-        (ipaddress.ip_address(src).compressed, src_port),
-        (ipaddress.ip_address(dst).compressed, dst_port),
+        (_text(ipaddress.ip_address(src)), src_port),
+        (_text(ipaddress.ip_address(dst)), dst_port),
         total,
     )

@@ -8,6 +8,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Literal
 
 from attrs import Factory, define, frozen
+from OpenSSL import SSL
 from twisted.application.service import MultiService, Service
 from twisted.internet.defer import Deferred, gatherResults
 from twisted.internet.interfaces import IOpenSSLClientConnectionCreator, IReactorTime
@@ -106,25 +107,19 @@ def listener_certificates(config: ListenerTLSConfig) -> list[ServerCertificate]:
     return [load_certificate(c.cert, c.key) for c in config.certificates]
 
 
-def _alpn(http: bool) -> tuple[bytes, ...]:
-    return (b"http/1.1",) if http else ()
-
-
-def server_tls(
-    config: ListenerTLSConfig,
-    certificates: list[ServerCertificate] | None = None,
-    *,
-    http: bool,
-) -> ServerTLS:
+def server_tls(config: ListenerTLSConfig, *, http: bool) -> ServerTLS:
     """
-    The certificates and settings of a TLS listener; ALPN offers
+    The certificates (read now) and settings of a TLS listener; ALPN offers
     C{http/1.1} on an http listener.
 
-    @param certificates: the listener's certificates if already read.
+    @raise ValueError: naming a file that cannot be used.
+    @raise OpenSSL.SSL.Error: if OpenSSL refuses a certificate.
     """
-    if certificates is None:
-        certificates = listener_certificates(config)
-    return ServerTLS(certificates, min_version=config.min_version, alpn=_alpn(http))
+    return ServerTLS(
+        listener_certificates(config),
+        min_version=config.min_version,
+        alpn=(b"http/1.1",) if http else (),
+    )
 
 
 def build_check(
@@ -265,12 +260,12 @@ class _Prepared:
     """
     What applying a config needs that can fail, made before anything
     changes: new pools, the backends' TLS settings, every TLS listener's
-    certificates, new ports (bound if the service runs), a new access log.
+    certificates and contexts, new ports (bound if the service runs), a new access log.
     """
 
     pools: dict[str, Pool] = Factory(dict)
     client_tls: dict[str, TLSFor] = Factory(dict)
-    certificates: dict[str, list[ServerCertificate]] = Factory(dict)
+    tls: dict[str, ServerTLS] = Factory(dict)
     fresh: dict[str, ListenerService] = Factory(dict)
     access_log: AccessLogService | None = None
     admin: AdminService | None = None
@@ -368,6 +363,12 @@ class ProxyService(MultiService):
         changes += self._apply_listeners(old, new, prepared)
         self._apply_rest(old, new, prepared)
         self.config = new
+        if old is not None:
+            changes += [
+                f"{section} changed"
+                for section in ("access_log", "admin", "acme", "shutdown_grace")
+                if getattr(old, section) != getattr(new, section)
+            ]
         return changes
 
     def _prepare(self, old: Config | None, new: Config) -> _Prepared:
@@ -387,10 +388,16 @@ class ProxyService(MultiService):
                 prepared.pools[pool.name] = build_pool(pool, self.reactor, tls_for)
         for spec in _listener_specs(new).values():
             if spec.tls is not None:
+                # Contexts are built here, so that a certificate OpenSSL
+                # refuses (a key too small, say) refuses the reload.
                 try:
-                    prepared.certificates[spec.name] = listener_certificates(spec.tls)
-                except ValueError as error:
-                    problems.append(f"listener {spec.name}: {error}")
+                    tls = server_tls(spec.tls, http=spec.config.protocol == "http")
+                    for certificate in self._obtained.values():
+                        tls.install(certificate)
+                except (ValueError, SSL.Error) as error:
+                    problems.append(f"listener {spec.name}: {_tls_problem(error)}")
+                    continue
+                prepared.tls[spec.name] = tls
         if problems:
             raise ReloadError(problems)
         if old is not None and new.access_log != old.access_log:
@@ -413,22 +420,13 @@ class ProxyService(MultiService):
             if running is not None and running.description == spec.listen:
                 continue
             factory = self._factory(spec, new, prepared.pools, None)
-            tls = None
-            if spec.tls is not None:
-                tls = server_tls(
-                    spec.tls,
-                    prepared.certificates[spec.name],
-                    http=spec.config.protocol == "http",
-                )
-                for certificate in self._obtained.values():
-                    tls.install(certificate)
             service = ListenerService(
                 spec.name,
                 spec.listen,
                 factory,
                 self.reactor,
                 new.shutdown_grace,
-                tls,
+                prepared.tls.get(spec.name),
                 spec.accept_proxy(new),
             )
             service.setName(f"listener:{spec.name}")
@@ -546,7 +544,7 @@ class ProxyService(MultiService):
                     changes.append(f"listener {name} removed")
                 continue
             factory = self._factory(spec, new, prepared.pools, service.factory)
-            tls = self._listener_tls(spec, prepared, service.tls)
+            tls = self._listener_tls(spec, prepared)
             service.replace(factory, tls, spec.accept_proxy(new))
             service.grace = new.shutdown_grace
             if before[name] != spec:
@@ -561,23 +559,13 @@ class ProxyService(MultiService):
         return changes + self._remove_pools(new)
 
     def _listener_tls(
-        self, spec: _ListenerSpec, prepared: _Prepared, running: ServerTLS | None
+        self, spec: _ListenerSpec, prepared: _Prepared
     ) -> ServerTLS | None:
-        if spec.tls is None:
+        tls = prepared.tls.get(spec.name)
+        if tls is None:
             self.tls.pop(spec.name, None)
-            return None
-        certificates = prepared.certificates[spec.name]
-        http = spec.config.protocol == "http"
-        if running is None:
-            tls = server_tls(spec.tls, certificates, http=http)
-            for certificate in self._obtained.values():
-                tls.install(certificate)
         else:
-            tls = running
-            tls.configure(
-                certificates, min_version=spec.tls.min_version, alpn=_alpn(http)
-            )
-        self.tls[spec.name] = tls
+            self.tls[spec.name] = tls
         return tls
 
     def _retire(self, service: ListenerService) -> None:
@@ -603,6 +591,9 @@ class ProxyService(MultiService):
         if self.acme is not None:
             self.acme.disownServiceParent()
             self.acme = None
+            # What the old settings obtained is not served to listeners
+            # added from now on (those serving it keep it until replaced).
+            self._obtained.clear()
         if new.acme is not None:
             from rproxy.acme import AcmeService
 
@@ -724,6 +715,15 @@ class ProxyService(MultiService):
             return result
 
         return stopping.addBoth(stop_log)
+
+
+def _tls_problem(error: Exception) -> str:
+    if isinstance(error, SSL.Error):
+        reasons = [r[2] for r in error.args[0] if len(r) > 2] if error.args else []
+        return "OpenSSL refuses the certificate: " + (
+            "; ".join(str(r) for r in reasons) or str(error)
+        )
+    return str(error)
 
 
 def _access_log_service(config: Config, reactor: Any) -> AccessLogService | None:

@@ -230,24 +230,6 @@ class ServerTLS:
         self._files = tuple(certificates)
         self._rebuild()
 
-    def configure(
-        self,
-        certificates: Sequence[ServerCertificate],
-        *,
-        min_version: str,
-        alpn: Sequence[bytes],
-    ) -> None:
-        """
-        Take new files, minimum version and ALPN protocols (a reload); like
-        L{replace_files}, for new handshakes only.
-        """
-        minimum = MIN_VERSIONS[min_version]
-        if minimum != self._minimum:
-            self._minimum = minimum
-            self._contexts = {}
-        self._alpn = tuple(alpn)
-        self.replace_files(certificates)
-
     def install(self, certificate: ServerCertificate) -> None:
         """
         Serve C{certificate} for its names, before any file certificate,

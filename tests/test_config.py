@@ -1430,15 +1430,13 @@ def test_accept_proxy_on_tcp_and_http_listeners() -> None:
 def test_accept_proxy_without_trusted_proxies_is_an_error() -> None:
     """
     With no trusted proxy every connection would be refused: the error says
-    so and how to accept headers from anyone, on purpose.
+    so (and does not suggest trusting everyone).
     """
-    (problem,) = errors(POOL + LISTENER + "accept_proxy = true\n")
-    assert problem.startswith(
+    assert errors(POOL + LISTENER + "accept_proxy = true\n") == [
         "c.toml: listeners[0].accept_proxy: needs trusted_proxies, the addresses "
-        "allowed to send PROXY headers: without them every connection would "
-        "be refused"
-    )
-    assert '["0.0.0.0/0", "::/0"]' in problem
+        "of the proxies allowed to send PROXY headers: without them every "
+        "connection would be refused"
+    ]
     assert http_errors('pool = "web"\naccept_proxy = true\ntrusted_proxies = []') == [
         "c.toml: listeners[0].trusted_proxies: is empty, so with accept_proxy "
         "every connection would be refused; list the proxies that send PROXY "

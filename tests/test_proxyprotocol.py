@@ -231,13 +231,14 @@ def test_encode_refuses_what_it_cannot_carry() -> None:
 @pytest.mark.parametrize("version", ["v1", "v2"])
 def test_ipv4_mapped_addresses(version: str) -> None:
     """A dual-stack socket's IPv4-mapped peer is sent as IPv4 beside an IPv4
-    destination, and an IPv4 address beside IPv6 is sent mapped."""
+    destination, and an IPv4 address beside IPv6 is sent mapped (and read
+    back as the IPv4 address it is)."""
     header = parse(encode(version, ("::ffff:192.0.2.1", 5), ("192.0.2.2", 6)))
     assert isinstance(header, ProxyHeader)
     assert (header.family, header.source) == ("TCP4", ("192.0.2.1", 5))
     header = parse(encode(version, ("192.0.2.1", 5), ("2001:db8::2", 6)))
     assert isinstance(header, ProxyHeader)
-    assert (header.family, header.source) == ("TCP6", ("::ffff:c000:201", 5))
+    assert (header.family, header.source) == ("TCP6", ("192.0.2.1", 5))
 
 
 ipv4 = st.ip_addresses(v=4).map(str)
@@ -293,3 +294,16 @@ def test_arbitrary_bytes_after_a_signature(data: bytes) -> None:
     for prefix in (b"PROXY ", V2_SIGNATURE):
         with contextlib.suppress(ProxyHeaderError):
             parse(prefix + data)
+
+
+def test_ipv4_mapped_sources_are_read_as_ipv4() -> None:
+    """
+    A TCP6 header carrying an IPv4-mapped address gives the IPv4 address,
+    as the client is known everywhere else.
+    """
+    v1 = parse(b"PROXY TCP6 ::ffff:198.51.100.7 ::ffff:10.0.0.1 5000 80\r\n")
+    assert isinstance(v1, ProxyHeader)
+    assert (v1.source, v1.destination) == (("198.51.100.7", 5000), ("10.0.0.1", 80))
+    v2 = parse(encode("v2", ("::ffff:198.51.100.7", 5000), ("2001:db8::1", 80)))
+    assert isinstance(v2, ProxyHeader)
+    assert v2.source == ("198.51.100.7", 5000)

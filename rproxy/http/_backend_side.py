@@ -88,24 +88,28 @@ class BackendSide(FrontState):
             self._attach(upstream)
             return
         self._from_pool = False
-        endpoint = backend_endpoint(
-            self.factory.endpoint_for,
-            backend,
-            proxy_header_for(pool.send_proxy, self.transport),
-        )
-        connecting = endpoint.connect(UpstreamFactory(backend))
+        header = proxy_header_for(pool.send_proxy, self.transport)
+        endpoint = backend_endpoint(self.factory.endpoint_for, backend, header)
+        connecting = endpoint.connect(UpstreamFactory(backend, announced=bool(header)))
         connecting.addTimeout(self.settings.timeouts_for(pool.name)[0], self.clock)
         self._connecting = connecting
         connecting.addCallbacks(self._connected, self._connect_failed)
         connecting.addErrback(self._bug)
 
-    def _keep_alive_for(self, pool: Pool) -> KeepAlivePool | ClientKeepAlive:
+    def _keep_alive_for(
+        self, pool: Pool, upstream: UpstreamProtocol | None = None
+    ) -> KeepAlivePool | ClientKeepAlive:
         """
         Where idle connections to C{pool}'s backends are kept: the
         listener's shared pool, or for a pool that sends PROXY headers
-        (each connection announces one client), this client's own.
+        (each connection announces one client), this client's own.  An
+        C{upstream} handed back goes where the way it was opened says (a
+        reload may have changed the pool since).
         """
-        if pool.send_proxy is None:
+        private = (
+            pool.send_proxy is not None if upstream is None else upstream.announced
+        )
+        if not private:
             shared: KeepAlivePool = self.factory.keep_alive
             return shared
         own = self._own_keep_alive

@@ -234,7 +234,9 @@ class FrontState(Protocol):
     def _end_tunnel(self) -> None:
         raise NotImplementedError
 
-    def _keep_alive_for(self, pool: Pool) -> KeepAlivePool | ClientKeepAlive:
+    def _keep_alive_for(
+        self, pool: Pool, upstream: UpstreamProtocol | None = None
+    ) -> KeepAlivePool | ClientKeepAlive:
         raise NotImplementedError
 
     def _complete_switch(self) -> None:

@@ -137,7 +137,7 @@ class ResponseSide(FrontState):
                 upstream.reusable = False
                 end_stream(upstream.transport, resume=False)
             max_idle, idle_timeout = self.settings.keep_alive_for(pool.name)
-            self._keep_alive_for(pool).put(upstream, max_idle, idle_timeout)
+            self._keep_alive_for(pool, upstream).put(upstream, max_idle, idle_timeout)
         self._emit()
         keep = self._keep_client and not still_sending
         self._new_exchange()

@@ -92,6 +92,9 @@ class UpstreamProtocol(Protocol):
     def __init__(self, backend: Backend):
         self.backend = backend
         self.sink: IResponseSink | None = None
+        #: it began with a PROXY header naming one client: never to be
+        #: shared with another, whatever the pool's settings are now.
+        self.announced = False
         self.reusable = False
         self.received_any = False
         self.connected_ = False
@@ -293,11 +296,14 @@ class UpstreamFactory(Factory):
 
     noisy = False
 
-    def __init__(self, backend: Backend):
+    def __init__(self, backend: Backend, *, announced: bool = False):
         self.backend = backend
+        self.announced = announced
 
     def buildProtocol(self, addr: IAddress | None) -> UpstreamProtocol:
-        return UpstreamProtocol(self.backend)
+        upstream = UpstreamProtocol(self.backend)
+        upstream.announced = self.announced
+        return upstream
 
 
 class KeepAlivePool:

@@ -993,3 +993,28 @@ class ShutdownAndReloadTests(_ServerCase):
         self.assertEqual(transport.value().count(b"HTTP/1.1 "), 2)
         server.loseConnection()
         transport.loseConnection()
+
+    def test_a_connection_that_announced_a_client_is_never_shared(self) -> None:
+        """
+        A backend connection opened with a PROXY header stays with its
+        client even if the pool stops sending headers (a reload) while the
+        request is in flight.
+        """
+        self.pool.send_proxy = "v1"
+        proto, _ = self.client()
+        server = self.exchange(proto, b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+        self.assertTrue(
+            self.endpoints.last.preface.startswith(b"PROXY TCP4 192.0.2.7 ")
+        )
+        self.pool.send_proxy = None
+        self.endpoints.last.protocol.dataReceived(
+            b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"
+        )
+        self.assertEqual(self.factory.keep_alive.idle_count(self.backend), 0)
+        other, _ = self.client()
+        other.dataReceived(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+        self.assertEqual(len(self.endpoints.attempts), 2)
+        self.endpoints.last.succeed().loseConnection()
+        server.loseConnection()
+        for front in (proto, other):
+            front.shut_down(abort=True)

@@ -409,3 +409,70 @@ pool = "other"
         header = b"PROXY TCP4 198.51.100.7 127.0.0.1 5000 80\r\n"
         answer = yield deferToThread(exchange, header + request)
         self.assertTrue(answer.startswith(b"HTTP/1.1 200 "), answer)
+
+    def test_listener_counters_survive_a_reload(self) -> None:
+        service = self.start(self.config(self.backends("a")))
+        stats = service.listeners["tcp"].factory.stats
+        stats.connections_closed = 5
+        text = self.config(self.backends("a")).replace(
+            f'"127.0.0.1:{self.tcp["t1"]}"', f'"127.0.0.1:{self.tcp["t2"]}"'
+        )
+        self.assertEqual(self.reload(text), [])
+        self.assertIs(service.listeners["tcp"].factory.stats, stats)
+        self.assertEqual(stats.connections_closed, 5)
+
+    def test_a_certificate_openssl_refuses_refuses_the_reload(self) -> None:
+        """
+        A key too small for OpenSSL's security level passes the file checks
+        but not the context: the reload is refused before anything changed.
+        """
+        cert, key = small_key_pair(self.dir)
+        service = self.start(self.config(self.backends("a")))
+        tls = f"""
+[[listeners]]
+name = "https"
+protocol = "http"
+listen = "tcp:0:interface=127.0.0.1"
+pool = "web"
+tls = {{ certificates = [{{ cert = "{cert}", key = "{key}" }}] }}
+"""
+        errors = self.reload(self.config(self.backends("a", "b"), tls))
+        self.assertEqual(len(errors), 1, errors)
+        self.assertIn("listener https: OpenSSL refuses the certificate", errors[0])
+        self.assertNotIn("https", service.listeners)
+        self.assertEqual([b.name for b in service.registry.get("web").backends], ["a"])
+        self.assertEqual(self.reload(self.config(self.backends("a", "b"))), [])
+
+
+def small_key_pair(directory: Path) -> tuple[Path, Path]:
+    """A self-signed certificate with a 1024-bit RSA key, and its key."""
+    import datetime
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+    from cryptography.x509.oid import NameOID
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=1024)
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "small.example")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(1)
+        .not_valid_before(now - datetime.timedelta(days=1))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .sign(key, hashes.SHA256())
+    )
+    cert_path, key_path = directory / "small.pem", directory / "small.key"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return cert_path, key_path
