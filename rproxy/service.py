@@ -4,271 +4,53 @@ difference, keeping what did not change."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
-from attrs import Factory, define, frozen
 from OpenSSL import SSL
 from twisted.application.service import MultiService, Service
 from twisted.internet.defer import Deferred, gatherResults
-from twisted.internet.interfaces import IOpenSSLClientConnectionCreator, IReactorTime
 from twisted.logger import Logger
 
 from rproxy._admin_config import AdminConfig
+from rproxy._build import (
+    access_log_service,
+    build_check,
+    build_pool,
+    client_tls,
+    http_settings,
+    listener_certificates,
+    server_tls,
+    tls_problem,
+)
 from rproxy._challenges import Challenges
 from rproxy._listener_service import ListenerService, ProxyFactory
-from rproxy._pool_update import TLSFor, new_backend, update_pool
-from rproxy._tls_config import BackendTLSConfig, ListenerTLSConfig
-from rproxy.accesslog import AccessLog, AccessLogService
+from rproxy._pool_update import TLSFor, update_pool
+from rproxy._reload_plan import ListenerSpec, Prepared, ReloadError, listener_specs
+from rproxy.accesslog import AccessLogService
 from rproxy.backends import Backend, Pool, Registry
-from rproxy.balancing import make_balancer
-from rproxy.config import (
-    Config,
-    ConfigError,
-    HealthConfig,
-    ListenerConfig,
-    PoolConfig,
-    load_config,
-)
-from rproxy.health import HealthMonitor, HTTPCheck, TCPCheck
-from rproxy.http.framing import Limits
-from rproxy.http.headers import ForwardingPolicy
-from rproxy.http.listener import HTTPProxyFactory, HTTPSettings
+from rproxy.config import Config, ConfigError, ListenerConfig, PoolConfig, load_config
+from rproxy.health import HealthMonitor
+from rproxy.http.listener import HTTPProxyFactory
 from rproxy.http.local import Answer, acme_challenges, first_answer, https_redirect
-from rproxy.http.routing import Router
-from rproxy.interfaces import IHealthCheck
 from rproxy.sni import SNIProxyFactory, SNIRoutes
 from rproxy.tcp import TCPProxyFactory
-from rproxy.tls import ServerCertificate, ServerTLS, backend_tls, load_certificate
+from rproxy.tls import ServerCertificate, ServerTLS
 
 if TYPE_CHECKING:
     from rproxy.admin import AdminService
 
+__all__ = [
+    "ProxyService",
+    "ReloadError",
+    "build_check",
+    "build_pool",
+    "client_tls",
+    "http_settings",
+    "listener_certificates",
+    "server_tls",
+]
+
 log = Logger(namespace="rproxy.service")
-
-
-def build_pool(
-    config: PoolConfig,
-    clock: IReactorTime,
-    tls_for: TLSFor | Literal["from config"] = "from config",
-) -> Pool:
-    """
-    A L{Pool} with the backends, balancer and thresholds of C{config}.
-
-    @param tls_for: the backends' TLS settings if already made by
-        L{client_tls} (None for none); by default made from C{config.tls}.
-    """
-    if tls_for == "from config":
-        tls_for = None if config.tls is None else client_tls(config.tls)
-    return Pool(
-        config.name,
-        [new_backend(b, tls_for) for b in config.backends],
-        make_balancer(config.balance),
-        rise=config.health.rise,
-        fall=config.health.fall,
-        connect_tries=config.connect_tries,
-        hash_key=config.hash_key,
-        now=clock.seconds,
-        send_proxy=config.send_proxy,
-    )
-
-
-def client_tls(
-    config: BackendTLSConfig,
-) -> Callable[[str], IOpenSSLClientConnectionCreator]:
-    """
-    What makes the client TLS connection creator for a backend at a host of
-    a pool with the TLS settings C{config}.  The client certificate is read
-    once, and backends verified as the same name share one creator (and one
-    reading of the CA file).
-    """
-    client = None
-    if config.cert is not None:
-        client = load_certificate(config.cert, config.key)
-    creators: dict[str, IOpenSSLClientConnectionCreator] = {}
-
-    def for_host(host: str) -> IOpenSSLClientConnectionCreator:
-        name = config.server_name or host
-        if name not in creators:
-            creators[name] = backend_tls(
-                name, verify=config.verify, ca=config.ca, client_certificate=client
-            )
-        return creators[name]
-
-    return for_host
-
-
-def listener_certificates(config: ListenerTLSConfig) -> list[ServerCertificate]:
-    """
-    The certificates a TLS listener's files hold, read now.
-
-    @raise ValueError: naming a file that cannot be used.
-    """
-    return [load_certificate(c.cert, c.key) for c in config.certificates]
-
-
-def server_tls(config: ListenerTLSConfig, *, http: bool) -> ServerTLS:
-    """
-    The certificates (read now) and settings of a TLS listener; ALPN offers
-    C{http/1.1} on an http listener.
-
-    @raise ValueError: naming a file that cannot be used.
-    @raise OpenSSL.SSL.Error: if OpenSSL refuses a certificate.
-    """
-    return ServerTLS(
-        listener_certificates(config),
-        min_version=config.min_version,
-        alpn=(b"http/1.1",) if http else (),
-    )
-
-
-def build_check(
-    reactor: Any, health: HealthConfig, send_proxy: str | None = None
-) -> IHealthCheck | None:
-    """
-    The active check C{health} asks for, or None for C{check = "none"};
-    with C{send_proxy}, it opens with a PROXY header of that version.
-    """
-    if health.check == "tcp":
-        return TCPCheck(
-            reactor, port=health.port, timeout=health.timeout, send_proxy=send_proxy
-        )
-    if health.check == "http":
-        return HTTPCheck(
-            reactor,
-            path=health.path,
-            expect_status=health.expect_status,
-            host=health.host,
-            port=health.port,
-            timeout=health.timeout,
-            send_proxy=send_proxy,
-        )
-    return None
-
-
-def http_settings(
-    config: Config,
-    listener: ListenerConfig,
-    answer: Answer | None = None,
-    *,
-    tls: bool | None = None,
-) -> HTTPSettings:
-    """
-    The settings of an HTTP listener, with each pool's backend timeouts and
-    keep-alive limits.
-
-    @param answer: requests answered without proxying (ACME challenges).
-    @param tls: whether the connections are TLS; by default, whether the
-        listener has C{tls}.
-    """
-    timeouts = config.timeouts
-    via = b"1.1 rproxy" if listener.via else None
-    secure = listener.tls is not None if tls is None else tls
-    hsts = listener.tls.hsts if secure and listener.tls is not None else None
-    return HTTPSettings(
-        listener=listener.name,
-        scheme=b"https" if secure else b"http",
-        add_response_headers=(
-            ((b"Strict-Transport-Security", hsts.encode("ascii")),) if hsts else ()
-        ),
-        answer=answer,
-        router=Router(listener.routes),
-        policy=ForwardingPolicy(
-            trusted=listener.trusted_proxies,
-            x_forwarded=listener.x_forwarded,
-            forwarded=listener.forwarded,
-            via=via,
-            preserve_host=listener.preserve_host,
-        ),
-        limits=Limits(
-            max_head=listener.max_header_size,
-            max_headers=listener.max_headers,
-            max_target=listener.max_target,
-            max_body=listener.max_body,
-        ),
-        remove_response_headers=frozenset(
-            name.encode() for name in listener.remove_response_headers
-        ),
-        request_head_timeout=timeouts.request_head,
-        keep_alive_timeout=timeouts.keep_alive,
-        connect_timeout=timeouts.connect,
-        response_timeout=timeouts.response,
-        tunnel_timeout=timeouts.tunnel,
-        pool_timeouts={
-            pool.name: (pool.timeouts.connect, pool.timeouts.response)
-            for pool in config.pools
-        },
-        pool_keep_alive={
-            pool.name: (pool.keep_alive.max_idle, pool.keep_alive.idle_timeout)
-            for pool in config.pools
-        },
-    )
-
-
-class ReloadError(Exception):
-    """
-    A new config could not be applied; nothing was changed.
-
-    @ivar errors: what went wrong, one line each.
-    """
-
-    def __init__(self, errors: list[str]) -> None:
-        self.errors = errors
-        super().__init__("\n".join(errors))
-
-
-@frozen
-class _ListenerSpec:
-    """
-    One port to listen on: a listener of the config, or the plain HTTP
-    listener that redirects to a TLS listener (C{redirect}).
-    """
-
-    name: str
-    listen: str
-    config: ListenerConfig
-    redirect: bool = False
-
-    @property
-    def tls(self) -> ListenerTLSConfig | None:
-        return None if self.redirect else self.config.tls
-
-    def accept_proxy(self, config: Config) -> tuple[tuple[str, ...], float] | None:
-        """
-        The senders trusted for a PROXY header and the time one has, if
-        the listener (and so its redirect listener) expects one.
-        """
-        if not self.config.accept_proxy:
-            return None
-        return (self.config.trusted_proxies, config.timeouts.proxy_header)
-
-
-def _listener_specs(config: Config) -> dict[str, _ListenerSpec]:
-    specs = {}
-    for listener in config.listeners:
-        specs[listener.name] = _ListenerSpec(listener.name, listener.listen, listener)
-        if listener.tls is not None and listener.tls.redirect_http_from:
-            name = f"{listener.name}:redirect"
-            specs[name] = _ListenerSpec(
-                name, listener.tls.redirect_http_from, listener, redirect=True
-            )
-    return specs
-
-
-@define
-class _Prepared:
-    """
-    What applying a config needs that can fail, made before anything
-    changes: new pools, the backends' TLS settings, every TLS listener's
-    certificates and contexts, new ports (bound if the service runs), a new access log.
-    """
-
-    pools: dict[str, Pool] = Factory(dict)
-    client_tls: dict[str, TLSFor] = Factory(dict)
-    tls: dict[str, ServerTLS] = Factory(dict)
-    fresh: dict[str, ListenerService] = Factory(dict)
-    access_log: AccessLogService | None = None
-    admin: AdminService | None = None
 
 
 class ProxyService(MultiService):
@@ -371,8 +153,8 @@ class ProxyService(MultiService):
             ]
         return changes
 
-    def _prepare(self, old: Config | None, new: Config) -> _Prepared:
-        prepared = _Prepared()
+    def _prepare(self, old: Config | None, new: Config) -> Prepared:
+        prepared = Prepared()
         problems = []
         old_pools = {} if old is None else {p.name: p for p in old.pools}
         for pool in new.pools:
@@ -386,7 +168,7 @@ class ProxyService(MultiService):
             prepared.client_tls[pool.name] = tls_for
             if pool.name not in old_pools:
                 prepared.pools[pool.name] = build_pool(pool, self.reactor, tls_for)
-        for spec in _listener_specs(new).values():
+        for spec in listener_specs(new).values():
             if spec.tls is not None:
                 # Contexts are built here, so that a certificate OpenSSL
                 # refuses (a key too small, say) refuses the reload.
@@ -395,13 +177,13 @@ class ProxyService(MultiService):
                     for certificate in self._obtained.values():
                         tls.install(certificate)
                 except (ValueError, SSL.Error) as error:
-                    problems.append(f"listener {spec.name}: {_tls_problem(error)}")
+                    problems.append(f"listener {spec.name}: {tls_problem(error)}")
                     continue
                 prepared.tls[spec.name] = tls
         if problems:
             raise ReloadError(problems)
         if old is not None and new.access_log != old.access_log:
-            prepared.access_log = _access_log_service(new, self.reactor)
+            prepared.access_log = access_log_service(new, self.reactor)
             if prepared.access_log is not None and self.running:
                 try:
                     prepared.access_log.startService()
@@ -410,12 +192,12 @@ class ProxyService(MultiService):
         self._bind(new, prepared)
         return prepared
 
-    def _bind(self, new: Config, prepared: _Prepared) -> None:
+    def _bind(self, new: Config, prepared: Prepared) -> None:
         """
         Make a service for each listener that needs a new port, and bind
         them if running; on any failure unbind those bound.
         """
-        for spec in _listener_specs(new).values():
+        for spec in listener_specs(new).values():
             running = self.listeners.get(spec.name)
             if running is not None and running.description == spec.listen:
                 continue
@@ -467,7 +249,7 @@ class ProxyService(MultiService):
         return admin
 
     def _apply_pools(
-        self, old: Config | None, new: Config, prepared: _Prepared
+        self, old: Config | None, new: Config, prepared: Prepared
     ) -> list[str]:
         changes = []
         old_pools = {} if old is None else {p.name: p for p in old.pools}
@@ -529,11 +311,11 @@ class ProxyService(MultiService):
                     service.factory.keep_alive.discard(backend)
 
     def _apply_listeners(
-        self, old: Config | None, new: Config, prepared: _Prepared
+        self, old: Config | None, new: Config, prepared: Prepared
     ) -> list[str]:
         changes = []
-        specs = _listener_specs(new)
-        before = {} if old is None else _listener_specs(old)
+        specs = listener_specs(new)
+        before = {} if old is None else listener_specs(old)
         for name, service in list(self.listeners.items()):
             spec = specs.get(name)
             if spec is None or name in prepared.fresh:
@@ -558,9 +340,7 @@ class ProxyService(MultiService):
                 changes.append(f"listener {name} on {service.description}")
         return changes + self._remove_pools(new)
 
-    def _listener_tls(
-        self, spec: _ListenerSpec, prepared: _Prepared
-    ) -> ServerTLS | None:
+    def _listener_tls(self, spec: ListenerSpec, prepared: Prepared) -> ServerTLS | None:
         tls = prepared.tls.get(spec.name)
         if tls is None:
             self.tls.pop(spec.name, None)
@@ -578,9 +358,9 @@ class ProxyService(MultiService):
             self._retiring.add(stopping)
             stopping.addBoth(lambda _: self._retiring.discard(stopping))
 
-    def _apply_rest(self, old: Config | None, new: Config, prepared: _Prepared) -> None:
+    def _apply_rest(self, old: Config | None, new: Config, prepared: Prepared) -> None:
         if old is None:
-            self.access_log = _access_log_service(new, self.reactor)
+            self.access_log = access_log_service(new, self.reactor)
         elif new.access_log != old.access_log:
             if self.access_log is not None and self.running:
                 self.access_log.stopService()
@@ -603,7 +383,7 @@ class ProxyService(MultiService):
             self.acme.setName("acme")
             self.acme.setServiceParent(self)
 
-    def _apply_admin(self, new: Config, prepared: _Prepared) -> None:
+    def _apply_admin(self, new: Config, prepared: Prepared) -> None:
         if prepared.admin is not None or new.admin is None:
             if self.admin is not None:
                 self.admin.disownServiceParent()
@@ -621,7 +401,7 @@ class ProxyService(MultiService):
 
     def _factory(
         self,
-        spec: _ListenerSpec,
+        spec: ListenerSpec,
         config: Config,
         new_pools: dict[str, Pool],
         running: ProxyFactory | None,
@@ -715,20 +495,3 @@ class ProxyService(MultiService):
             return result
 
         return stopping.addBoth(stop_log)
-
-
-def _tls_problem(error: Exception) -> str:
-    if isinstance(error, SSL.Error):
-        reasons = [r[2] for r in error.args[0] if len(r) > 2] if error.args else []
-        return "OpenSSL refuses the certificate: " + (
-            "; ".join(str(r) for r in reasons) or str(error)
-        )
-    return str(error)
-
-
-def _access_log_service(config: Config, reactor: Any) -> AccessLogService | None:
-    if config.access_log is None:
-        return None
-    return AccessLogService(
-        AccessLog(config.access_log.path, config.access_log.format, reactor)
-    )

@@ -10,8 +10,8 @@ from twisted.internet.testing import MemoryReactorClock
 
 from rproxy.backends import Registry
 from rproxy.config import Config, KeepAliveConfig, parse_config
+from rproxy.http.keepalive import KeepAlivePool
 from rproxy.http.listener import HTTPProxyFactory
-from rproxy.http.upstream import KeepAlivePool
 from rproxy.service import ProxyService, build_pool, http_settings
 from tests.fakes import FakeEndpoints, HalfCloseTransport, connect
 

@@ -23,14 +23,9 @@ from rproxy.http._front_state import (
 )
 from rproxy.http.chunked import End, Trailers, encode_chunk, encode_last_chunk
 from rproxy.http.framing import HTTPError
+from rproxy.http.keepalive import ClientKeepAlive, KeepAlivePool
 from rproxy.http.messages import header, request_head
-from rproxy.http.upstream import (
-    ClientKeepAlive,
-    IResponseSink,
-    KeepAlivePool,
-    UpstreamFactory,
-    UpstreamProtocol,
-)
+from rproxy.http.upstream import IResponseSink, UpstreamFactory, UpstreamProtocol
 
 log = Logger(namespace="rproxy.http")
 

@@ -21,8 +21,9 @@ from rproxy.backends import Backend, Pool
 from rproxy.http._tunnel import Tunnel
 from rproxy.http.chunked import ChunkedDecoder
 from rproxy.http.framing import RequestHead, ResponseHead
+from rproxy.http.keepalive import ClientKeepAlive, KeepAlivePool
 from rproxy.http.messages import header
-from rproxy.http.upstream import ClientKeepAlive, KeepAlivePool, UpstreamProtocol
+from rproxy.http.upstream import UpstreamProtocol
 from rproxy.stats import LATENCY_BUCKETS, NO_RESPONSE
 
 if TYPE_CHECKING:

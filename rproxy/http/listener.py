@@ -14,9 +14,9 @@ from rproxy._tracking import ConnectionTracker
 from rproxy.backends import Backend
 from rproxy.http.framing import Limits
 from rproxy.http.headers import ForwardingPolicy
+from rproxy.http.keepalive import KeepAlivePool
 from rproxy.http.local import Answer
 from rproxy.http.server import HTTPFrontProtocol
-from rproxy.http.upstream import KeepAlivePool
 from rproxy.interfaces import IRegistry, IRouter
 from rproxy.stats import ListenerStats
 

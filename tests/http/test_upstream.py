@@ -14,11 +14,8 @@ from twisted.python.failure import Failure
 
 from rproxy.backends import Backend
 from rproxy.http.framing import ResponseHead
-from rproxy.http.upstream import (
-    MAX_INTERIM,
-    KeepAlivePool,
-    UpstreamProtocol,
-)
+from rproxy.http.keepalive import KeepAlivePool
+from rproxy.http.upstream import MAX_INTERIM, UpstreamProtocol
 from tests.fakes import HalfCloseTransport, connect
 
 OK_EMPTY = b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"
