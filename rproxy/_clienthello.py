@@ -13,6 +13,8 @@ from __future__ import annotations
 
 from attrs import frozen
 
+from rproxy._preface import NeedMore
+
 __all__ = [
     "MAX_CLIENT_HELLO",
     "ClientHello",
@@ -39,18 +41,6 @@ class ClientHelloError(ValueError):
     The bytes are not the start of a TLS ClientHello (another protocol, an
     SSLv2-style hello, a malformed message) or it would be too large.
     """
-
-
-@frozen
-class NeedMore:
-    """
-    The ClientHello is not complete yet.
-
-    @ivar at_least: the total byte count below which reading again cannot
-        complete it, so the caller need not call again before then.
-    """
-
-    at_least: int
 
 
 @frozen

@@ -16,18 +16,17 @@ from collections.abc import Sequence
 from typing import Any
 
 from twisted.internet.address import IPv4Address, IPv6Address, UNIXAddress
-from twisted.internet.interfaces import IAddress, IDelayedCall, IProtocolFactory
-from twisted.internet.protocol import Factory, Protocol, connectionDone
+from twisted.internet.interfaces import IAddress, IProtocolFactory
+from twisted.internet.protocol import Factory, connectionDone
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from rproxy._preface import PrefaceReader
 from rproxy._tracking import ConnectionTracker
 from rproxy.http.headers import ForwardingPolicy
 from rproxy.proxyprotocol import (
     HostPort,
-    NeedMore,
     ProxyHeader,
-    ProxyHeaderError,
     parse,
 )
 from rproxy.stats import ListenerStats
@@ -110,59 +109,51 @@ class ProxyHeaderFactory(Factory):
         return ProxyHeaderProtocol(self)
 
 
-class ProxyHeaderProtocol(Protocol):
+class ProxyHeaderProtocol(PrefaceReader):
     """
     One connection until its PROXY header is read; see L{ProxyHeaderFactory}.
 
     @ivar header: the header, once read.
     @ivar inner: the listener's protocol, once the connection is handed over.
-    @ivar ended: why the connection was closed before the hand-over, if so.
+    @ivar client: the peer that sent the header (a proxy).
     """
 
+    preface = "PROXY header"
+    timeout_ended = "timeout"
+    malformed_ended = "bad header"
     header: ProxyHeader | None = None
     inner: Any = None
 
     def __init__(self, factory: ProxyHeaderFactory):
+        super().__init__(log)
         self.factory = factory
-        self.ended = ""
-        self.peer = ""
-        self._received = bytearray()
-        self._wanted = 1
-        self._deadline: IDelayedCall | None = None
 
     def connectionMade(self) -> None:
         assert self.transport is not None
         factory = self.factory
         peer = self.transport.getPeer()
-        self.peer = str(getattr(peer, "host", ""))
+        self.client = str(getattr(peer, "host", ""))
         # A unix socket's peer is on this host: as trusted as the file's
         # permissions make it.
         if not isinstance(peer, UNIXAddress) and not factory.trust.is_trusted(
-            self.peer
+            self.client
         ):
             self._refuse("untrusted", "not in trusted_proxies")
             return
         factory.connections.add(self)
-        self._deadline = factory.clock.callLater(factory.timeout, self._timed_out)
+        self._await_preface(factory.clock, factory.timeout)
 
     def dataReceived(self, data: bytes) -> None:
         if self.ended:
             return
-        self._received += data
-        if len(self._received) < self._wanted:
-            return
-        try:
-            result = parse(self._received)
-        except ProxyHeaderError as error:
-            self._refuse("bad header", f"bad PROXY header: {error}")
-            return
-        if isinstance(result, NeedMore):
-            self._wanted = result.at_least
-            return
-        self._hand_over(result)
+        header = self._read(data, parse)
+        if header is not None:
+            self._hand_over(header)
+
+    def _malformed(self, error: ValueError) -> str:
+        return f"bad PROXY header: {error}"
 
     def _hand_over(self, header: ProxyHeader) -> None:
-        self._stop_deadline()
         self.header = header
         transport = self.transport
         assert transport is not None
@@ -175,7 +166,7 @@ class ProxyHeaderProtocol(Protocol):
         log.debug(
             "{peer} on listener {listener} sent a v{version} {command} header "
             "for {client}",
-            peer=self.peer,
+            peer=self.client,
             listener=self.factory.listener,
             version=header.version,
             command=header.command,
@@ -193,35 +184,6 @@ class ProxyHeaderProtocol(Protocol):
         self.factory.connections.discard(self)
         if rest:
             inner.dataReceived(rest)
-
-    def _timed_out(self) -> None:
-        self._deadline = None
-        self._refuse(
-            "timeout",
-            f"no whole PROXY header in {self.factory.timeout}s "
-            f"({len(self._received)} bytes received)",
-        )
-
-    def _refuse(self, ended: str, reason: str) -> None:
-        """
-        Close the connection before the listener's protocol saw it.
-        """
-        if self.ended:
-            return
-        self.ended = ended
-        self._stop_deadline()
-        log.info(
-            "closing {peer} on listener {listener}: {reason}",
-            peer=self.peer,
-            listener=self.factory.listener,
-            reason=reason,
-        )
-        self.transport.loseConnection()  # type: ignore[union-attr]
-
-    def _stop_deadline(self) -> None:
-        if self._deadline is not None and self._deadline.active():
-            self._deadline.cancel()
-        self._deadline = None
 
     def shut_down(self, abort: bool) -> None:
         """

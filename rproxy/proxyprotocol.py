@@ -26,6 +26,8 @@ import struct
 
 from attrs import frozen
 
+from rproxy._preface import NeedMore
+
 __all__ = [
     "MAX_V1_LENGTH",
     "V1_SIGNATURE",
@@ -70,18 +72,6 @@ class ProxyHeaderError(ValueError):
     """
     The bytes are not a valid PROXY protocol header; the text says why.
     """
-
-
-@frozen
-class NeedMore:
-    """
-    The header is not complete yet.
-
-    @ivar at_least: the total byte count below which parsing again cannot
-        complete it.
-    """
-
-    at_least: int
 
 
 @frozen

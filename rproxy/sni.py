@@ -18,17 +18,17 @@ from typing import Any
 from attrs import frozen
 from twisted.internet.interfaces import (
     IAddress,
-    IDelayedCall,
     IHalfCloseableProtocol,
     IReactorTime,
 )
-from twisted.internet.protocol import Factory, Protocol, connectionDone
+from twisted.internet.protocol import Factory, connectionDone
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from rproxy._clienthello import ClientHelloError, NeedMore, read_server_name
+from rproxy._clienthello import read_server_name
 from rproxy._endpoints import EndpointFor
+from rproxy._preface import PrefaceReader
 from rproxy._tracking import ConnectionTracker
 from rproxy.backends import Registry
 from rproxy.stats import ListenerStats
@@ -185,7 +185,7 @@ class SNIProxyFactory(Factory):
 
 
 @implementer(IHalfCloseableProtocol)
-class SNIFrontProtocol(Protocol):
+class SNIFrontProtocol(PrefaceReader):
     """
     One client connection: reads its ClientHello, then hands the connection
     to the L{TCPFrontProtocol} of the pool it routes to, and passes that
@@ -194,27 +194,23 @@ class SNIFrontProtocol(Protocol):
     @ivar front: the TCP proxy protocol, once the connection is handed over.
     """
 
+    preface = "ClientHello"
+    timeout_ended = "client hello timeout"
+    malformed_ended = "bad client hello"
     front: TCPFrontProtocol | None = None
 
     def __init__(self, factory: SNIProxyFactory):
+        super().__init__(log)
         self.factory = factory
         self.clock = factory.clock
-        self.client = ""
         self.accepted = 0.0
-        #: why the connection ended before a hand-over, once it has.
-        self.ended = ""
-        self._received = bytearray()
-        self._wanted = 1
-        self._deadline: IDelayedCall | None = None
 
     def connectionMade(self) -> None:
         assert self.transport is not None
         self.factory.connections.add(self)
         self.client = _host_of(self.transport.getPeer())
         self.accepted = self.clock.seconds()
-        self._deadline = self.clock.callLater(
-            self.factory.client_hello_timeout, self._timed_out
-        )
+        self._await_preface(self.clock, self.factory.client_hello_timeout)
 
     def dataReceived(self, data: bytes) -> None:
         if self.front is not None:
@@ -222,21 +218,11 @@ class SNIFrontProtocol(Protocol):
             return
         if self.ended:
             return
-        self._received += data
-        if len(self._received) < self._wanted:
-            return
-        try:
-            hello = read_server_name(bytes(self._received))
-        except ClientHelloError as error:
-            self._refuse("bad client hello", str(error))
-            return
-        if isinstance(hello, NeedMore):
-            self._wanted = hello.at_least
-            return
-        self._route(hello.server_name)
+        hello = self._read(data, read_server_name)
+        if hello is not None:
+            self._route(hello.server_name)
 
     def _route(self, server_name: str | None) -> None:
-        self._stop_deadline()
         pool_name = self.factory.routes.pool_for(server_name)
         asked = "no server name" if server_name is None else repr(server_name)
         if pool_name is None:
@@ -262,35 +248,6 @@ class SNIFrontProtocol(Protocol):
         front.started = self.accepted
         # After the front joined the tracker, which so never looks empty.
         self.factory.connections.discard(self)
-
-    def _timed_out(self) -> None:
-        self._deadline = None
-        self._refuse(
-            "client hello timeout",
-            f"no whole ClientHello in {self.factory.client_hello_timeout}s "
-            f"({len(self._received)} bytes received)",
-        )
-
-    def _refuse(self, ended: str, reason: str) -> None:
-        """
-        Close the connection before any backend is involved.
-        """
-        if self.ended:
-            return
-        self.ended = ended
-        self._stop_deadline()
-        log.info(
-            "closing {client} on listener {listener}: {reason}",
-            client=self.client,
-            listener=self.factory.listener,
-            reason=reason,
-        )
-        self.transport.loseConnection()  # type: ignore[union-attr]
-
-    def _stop_deadline(self) -> None:
-        if self._deadline is not None and self._deadline.active():
-            self._deadline.cancel()
-        self._deadline = None
 
     def readConnectionLost(self) -> None:
         if self.front is not None:
