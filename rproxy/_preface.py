@@ -34,12 +34,11 @@ class PrefaceReader(Protocol):
     """
     The reading half of a front protocol that waits for a preface.
 
-    Subclasses call C{super().__init__(log)} with their module's logger; set
-    C{preface} (what is
-    awaited, for messages), C{timeout_ended} and C{malformed_ended} (how
-    such connections end); call L{_await_preface} when the connection is
-    made and L{_read} with each read; and have a C{factory} with a
-    C{listener} name.
+    Subclasses call C{super().__init__(log)} with their module's logger;
+    set C{preface} (what is awaited, for messages), C{timeout_ended} and
+    C{malformed_ended} (how such connections end); call L{_await_preface}
+    when the connection is made and L{_read} with each read; and have a
+    C{factory} with a C{listener} name.
 
     @ivar client: the address the connection came from, for log events.
     @ivar ended: why the connection was closed before its hand-over, if so.
