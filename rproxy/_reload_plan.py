@@ -84,6 +84,8 @@ class Prepared:
     access log.
     """
 
+    #: every port the new config listens on.
+    specs: dict[str, ListenerSpec] = Factory(dict)
     pools: dict[str, Pool] = Factory(dict)
     client_tls: dict[str, TLSFor] = Factory(dict)
     tls: dict[str, ServerTLS] = Factory(dict)

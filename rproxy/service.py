@@ -154,7 +154,7 @@ class ProxyService(MultiService):
         return changes
 
     def _prepare(self, old: Config | None, new: Config) -> Prepared:
-        prepared = Prepared()
+        prepared = Prepared(specs=listener_specs(new))
         problems = []
         old_pools = {} if old is None else {p.name: p for p in old.pools}
         for pool in new.pools:
@@ -168,7 +168,7 @@ class ProxyService(MultiService):
             prepared.client_tls[pool.name] = tls_for
             if pool.name not in old_pools:
                 prepared.pools[pool.name] = build_pool(pool, self.reactor, tls_for)
-        for spec in listener_specs(new).values():
+        for spec in prepared.specs.values():
             if spec.tls is not None:
                 # Contexts are built here, so that a certificate OpenSSL
                 # refuses (a key too small, say) refuses the reload.
@@ -197,7 +197,7 @@ class ProxyService(MultiService):
         Make a service for each listener that needs a new port, and bind
         them if running; on any failure unbind those bound.
         """
-        for spec in listener_specs(new).values():
+        for spec in prepared.specs.values():
             running = self.listeners.get(spec.name)
             if running is not None and running.description == spec.listen:
                 continue
@@ -314,7 +314,7 @@ class ProxyService(MultiService):
         self, old: Config | None, new: Config, prepared: Prepared
     ) -> list[str]:
         changes = []
-        specs = listener_specs(new)
+        specs = prepared.specs
         before = {} if old is None else listener_specs(old)
         for name, service in list(self.listeners.items()):
             spec = specs.get(name)
