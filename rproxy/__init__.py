@@ -10,12 +10,11 @@ of the package is private.  A TCP load balancer in a few lines::
 
 from typing import Any
 
-from rproxy._challenges import Challenges
 from rproxy._endpoints import HandshakeEndpoint, client_endpoint
-from rproxy._proxy_accept import ProxyHeaderFactory
 from rproxy._reactor import ProxyReactor
 from rproxy._reactor import install as install_reactor
 from rproxy.accesslog import AccessEvents, AccessLog, access_events
+from rproxy.acme.challenges import Challenges
 from rproxy.backends import AdminState, Backend, BackendState, Pool, Registry
 from rproxy.balancing import (
     ConsistentHash,
@@ -33,10 +32,11 @@ from rproxy.http.listener import HTTPProxyFactory, HTTPSettings
 from rproxy.http.routing import Route, Router
 from rproxy.interfaces import IBalancer, IHealthCheck, IRegistry, IRouter
 from rproxy.proxyprotocol import ProxyHeader, ProxyHeaderError
+from rproxy.proxyprotocol.accept import ProxyHeaderFactory
 from rproxy.service import ProxyService, ReloadError
-from rproxy.sni import SNIProxyFactory, SNIRoutes
 from rproxy.stats import LatencyHistogram, ListenerStats
 from rproxy.tcp import TCPProxyFactory
+from rproxy.tcp.sni import SNIProxyFactory, SNIRoutes
 from rproxy.tls import ServerCertificate, ServerTLS, backend_tls, load_certificate
 
 __all__ = [

@@ -23,11 +23,12 @@ from twisted.logger import LogLevel, globalLogPublisher
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
-from rproxy import _acme_attempt, _acme_protocol
-from rproxy._acme_protocol import HTTP01
-from rproxy._acme_storage import Storage, write_atomically
-from rproxy._challenges import CHALLENGE_PREFIX, Challenges
 from rproxy.acme import AcmeService, renewal_reason, retry_delay
+from rproxy.acme import _attempt as _acme_attempt
+from rproxy.acme import _protocol as _acme_protocol
+from rproxy.acme._protocol import HTTP01
+from rproxy.acme._storage import Storage, write_atomically
+from rproxy.acme.challenges import CHALLENGE_PREFIX, Challenges
 from rproxy.config import AcmeConfig
 from rproxy.tls import ServerCertificate
 
@@ -367,7 +368,7 @@ class BackOffTests(ServiceTestCase):
 
 
 class FakeAcme:
-    """Stands in for the ACME steps of L{rproxy._acme_protocol}: one order
+    """Stands in for the ACME steps of L{rproxy.acme._protocol}: one order
     whose authorizations turn valid (or C{outcome}) after C{pending_polls}
     polls, then a certificate issued by C{authority} after one more poll."""
 

@@ -17,14 +17,14 @@ from twisted.logger import capturedLogs
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
-from rproxy._admin_config import AdminConfig
-from rproxy._listener_service import ListenerService
 from rproxy.admin import AdminService
 from rproxy.backends import AdminState, Backend, BackendState, Pool, Registry
 from rproxy.config import parse_config
+from rproxy.config._admin import AdminConfig
 from rproxy.http.listener import HTTPProxyFactory, HTTPSettings
 from rproxy.http.routing import Route, Router
 from rproxy.service import ProxyService
+from rproxy.service._listeners import ListenerService
 from rproxy.tcp import TCPProxyFactory
 
 PEER = IPv4Address("TCP", "127.0.0.1", 50000)

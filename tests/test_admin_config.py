@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from rproxy._admin_config import AdminConfig, is_loopback_endpoint
 from rproxy.config import Config, ConfigError, load_config, parse_config
+from rproxy.config._admin import AdminConfig, is_loopback_endpoint
 
 BASE = """
 [pools.db]

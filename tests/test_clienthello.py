@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from twisted.trial.unittest import SynchronousTestCase
 
-from rproxy._clienthello import (
+from rproxy.tls.clienthello import (
     MAX_CLIENT_HELLO,
     ClientHello,
     ClientHelloError,

@@ -9,8 +9,8 @@ from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
 from rproxy.backends import Backend, Pool, Registry
-from rproxy.sni import SNIProxyFactory, SNIRoutes
 from rproxy.tcp import TCPProxyFactory
+from rproxy.tcp.sni import SNIProxyFactory, SNIRoutes
 from tests.fakes import FakeEndpoints, HalfCloseTransport, connect
 from tests.tls_records import client_hello
 

@@ -7,11 +7,11 @@ import tomllib
 
 from twisted.internet.task import Clock
 
-from rproxy._pool_update import update_pool
 from rproxy.backends import AdminState
 from rproxy.balancing import LeastConnections, RoundRobin
 from rproxy.config import PoolConfig, parse_config
 from rproxy.service import build_pool
+from rproxy.service._pool_update import update_pool
 
 
 def pool_config(body: str) -> PoolConfig:

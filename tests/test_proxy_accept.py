@@ -12,14 +12,14 @@ from twisted.logger import LogEvent, globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
 
 from rproxy._endpoints import PrefaceEndpoint
-from rproxy._proxy_accept import ProxyHeaderFactory, ProxyHeaderProtocol
 from rproxy._tracking import ConnectionTracker
 from rproxy.backends import Backend, Pool, Registry
 from rproxy.http.listener import HTTPProxyFactory, HTTPSettings
 from rproxy.http.routing import Route, Router
 from rproxy.proxyprotocol import ProxyHeader, encode, encode_local, parse
-from rproxy.sni import SNIProxyFactory, SNIRoutes
+from rproxy.proxyprotocol.accept import ProxyHeaderFactory, ProxyHeaderProtocol
 from rproxy.tcp import TCPProxyFactory
+from rproxy.tcp.sni import SNIProxyFactory, SNIRoutes
 from tests.fakes import FakeEndpoints, HalfCloseTransport, connect
 from tests.tls_records import client_hello
 

@@ -17,8 +17,8 @@ from rproxy import tcp
 from rproxy.backends import Backend, Pool, Registry
 from rproxy.config import parse_config
 from rproxy.service import ProxyService
-from rproxy.sni import SNIFrontProtocol, SNIProxyFactory, SNIRoutes
 from rproxy.tcp import TCPFrontProtocol
+from rproxy.tcp.sni import SNIFrontProtocol, SNIProxyFactory, SNIRoutes
 from tests.fakes import FakeEndpoints, HalfCloseTransport, captured_access, connect
 from tests.tls_records import client_hello, openssl_client_hello
 
@@ -119,7 +119,7 @@ class SNIProxyTests(SynchronousTestCase):
         return [
             f"{e['client']} {e['reason']}"
             for e in events
-            if e.get("log_namespace") == "rproxy.sni" and "reason" in e
+            if e.get("log_namespace") == "rproxy.tcp.sni" and "reason" in e
         ]
 
     def test_routes_an_exact_name_to_its_pool(self) -> None:

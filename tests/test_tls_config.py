@@ -1,5 +1,5 @@
-"""Tests for the TLS parts of the config (rproxy._tls_config, and their use
-by rproxy.config and rproxy._listeners_config): TOML in, models or problems
+"""Tests for the TLS parts of the config (rproxy.config._tls, and their use
+by rproxy.config and rproxy.config._listeners): TOML in, models or problems
 naming the key and the file out.
 
 Certificates are made with trustme and written next to the config file, in

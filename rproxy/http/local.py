@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from rproxy._challenges import Challenges
+from rproxy.acme.challenges import Challenges
 from rproxy.http.framing import RequestHead
 
 __all__ = ["Answer", "acme_challenges", "first_answer", "https_redirect", "response"]

@@ -9,7 +9,7 @@ from twisted.internet.error import ConnectionRefusedError
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
-from rproxy._challenges import Challenges
+from rproxy.acme.challenges import Challenges
 from rproxy.backends import Backend, Pool, Registry
 from rproxy.http.framing import Limits, RequestHead, parse_request_head
 from rproxy.http.listener import HTTPProxyFactory, HTTPSettings

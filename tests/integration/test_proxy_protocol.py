@@ -30,12 +30,12 @@ from twisted.web.resource import Resource
 from twisted.web.server import Request, Site
 from zope.interface import implementer
 
-from rproxy._proxy_accept import ProxyHeaderFactory
 from rproxy._tracking import ConnectionTracker
 from rproxy.backends import Backend
 from rproxy.config import parse_config
 from rproxy.health import HTTPCheck, TCPCheck
 from rproxy.proxyprotocol import NeedMore, ProxyHeaderError, encode, parse
+from rproxy.proxyprotocol.accept import ProxyHeaderFactory
 from rproxy.service import ProxyService
 from tests.integration.helpers import drain, free_port, read_head, wait_for_port
 

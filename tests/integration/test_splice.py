@@ -16,11 +16,11 @@ from twisted.internet.testing import StringTransport
 from twisted.logger import LogEvent
 from twisted.trial.unittest import TestCase
 
-from rproxy import _splice as splice_module
-from rproxy._splice import can_splice
 from rproxy.accesslog import access_events
 from rproxy.backends import Backend, Pool
 from rproxy.tcp import TCPFrontProtocol, TCPProxyFactory
+from rproxy.tcp import _splice as splice_module
+from rproxy.tcp._splice import can_splice
 from tests.integration.helpers import Exchange, greeter_factory
 
 

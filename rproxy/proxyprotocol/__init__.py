@@ -26,7 +26,7 @@ import struct
 
 from attrs import frozen
 
-from rproxy._preface import NeedMore
+from rproxy.proxyprotocol.preface import NeedMore
 
 __all__ = [
     "MAX_V1_LENGTH",

@@ -15,10 +15,10 @@ from twisted.logger import Logger
 from twisted.protocols.tls import TLSMemoryBIOFactory, TLSMemoryBIOProtocol
 from twisted.python.failure import Failure
 
-from rproxy._proxy_accept import ProxyHeaderFactory
 from rproxy.http.listener import HTTPProxyFactory
-from rproxy.sni import SNIProxyFactory
+from rproxy.proxyprotocol.accept import ProxyHeaderFactory
 from rproxy.tcp import TCPProxyFactory
+from rproxy.tcp.sni import SNIProxyFactory
 from rproxy.tls import ServerTLS
 
 __all__ = ["ListenerService"]

@@ -15,7 +15,7 @@ from urllib.parse import urlsplit
 
 from attrs import field, frozen, validators
 
-from rproxy._validate import (
+from rproxy.config._validate import (
     Table,
     boolean,
     item,

@@ -2,7 +2,7 @@
 drain / disable / enable / weight controls and config reload over HTTP.
 
 L{AdminService} listens on the C{[admin]} endpoint with a twisted.web
-L{Site}; what each path answers is in L{rproxy._admin_web}.  It reads the
+L{Site}; what each path answers is in L{rproxy.admin._web}.  It reads the
 live registry and listeners at every request (a config reload adds and
 removes pools, backends and listeners), and samples their counters every few
 seconds to show rates.  Stopping it closes the connections open to it, so a
@@ -25,12 +25,12 @@ from twisted.python.failure import Failure
 from twisted.web.http import HTTPChannel
 from twisted.web.server import Site
 
-from rproxy._admin_config import AdminConfig
-from rproxy._admin_metrics import ProxyCollector, metrics_registry
-from rproxy._admin_status import RateSampler, Snapshot, snapshot
-from rproxy._admin_web import AdminResource
-from rproxy._listener_service import ListenerService
+from rproxy.admin._metrics import ProxyCollector, metrics_registry
+from rproxy.admin._status import RateSampler, Snapshot, snapshot
+from rproxy.admin._web import AdminResource
 from rproxy.backends import Registry
+from rproxy.config._admin import AdminConfig
+from rproxy.service._listeners import ListenerService
 
 __all__ = ["AdminService"]
 

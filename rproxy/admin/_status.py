@@ -13,11 +13,11 @@ from typing import Any
 
 from twisted.internet.interfaces import IReactorTime
 
-from rproxy._listener_service import ListenerService
 from rproxy.backends import Backend, Pool
 from rproxy.http.listener import HTTPProxyFactory
-from rproxy.sni import SNIProxyFactory
+from rproxy.service._listeners import ListenerService
 from rproxy.stats import STATUS_CLASSES, ListenerStats
+from rproxy.tcp.sni import SNIProxyFactory
 
 __all__ = ["RateSampler", "Snapshot", "listener_kind", "snapshot"]
 

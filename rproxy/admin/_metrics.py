@@ -20,9 +20,9 @@ from prometheus_client.metrics_core import (
 from prometheus_client.registry import Collector, CollectorRegistry
 from prometheus_client.utils import floatToGoString
 
-from rproxy._admin_status import listener_counters, listener_kind
-from rproxy._listener_service import ListenerService
+from rproxy.admin._status import listener_counters, listener_kind
 from rproxy.backends import BackendState, Pool
+from rproxy.service._listeners import ListenerService
 from rproxy.stats import STATUS_CLASSES
 
 __all__ = ["ProxyCollector", "metrics_registry"]

@@ -1,7 +1,7 @@
 """One attempt at obtaining a certificate: account, order, HTTP-01
 challenges, finalization and storage.
 
-The blocking ACME steps (L{rproxy._acme_protocol}) run in the reactor's
+The blocking ACME steps (L{rproxy.acme._protocol}) run in the reactor's
 thread pool; publishing and withdrawing challenge answers and the waits
 between polls happen on the reactor thread, timed by the reactor.
 Cancelling the attempt stops it at its next step and withdraws its
@@ -19,10 +19,10 @@ from twisted.internet.defer import Deferred
 from twisted.internet.task import deferLater
 from twisted.internet.threads import deferToThreadPool
 
-from rproxy import _acme_protocol as steps
-from rproxy._acme_storage import Storage, key_pem, new_certificate_key
-from rproxy._challenges import Challenges
-from rproxy._tls_config import AcmeConfig
+from rproxy.acme import _protocol as steps
+from rproxy.acme._storage import Storage, key_pem, new_certificate_key
+from rproxy.acme.challenges import Challenges
+from rproxy.config._tls import AcmeConfig
 from rproxy.tls import ServerCertificate, name_matches
 
 __all__ = ["Attempt", "uncovered"]

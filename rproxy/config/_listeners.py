@@ -14,8 +14,8 @@ from typing import TYPE_CHECKING
 
 from attrs import Attribute, field, frozen, validators
 
-from rproxy._tls_config import ListenerTLSConfig, parse_listener_tls, parse_sni_routes
-from rproxy._validate import (
+from rproxy.config._tls import ListenerTLSConfig, parse_listener_tls, parse_sni_routes
+from rproxy.config._validate import (
     Table,
     boolean,
     did_you_mean,

@@ -32,12 +32,12 @@ from rproxy._endpoints import (
     proxy_header_for,
 )
 from rproxy._fastwrite import nothing_waiting, send_now
-from rproxy._splice import Splicer, can_splice
 from rproxy._tracking import ConnectionTracker
 from rproxy.accesslog import access_events
 from rproxy.backends import Backend, Pool
 from rproxy.health import describe_failure
 from rproxy.stats import ListenerStats
+from rproxy.tcp._splice import Splicer, can_splice
 
 log = Logger(namespace="rproxy.tcp")
 

@@ -3,7 +3,7 @@ its ClientHello's server name routes to, without terminating TLS.
 
 L{SNIRoutes} is the decision: an exact name, then a one-label wildcard, then
 the default pool.  L{SNIProxyFactory} reads each client's ClientHello (with
-L{rproxy._clienthello.read_server_name}), then hands the connection to the
+L{rproxy.tls.clienthello.read_server_name}), then hands the connection to the
 L{TCPFrontProtocol} of the chosen pool, which sends the ClientHello to the
 backend ahead of the rest of the stream: connect retries, passive health,
 the idle timeout, half-close, splice(2) and access events are the TCP
@@ -26,11 +26,10 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from rproxy._clienthello import read_server_name
 from rproxy._endpoints import EndpointFor
-from rproxy._preface import PrefaceReader
 from rproxy._tracking import ConnectionTracker
 from rproxy.backends import Registry
+from rproxy.proxyprotocol.preface import PrefaceReader
 from rproxy.stats import ListenerStats
 from rproxy.tcp import (
     TCPFrontProtocol,
@@ -38,8 +37,9 @@ from rproxy.tcp import (
     _host_of,
     emit_access,
 )
+from rproxy.tls.clienthello import read_server_name
 
-log = Logger(namespace="rproxy.sni")
+log = Logger(namespace="rproxy.tcp.sni")
 
 
 @frozen

@@ -7,12 +7,12 @@ from typing import TYPE_CHECKING
 
 from attrs import Factory, define, frozen
 
-from rproxy._listener_service import ListenerService
-from rproxy._pool_update import TLSFor
-from rproxy._tls_config import ListenerTLSConfig
 from rproxy.accesslog import AccessLogService
 from rproxy.backends import Pool
 from rproxy.config import Config, ListenerConfig
+from rproxy.config._tls import ListenerTLSConfig
+from rproxy.service._listeners import ListenerService
+from rproxy.service._pool_update import TLSFor
 from rproxy.tls import ServerTLS
 
 if TYPE_CHECKING:

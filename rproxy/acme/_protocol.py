@@ -23,7 +23,7 @@ from cryptography.x509.oid import NameOID
 from josepy.jwa import ES256
 from josepy.jwk import JWK
 
-from rproxy._acme_storage import Storage
+from rproxy.acme._storage import Storage
 
 __all__ = [
     "HTTP01",

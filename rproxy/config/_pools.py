@@ -11,11 +11,12 @@ from collections.abc import Mapping
 
 from attrs import field, frozen, validators
 
-from rproxy._tls_config import (
+from rproxy.backends import format_address, parse_address
+from rproxy.config._tls import (
     BackendTLSConfig,
     parse_backend_tls,
 )
-from rproxy._validate import (
+from rproxy.config._validate import (
     TOKEN,
     Problems,
     Table,
@@ -32,7 +33,6 @@ from rproxy._validate import (
     status_range,
     string,
 )
-from rproxy.backends import format_address, parse_address
 from rproxy.proxyprotocol import VERSIONS
 
 __all__ = [

@@ -35,8 +35,8 @@ from twisted.logger import Logger
 from twisted.web.resource import Resource
 from twisted.web.server import Request
 
-from rproxy._admin_page import render_page
-from rproxy._admin_status import backend_status
+from rproxy.admin._page import render_page
+from rproxy.admin._status import backend_status
 from rproxy.backends import AdminState, Backend, Pool
 
 if TYPE_CHECKING:

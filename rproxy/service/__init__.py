@@ -11,8 +11,15 @@ from twisted.application.service import MultiService, Service
 from twisted.internet.defer import Deferred, gatherResults
 from twisted.logger import Logger
 
-from rproxy._admin_config import AdminConfig
-from rproxy._build import (
+from rproxy.accesslog import AccessLogService
+from rproxy.acme.challenges import Challenges
+from rproxy.backends import Backend, Pool, Registry
+from rproxy.config import Config, ConfigError, ListenerConfig, PoolConfig, load_config
+from rproxy.config._admin import AdminConfig
+from rproxy.health import HealthMonitor
+from rproxy.http.listener import HTTPProxyFactory
+from rproxy.http.local import Answer, acme_challenges, first_answer, https_redirect
+from rproxy.service._build import (
     access_log_service,
     build_check,
     build_pool,
@@ -22,18 +29,16 @@ from rproxy._build import (
     server_tls,
     tls_problem,
 )
-from rproxy._challenges import Challenges
-from rproxy._listener_service import ListenerService, ProxyFactory
-from rproxy._pool_update import TLSFor, update_pool
-from rproxy._reload_plan import ListenerSpec, Prepared, ReloadError, listener_specs
-from rproxy.accesslog import AccessLogService
-from rproxy.backends import Backend, Pool, Registry
-from rproxy.config import Config, ConfigError, ListenerConfig, PoolConfig, load_config
-from rproxy.health import HealthMonitor
-from rproxy.http.listener import HTTPProxyFactory
-from rproxy.http.local import Answer, acme_challenges, first_answer, https_redirect
-from rproxy.sni import SNIProxyFactory, SNIRoutes
+from rproxy.service._listeners import ListenerService, ProxyFactory
+from rproxy.service._pool_update import TLSFor, update_pool
+from rproxy.service._reload_plan import (
+    ListenerSpec,
+    Prepared,
+    ReloadError,
+    listener_specs,
+)
 from rproxy.tcp import TCPProxyFactory
+from rproxy.tcp.sni import SNIProxyFactory, SNIRoutes
 from rproxy.tls import ServerCertificate, ServerTLS
 
 if TYPE_CHECKING:
@@ -123,7 +128,7 @@ class ProxyService(MultiService):
 
           - Pools and backends are matched by name; those that stay keep
             their health, admin state and counters (see
-            L{rproxy._pool_update.update_pool}).
+            L{rproxy.service._pool_update.update_pool}).
           - A listener whose C{listen} is unchanged keeps its port: new
             connections get the new settings, open ones finish on theirs
             (an HTTP connection takes the new settings at its next request).

@@ -16,9 +16,9 @@ from collections.abc import Iterable, Mapping
 
 from attrs import field, frozen, validators
 
-from rproxy._admin_config import AdminConfig, parse_admin
-from rproxy._listeners_config import PROTOCOLS, ListenerConfig, parse_listeners
-from rproxy._pools_config import (
+from rproxy.config._admin import AdminConfig, parse_admin
+from rproxy.config._listeners import PROTOCOLS, ListenerConfig, parse_listeners
+from rproxy.config._pools import (
     BALANCE_NAMES,
     CHECK_KINDS,
     TIMEOUT_KEYS,
@@ -30,14 +30,14 @@ from rproxy._pools_config import (
     parse_pools,
     parse_timeouts,
 )
-from rproxy._tls_config import (
+from rproxy.config._tls import (
     AcmeConfig,
     BackendTLSConfig,
     CertificateConfig,
     ListenerTLSConfig,
     parse_acme,
 )
-from rproxy._validate import (
+from rproxy.config._validate import (
     Problems,
     Table,
     non_negative_number,

@@ -14,8 +14,8 @@ import re
 
 from attrs import field, frozen
 
-from rproxy._tls_config import _base, _path
-from rproxy._validate import Table, server_endpoint
+from rproxy.config._tls import _base, _path
+from rproxy.config._validate import Table, server_endpoint
 
 __all__ = ["AdminConfig", "is_loopback_endpoint", "parse_admin"]
 

@@ -21,7 +21,6 @@ from twisted.internet.protocol import Factory, connectionDone
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from rproxy._preface import PrefaceReader
 from rproxy._tracking import ConnectionTracker
 from rproxy.http.headers import ForwardingPolicy
 from rproxy.proxyprotocol import (
@@ -29,6 +28,7 @@ from rproxy.proxyprotocol import (
     ProxyHeader,
     parse,
 )
+from rproxy.proxyprotocol.preface import PrefaceReader
 from rproxy.stats import ListenerStats
 
 __all__ = ["ProxyHeaderFactory", "ProxyHeaderProtocol", "carry_addresses"]

@@ -21,11 +21,11 @@ from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from rproxy._acme_attempt import Attempt, uncovered
-from rproxy._acme_protocol import describe
-from rproxy._acme_storage import Storage
-from rproxy._challenges import Challenges
-from rproxy._tls_config import AcmeConfig
+from rproxy.acme._attempt import Attempt, uncovered
+from rproxy.acme._protocol import describe
+from rproxy.acme._storage import Storage
+from rproxy.acme.challenges import Challenges
+from rproxy.config._tls import AcmeConfig
 from rproxy.tls import ServerCertificate
 
 __all__ = ["AcmeService", "renewal_reason", "retry_delay"]

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from attrs import frozen
 
-from rproxy._preface import NeedMore
+from rproxy.proxyprotocol.preface import NeedMore
 
 __all__ = [
     "MAX_CLIENT_HELLO",

@@ -11,12 +11,11 @@ from typing import Any, Literal
 from OpenSSL import SSL
 from twisted.internet.interfaces import IOpenSSLClientConnectionCreator, IReactorTime
 
-from rproxy._pool_update import TLSFor, new_backend
-from rproxy._tls_config import BackendTLSConfig, ListenerTLSConfig
 from rproxy.accesslog import AccessLog, AccessLogService
 from rproxy.backends import Pool
 from rproxy.balancing import make_balancer
 from rproxy.config import Config, HealthConfig, ListenerConfig, PoolConfig
+from rproxy.config._tls import BackendTLSConfig, ListenerTLSConfig
 from rproxy.health import HTTPCheck, TCPCheck
 from rproxy.http.framing import Limits
 from rproxy.http.headers import ForwardingPolicy
@@ -24,6 +23,7 @@ from rproxy.http.listener import HTTPSettings
 from rproxy.http.local import Answer
 from rproxy.http.routing import Router
 from rproxy.interfaces import IHealthCheck
+from rproxy.service._pool_update import TLSFor, new_backend
 from rproxy.tls import ServerCertificate, ServerTLS, backend_tls, load_certificate
 
 __all__ = [

@@ -1,4 +1,4 @@
-"""The status page: the JSON status (L{rproxy._admin_status}) rendered as one
+"""The status page: the JSON status (L{rproxy.admin._status}) rendered as one
 HTML document a person reads in a browser.
 
 Server-rendered, no JavaScript; it reloads itself every few seconds with a
@@ -11,7 +11,7 @@ from collections.abc import Iterable
 from html import escape
 from typing import Any
 
-from rproxy._admin_status import Snapshot
+from rproxy.admin._status import Snapshot
 from rproxy.stats import STATUS_CLASSES
 
 __all__ = ["REFRESH_SECONDS", "render_page"]
@@ -182,7 +182,7 @@ def _backend_row(backend: dict[str, Any]) -> str:
 
 def render_page(status: Snapshot) -> bytes:
     """
-    The status page for C{status} (as L{rproxy._admin_status.snapshot}
+    The status page for C{status} (as L{rproxy.admin._status.snapshot}
     makes it), as UTF-8 HTML.
     """
     parts = [
