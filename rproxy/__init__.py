@@ -98,7 +98,7 @@ def __getattr__(name: str) -> Any:
     # AcmeService pulls in the acme package (and requests), AdminService
     # prometheus-client and twisted.web: only on use.
     if name == "AcmeService":
-        from rproxy.acme import AcmeService
+        from rproxy.acme.service import AcmeService
 
         return AcmeService
     if name == "AdminService":

@@ -23,7 +23,7 @@ from twisted.logger import LogLevel, globalLogPublisher
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
-from rproxy.acme import AcmeService, renewal_reason, retry_delay
+from rproxy.acme.service import AcmeService, renewal_reason, retry_delay
 from rproxy.acme import _attempt as _acme_attempt
 from rproxy.acme import _protocol as _acme_protocol
 from rproxy.acme._protocol import HTTP01

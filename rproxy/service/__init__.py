@@ -380,7 +380,7 @@ class ProxyService(MultiService):
             # added from now on (those serving it keep it until replaced).
             self._obtained.clear()
         if new.acme is not None:
-            from rproxy.acme import AcmeService
+            from rproxy.acme.service import AcmeService
 
             self.acme = AcmeService(
                 new.acme, self.reactor, self.challenges, self.install_certificate
