@@ -1,4 +1,5 @@
-"""The seams embedders plug into: balancers, health checks and the registry.
+"""The seams embedders plug into: balancers, health checks, the registry,
+routers and HTTP filters.
 
 Implementations declare ``@implementer(...)`` and the tests call
 ``verifyObject`` on them.
@@ -94,4 +95,57 @@ class IRouter(Interface):
         @return: the matching route, its pool and the target to send
             upstream (rewritten if the route strips its prefix), or None
             when no route matches.
+        """
+
+
+if TYPE_CHECKING:
+    from rproxy._fastwrite import Data
+    from rproxy.http.exchange import Exchange
+    from rproxy.http.filters import Step, Trailers
+    from rproxy.http.framing import RequestHead, ResponseHead
+
+
+class IHTTPFilter(Interface):
+    """
+    One step between an HTTP request and its response.  See
+    L{rproxy.http.filters} for what hooks may return (a L{LocalReply}
+    answers locally, a Deferred suspends the exchange).
+    """
+
+    name = Attribute("A short name for logs (the config's name for it).")
+
+    def request_head(exchange: Exchange, head: RequestHead) -> Step:
+        """
+        The request head arrived (it is C{exchange.request}; change it in
+        place to change what is routed and sent).
+        """
+
+    def request_body(exchange: Exchange, data: bytes) -> bytes | Deferred[bytes]:
+        """
+        Request body bytes (decoded from chunked): return what to send on.
+        """
+
+    def request_end(exchange: Exchange) -> bytes | Deferred[bytes]:
+        """
+        The request body ended: return bytes to send before the end.
+        """
+
+    def response_head(exchange: Exchange, head: ResponseHead) -> Step:
+        """
+        The backend's final response head, its hop-by-hop fields already
+        removed.  A filter that changes the body's length sets
+        C{head.content_length = None} and C{head.body = "close"}, and removes
+        any C{Content-Length} field.
+        """
+
+    def response_body(exchange: Exchange, data: Data) -> Data | Deferred[Data]:
+        """
+        Response body bytes (a view of a received buffer: copy what you keep
+        past the call): return what to send on.
+        """
+
+    def response_end(exchange: Exchange, trailers: Trailers) -> Data | Deferred[Data]:
+        """
+        The response ended; C{trailers} (a list the filter may change) are
+        the trailer fields.  Return bytes to send before the end.
         """

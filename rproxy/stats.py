@@ -121,15 +121,28 @@ class ListenerStats:
         (what the client was sent; C{none} when it was sent nothing).
     @ivar bytes_in: body (HTTP) or stream (TCP) bytes from clients.
     @ivar bytes_out: body or stream bytes to clients.
+    @ivar request_body_timeouts: HTTP requests answered 408 because the
+        client left too long between two reads of its body.
+    @ivar request_body_too_slow: HTTP requests answered 408 because the body
+        came more slowly than the listener's minimum rate.
     """
 
-    __slots__ = ("bytes_in", "bytes_out", "connections_closed", "requests")
+    __slots__ = (
+        "bytes_in",
+        "bytes_out",
+        "connections_closed",
+        "request_body_timeouts",
+        "request_body_too_slow",
+        "requests",
+    )
 
     def __init__(self) -> None:
         self.connections_closed = 0
         self.requests = new_class_counts()
         self.bytes_in = 0
         self.bytes_out = 0
+        self.request_body_timeouts = 0
+        self.request_body_too_slow = 0
 
     def connection_ended(self, bytes_in: int, bytes_out: int) -> None:
         """

@@ -23,12 +23,12 @@ from twisted.logger import LogLevel, globalLogPublisher
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
-from rproxy.acme.service import AcmeService, renewal_reason, retry_delay
 from rproxy.acme import _attempt as _acme_attempt
 from rproxy.acme import _protocol as _acme_protocol
 from rproxy.acme._protocol import HTTP01
 from rproxy.acme._storage import Storage, write_atomically
 from rproxy.acme.challenges import CHALLENGE_PREFIX, Challenges
+from rproxy.acme.service import AcmeService, renewal_reason, retry_delay
 from rproxy.config import AcmeConfig
 from rproxy.tls import ServerCertificate
 

@@ -290,7 +290,7 @@ class SendTests(SynchronousTestCase):
         server = None
         if len(self.endpoints.attempts) > before:
             server = self.endpoints.last.succeed()
-        upstream = proto.upstream
+        upstream = proto.exchange.upstream
         upstream.dataReceived(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
         return server
 

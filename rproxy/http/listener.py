@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from attrs import field, frozen
@@ -12,13 +12,19 @@ from twisted.internet.protocol import Factory
 from rproxy._endpoints import EndpointFor, client_endpoint
 from rproxy._tracking import ConnectionTracker
 from rproxy.backends import Backend
+from rproxy.http.filters._chain import FilterChain
+from rproxy.http.filters.headers import ResponseHeaders
 from rproxy.http.framing import Limits
+from rproxy.http.h1 import H1Connection
 from rproxy.http.headers import ForwardingPolicy
 from rproxy.http.keepalive import KeepAlivePool
-from rproxy.http.local import Answer
-from rproxy.http.server import HTTPFrontProtocol
+from rproxy.http.routing import Route
 from rproxy.interfaces import IRegistry, IRouter
 from rproxy.stats import ListenerStats
+
+
+def _chain(filters: FilterChain | Sequence[Any]) -> FilterChain:
+    return filters if isinstance(filters, FilterChain) else FilterChain(filters)
 
 
 @frozen
@@ -26,15 +32,21 @@ class HTTPSettings:
     """
     How one HTTP listener behaves.
 
+    @ivar filters: the listener's filters (L{rproxy.http.filters}), in
+        request order; each route's own follow them.
     @ivar remove_response_headers: lowercased names of backend response
-        headers not to pass on (e.g. C{b"server"}).
+        headers not to pass on (e.g. C{b"server"}); a shorthand for a
+        L{ResponseHeaders} filter, the listener's first.
     @ivar add_response_headers: (name, value) fields added to
-        responses that have no field of that name (e.g. HSTS).
+        responses that have no field of that name (e.g. HSTS); part of the
+        same filter.
     @ivar scheme: C{b"https"} on a TLS listener: what X-Forwarded-Proto and
         Forwarded say.
-    @ivar answer: asked first with each request head; a whole response to
-        send (and close) instead of proxying, or None to proxy it.  See
-        L{rproxy.http.local}.
+    @ivar request_body_timeout: seconds a client may leave between two
+        reads of its request body (else 408).
+    @ivar request_body_min_rate: bytes per second a request body must
+        average once its first seconds have passed (else 408); 0 for no
+        minimum.
     """
 
     listener: str
@@ -44,8 +56,10 @@ class HTTPSettings:
     remove_response_headers: frozenset[bytes] = frozenset()
     add_response_headers: tuple[tuple[bytes, bytes], ...] = ()
     scheme: bytes = b"http"
-    answer: Answer | None = None
+    filters: FilterChain = field(factory=FilterChain, converter=_chain)
     request_head_timeout: float = 10.0
+    request_body_timeout: float = 30.0
+    request_body_min_rate: float = 500.0
     keep_alive_timeout: float = 60.0
     connect_timeout: float = 5.0
     response_timeout: float = 60.0
@@ -61,13 +75,22 @@ class HTTPSettings:
     #: the longest connect timeout of any pool: the connecting endpoint's
     #: own limit (each request applies its pool's).
     longest_connect: float = field(init=False)
+    #: per route, the listener's filters and the route's.
+    _chains: dict[int, tuple[Route, FilterChain]] = field(init=False, eq=False)
 
     def __attrs_post_init__(self) -> None:
+        if self.remove_response_headers or self.add_response_headers:
+            built_in = ResponseHeaders(
+                self.remove_response_headers, self.add_response_headers
+            )
+            object.__setattr__(self, "filters", FilterChain([built_in]) + self.filters)
+        object.__setattr__(self, "_chains", {})
         responses = [response for _, response in self.pool_timeouts.values()]
         shortest = min(
             self.request_head_timeout,
             self.keep_alive_timeout,
             self.response_timeout,
+            self.request_body_timeout,
             *responses,
         )
         object.__setattr__(self, "shortest_timeout", shortest)
@@ -75,6 +98,19 @@ class HTTPSettings:
         object.__setattr__(
             self, "longest_connect", max([self.connect_timeout, *connects])
         )
+
+    def chain_for(self, route: Route) -> FilterChain:
+        """
+        The filters of a request that took C{route}: the listener's, then
+        the route's.
+        """
+        found = self._chains.get(id(route))
+        if found is not None and found[0] is route:
+            return found[1]
+        own = getattr(route, "filters", ())
+        chain = self.filters + FilterChain(own) if own else self.filters
+        self._chains[id(route)] = (route, chain)
+        return chain
 
     def keep_alive_for(self, pool: str) -> tuple[int | None, float | None]:
         """
@@ -143,5 +179,5 @@ class HTTPProxyFactory(Factory):
 
         self.endpoint_for = endpoint_for
 
-    def buildProtocol(self, addr: IAddress | None) -> HTTPFrontProtocol:
-        return HTTPFrontProtocol(self)
+    def buildProtocol(self, addr: IAddress | None) -> H1Connection:
+        return H1Connection(self)

@@ -12,6 +12,14 @@ from rproxy.http.headers import (
     forward_response_headers,
 )
 
+__all__ = [
+    "header",
+    "request_head",
+    "response_head",
+    "response_trailers",
+    "switching_head",
+]
+
 Headers = Sequence[tuple[bytes, bytes]]
 
 
@@ -92,49 +100,40 @@ def response_trailers(
 
 
 def response_head(
-    head: ResponseHead,
-    request: RequestHead,
-    *,
-    keep_alive: bool,
-    remove: frozenset[bytes],
-    via: bytes | None,
-    add: tuple[tuple[bytes, bytes], ...] = (),
+    head: ResponseHead, request: RequestHead, *, keep_alive: bool
 ) -> tuple[bytes, bool, bool]:
     """
-    The head to send the client for a backend's final response.
+    The HTTP/1.1 head to send the client for a final response whose fields
+    have been forwarded (hop-by-hop fields removed).  A body of unknown
+    length (C{"close"}) is chunked for an HTTP/1.1 client; a chunked one
+    keeps the backend's Transfer-Encoding field (it may name codings before
+    C{chunked}); an HTTP/1.0 client gets neither, and the connection closes
+    after the body.
 
     @param keep_alive: whether the client connection may stay open.
-    @param add: fields (name, value) to add when the response has no field
-        of that name (C{Strict-Transport-Security}).
     @return: the head, whether the body must be chunked on the way out, and
         whether the client connection stays open after this response.
     """
     http11 = request.version >= (1, 1)
-    chunk_out = drop_te = False
-    if head.body in ("chunked", "close"):
+    chunk_out = False
+    body = head.body
+    if body == "chunked" or body == "close":
         if http11:
-            # Re-chunked: a chunked response keeps its Transfer-Encoding
-            # field, a close-delimited one gets one below.
             chunk_out = True
         else:
             # HTTP/1.0 has no chunked coding: send the payload and close.
             keep_alive = False
-            drop_te = True
-    headers = forward_response_headers(head.headers, remove=remove, via=via)
     lines = [b"HTTP/1.1 %d %s" % (head.status, head.reason)]
-    if drop_te:
+    if body == "close" or (body == "chunked" and not http11):
         lines.extend(
             name + b": " + value
-            for name, value in headers
+            for name, value in head.headers
             if name.lower() != b"transfer-encoding"
         )
+        if chunk_out:
+            lines.append(b"Transfer-Encoding: chunked")
     else:
-        lines.extend(map(b": ".join, headers))
-    for name, value in add:
-        if header(head.headers, name.lower()) is None:
-            lines.append(name + b": " + value)
-    if chunk_out and head.body == "close":
-        lines.append(b"Transfer-Encoding: chunked")
+        lines.extend(map(b": ".join, head.headers))
     if not keep_alive:
         lines.append(b"Connection: close")
     elif not http11:
@@ -142,15 +141,11 @@ def response_head(
     return b"\r\n".join(lines) + b"\r\n\r\n", chunk_out, keep_alive
 
 
-def switching_head(
-    head: ResponseHead, *, remove: frozenset[bytes], via: bytes | None
-) -> bytes:
+def switching_head(head: ResponseHead) -> bytes:
     """
-    The 101 head to send the client, keeping Upgrade and Connection.
+    The 101 head to send the client; its fields were forwarded keeping
+    Upgrade and Connection.
     """
-    headers = forward_response_headers(
-        head.headers, remove=remove, via=via, keep_upgrade=True
-    )
     lines = [b"HTTP/1.1 101 %s" % (head.reason or b"Switching Protocols")]
-    lines.extend(name + b": " + value for name, value in headers)
+    lines.extend(name + b": " + value for name, value in head.headers)
     return b"\r\n".join(lines) + b"\r\n\r\n"

@@ -12,6 +12,7 @@ import ipaddress
 import re
 from collections.abc import Sequence
 from functools import lru_cache
+from typing import Any
 
 from attrs import Attribute, field, frozen
 from zope.interface import implementer
@@ -105,12 +106,15 @@ class Route:
         prefix is no access control unless the server normalises paths.
     @ivar strip_prefix: send the target upstream without the prefix (less
         its trailing C{"/"}), keeping a leading C{"/"} and the query.
+    @ivar filters: filters (L{rproxy.http.filters.IHTTPFilter}) for the
+        requests this route takes, after the listener's.
     """
 
     pool: str = field(validator=_check_pool)
     host: str | None = field(default=None, converter=_route_host)
     path_prefix: str | None = field(default=None, validator=_check_prefix)
     strip_prefix: bool = field(default=False, validator=_check_strip)
+    filters: tuple[Any, ...] = field(default=(), converter=tuple)
 
 
 @frozen

@@ -10,6 +10,7 @@ exactly where its framing said and the backend did not ask to close.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 from typing import Protocol as TypingProtocol
 
 from twisted.internet.error import ConnectionDone
@@ -20,13 +21,22 @@ from twisted.python.failure import Failure
 
 from rproxy._fastwrite import Data, no_delay, send_now
 from rproxy.backends import Backend
-from rproxy.http.chunked import ChunkedDecoder, End, Trailers
+from rproxy.http.chunked import (
+    ChunkedDecoder,
+    End,
+    Trailers,
+    encode_chunk,
+    encode_last_chunk,
+)
 from rproxy.http.framing import (
     HTTPError,
+    RequestHead,
     ResponseHead,
     find_head_end,
     parse_response_head,
 )
+from rproxy.http.headers import ForwardingPolicy
+from rproxy.http.messages import request_head
 
 log = Logger(namespace="rproxy.http.upstream")
 
@@ -34,6 +44,21 @@ log = Logger(namespace="rproxy.http.upstream")
 MAX_RESPONSE_HEAD = 65536
 #: interim (1xx) responses allowed before the final one.
 MAX_INTERIM = 8
+
+
+def end_stream(consumer: Any, resume: bool = True) -> None:
+    """
+    End the body that was streaming into C{consumer}, if any, and let its
+    producer read again: backpressure may have paused it, and
+    unregistering does not resume it (a pooled backend connection left
+    paused would never read its next response).
+    """
+    producer = getattr(consumer, "producer", None)
+    if consumer is None or producer is None:
+        return
+    consumer.unregisterProducer()
+    if resume:
+        producer.resumeProducing()
 
 
 class IResponseSink(TypingProtocol):
@@ -107,6 +132,8 @@ class UpstreamProtocol(Protocol):
         self._head: ResponseHead | None = None
         self._remaining = 0
         self._decoder: ChunkedDecoder | None = None
+        self._chunked = False
+        self._interim = 0
         self.on_idle_lost: Callable[[UpstreamProtocol], None] | None = None
 
     def connectionMade(self) -> None:
@@ -130,9 +157,63 @@ class UpstreamProtocol(Protocol):
 
     def write(self, data: bytes) -> None:
         """
-        Send request bytes.
+        Send raw bytes (a tunnel's).
         """
         send_now(self.transport, data)
+
+    def send_request(
+        self,
+        head: RequestHead,
+        target: bytes,
+        *,
+        backend_address: bytes,
+        client_ip: str,
+        scheme: bytes,
+        policy: ForwardingPolicy,
+    ) -> None:
+        """
+        Send the HTTP/1.1 head for C{head} (see
+        L{rproxy.http.messages.request_head}); its body follows with
+        L{send_body} and L{end_body}, chunked if the client chunked it.
+        """
+        self._chunked = head.body == "chunked"
+        send_now(
+            self.transport,
+            request_head(
+                head,
+                target,
+                backend_address=backend_address,
+                client_ip=client_ip,
+                scheme=scheme,
+                policy=policy,
+            ),
+        )
+
+    def send_body(self, data: bytes) -> None:
+        """
+        Send request body bytes, framed as the head announced.
+        """
+        send_now(self.transport, encode_chunk(data) if self._chunked else data)
+
+    def end_body(self) -> None:
+        """
+        The request body is all sent: end a chunked one.
+        """
+        if self._chunked:
+            send_now(self.transport, encode_last_chunk())
+
+    def set_producer(self, producer: Any) -> None:
+        """
+        Pause C{producer} (the client) while this connection cannot take
+        more of the request body.
+        """
+        self.transport.registerProducer(producer, True)  # type: ignore[union-attr]
+
+    def stop_producer(self, resume: bool = True) -> None:
+        """
+        No more request body: unregister the client as producer.
+        """
+        end_stream(self.transport, resume=resume)
 
     def dataReceived(self, data: bytes) -> None:
         sink = self.sink
@@ -179,6 +260,10 @@ class UpstreamProtocol(Protocol):
             if end < 0:
                 if len(data) - start > MAX_RESPONSE_HEAD:
                     raise HTTPError(502, "response head too large")
+                if data.count(b"\n", start) != data.count(b"\r\n", start):
+                    # A head with bare LF line ends would never be seen to
+                    # end: refuse it now rather than wait for a timeout.
+                    raise HTTPError(502, "bare LF in response head")
                 self._buffer += data[start:]
                 return
             head = parse_response_head(data[start:end], self._method)
@@ -311,4 +396,5 @@ __all__ = [
     "IResponseSink",
     "UpstreamFactory",
     "UpstreamProtocol",
+    "end_stream",
 ]

@@ -17,8 +17,10 @@ from rproxy.backends import Backend, Pool, Registry
 from rproxy.config import Config, ConfigError, ListenerConfig, PoolConfig, load_config
 from rproxy.config._admin import AdminConfig
 from rproxy.health import HealthMonitor
+from rproxy.http.filters import IHTTPFilter
+from rproxy.http.filters.acme import AcmeChallenges
+from rproxy.http.filters.redirect import HTTPSRedirect
 from rproxy.http.listener import HTTPProxyFactory
-from rproxy.http.local import Answer, acme_challenges, first_answer, https_redirect
 from rproxy.service._build import (
     access_log_service,
     build_check,
@@ -399,10 +401,10 @@ class ProxyService(MultiService):
             self.admin.config = new.admin
             self.admin.token = new.admin.token
 
-    def _answer(self, config: Config) -> Answer | None:
+    def _challenge_filters(self, config: Config) -> tuple[IHTTPFilter, ...]:
         if config.acme is None:
-            return None
-        return acme_challenges(self.challenges)
+            return ()
+        return (AcmeChallenges(self.challenges),)
 
     def _factory(
         self,
@@ -419,10 +421,10 @@ class ProxyService(MultiService):
         listener = spec.config
         if spec.redirect or listener.protocol == "http":
             if spec.redirect:
-                redirect = self._redirect_answer(listener, config)
+                redirect = self._redirect_filters(listener, config)
                 settings = http_settings(config, listener, redirect, tls=False)
             else:
-                answer = self._answer(config) if listener.tls is None else None
+                answer = self._challenge_filters(config) if listener.tls is None else ()
                 settings = http_settings(config, listener, answer)
             if isinstance(running, HTTPProxyFactory):
                 running.settings = settings
@@ -451,16 +453,16 @@ class ProxyService(MultiService):
             idle_timeout=pool_config.timeouts.idle,
         )
 
-    def _redirect_answer(self, listener: ListenerConfig, config: Config) -> Answer:
+    def _redirect_filters(
+        self, listener: ListenerConfig, config: Config
+    ) -> tuple[IHTTPFilter, ...]:
         def https_port() -> int | None:
             # The bound port (the file may say 0): the https listener binds
             # before its redirect listener, so it is known by any request.
             service = self.listeners.get(listener.name)
             return None if service is None else getattr(service.bound, "port", None)
 
-        redirect = https_redirect(https_port)
-        acme = self._answer(config)
-        return redirect if acme is None else first_answer(acme, redirect)
+        return (*self._challenge_filters(config), HTTPSRedirect(https_port))
 
     # Certificates ---------------------------------------------------------
 

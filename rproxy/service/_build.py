@@ -5,7 +5,7 @@ together, at start and on reload."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, Literal
 
 from OpenSSL import SSL
@@ -17,10 +17,10 @@ from rproxy.balancing import make_balancer
 from rproxy.config import Config, HealthConfig, ListenerConfig, PoolConfig
 from rproxy.config._tls import BackendTLSConfig, ListenerTLSConfig
 from rproxy.health import HTTPCheck, TCPCheck
+from rproxy.http.filters import IHTTPFilter
 from rproxy.http.framing import Limits
 from rproxy.http.headers import ForwardingPolicy
 from rproxy.http.listener import HTTPSettings
-from rproxy.http.local import Answer
 from rproxy.http.routing import Router
 from rproxy.interfaces import IHealthCheck
 from rproxy.service._pool_update import TLSFor, new_backend
@@ -140,7 +140,7 @@ def build_check(
 def http_settings(
     config: Config,
     listener: ListenerConfig,
-    answer: Answer | None = None,
+    filters: Sequence[IHTTPFilter] = (),
     *,
     tls: bool | None = None,
 ) -> HTTPSettings:
@@ -148,7 +148,8 @@ def http_settings(
     The settings of an HTTP listener, with each pool's backend timeouts and
     keep-alive limits.
 
-    @param answer: requests answered without proxying (ACME challenges).
+    @param filters: the listener's built-in filters (ACME challenges, the
+        redirect to https), before its header rewriting.
     @param tls: whether the connections are TLS; by default, whether the
         listener has C{tls}.
     """
@@ -162,7 +163,7 @@ def http_settings(
         add_response_headers=(
             ((b"Strict-Transport-Security", hsts.encode("ascii")),) if hsts else ()
         ),
-        answer=answer,
+        filters=filters,
         router=Router(listener.routes),
         policy=ForwardingPolicy(
             trusted=listener.trusted_proxies,

@@ -11,9 +11,9 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from rproxy.backends import AdminState, Backend, BackendState, Pool, Registry
 from rproxy.balancing import RoundRobin
+from rproxy.http.h1 import H1Connection as HTTPFrontProtocol
 from rproxy.http.listener import HTTPProxyFactory, HTTPSettings
 from rproxy.http.routing import Route, Router
-from rproxy.http.server import HTTPFrontProtocol
 from rproxy.stats import LATENCY_BUCKETS
 from tests.fakes import FakeEndpoints, HalfCloseTransport, connect
 

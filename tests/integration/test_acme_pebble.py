@@ -32,8 +32,8 @@ from twisted.trial.unittest import TestCase
 from twisted.web.resource import Resource
 from twisted.web.server import Request, Site
 
-from rproxy.acme.service import AcmeService
 from rproxy.acme.challenges import Challenges
+from rproxy.acme.service import AcmeService
 from rproxy.config import AcmeConfig, parse_config
 from rproxy.service import ProxyService
 from rproxy.tls import ServerCertificate

@@ -1,8 +1,11 @@
-"""Tests for rproxy.http.local: requests an HTTP listener answers itself
+"""Tests for the built-in filters: requests an HTTP listener answers itself
 (ACME HTTP-01 challenges, the redirect to https), alone and through the
-HTTP front protocol, and the response fields a TLS listener adds (HSTS)."""
+HTTP/1.1 codec, and the response fields a TLS listener adds (HSTS)."""
 
 from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
 
 from twisted.internet.address import IPv4Address
 from twisted.internet.error import ConnectionRefusedError
@@ -11,11 +14,13 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from rproxy.acme.challenges import Challenges
 from rproxy.backends import Backend, Pool, Registry
+from rproxy.http.filters import LocalReply
+from rproxy.http.filters.acme import AcmeChallenges
+from rproxy.http.filters.redirect import HTTPSRedirect
 from rproxy.http.framing import Limits, RequestHead, parse_request_head
+from rproxy.http.h1 import H1Connection as HTTPFrontProtocol
 from rproxy.http.listener import HTTPProxyFactory, HTTPSettings
-from rproxy.http.local import Answer, acme_challenges, first_answer, https_redirect
 from rproxy.http.routing import Route, Router
-from rproxy.http.server import HTTPFrontProtocol
 from tests.fakes import FakeEndpoints, HalfCloseTransport, captured_access, connect
 
 TOKEN = "evaGxfADs6pSRb2LAv9IZf17Dt3juxGJ-PCt92wr-oA"
@@ -39,16 +44,58 @@ def get(
     return head(method + b" " + target + b" HTTP/1.1\r\nHost: " + host + b"\r\n\r\n")
 
 
+PLAIN = (
+    (b"Content-Type", b"text/plain; charset=utf-8"),
+    (b"Cache-Control", b"no-store"),
+)
+
+Answer = Callable[[RequestHead], "LocalReply | None"]
+
+
+class _Asked:
+    """What a request-head hook reads of an exchange: its request."""
+
+    def __init__(self, request: RequestHead) -> None:
+        self.request = request
+
+
+def answering(one: Any) -> Answer:
+    """
+    Ask filter C{one}'s request-head hook about a request head.
+    """
+
+    def ask(request: RequestHead) -> LocalReply | None:
+        reply = one.request_head(_Asked(request), request)
+        assert reply is None or isinstance(reply, LocalReply)
+        return reply
+
+    return ask
+
+
+def acme_challenges(challenges: Challenges) -> Answer:
+    return answering(AcmeChallenges(challenges))
+
+
+def https_redirect(port: Callable[[], int | None]) -> Answer:
+    return answering(HTTPSRedirect(port))
+
+
+def challenge_reply(body: bytes) -> LocalReply:
+    """
+    The local reply expected for a challenge answered with C{body}.
+    """
+    return LocalReply(200, PLAIN, body)
+
+
 def challenge_response(body: bytes, *, with_body: bool = True) -> bytes:
     """
-    The whole response expected for a challenge answered with C{body}.
+    The whole response the client gets for a challenge answered with C{body}.
     """
     return (
         b"HTTP/1.1 200 OK\r\n"
         b"Content-Type: text/plain; charset=utf-8\r\n"
-        b"Content-Length: %d\r\n"
         b"Cache-Control: no-store\r\n"
-        b"Connection: close\r\n"
+        b"Content-Length: %d\r\n"
         b"\r\n" % len(body)
     ) + (body if with_body else b"")
 
@@ -62,13 +109,12 @@ def published() -> Challenges:
     return challenges
 
 
-def location(answered: tuple[int, bytes] | None) -> bytes | None:
+def location(answered: LocalReply | None) -> bytes | None:
     """
-    The Location field of an answered response.
+    The Location field of a local reply.
     """
     assert answered is not None
-    for line in answered[1].split(b"\r\n\r\n")[0].split(b"\r\n")[1:]:
-        name, _, value = line.partition(b": ")
+    for name, value in answered.headers:
         if name.lower() == b"location":
             return value
     return None
@@ -80,26 +126,19 @@ class AcmeChallengeTests(SynchronousTestCase):
 
     def test_get_is_answered_with_the_key_authorization(self) -> None:
         """GET for a published token gets 200 with exactly its key
-        authorization as a closing text/plain response."""
+        authorization as a text/plain response."""
         answered = acme_challenges(published())(get(CHALLENGE_PATH))
-        self.assertEqual(
-            answered, (200, challenge_response(KEY_AUTHORIZATION.encode()))
-        )
+        self.assertEqual(answered, challenge_reply(KEY_AUTHORIZATION.encode()))
 
-    def test_head_is_answered_without_body_with_the_same_length(self) -> None:
-        """HEAD gets the same head, Content-Length included, and no body."""
+    def test_head_is_answered_like_get(self) -> None:
+        """HEAD gets the same reply (the codec sends its head only)."""
         answered = acme_challenges(published())(get(CHALLENGE_PATH, method=b"HEAD"))
-        self.assertEqual(
-            answered,
-            (200, challenge_response(KEY_AUTHORIZATION.encode(), with_body=False)),
-        )
+        self.assertEqual(answered, challenge_reply(KEY_AUTHORIZATION.encode()))
 
     def test_query_string_is_ignored(self) -> None:
         """The token is the path; a query string does not hide it."""
         answered = acme_challenges(published())(get(CHALLENGE_PATH + b"?x=1"))
-        self.assertEqual(
-            answered, (200, challenge_response(KEY_AUTHORIZATION.encode()))
-        )
+        self.assertEqual(answered, challenge_reply(KEY_AUTHORIZATION.encode()))
 
     def test_absolute_form_target_is_answered(self) -> None:
         """A request with an absolute-form target is answered like its
@@ -107,9 +146,7 @@ class AcmeChallengeTests(SynchronousTestCase):
         answered = acme_challenges(published())(
             head(b"GET http://example.com" + CHALLENGE_PATH + b" HTTP/1.1\r\n\r\n")
         )
-        self.assertEqual(
-            answered, (200, challenge_response(KEY_AUTHORIZATION.encode()))
-        )
+        self.assertEqual(answered, challenge_reply(KEY_AUTHORIZATION.encode()))
 
     def test_other_requests_pass(self) -> None:
         """Unknown tokens, other paths, a token with more path after it and
@@ -143,7 +180,7 @@ class AcmeChallengeTests(SynchronousTestCase):
         self.assertIsNone(answer(get(CHALLENGE_PATH)))
         self.assertEqual(
             answer(get(b"/.well-known/acme-challenge/other")),
-            (200, challenge_response(b"other.key")),
+            challenge_reply(b"other.key"),
         )
 
     def test_published_later_is_answered(self) -> None:
@@ -158,18 +195,13 @@ class HTTPSRedirectTests(SynchronousTestCase):
     """https_redirect sends every request to the same URL over https."""
 
     def test_redirect_is_308_to_https_keeping_target_and_query(self) -> None:
-        """A request gets a closing 308 whose Location is the https URL of
-        the same host and target, query included."""
+        """A request gets a 308 whose Location is the https URL of the same
+        host and target, query included."""
         answered = https_redirect(lambda: None)(get(b"/a/b?c=d&e", host=b"example.com"))
         assert answered is not None
-        status, raw = answered
-        self.assertEqual(status, 308)
-        self.assertTrue(raw.startswith(b"HTTP/1.1 308 Permanent Redirect\r\n"), raw)
+        self.assertEqual(answered.status, 308)
         self.assertEqual(location(answered), b"https://example.com/a/b?c=d&e")
-        self.assertIn(b"\r\nConnection: close\r\n", raw)
-        body = b"Moved to https://example.com/a/b?c=d&e\n"
-        self.assertTrue(raw.endswith(b"\r\n\r\n" + body), raw)
-        self.assertIn(b"\r\nContent-Length: %d\r\n" % len(body), raw)
+        self.assertEqual(answered.body, b"Moved to https://example.com/a/b?c=d&e\n")
 
     def test_request_port_is_dropped(self) -> None:
         """The port of the plain request's Host is not the https port."""
@@ -219,62 +251,12 @@ class HTTPSRedirectTests(SynchronousTestCase):
         answered = https_redirect(lambda: None)(get(b"*", method=b"OPTIONS"))
         self.assertEqual(location(answered), b"https://example.com/")
 
-    def test_head_gets_no_body(self) -> None:
-        """A HEAD request gets the redirect's head only, same length."""
-        redirect = https_redirect(lambda: None)
-        full = redirect(get(b"/x"))
-        bare = redirect(get(b"/x", method=b"HEAD"))
-        assert full is not None and bare is not None
-        self.assertEqual(bare[0], 308)
-        self.assertEqual(bare[1], full[1].split(b"\r\n\r\n")[0] + b"\r\n\r\n")
-
     def test_no_host_is_400(self) -> None:
         """An HTTP/1.0 request without Host cannot be redirected: 400."""
         answered = https_redirect(lambda: None)(head(b"GET /x HTTP/1.0\r\n\r\n"))
         assert answered is not None
-        self.assertEqual(answered[0], 400)
-        self.assertTrue(answered[1].startswith(b"HTTP/1.1 400 Bad Request\r\n"))
-        self.assertNotIn(b"Location", answered[1])
-
-
-class FirstAnswerTests(SynchronousTestCase):
-    """first_answer asks its answers in order."""
-
-    def test_first_that_answers_wins_and_later_ones_are_not_asked(self) -> None:
-        """The first non-None answer is returned; later ones are not asked."""
-        asked: list[str] = []
-
-        def answer(name: str, result: tuple[int, bytes] | None) -> Answer:
-            def ask(head: RequestHead) -> tuple[int, bytes] | None:
-                asked.append(name)
-                return result
-
-            return ask
-
-        combined = first_answer(
-            answer("none", None), answer("one", (200, b"1")), answer("two", (308, b"2"))
-        )
-        self.assertEqual(combined(get(b"/")), (200, b"1"))
-        self.assertEqual(asked, ["none", "one"])
-
-    def test_none_answers_is_none(self) -> None:
-        """When no answer answers, neither does the combination."""
-        self.assertIsNone(first_answer(lambda h: None, lambda h: None)(get(b"/")))
-        self.assertIsNone(first_answer()(get(b"/")))
-
-    def test_challenges_before_redirect(self) -> None:
-        """The redirect listener's combination answers challenges and
-        redirects everything else."""
-        combined = first_answer(
-            acme_challenges(published()), https_redirect(lambda: None)
-        )
-        answered = combined(get(CHALLENGE_PATH))
-        self.assertEqual(
-            answered, (200, challenge_response(KEY_AUTHORIZATION.encode()))
-        )
-        redirected = combined(get(b"/other"))
-        assert redirected is not None
-        self.assertEqual(redirected[0], 308)
+        self.assertEqual(answered.status, 400)
+        self.assertIsNone(location(answered))
 
 
 # Through the HTTP front protocol --------------------------------------------------
@@ -283,7 +265,6 @@ class FirstAnswerTests(SynchronousTestCase):
 class _FrontCase(SynchronousTestCase):
     """One pool of one backend behind fake endpoints, on a Clock."""
 
-    answer: Answer | None = None
     add: tuple[tuple[bytes, bytes], ...] = ()
 
     def setUp(self) -> None:
@@ -298,14 +279,14 @@ class _FrontCase(SynchronousTestCase):
             HTTPSettings(
                 listener="front",
                 router=Router([Route(pool="web")]),
-                answer=self.make_answer(),
+                filters=self.make_filters(),
                 add_response_headers=self.add,
             ),
             endpoint_for=self.endpoints,
         )
 
-    def make_answer(self) -> Answer | None:
-        return None
+    def make_filters(self) -> tuple[Any, ...]:
+        return ()
 
     def tearDown(self) -> None:
         self.factory.keep_alive.close_all()
@@ -317,14 +298,15 @@ class _FrontCase(SynchronousTestCase):
 
 
 class AnsweringFrontTests(_FrontCase):
-    """A listener with answer=acme_challenges(...)."""
+    """A listener with the AcmeChallenges filter."""
 
-    def make_answer(self) -> Answer | None:
-        return acme_challenges(self.challenges)
+    def make_filters(self) -> tuple[Any, ...]:
+        return (AcmeChallenges(self.challenges),)
 
     def test_challenge_is_answered_without_a_backend(self) -> None:
         """A challenge request is answered by the listener itself, which
-        connects to no backend, logs the exchange and closes."""
+        connects to no backend, logs the exchange and keeps the connection
+        for the next request."""
         proto, transport = self.client()
         with captured_access() as events:
             proto.dataReceived(
@@ -333,13 +315,25 @@ class AnsweringFrontTests(_FrontCase):
         self.assertEqual(
             transport.value(), challenge_response(KEY_AUTHORIZATION.encode())
         )
-        self.assertTrue(transport.disconnecting)
+        self.assertFalse(transport.disconnecting)
         self.assertEqual(self.endpoints.attempts, [])
         self.assertEqual([e["status"] for e in events], [200])
+        transport.loseConnection()
 
-    def test_pipelined_request_after_a_challenge_is_not_proxied(self) -> None:
-        """A request pipelined behind an answered challenge is dropped with
-        the connection, not sent to a backend."""
+    def test_head_gets_the_head_only(self) -> None:
+        """A HEAD challenge gets the same head, Content-Length included, and
+        no body."""
+        proto, transport = self.client()
+        proto.dataReceived(b"HEAD " + CHALLENGE_PATH + b" HTTP/1.1\r\nHost: a\r\n\r\n")
+        self.assertEqual(
+            transport.value(),
+            challenge_response(KEY_AUTHORIZATION.encode(), with_body=False),
+        )
+        transport.loseConnection()
+
+    def test_pipelined_request_after_a_challenge_is_proxied_in_turn(self) -> None:
+        """A request pipelined behind an answered challenge is proxied after
+        it, on the same connection."""
         proto, transport = self.client()
         proto.dataReceived(
             b"GET " + CHALLENGE_PATH + b" HTTP/1.1\r\nHost: a\r\n\r\n"
@@ -348,6 +342,22 @@ class AnsweringFrontTests(_FrontCase):
         self.assertEqual(
             transport.value(), challenge_response(KEY_AUTHORIZATION.encode())
         )
+        server = self.endpoints.last.succeed()
+        self.assertTrue(server.value().startswith(b"GET /next HTTP/1.1\r\n"))
+        server.loseConnection()
+        transport.loseConnection()
+
+    def test_a_challenge_with_a_body_closes_after_the_answer(self) -> None:
+        """A request answered before its body was read gets the answer and
+        the connection closes (the rest of the body is not read)."""
+        proto, transport = self.client()
+        proto.dataReceived(
+            b"GET " + CHALLENGE_PATH + b" HTTP/1.1\r\nHost: a\r\n"
+            b"Content-Length: 10\r\n\r\nabc"
+        )
+        self.assertTrue(transport.value().startswith(b"HTTP/1.1 200 OK\r\n"))
+        self.assertIn(b"\r\nConnection: close\r\n", transport.value())
+        self.assertTrue(transport.disconnecting)
         self.assertEqual(self.endpoints.attempts, [])
 
     def test_other_requests_are_proxied(self) -> None:
@@ -378,10 +388,8 @@ class AnsweringFrontTests(_FrontCase):
 class RedirectListenerTests(_FrontCase):
     """A plain listener answering challenges, then redirecting to https."""
 
-    def make_answer(self) -> Answer | None:
-        return first_answer(
-            acme_challenges(self.challenges), https_redirect(lambda: 8443)
-        )
+    def make_filters(self) -> tuple[Any, ...]:
+        return (AcmeChallenges(self.challenges), HTTPSRedirect(lambda: 8443))
 
     def test_redirects_and_answers_challenges_never_connecting(self) -> None:
         """Challenges get their key authorization, everything else a 308;
@@ -394,13 +402,26 @@ class RedirectListenerTests(_FrontCase):
         self.assertIn(
             b"\r\nLocation: https://example.com:8443/x?y\r\n", transport.value()
         )
-        self.assertTrue(transport.disconnecting)
+        self.assertFalse(transport.disconnecting)
+        transport.loseConnection()
         proto, transport = self.client()
         proto.dataReceived(b"GET " + CHALLENGE_PATH + b" HTTP/1.1\r\nHost: a\r\n\r\n")
         self.assertEqual(
             transport.value(), challenge_response(KEY_AUTHORIZATION.encode())
         )
         self.assertEqual(self.endpoints.attempts, [])
+        transport.loseConnection()
+
+    def test_challenges_before_redirect(self) -> None:
+        """The listener's filters run in order: a challenge is answered, not
+        redirected."""
+        proto, transport = self.client()
+        proto.dataReceived(b"GET " + CHALLENGE_PATH + b" HTTP/1.1\r\nHost: a\r\n\r\n")
+        proto.dataReceived(b"GET /other HTTP/1.1\r\nHost: a\r\n\r\n")
+        value = transport.value()
+        self.assertTrue(value.startswith(b"HTTP/1.1 200 OK\r\n"))
+        self.assertIn(b"HTTP/1.1 308 Permanent Redirect\r\n", value)
+        transport.loseConnection()
 
 
 class AddedResponseHeaderTests(_FrontCase):

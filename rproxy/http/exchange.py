@@ -1,0 +1,719 @@
+"""One HTTP request and its response: L{Exchange}.
+
+An exchange owns what was asked (the parsed head), where it went (route,
+pool, backend, the upstream connection, the backends tried), what came back
+(status, bytes), how long it took, and one explicit L{Phase}.  The access log,
+the counters and the filters read it.  It never writes wire bytes: the codec
+it belongs to (L{rproxy.http.h1.H1Connection} today) turns request bytes into
+calls on it and its neutral response events (a L{ResponseHead}, body bytes,
+an end with trailers) back into bytes.
+
+Filters (L{rproxy.http.filters}) run only where the listener or the route has
+some: an exchange without filters allocates nothing for them.
+"""
+
+from __future__ import annotations
+
+from enum import Enum
+from http import HTTPStatus
+from typing import TYPE_CHECKING, Any
+
+from twisted.internet import defer, error
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from rproxy._endpoints import backend_endpoint, proxy_header_for
+from rproxy._fastwrite import Data
+from rproxy.backends import Backend, Pool
+from rproxy.health import describe_failure
+from rproxy.http._record import count, emit
+from rproxy.http.filters import LocalReply
+from rproxy.http.filters._chain import BODY, END, HEAD, NO_FILTERS, FilterChain, Pipe
+from rproxy.http.framing import RequestHead, ResponseHead
+from rproxy.http.headers import forward_response_headers
+from rproxy.http.messages import header, response_trailers
+from rproxy.http.routing import Route
+from rproxy.http.upstream import UpstreamFactory, UpstreamProtocol
+
+if TYPE_CHECKING:
+    from rproxy.http.h1 import H1Connection
+    from rproxy.http.listener import HTTPSettings
+
+__all__ = ["Exchange", "Phase", "retryable"]
+
+log = Logger(namespace="rproxy.http")
+
+#: methods whose request may be sent again after a backend failed mid-way.
+IDEMPOTENT = frozenset({b"GET", b"HEAD", b"OPTIONS", b"TRACE", b"PUT", b"DELETE"})
+
+#: a request that could not be sent again only goes out on a pooled backend
+#: connection idle for less than this: an older one may be closing just now
+#: (backends' own keep-alive timeouts can be as short as two seconds).
+FRESH_REUSE = 1.0
+
+#: request body bytes held while the backend is being connected (or a
+#: filter is deciding) before the client is paused.
+BODY_BUFFER = 1 << 16
+
+#: how a connect that took too long fails: our own timeout on the connect
+#: Deferred, or the endpoint's.
+_CONNECT_TIMEOUTS = (defer.TimeoutError, error.TimeoutError)
+
+
+def retryable(request: RequestHead) -> bool:
+    """
+    Whether C{request} may be sent again after it reached a backend: an
+    idempotent method and no body.
+    """
+    return request.method in IDEMPOTENT and request.body == "none"
+
+
+class Phase(Enum):
+    """
+    Where an exchange is.
+
+    C{FILTERING}: request-head filters are running (or suspended);
+    C{CONNECTING}: a backend is being connected; C{PROXYING}: the request
+    is with a backend, the response awaited or relayed; C{TUNNEL}: the
+    backend switched protocols (101) and bytes flow raw; C{DONE}: the
+    exchange ended (answered, failed or given up).
+    """
+
+    FILTERING = "filtering"
+    CONNECTING = "connecting"
+    PROXYING = "proxying"
+    TUNNEL = "tunnel"
+    DONE = "done"
+
+
+class Exchange:
+    """
+    One request on a client connection, from its head to the end of its
+    response.
+
+    @ivar request: the request head as the client sent it (filters may
+        change it in place before it is routed).
+    @ivar target: the request-target sent upstream (a route may strip a
+        prefix).
+    @ivar response: the final response head, once there is one.
+    @ivar status: what the client got: a status, or C{"-"} before anything.
+    @ivar notes: a dict filters may keep their own per-request state in
+        (made on first use).
+    """
+
+    def __init__(
+        self, codec: H1Connection, settings: HTTPSettings, request: RequestHead | None
+    ) -> None:
+        self.codec = codec
+        self.factory = codec.factory
+        self.settings = settings
+        self.clock = codec.clock
+        self.client = codec.client
+        self.request = request
+        self.target = b""
+        self.route: Route | None = None
+        self.pool: Pool | None = None
+        self.backend: Backend | None = None
+        self.upstream: UpstreamProtocol | None = None
+        self.response: ResponseHead | None = None
+        self.tried: list[Backend] = []
+        self.status: int | str = "-"
+        self.bytes_in = 0
+        self.bytes_out = 0
+        self.started = self.last_io = self.clock.seconds()
+        self.upstream_time: float | None = None
+        self.phase = Phase.FILTERING
+        self._upstream_started = 0.0
+        self._from_pool = False
+        self._holding = False
+        self._connecting: Any = None
+        #: request body bytes held until a backend connection is attached.
+        self._held: list[bytes] = []
+        self._held_size = 0
+        #: the request body (or its end) reached the backend connection.
+        self._request_sent = False
+        self._request_ended = False
+        #: the final response head was handed to the codec.
+        self.response_started = False
+        self._trailers: list[tuple[bytes, bytes]] = []
+        #: a 101 that came before the request body was all sent.
+        self._switch: tuple[ResponseHead, bytearray] | None = None
+        self._chain: FilterChain = NO_FILTERS
+        self._requests: Pipe | None = None
+        self._responses: Pipe | None = None
+        self._notes: dict[str, Any] | None = None
+        self._recorded = False
+
+    @property
+    def notes(self) -> dict[str, Any]:
+        if self._notes is None:
+            self._notes = {}
+        return self._notes
+
+    @property
+    def response_timeout(self) -> float:
+        """
+        How long this exchange may go without a byte moving.
+        """
+        pool = self.pool
+        name = pool.name if pool is not None else ""
+        return self.settings.timeouts_for(name)[1]
+
+    # Request side ------------------------------------------------------------
+
+    def begin(self) -> None:
+        """
+        The request head is in: run the listener's filters, route, run the
+        route's filters, then send it to a backend.
+        """
+        head = self.request
+        assert head is not None
+        chain = self.settings.filters
+        if chain.request_head:
+            hooks: list[Any] = [*chain.request_head, self._route_hook]
+            self._requests = self._request_pipe(hooks)
+            self._requests.push(HEAD, head)
+        elif self._route(head):
+            self._after_route(head)
+
+    def _request_pipe(self, heads: list[Any]) -> Pipe:
+        chain = self._chain
+        return Pipe(
+            self,
+            (heads, list(chain.request_body), list(chain.request_end)),
+            (self._head_filtered, self._send_body, self._send_end),
+            local=self.reply,
+            failed=self._filter_failed,
+            pause=self.codec.pause_reading,
+            resume=self._resume_client,
+        )
+
+    def _route_hook(self, _: Exchange, head: RequestHead) -> None:
+        # Routing as the last listener hook: the route's hooks follow it.
+        pipe = self._requests
+        assert pipe is not None
+        if not self._route(head):
+            pipe.close()
+            return
+        chain = self._chain
+        pipe.hooks[HEAD].extend(
+            chain.request_head[len(self.settings.filters.filters) :]
+        )
+        pipe.hooks[BODY][:] = chain.request_body
+        pipe.hooks[END][:] = chain.request_end
+
+    def _route(self, head: RequestHead) -> bool:
+        settings = self.settings
+        match = settings.router.route(head.host, head.target)
+        if match is None:
+            self.fail(404)
+            return False
+        self.route = route = match.route
+        self.target = match.target
+        try:
+            self.pool = self.factory.registry.get(route.pool)
+        except KeyError:
+            self.fail(503)
+            return False
+        self._chain = settings.chain_for(route)
+        return True
+
+    def _after_route(self, head: RequestHead) -> None:
+        chain = self._chain
+        if chain.requests:
+            self._requests = self._request_pipe(list(chain.request_head))
+            self._requests.push(HEAD, head)
+        else:
+            self._head_filtered(head)
+
+    def _head_filtered(self, head: RequestHead) -> None:
+        self.phase = Phase.CONNECTING
+        self._connect()
+
+    def request_body(self, data: bytes) -> None:
+        """
+        Request body bytes from the codec (decoded if chunked).
+        """
+        self.bytes_in += len(data)
+        self.last_io = self.clock.seconds()
+        if self._requests is not None:
+            self._requests.push(BODY, data)
+        else:
+            self._send_body(data)
+
+    def request_end(self) -> None:
+        """
+        The request body has all arrived.
+        """
+        if self._requests is not None:
+            self._requests.push(END, None)
+        else:
+            self._send_end(None)
+
+    def _send_body(self, data: bytes) -> None:
+        upstream = self.upstream
+        if upstream is not None and not self._held:
+            upstream.send_body(data)
+            return
+        self._held.append(data)
+        self._held_size += len(data)
+        if self._held_size > BODY_BUFFER:
+            self.codec.pause_reading()
+
+    def _send_end(self, _: object) -> None:
+        self._request_ended = True
+        if self.upstream is not None and not self._held:
+            self._body_sent()
+
+    def _body_sent(self) -> None:
+        upstream = self.upstream
+        assert upstream is not None
+        upstream.end_body()
+        self._request_sent = True
+        self.last_io = self.clock.seconds()
+        # The client may have been paused by a full backend connection.
+        upstream.stop_producer(resume=False)
+        self.codec.body_forwarded()
+        if self._switch is not None:
+            self._complete_switch()
+
+    def _resume_client(self) -> None:
+        if self._held_size <= BODY_BUFFER:
+            self.codec.resume_reading()
+
+    # Backend side ------------------------------------------------------------
+
+    def _hash_key(self, pool: Pool) -> str | None:
+        key = pool.hash_key
+        if key.startswith("header:") and self.request is not None:
+            value = header(self.request.headers, key[7:].lower().encode())
+            return value.decode("latin-1") if value is not None else None
+        return self.client
+
+    def _connect(self, failed: int = 502) -> None:
+        """
+        Send the request to the next backend the pool gives, reusing an idle
+        connection to it if there is one.
+
+        @param failed: the answer if no backend is left to try after a
+            failure: 502, or 504 when the last connect timed out (as nginx
+            answers).  With nothing tried, no backend was up: 503.
+        """
+        pool = self.pool
+        request = self.request
+        assert pool is not None and request is not None
+        backend = None
+        if len(self.tried) < pool.connect_tries:
+            backend = pool.pick(self._hash_key(pool), self.tried)
+        if backend is None:
+            self.fail(503 if not self.tried else failed)
+            return
+        self.tried.append(backend)
+        self.backend = backend
+        pool.acquire(backend)
+        self._holding = True
+        upstream = self.codec.keep_alive_for(pool).take(
+            backend, None if retryable(request) else FRESH_REUSE
+        )
+        if upstream is not None:
+            self._from_pool = True
+            self._attach(upstream)
+            return
+        self._from_pool = False
+        preface = proxy_header_for(pool.send_proxy, self.codec.transport)
+        endpoint = backend_endpoint(self.factory.endpoint_for, backend, preface)
+        connecting = endpoint.connect(UpstreamFactory(backend, announced=bool(preface)))
+        connecting.addTimeout(self.settings.timeouts_for(pool.name)[0], self.clock)
+        self._connecting = connecting
+        connecting.addCallbacks(self._connected, self._connect_failed)
+        connecting.addErrback(self._bug)
+
+    def _connected(self, upstream: UpstreamProtocol) -> None:
+        self._connecting = None
+        if self.phase is Phase.DONE:
+            upstream.transport.loseConnection()  # type: ignore[union-attr]
+            return
+        self._attach(upstream)
+
+    def _connect_failed(self, failure: Failure) -> None:
+        self._connecting = None
+        backend, pool = self.backend, self.pool
+        assert backend is not None and pool is not None
+        self._release_backend()
+        if self.phase is Phase.DONE:
+            return
+        reason = describe_failure(failure)
+        log.info(
+            "connect to {backend} in pool {pool} failed: {reason}",
+            backend=backend.name,
+            pool=pool.name,
+            reason=reason,
+        )
+        pool.report_failure(backend, reason)
+        self._connect(504 if failure.check(*_CONNECT_TIMEOUTS) else 502)
+
+    def _bug(self, failure: Failure) -> None:
+        log.failure("bug in the HTTP proxy; closing the connection", failure)
+        self.codec.abort()
+
+    def _attach(self, upstream: UpstreamProtocol) -> None:
+        # Success is reported to the pool when the response has come, not
+        # here: a backend that accepts connections but answers garbage,
+        # resets or never answers must run up failures.
+        head, backend = self.request, self.backend
+        assert head is not None and backend is not None
+        self.phase = Phase.PROXYING
+        self.upstream = upstream
+        upstream.start(self, head.method, upgrade=head.upgrade is not None)
+        settings = self.settings
+        upstream.send_request(
+            head,
+            self.target,
+            backend_address=backend.address.encode(),
+            client_ip=self.client,
+            scheme=settings.scheme,
+            policy=settings.policy,
+        )
+        self._upstream_started = self.last_io = self.clock.seconds()
+        codec = self.codec
+        if head.body == "none":
+            self._request_sent = self._request_ended = True
+            codec.body_forwarded()
+            return
+        upstream.set_producer(codec.producer())
+        held, self._held = self._held, []
+        self._held_size = 0
+        for data in held:
+            upstream.send_body(data)
+        if self._request_ended:
+            self._body_sent()
+        else:
+            codec.resume_reading()
+
+    def _release_backend(self) -> None:
+        if self._holding and self.pool is not None and self.backend is not None:
+            self._holding = False
+            self.pool.release(self.backend)
+
+    def _drop_upstream(self) -> None:
+        upstream = self.upstream
+        self.upstream = None
+        if upstream is not None:
+            upstream.release_timeout()
+        self._release_backend()
+
+    # What the upstream connection reports (IResponseSink) --------------------
+
+    def interim_response(self, head: ResponseHead) -> None:
+        self.last_io = self.clock.seconds()
+        self.codec.send_interim(self, head)
+
+    def response_head(self, head: ResponseHead) -> None:
+        now = self.last_io = self.clock.seconds()
+        self.status = head.status
+        self.upstream_time = now - self._upstream_started
+        head.headers = forward_response_headers(
+            head.headers, remove=frozenset(), via=self.settings.policy.via
+        )
+        self.response = head
+        if self._chain.responses:
+            self._response_pipe().push(HEAD, head)
+        else:
+            self._start_response(head)
+
+    def _response_pipe(self) -> Pipe:
+        pipe = self._responses
+        if pipe is None:
+            chain = self._chain
+            pipe = self._responses = Pipe(
+                self,
+                (
+                    list(chain.response_head),
+                    list(chain.response_body),
+                    list(chain.response_end),
+                ),
+                (self._start_response, self._relay_body, self._end_response),
+                local=self._replace_response,
+                failed=self._filter_failed,
+                pause=self._pause_upstream,
+                resume=self._resume_upstream,
+            )
+        return pipe
+
+    def _start_response(self, head: ResponseHead) -> None:
+        self.response_started = True
+        self.status = head.status
+        self.codec.send_head(self, head)
+
+    def response_body(self, data: Data) -> None:
+        self.bytes_out += len(data)
+        self.last_io = self.clock.seconds()
+        if self._responses is not None:
+            self._responses.push(BODY, data)
+        else:
+            self.codec.send_body(data)
+
+    def _relay_body(self, data: Data) -> None:
+        self.codec.send_body(data)
+
+    def response_trailers(self, headers: list[tuple[bytes, bytes]]) -> None:
+        self._trailers = response_trailers(headers, remove=frozenset())
+
+    def flush_output(self) -> None:
+        self.codec.flush()
+
+    def response_end(self) -> None:
+        if self._responses is not None:
+            self._responses.push(END, self._trailers)
+        else:
+            self._end_response(self._trailers)
+
+    def _end_response(self, trailers: list[tuple[bytes, bytes]]) -> None:
+        self.phase = Phase.DONE
+        codec = self.codec
+        codec.send_end(trailers)
+        upstream = self.upstream
+        self.upstream = None
+        self._release_backend()
+        pool, backend = self.pool, self.backend
+        assert pool is not None and backend is not None
+        # A whole response: the backend's run of failures (connects, resets,
+        # garbage, timeouts) is over.
+        pool.report_success(backend)
+        if upstream is not None:
+            if not self._request_sent:
+                # The backend answered before the request body was all sent:
+                # neither connection can carry another request.
+                upstream.reusable = False
+                upstream.stop_producer(resume=False)
+            max_idle, idle_timeout = self.settings.keep_alive_for(pool.name)
+            codec.keep_alive_for(pool, upstream).put(upstream, max_idle, idle_timeout)
+        self.record()
+        codec.exchange_done(self, self._request_sent)
+
+    def upstream_failed(self, reason: str, status: int) -> None:
+        upstream, backend, pool, request = (
+            self.upstream,
+            self.backend,
+            self.pool,
+            self.request,
+        )
+        assert pool is not None and backend is not None and request is not None
+        self.upstream = None
+        self._release_backend()
+        if self.phase is Phase.DONE:
+            return
+        received = upstream is not None and upstream.received_any
+        if self._from_pool and not received:
+            # A reused connection the backend had closed meanwhile: not the
+            # backend's fault, and the same backend may be asked again.
+            self.tried.remove(backend)
+        else:
+            pool.report_failure(backend, reason)
+        if not self.response_started and not received and retryable(request):
+            self.phase = Phase.CONNECTING
+            self._connect()
+        else:
+            self.fail(status)
+
+    # Protocol switches -------------------------------------------------------
+
+    def switched(self, head: ResponseHead, rest: bytes) -> None:
+        """
+        The backend switched protocols.  A 101 may come before the request
+        body was all sent: the client still sends the rest of it before any
+        byte of the new protocol, and it must reach the backend framed as
+        announced, so the switch waits for the body and the backend
+        connection is not read until then.
+        """
+        pool, backend, upstream = self.pool, self.backend, self.upstream
+        assert pool is not None and backend is not None and upstream is not None
+        pool.report_success(backend)
+        self.upstream_time = self.clock.seconds() - self._upstream_started
+        if not self._request_sent:
+            self._switch = (head, bytearray(rest))
+            upstream.transport.pauseProducing()  # type: ignore[union-attr]
+            return
+        self._open_tunnel(head, rest)
+
+    def _complete_switch(self) -> None:
+        switch, self._switch = self._switch, None
+        upstream = self.upstream
+        assert switch is not None and upstream is not None
+        upstream.transport.resumeProducing()  # type: ignore[union-attr]
+        self._open_tunnel(switch[0], bytes(switch[1]))
+
+    def _open_tunnel(self, head: ResponseHead, rest: bytes) -> None:
+        upstream = self.upstream
+        assert upstream is not None
+        self.status = 101
+        self.phase = Phase.TUNNEL
+        self.response_started = True
+        head.headers = forward_response_headers(
+            head.headers,
+            remove=frozenset(),
+            via=self.settings.policy.via,
+            keep_upgrade=True,
+        )
+        chain = self._chain
+        for hook in chain.response_head:
+            hook(self, head)  # a tunnel cannot be replaced: changes only
+        upstream.stop_producer(resume=False)
+        self.codec.open_tunnel(self, head, upstream, rest)
+
+    def tunnel_data(self, data: bytes) -> None:
+        if self._switch is not None:
+            self._switch[1].extend(data)  # held until the request body is sent
+        else:
+            self.codec.tunnel_data(data)
+
+    def tunnel_closed(self) -> None:
+        upstream, self.upstream = self.upstream, None
+        if upstream is not None:
+            upstream.stop_producer(resume=False)
+        if self._switch is not None:
+            # Switched, then gone before the request body was through: the
+            # client has seen nothing of it.
+            self._switch = None
+            self._release_backend()
+            if self.phase is not Phase.DONE:
+                self.fail(502)
+            return
+        self._release_backend()
+        self.codec.tunnel_closed(self)
+
+    def tunnel_ended(self, bytes_in: int, bytes_out: int) -> None:
+        """
+        The tunnel closed (either side, or idle): record it.
+        """
+        self.bytes_in += bytes_in
+        self.bytes_out += bytes_out
+        self.phase = Phase.DONE
+        self.upstream = None
+        self._release_backend()
+        self.record()
+
+    # Local answers and failures ----------------------------------------------
+
+    def reply(self, reply: LocalReply) -> None:
+        """
+        Answer C{reply} instead of proxying (a filter's answer).
+        """
+        if self.phase is Phase.DONE:
+            return
+        if self._connecting is not None:
+            self._connecting.cancel()
+        self._drop_upstream()
+        if self._requests is not None:
+            self._requests.close()
+        request = self.request
+        headers = list(reply.headers)
+        headers.append((b"Content-Length", b"%d" % len(reply.body)))
+        head = ResponseHead(
+            reply.status,
+            reply.reason if reply.reason is not None else _reason(reply.status),
+            (1, 1),
+            headers,
+            body="length" if reply.body else "none",
+            content_length=len(reply.body),
+        )
+        if request is not None and request.method == b"HEAD":
+            head.body = "none"
+        self.response = head
+        self.phase = Phase.DONE
+        self._start_response(head)
+        if head.body != "none":
+            self.bytes_out += len(reply.body)
+            self.codec.send_body(reply.body)
+        self.codec.send_end([])
+        self.record()
+        self.codec.exchange_done(self, self._request_ended)
+
+    def _replace_response(self, reply: LocalReply) -> None:
+        # A response filter answered instead of the backend: the backend
+        # connection is not reused (its response is not read to its end).
+        upstream = self.upstream
+        if upstream is not None:
+            upstream.reusable = False
+        self.reply(reply)
+
+    def fail(self, status: int) -> None:
+        """
+        The exchange failed (no route, no backend, a malformed or too large
+        body, a broken or silent backend): answer C{status} and close, or
+        cut the client off if its response has begun.
+        """
+        if self.phase is Phase.DONE:
+            return
+        self.phase = Phase.DONE
+        if self._connecting is not None:
+            self._connecting.cancel()
+        self._drop_upstream()
+        if self._requests is not None:
+            self._requests.close()
+        if self._responses is not None:
+            self._responses.close()
+        self.codec.fail(self, status)
+
+    def give_up(self, status: int | str) -> None:
+        """
+        The client stopped (a FIN half-way through the request, or it
+        closed): record C{status} and drop the backend side.
+        """
+        self.status = status
+        self.phase = Phase.DONE
+        if self._connecting is not None:
+            self._connecting.cancel()
+        self._drop_upstream()
+        self.record()
+
+    def timed_out(self) -> None:
+        """
+        Nothing moved for the response timeout: a client that stopped
+        sending its body gets 408, a backend that has not started answering
+        504, and a response that stalled midway is cut.
+        """
+        if not self._request_ended and not self.response_started:
+            self.fail(408)
+            return
+        backend, pool = self.backend, self.pool
+        if backend is not None and pool is not None and self._holding:
+            pool.report_failure(backend, "no response in time")
+        self.fail(504)
+
+    def _filter_failed(self, failure: Failure) -> None:
+        log.failure(
+            "HTTP filter failed on {method} {target} from {client}",
+            failure,
+            method=self.request.method if self.request else b"",
+            target=self.request.target if self.request else b"",
+            client=self.client,
+        )
+        self.fail(500)
+
+    def _pause_upstream(self) -> None:
+        upstream = self.upstream
+        if upstream is not None and upstream.transport is not None:
+            upstream.transport.pauseProducing()  # type: ignore[attr-defined]
+
+    def _resume_upstream(self) -> None:
+        upstream = self.upstream
+        if upstream is not None and upstream.transport is not None:
+            upstream.transport.resumeProducing()  # type: ignore[attr-defined]
+
+    def record(self) -> None:
+        """
+        Count the exchange and emit its access event, once.
+        """
+        if self._recorded:
+            return
+        self._recorded = True
+        count(self)
+        emit(self)
+
+
+def _reason(status: int) -> bytes:
+    try:
+        return HTTPStatus(status).phrase.encode("ascii")
+    except ValueError:
+        return b""

@@ -1,0 +1,213 @@
+"""Running an exchange's events through its filters: L{FilterChain} (the
+hooks of one listener or route, worked out once when settings are built)
+and L{Pipe} (one direction of one exchange, suspending where a hook returns
+a Deferred)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from twisted.internet.defer import Deferred
+from twisted.python.failure import Failure
+
+from rproxy.http.filters import LocalReply, filter_hooks
+
+__all__ = ["BODY", "END", "HEAD", "NO_FILTERS", "FilterChain", "Pipe"]
+
+#: the kinds of event a pipe carries.
+HEAD, BODY, END = 0, 1, 2
+
+Hook = Callable[..., Any]
+
+
+class FilterChain:
+    """
+    The hooks of a sequence of filters, split by event: request hooks in
+    order, response hooks in reverse order.  Empty tuples where no filter
+    does anything, so a chain without filters costs a truth test.
+
+    @ivar filters: the filters, in request order.
+    @ivar requests: whether any request hook is set.
+    @ivar responses: whether any response hook is set.
+    """
+
+    __slots__ = (
+        "filters",
+        "request_body",
+        "request_end",
+        "request_head",
+        "requests",
+        "response_body",
+        "response_end",
+        "response_head",
+        "responses",
+    )
+
+    def __init__(self, filters: Sequence[Any] = ()) -> None:
+        self.filters: tuple[Any, ...] = tuple(filters)
+        self.request_head = filter_hooks(self.filters, "request_head")
+        self.request_body = filter_hooks(self.filters, "request_body")
+        self.request_end = filter_hooks(self.filters, "request_end")
+        backwards = self.filters[::-1]
+        self.response_head = filter_hooks(backwards, "response_head")
+        self.response_body = filter_hooks(backwards, "response_body")
+        self.response_end = filter_hooks(backwards, "response_end")
+        self.requests = bool(self.request_head or self.request_body or self.request_end)
+        self.responses = bool(
+            self.response_head or self.response_body or self.response_end
+        )
+
+    def __add__(self, other: FilterChain) -> FilterChain:
+        return FilterChain(self.filters + other.filters)
+
+    def __bool__(self) -> bool:
+        return bool(self.filters)
+
+    def __repr__(self) -> str:
+        names = ", ".join(getattr(f, "name", type(f).__name__) for f in self.filters)
+        return f"<FilterChain [{names}]>"
+
+
+#: the chain of a listener or route without filters.
+NO_FILTERS = FilterChain()
+
+
+class Pipe:
+    """
+    One direction of one exchange: head, body and end events passed through
+    hooks to the sinks, in order.
+
+    A hook that returns a Deferred suspends the pipe: C{pause} is called,
+    later events queue, and when the Deferred fires the event goes on from
+    the next hook, the queue drains and C{resume} is called.  A head hook's
+    L{LocalReply} goes to C{local} and ends the pipe; an exception (or a
+    failed Deferred) goes to C{failed} and ends it.
+
+    @ivar hooks: per event kind, the hook list (a head's list may grow while
+        it runs: routing adds the route's hooks).
+    """
+
+    __slots__ = (
+        "_queue",
+        "_subject",
+        "closed",
+        "failed",
+        "hooks",
+        "local",
+        "pause",
+        "resume",
+        "sinks",
+        "suspended",
+    )
+
+    def __init__(
+        self,
+        subject: Any,
+        hooks: tuple[list[Hook], list[Hook], list[Hook]],
+        sinks: tuple[Hook, Hook, Hook],
+        *,
+        local: Callable[[LocalReply], None],
+        failed: Callable[[Failure], None],
+        pause: Callable[[], None],
+        resume: Callable[[], None],
+    ) -> None:
+        self._subject = subject
+        self.hooks = hooks
+        self.sinks = sinks
+        self.local = local
+        self.failed = failed
+        self.pause = pause
+        self.resume = resume
+        self.suspended = False
+        self.closed = False
+        self._queue: list[tuple[int, Any, int]] = []
+
+    def push(self, kind: int, value: Any) -> None:
+        """
+        Send an event (a head, body bytes, or for an end its trailers or
+        C{None}) through the hooks.
+        """
+        if self.closed:
+            return
+        if self.suspended or self._queue:
+            self._queue.append((kind, value, 0))
+            return
+        self._run(kind, value, 0)
+        if self._queue:
+            self._drain()
+
+    def close(self) -> None:
+        """
+        Drop what is queued; nothing more passes.
+        """
+        self.closed = True
+        self._queue.clear()
+
+    def _drain(self) -> None:
+        queue = self._queue
+        while queue and not self.suspended and not self.closed:
+            kind, value, index = queue.pop(0)
+            self._run(kind, value, index)
+
+    def _run(self, kind: int, value: Any, index: int) -> None:
+        hooks = self.hooks[kind]
+        subject = self._subject
+        while index < len(hooks):
+            try:
+                result = hooks[index](subject, value)
+            except Exception:
+                self._fail(Failure())
+                return
+            index += 1
+            if isinstance(result, Deferred):
+                self.suspended = True
+                self.pause()
+                result.addCallbacks(
+                    self._resumed,
+                    self._fail,
+                    callbackArgs=(kind, value, index),
+                )
+                return
+            if not self._went_on(kind, value, index, result):
+                return
+            if kind == BODY:
+                value = result
+        if not self.closed:
+            self.sinks[kind](value)
+
+    def _went_on(self, kind: int, value: Any, index: int, result: Any) -> bool:
+        """
+        Apply one hook's C{result}; whether the event goes on to the next.
+        """
+        if kind == HEAD:
+            if result is None:
+                return True
+            if isinstance(result, LocalReply):
+                self.close()
+                self.local(result)
+                return False
+            raise TypeError(f"a head hook returned {result!r}")
+        if kind == BODY:
+            return bool(result)
+        if result:
+            # Bytes a hook adds at the end go through the later hooks first.
+            self._queue[:0] = [(BODY, result, index), (END, value, index)]
+            return False
+        return True
+
+    def _resumed(self, result: Any, kind: int, value: Any, index: int) -> None:
+        if self.closed:
+            return
+        self.suspended = False
+        if self._went_on(kind, value, index, result):
+            self._run(kind, result if kind == BODY else value, index)
+        self._drain()
+        if not self.suspended and not self.closed:
+            self.resume()
+
+    def _fail(self, failure: Failure) -> None:
+        if self.closed:
+            return
+        self.close()
+        self.failed(failure)

@@ -1,0 +1,747 @@
+"""The HTTP/1.1 codec: one client connection, its bytes turned into request
+events for one L{Exchange} at a time, and the exchange's neutral response
+events turned back into HTTP/1.1 bytes.
+
+The codec owns what belongs to the connection and the wire: the read
+buffer, pipelining (requests that arrive early wait, bounded, and are
+answered in order), request framing (a chunked body is decoded here and the
+exchange sees only its bytes), response framing (re-chunking a body of
+unknown length, C{100 Continue}, trailers), keep-alive, the half-close of a
+client that sent its FIN, the tunnel after a 101, and the connection's
+timers: the request head and keep-alive timeouts, the request body's read
+timeout and minimum rate, and the exchange's response timeout.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from twisted.internet.interfaces import (
+    IDelayedCall,
+    IHalfCloseableProtocol,
+    IPushProducer,
+)
+from twisted.internet.protocol import Protocol, connectionDone
+from twisted.python.failure import Failure
+from zope.interface import implementer
+
+from rproxy._fastwrite import Data, no_delay, send_now, send_parts
+from rproxy.http._tunnel import Tunnel
+from rproxy.http.chunked import ChunkedDecoder, End, Trailers, encode_last_chunk
+from rproxy.http.errors import error_response
+from rproxy.http.exchange import Exchange, Phase
+from rproxy.http.framing import (
+    HTTPError,
+    RequestHead,
+    ResponseHead,
+    check_incomplete_head,
+    find_head_end,
+    parse_request_head,
+)
+from rproxy.http.keepalive import ClientKeepAlive, KeepAlivePool
+from rproxy.http.messages import response_head, switching_head
+from rproxy.http.upstream import UpstreamProtocol, end_stream
+
+if TYPE_CHECKING:
+    from rproxy.backends import Pool
+    from rproxy.http.listener import HTTPProxyFactory
+
+__all__ = ["H1Connection"]
+
+#: where a connection is: reading a request head, reading a request body,
+#: the request read whole (its response under way), tunnelling after a
+#: 101, closed.
+HEAD, BODY, WAIT, TUNNEL, CLOSED = range(5)
+
+_CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+
+#: seconds a request body may take before its minimum rate applies: after
+#: them it must have come at C{request_body_min_rate} on average.
+BODY_RATE_GRACE = 5.0
+
+
+@implementer(IHalfCloseableProtocol, IPushProducer)
+class H1Connection(Protocol):
+    """
+    One HTTP/1.1 client connection.
+
+    A client may shut its write side (a FIN) once it has sent its requests:
+    each request received whole is still answered, in order, then the
+    connection closes.  A FIN half-way through a request is the client
+    giving up: nothing more is sent, and the access event says 400 for a
+    head cut short (as nginx logs it) or 499 for a body cut short.  In a
+    tunnel after a 101 the FIN is passed on to the backend.  (Over TLS a FIN
+    still ends the connection whole: Twisted's TLS layer does not pass
+    half-closes on.)
+
+    As an L{IPushProducer} it is what a backend connection pauses while it
+    cannot take more of a request body.
+    """
+
+    def __init__(self, factory: HTTPProxyFactory):
+        self.factory = factory
+        self.settings = factory.settings
+        self.clock = factory.clock
+        self.client = ""
+        self.exchange: Exchange | None = None
+        self._buffer = bytearray()
+        self._search_from = 0
+        self._state = HEAD
+        self._timer: IDelayedCall | None = None
+        self._since = 0.0
+        self._idle_wait = False
+        #: an exchange is beginning (L{_begin} is running); the next
+        #: request waits for it to return (C{_again}).
+        self._beginning = False
+        self._again = False
+        #: close once the current response has been sent.
+        self._closing = False
+        #: C{_closing} because the client sent a FIN (not for a shutdown):
+        #: requests it pipelined before the FIN are still answered.
+        self._closing_for_eof = False
+        #: the client shut its write side: nothing more will be read.
+        self._read_closed = False
+        self._paused = False
+        self._paused_at = 0.0
+        #: idle backend connections kept for this client only (pools that
+        #: send PROXY headers); made on first use.
+        self._own_keep_alive: ClientKeepAlive | None = None
+        self._tunnel: Tunnel | None = None
+        # The request body being read.
+        self._body_left = 0
+        self._decoder: ChunkedDecoder | None = None
+        self._body_since = 0.0
+        self._body_read = 0
+        self._last_read = 0.0
+        # The response being written.
+        self._out: list[Data] = []
+        self._chunk_parts: list[Data] = []
+        self._chunk_out = False
+        self._keep_client = True
+        self._sent = False
+        self._sent_continue = False
+
+    # Connection -------------------------------------------------------------
+
+    def connectionMade(self) -> None:
+        self.factory.connections.add(self)
+        no_delay(self.transport)
+        peer = self.transport.getPeer()  # type: ignore[union-attr]
+        self.client = str(getattr(peer, "host", ""))
+        self._since = self.clock.seconds()
+        self._arm()
+
+    # Timeouts ---------------------------------------------------------------
+    #
+    # One timer per connection, not one per request: the state says which
+    # timeouts apply and since when, and the timer checks them when it
+    # fires.  It never waits longer than the shortest timeout, so a deadline
+    # set after it was armed is never missed.
+
+    def _arm(self) -> None:
+        if self._timer is None:
+            self._timer = self.clock.callLater(
+                self.settings.shortest_timeout, self._tick
+            )
+
+    def _tick(self) -> None:
+        self._timer = None
+        state = self._state
+        now = self.clock.seconds()
+        settings = self.settings
+        if state == HEAD:
+            timeout = (
+                settings.keep_alive_timeout
+                if self._idle_wait
+                else settings.request_head_timeout
+            )
+            if now >= self._since + timeout:
+                if self._buffer:
+                    self._reject(408)
+                else:
+                    self._close()
+                return
+            remaining = self._since + timeout - now
+        elif state in (BODY, WAIT):
+            exchange = self.exchange
+            if exchange is None:
+                return
+            if state == BODY and not self._paused and self._body_too_slow(now):
+                return
+            deadline = exchange.last_io + exchange.response_timeout
+            if now >= deadline:
+                exchange.timed_out()
+                return
+            remaining = deadline - now
+        else:
+            return
+        self._timer = self.clock.callLater(
+            min(remaining, settings.shortest_timeout), self._tick
+        )
+
+    def _body_too_slow(self, now: float) -> bool:
+        """
+        Answer 408 to a client that stopped sending its body, or sends it
+        more slowly than the minimum rate.
+        """
+        settings = self.settings
+        stats = self.factory.stats
+        if now - self._last_read >= settings.request_body_timeout:
+            stats.request_body_timeouts += 1
+        elif settings.request_body_min_rate and now >= (
+            self._body_since
+            + BODY_RATE_GRACE
+            + self._body_read / settings.request_body_min_rate
+        ):
+            stats.request_body_too_slow += 1
+        else:
+            return False
+        exchange = self.exchange
+        assert exchange is not None
+        exchange.fail(408)
+        return True
+
+    def _cancel_timer(self) -> None:
+        if self._timer is not None and self._timer.active():
+            self._timer.cancel()
+        self._timer = None
+
+    # Reading ----------------------------------------------------------------
+
+    def dataReceived(self, data: bytes) -> None:
+        state = self._state
+        if state == CLOSED:
+            return
+        if state == TUNNEL:
+            if self._tunnel is not None:
+                self._tunnel.from_client(data)
+            return
+        self._buffer += data
+        if state == HEAD:
+            if self._idle_wait:
+                # A new request began on a kept-alive connection: it has the
+                # head timeout, not the (longer) keep-alive one, to arrive.
+                self._idle_wait = False
+                self._since = self.clock.seconds()
+            self._read_head()
+        elif state == BODY:
+            self._last_read = self.clock.seconds()
+            self._read_body()
+        elif len(self._buffer) > self.settings.limits.max_head:
+            self.pause_reading()  # pipelined requests wait for this response
+
+    def _read_head(self) -> None:
+        if self._beginning:
+            # An exchange answered at once (a filter's local reply) while
+            # it began: the next request is read when that call returns,
+            # not inside it (pipelined requests would recurse).
+            self._again = True
+            return
+        limits = self.settings.limits
+        buffer = self._buffer
+        while self._state == HEAD:
+            end = find_head_end(buffer, 0, self._search_from)
+            try:
+                if end < 0:
+                    check_incomplete_head(buffer, 0, limits)
+                    if self._read_closed:
+                        self._head_cut_short()
+                        return
+                    self._search_from = max(len(buffer) - 3, 0)
+                    return
+                head = parse_request_head(bytes(buffer[:end]), limits)
+            except HTTPError as error:
+                self._reject(error.status)
+                return
+            del buffer[:end]
+            self._search_from = 0
+            self._beginning = True
+            try:
+                self._begin(head)
+            finally:
+                self._beginning = False
+            if not self._again:
+                return
+            self._again = False
+
+    def _begin(self, head: RequestHead) -> None:
+        # Each request follows the listener's settings of the moment it
+        # begins: a reload changes them for kept-alive connections too.
+        self.settings = settings = self.factory.settings
+        self.exchange = exchange = Exchange(self, settings, head)
+        self._sent = self._sent_continue = False
+        if head.body == "none":
+            self._state = WAIT
+        else:
+            self._state = BODY
+            self._body_since = self._last_read = exchange.started
+            self._body_read = 0
+            if head.body == "length":
+                self._body_left = head.content_length or 0
+                self._decoder = None
+            else:
+                self._decoder = ChunkedDecoder(settings.limits)
+        exchange.begin()
+        if self._state == BODY and self.exchange is exchange and self._buffer:
+            self._read_body()
+
+    def _read_body(self) -> None:
+        exchange = self.exchange
+        buffer = self._buffer
+        if exchange is None or not buffer or self._paused:
+            return
+        if self._decoder is None:
+            count = min(self._body_left, len(buffer))
+            data = bytes(buffer[:count])
+            del buffer[:count]
+            self._body_left -= count
+            self._body_read += count
+            if count:
+                exchange.request_body(data)
+            if self._body_left == 0 and self.exchange is exchange:
+                self._body_done(exchange)
+            elif self._read_closed and not buffer and self.exchange is exchange:
+                self._give_up(499)
+            return
+        data = bytes(buffer)
+        buffer.clear()
+        try:
+            events = self._decoder.feed(data)
+        except HTTPError as error:
+            exchange.fail(error.status)
+            return
+        for event in events:
+            if self.exchange is not exchange or self._state != BODY:
+                return
+            if isinstance(event, bytes):
+                self._body_read += len(event)
+                exchange.request_body(event)
+            elif isinstance(event, Trailers):
+                pass  # request trailers are not forwarded
+            elif isinstance(event, End):
+                buffer[:0] = event.rest
+                self._body_done(exchange)
+                return
+        if self._read_closed and self.exchange is exchange:
+            self._give_up(499)
+
+    def _body_done(self, exchange: Exchange) -> None:
+        self._state = WAIT
+        self._decoder = None
+        exchange.request_end()
+        if len(self._buffer) > self.settings.limits.max_head:
+            self.pause_reading()
+
+    # Flow control ----------------------------------------------------------
+
+    def pause_reading(self) -> None:
+        """
+        Stop reading from the client (a full buffer, a busy backend, a
+        suspended filter).
+        """
+        if not self._paused:
+            self._paused = True
+            self._paused_at = self.clock.seconds()
+            self.transport.pauseProducing()  # type: ignore[union-attr]
+
+    def resume_reading(self) -> None:
+        """
+        Read from the client again.  Time spent paused does not count
+        against its request body's timeouts.
+        """
+        if self._paused and self._state != CLOSED:
+            self._paused = False
+            if self._state == BODY:
+                paused_for = self.clock.seconds() - self._paused_at
+                self._body_since += paused_for
+                self._last_read += paused_for
+            self.transport.resumeProducing()  # type: ignore[union-attr]
+            if self._state == BODY and self._buffer:
+                self._read_body()
+
+    def pauseProducing(self) -> None:
+        self.pause_reading()
+
+    def resumeProducing(self) -> None:
+        self.resume_reading()
+
+    def stopProducing(self) -> None:
+        self._abort()
+
+    def producer(self) -> IPushProducer:
+        """
+        What a backend connection pauses while it cannot take more of the
+        request body.
+        """
+        return self
+
+    def body_forwarded(self) -> None:
+        """
+        The request body has all reached the backend: the client may be
+        read again (pipelined requests, up to the head limit).
+        """
+        if self._state == WAIT and len(self._buffer) <= self.settings.limits.max_head:
+            self.resume_reading()
+
+    def keep_alive_for(
+        self, pool: Pool, upstream: UpstreamProtocol | None = None
+    ) -> KeepAlivePool | ClientKeepAlive:
+        """
+        Where idle connections to C{pool}'s backends are kept: the
+        listener's shared pool, or for a pool that sends PROXY headers
+        (each connection announces one client), this client's own.  An
+        C{upstream} handed back goes where the way it was opened says (a
+        reload may have changed the pool since).
+        """
+        private = (
+            pool.send_proxy is not None if upstream is None else upstream.announced
+        )
+        if not private:
+            shared: KeepAlivePool = self.factory.keep_alive
+            return shared
+        own = self._own_keep_alive
+        if own is None:
+            own = self._own_keep_alive = ClientKeepAlive(self.clock)
+        return own
+
+    # Writing (the exchange's response events) --------------------------------
+
+    def send_interim(self, exchange: Exchange, head: ResponseHead) -> None:
+        """
+        A 1xx other than 101: only a 100 the client asked for is passed on.
+        """
+        request = exchange.request
+        if (
+            head.status == 100
+            and request is not None
+            and request.expect_continue
+            and request.version >= (1, 1)
+            and not self._sent_continue
+        ):
+            self._sent_continue = True
+            self.transport.write(_CONTINUE)  # type: ignore[union-attr]
+
+    def send_head(self, exchange: Exchange, head: ResponseHead) -> None:
+        request = exchange.request
+        assert request is not None
+        keep_alive = request.keep_alive and (
+            not self._closing or self._more_before_eof()
+        )
+        if self._state == BODY and exchange.phase is Phase.DONE:
+            # A local answer before the request body was read: the rest of
+            # the body is not read, so the connection cannot go on.
+            keep_alive = False
+        data, self._chunk_out, self._keep_client = response_head(
+            head, request, keep_alive=keep_alive
+        )
+        self._out.append(data)
+
+    def send_body(self, data: Data) -> None:
+        if self._chunk_out:
+            if data:
+                self._chunk_parts.append(data)
+        else:
+            self._out.append(data)
+
+    def _end_chunk(self) -> None:
+        """
+        Frame the body bytes of one read from the backend as one chunk (the
+        backend's own chunks rarely line up with its reads), without copying
+        them.
+        """
+        parts = self._chunk_parts
+        size = sum(map(len, parts))
+        self._out.append(b"%x\r\n" % size)
+        self._out.extend(parts)
+        self._out.append(b"\r\n")
+        parts.clear()
+
+    def flush(self) -> None:
+        """
+        Send what the last read from the backend produced.
+        """
+        if self._chunk_parts:
+            self._end_chunk()
+        out = self._out
+        if not out:
+            return
+        transport = self.transport
+        self._sent = True
+        sent = send_parts(transport, out)
+        out.clear()
+        if not sent and self._state != CLOSED:
+            # The client is slower than the backend: from now on the
+            # backend connection is paused whenever the client's buffer is
+            # full (registered only now, as most responses never need it).
+            exchange = self.exchange
+            upstream = exchange.upstream if exchange is not None else None
+            if (
+                upstream is not None
+                and upstream.transport is not None
+                and getattr(transport, "producer", None) is None
+            ):
+                transport.registerProducer(upstream.transport, True)  # type: ignore[union-attr]
+
+    def send_end(self, trailers: list[tuple[bytes, bytes]]) -> None:
+        if self._chunk_out:
+            if self._chunk_parts:
+                self._end_chunk()
+            exchange = self.exchange
+            request = exchange.request if exchange is not None else None
+            send = trailers if request is not None and request.te_trailers else ()
+            self._out.append(encode_last_chunk(send))
+        self.flush()
+        end_stream(self.transport)
+
+    def exchange_done(self, exchange: Exchange, request_read: bool) -> None:
+        """
+        C{exchange}'s response has been sent: read the next request, or
+        close.
+        """
+        if self.exchange is not exchange:
+            return
+        self.exchange = None
+        self._sent = False
+        keep = self._keep_client and self._state != BODY
+        if (not keep or self._closing) and not (
+            keep and self._closing_for_eof and self._buffer
+        ):
+            self._close()
+            return
+        self._state = HEAD
+        self.resume_reading()
+        self._since = self.clock.seconds()
+        if self._buffer:
+            self._idle_wait = False
+            self._read_head()
+        else:
+            self._idle_wait = True
+
+    def _more_before_eof(self) -> bool:
+        """
+        Whether the client sent more of a request before its FIN, so this
+        response is not the last one read.
+        """
+        return self._closing_for_eof and bool(self._buffer.strip(b"\r\n"))
+
+    def response_sent(self) -> bool:
+        """
+        Whether any byte of the current response has gone to the client.
+        """
+        return self._sent
+
+    def fail(self, exchange: Exchange, status: int) -> None:
+        """
+        C{exchange} failed: answer C{status} and close if the client has
+        seen nothing of a response yet, else cut the connection.
+        """
+        self.exchange = None
+        if self._sent:
+            exchange.record()
+            self._abort()
+            return
+        self._out.clear()
+        self._chunk_parts.clear()
+        exchange.status = status
+        exchange.record()
+        self._state = CLOSED
+        send_now(self.transport, error_response(status))
+        self._close()
+
+    # Tunnels --------------------------------------------------------------
+
+    def open_tunnel(
+        self,
+        exchange: Exchange,
+        head: ResponseHead,
+        upstream: UpstreamProtocol,
+        rest: bytes,
+    ) -> None:
+        """
+        Pass the 101 on and relay raw bytes both ways until either side
+        closes or the tunnel is idle too long.
+        """
+        self._cancel_timer()
+        transport = self.transport
+        assert transport is not None
+        transport.write(switching_head(head))
+        self._sent = True
+        self._state = TUNNEL
+        early = bytes(self._buffer)
+        self._buffer.clear()
+        self._tunnel = Tunnel(
+            transport,
+            upstream,
+            self.clock,
+            self.settings.tunnel_timeout,
+            self._tunnel_idle,
+        )
+        self._tunnel.start(early, rest)
+        if self._read_closed:
+            # The client sent its FIN while waiting for the 101.
+            upstream.transport.loseWriteConnection()  # type: ignore[union-attr]
+            return
+        self.resume_reading()
+
+    def tunnel_data(self, data: bytes) -> None:
+        if self._tunnel is not None:
+            self._tunnel.from_backend(data)
+
+    def tunnel_closed(self, exchange: Exchange) -> None:
+        """
+        The backend side of the tunnel closed.
+        """
+        self._end_tunnel()
+        if self._state != CLOSED:
+            self._close()
+
+    def _end_tunnel(self) -> None:
+        tunnel, self._tunnel = self._tunnel, None
+        exchange, self.exchange = self.exchange, None
+        if tunnel is not None:
+            tunnel.stop()
+            if exchange is not None:
+                exchange.tunnel_ended(tunnel.bytes_in, tunnel.bytes_out)
+
+    def _tunnel_idle(self) -> None:
+        exchange = self.exchange
+        upstream = exchange.upstream if exchange is not None else None
+        self._end_tunnel()
+        if upstream is not None and upstream.transport is not None:
+            upstream.transport.abortConnection()  # type: ignore[attr-defined]
+        self._abort()
+
+    # Ending ---------------------------------------------------------------
+
+    def _reject(self, status: int) -> None:
+        """
+        Answer C{status} ourselves and close the connection: a request that
+        cannot be read (no exchange began, or it is ended now).
+        """
+        exchange = self.exchange
+        if exchange is not None and exchange.phase is not Phase.DONE:
+            exchange.fail(status)
+            return
+        record = Exchange(self, self.settings, None)
+        record.status = status
+        self.fail(record, status)
+
+    def _give_up(self, status: int) -> None:
+        """
+        The client sent a FIN half-way through a request: record C{status},
+        answer nothing more and close.
+        """
+        exchange, self.exchange = self.exchange, None
+        sent = self._sent
+        if exchange is not None:
+            exchange.give_up(status)
+        else:
+            record = Exchange(self, self.settings, None)
+            record.give_up(status)
+        if sent:
+            self._abort()
+        else:
+            self._close()
+
+    def _head_cut_short(self) -> None:
+        """
+        Nothing more will come, and the buffer holds no whole request head:
+        a partial one was given up; mere empty lines are no request.
+        """
+        if self._buffer.strip(b"\r\n"):
+            self._give_up(400)
+        else:
+            self._close()
+
+    def _close(self) -> None:
+        self._state = CLOSED
+        self._cancel_timer()
+        # A registered producer would be resumed instead of the connection
+        # closed (see ITransport.loseConnection).
+        end_stream(self.transport, resume=False)
+        self.transport.loseConnection()  # type: ignore[union-attr]
+
+    def _abort(self) -> None:
+        """
+        Drop the client connection now.
+        """
+        self._end_tunnel()
+        self._state = CLOSED
+        self._cancel_timer()
+        self.transport.abortConnection()  # type: ignore[union-attr]
+
+    def abort(self) -> None:
+        """
+        Drop the client connection now, recording an exchange under way.
+        """
+        exchange, self.exchange = self.exchange, None
+        if exchange is not None and exchange.phase is not Phase.DONE:
+            exchange.give_up(exchange.status)
+        self._abort()
+
+    def shut_down(self, abort: bool) -> None:
+        """
+        Close at once if idle between requests; otherwise after the current
+        response (or now, when C{abort}).
+        """
+        if abort:
+            self.abort()
+        elif self._state == HEAD and not self._buffer:
+            self._close()
+        else:
+            self._closing = True
+            self._closing_for_eof = False
+
+    def readConnectionLost(self) -> None:
+        """
+        The client shut its write side (FIN): answer what it sent in full,
+        then close; give up a request it stopped sending half-way.
+        """
+        if self._read_closed or self._state == CLOSED:
+            # Resuming a half-closed transport reads the FIN again.
+            return
+        self._read_closed = True
+        state = self._state
+        if state == TUNNEL:
+            exchange = self.exchange
+            upstream = exchange.upstream if exchange is not None else None
+            if upstream is not None and upstream.transport is not None:
+                upstream.transport.loseWriteConnection()  # type: ignore[attr-defined]
+        elif state == HEAD:
+            self._head_cut_short()
+        elif state == BODY:
+            if self._paused and self._buffer:
+                # What it sent before the FIN waits to be read: judge the
+                # body once it has been.
+                self._closing = self._closing_for_eof = True
+                return
+            self._give_up(499)
+        elif not self._closing:
+            # A whole request is being answered.
+            self._closing = True
+            self._closing_for_eof = True
+
+    def writeConnectionLost(self) -> None:
+        """
+        Part of the half-close interface; never called, as rproxy does not
+        half-close a client connection (a backend's FIN in a tunnel closes
+        it whole).
+        """
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
+        if self._state == TUNNEL:
+            exchange = self.exchange
+            upstream = exchange.upstream if exchange is not None else None
+            self._end_tunnel()
+            if upstream is not None and upstream.transport is not None:
+                end_stream(upstream.transport, resume=False)
+                upstream.transport.loseConnection()
+        exchange, self.exchange = self.exchange, None
+        self._state = CLOSED
+        self._cancel_timer()
+        if exchange is not None and exchange.phase is not Phase.DONE:
+            exchange.give_up(499)  # the client went away before its response
+        self.factory.stats.connections_closed += 1
+        if self._own_keep_alive is not None:
+            self._own_keep_alive.close_all()
+        self.factory.connections.discard(self)
