@@ -1,11 +1,19 @@
-"""Open client connections of one listener, for graceful shutdown."""
+"""Open client connections of one listener, for graceful shutdown, and the
+reload and shutdown part of a listener factory built on them."""
 
 from __future__ import annotations
 
+from collections.abc import Collection
+from typing import TYPE_CHECKING
 from typing import Protocol as TypingProtocol
 
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
+
+if TYPE_CHECKING:
+    from rproxy.backends import Backend
+    from rproxy.interfaces import IListenerFactory
+    from rproxy.stats import ListenerStats
 
 
 class Closeable(TypingProtocol):
@@ -66,7 +74,7 @@ class ConnectionTracker:
             connection.shut_down(abort=False)
         if not self._open:
             return done
-        deadline: IDelayedCall = clock.callLater(grace, self._abort_all)
+        deadline: IDelayedCall = clock.callLater(grace, self.abort)
 
         def cancel_deadline(result: None) -> None:
             if deadline.active():
@@ -75,6 +83,48 @@ class ConnectionTracker:
         done.addCallback(cancel_deadline)
         return done
 
-    def _abort_all(self) -> None:
+    def abort(self) -> None:
+        """
+        Drop every open connection now.
+        """
         for connection in list(self._open):
             connection.shut_down(abort=True)
+
+
+class TrackedListener:
+    """
+    The shutdown and reload part of L{rproxy.interfaces.IListenerFactory}
+    for a front that keeps no backend connection for reuse (TCP, SNI): a
+    reload's replacement takes over the connections and counters, draining
+    is the tracker's.
+    """
+
+    connections: ConnectionTracker
+    stats: ListenerStats
+    clock: IReactorTime
+
+    def reconfigure(self, replacement: IListenerFactory) -> IListenerFactory:
+        """
+        C{replacement} serves new connections; open ones keep the settings
+        (and the backend) they began with, and count in the same tracker.
+        """
+        replacement.connections = self.connections
+        replacement.stats = self.stats
+        return replacement
+
+    def forget(self, backends: Collection[Backend]) -> None:
+        """
+        Nothing to do: no backend connection is kept for reuse.
+        """
+
+    def drain(self, grace: float) -> Deferred[None]:
+        """
+        See L{ConnectionTracker.drain}.
+        """
+        return self.connections.drain(grace, self.clock)
+
+    def abort(self) -> None:
+        """
+        Drop every open connection now.
+        """
+        self.connections.abort()

@@ -1,5 +1,6 @@
 """The seams embedders plug into: balancers, health checks, the registry,
-routers and HTTP filters.
+routers, HTTP filters, and the listener factories the service and the
+admin interface drive.
 
 Implementations declare ``@implementer(...)`` and the tests call
 ``verifyObject`` on them.
@@ -10,7 +11,9 @@ from __future__ import annotations
 from collections.abc import Collection, Iterator
 from typing import TYPE_CHECKING
 
+from attrs import frozen
 from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IProtocolFactory
 from zope.interface import Attribute, Interface
 
 if TYPE_CHECKING:
@@ -148,4 +151,80 @@ class IHTTPFilter(Interface):
         """
         The response ended; C{trailers} (a list the filter may change) are
         the trailer fields.  Return bytes to send before the end.
+        """
+
+
+@frozen
+class ListenerDescription:
+    """
+    What a listener serves, for the log and the admin status.
+
+    @ivar protocol: the kind of front: C{"http"}, C{"tcp"} or C{"sni"}.
+    @ivar pool: the pool that traffic no route claims goes to (a tcp
+        listener's only pool, an SNI listener's default pool, an HTTP
+        listener's catch-all route), or None when there is none.
+    @ivar pools: every pool the listener may send traffic to, in the order
+        its routes name them (the default last), each once.
+    """
+
+    protocol: str
+    pool: str | None = None
+    pools: tuple[str, ...] = ()
+
+
+class IListenerFactory(IProtocolFactory):
+    """
+    The protocol factory behind one listening port: the HTTP, TCP or SNI
+    front.  The listener service (L{rproxy.service._listeners}) and the
+    admin interface use only this, whatever the kind.
+
+    The port stays open across a config reload: L{reconfigure} says which
+    factory serves the new connections, and the open connections and the
+    counters carry over to it.
+    """
+
+    connections = Attribute(
+        "The listener's open connections (a ConnectionTracker), from accept "
+        "to close. A reload may give a replacement factory the one in use."
+    )
+    stats = Attribute(
+        "The listener's counters (a ListenerStats). A reload may give a "
+        "replacement factory the one in use, so they survive it."
+    )
+
+    def reconfigure(replacement: IListenerFactory) -> IListenerFactory:
+        """
+        A reload made C{replacement} from the new config: return the
+        factory that serves new connections from now on.  Either this one,
+        with C{replacement}'s settings (a front whose open connections read
+        their settings from their factory, as HTTP's do at each request),
+        or C{replacement} itself, having been given this one's
+        C{connections} and C{stats}.
+        """
+
+    def forget(backends: Collection[Backend]) -> None:
+        """
+        C{backends} left their pools, or how to reach them changed: drop
+        any idle connection to them kept for reuse.  Requests under way
+        finish.
+        """
+
+    def drain(grace: float) -> Deferred[None]:
+        """
+        Shut down gracefully: every connection is asked to finish (an idle
+        one closes at once, a busy one when its request or stream is done),
+        those still open after C{grace} seconds are dropped, then idle
+        backend connections kept for reuse are closed.
+
+        @return: a Deferred that fires once no connection is open.
+        """
+
+    def abort() -> None:
+        """
+        Drop every open connection now, and close idle backend connections.
+        """
+
+    def describe() -> ListenerDescription:
+        """
+        What this listener serves now, for the log and the admin status.
         """

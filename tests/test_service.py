@@ -130,3 +130,29 @@ def test_idle_backend_connection_is_closed_after_the_pools_idle_timeout() -> Non
     clock.advance(0.1)
     assert factory.keep_alive.idle_count(backend) == 0
     assert clock.getDelayedCalls() == []
+
+
+def test_http_forget_drops_idle_connections_to_those_backends() -> None:
+    """
+    L{HTTPProxyFactory.forget} (a reload removed or moved the backend)
+    closes the idle connections kept to it.
+    """
+    factory, clock = _proxied_get(parse(KEEP_ALIVE_CONFIG), b"/api/")
+    (backend,) = factory.registry.get("api").backends
+    assert factory.keep_alive.idle_count(backend) == 1
+    factory.forget([backend])
+    assert factory.keep_alive.idle_count(backend) == 0
+
+
+def test_http_drain_closes_idle_backend_connections() -> None:
+    """
+    Once its clients are gone, a drained HTTP listener closes the backend
+    connections it kept for reuse, and leaves no timer behind.
+    """
+    factory, clock = _proxied_get(parse(KEEP_ALIVE_CONFIG), b"/api/")
+    (backend,) = factory.registry.get("api").backends
+    assert factory.keep_alive.idle_count(backend) == 1
+    done = factory.drain(5.0)
+    assert done.called
+    assert factory.keep_alive.idle_count(backend) == 0
+    assert clock.getDelayedCalls() == []

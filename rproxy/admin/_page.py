@@ -36,6 +36,7 @@ _LISTENER_COLUMNS = (
     "listener",
     "protocol",
     "address",
+    "pools",
     "active",
     "connections",
     "conn/s",
@@ -70,7 +71,16 @@ _BACKEND_COLUMNS = (
 )
 
 _TEXT_COLUMNS = frozenset(
-    {"listener", "protocol", "address", "backend", "state", "reason", "last check"}
+    {
+        "listener",
+        "protocol",
+        "address",
+        "pools",
+        "backend",
+        "state",
+        "reason",
+        "last check",
+    }
 )
 
 
@@ -119,6 +129,20 @@ def _head(columns: Iterable[str]) -> str:
     return f"<tr>{cells}</tr>"
 
 
+def _pools(listener: dict[str, Any]) -> str:
+    """
+    The pools a listener routes to, its default pool marked.
+    """
+    default = listener["pool"]
+    return (
+        ", ".join(
+            f"{pool} (default)" if pool == default else pool
+            for pool in listener["pools"]
+        )
+        or "-"
+    )
+
+
 def _listener_row(listener: dict[str, Any]) -> str:
     requests = listener["requests"]
     protocol = listener["protocol"] + (" (TLS)" if listener["tls"] else "")
@@ -127,6 +151,7 @@ def _listener_row(listener: dict[str, Any]) -> str:
             ("text", listener["name"]),
             ("text", protocol),
             ("text", listener["address"] or listener["listen"]),
+            ("text", _pools(listener)),
             ("", listener["active"]),
             ("", listener["connections_total"]),
             ("", _rate(listener["connections_per_second"])),

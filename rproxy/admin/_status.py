@@ -14,10 +14,8 @@ from typing import Any
 from twisted.internet.interfaces import IReactorTime
 
 from rproxy.backends import Backend, Pool
-from rproxy.http.listener import HTTPProxyFactory
 from rproxy.service._listeners import ListenerService
 from rproxy.stats import STATUS_CLASSES, ListenerStats
-from rproxy.tcp.sni import SNIProxyFactory
 
 __all__ = ["RateSampler", "Snapshot", "listener_kind", "snapshot"]
 
@@ -30,11 +28,8 @@ def listener_kind(service: ListenerService) -> str:
     """
     C{http}, C{sni} or C{tcp}: what the listener's factory proxies.
     """
-    if isinstance(service.factory, HTTPProxyFactory):
-        return "http"
-    if isinstance(service.factory, SNIProxyFactory):
-        return "sni"
-    return "tcp"
+    protocol: str = service.factory.describe().protocol
+    return protocol
 
 
 def listener_counters(service: ListenerService) -> tuple[int, int, int]:
@@ -174,9 +169,13 @@ def listener_status(
     name: str, service: ListenerService, rates: RateSampler
 ) -> dict[str, Any]:
     """
-    One listener's address, kind and counters, with its rates.
+    One listener's address, kind, pools and counters, with its rates.
+
+    C{pool} is where traffic no route claims goes (None if nowhere);
+    C{pools} every pool the listener's routes name.
     """
     factory = service.factory
+    serves = factory.describe()
     stats: ListenerStats = factory.stats
     total, active, requests = listener_counters(service)
     bound = service.bound
@@ -186,9 +185,10 @@ def listener_status(
         "name": name,
         "listen": service.description,
         "address": f"{host}:{port}" if host is not None else None,
-        "protocol": listener_kind(service),
+        "protocol": serves.protocol,
         "tls": service.tls is not None,
-        "pool": getattr(getattr(factory, "pool", None), "name", None),
+        "pool": serves.pool,
+        "pools": list(serves.pools),
         "active": active,
         "connections_total": total,
         "connections_per_second": connections_rate,

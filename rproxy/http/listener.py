@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from typing import Any
 
 from attrs import field, frozen
+from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IAddress, IStreamClientEndpoint
 from twisted.internet.protocol import Factory
+from zope.interface import implementer
 
 from rproxy._endpoints import EndpointFor, client_endpoint
 from rproxy._tracking import ConnectionTracker
@@ -19,7 +21,12 @@ from rproxy.http.h1 import H1Connection
 from rproxy.http.headers import ForwardingPolicy
 from rproxy.http.keepalive import KeepAlivePool
 from rproxy.http.routing import Route
-from rproxy.interfaces import IRegistry, IRouter
+from rproxy.interfaces import (
+    IListenerFactory,
+    IRegistry,
+    IRouter,
+    ListenerDescription,
+)
 from rproxy.stats import ListenerStats
 
 
@@ -131,6 +138,7 @@ class HTTPSettings:
 _NO_KEEP_ALIVE_OVERRIDE: tuple[int | None, float | None] = (None, None)
 
 
+@implementer(IListenerFactory)
 class HTTPProxyFactory(Factory):
     """
     Accepts HTTP/1.1 clients and proxies their requests to the pools of
@@ -181,3 +189,45 @@ class HTTPProxyFactory(Factory):
 
     def buildProtocol(self, addr: IAddress | None) -> H1Connection:
         return H1Connection(self)
+
+    # IListenerFactory ----------------------------------------------------
+
+    def reconfigure(self, replacement: IListenerFactory) -> IListenerFactory:
+        """
+        Another HTTP factory's settings apply here, at each connection's
+        next request (its keep-alive pool stays); another kind of front
+        takes over the connections and counters.
+        """
+        if isinstance(replacement, HTTPProxyFactory):
+            self.settings = replacement.settings
+            return self
+        replacement.connections = self.connections
+        replacement.stats = self.stats
+        return replacement
+
+    def forget(self, backends: Collection[Backend]) -> None:
+        for backend in backends:
+            self.keep_alive.discard(backend)
+
+    def drain(self, grace: float) -> Deferred[None]:
+        draining = self.connections.drain(grace, self.clock)
+        return draining.addCallback(lambda _: self.keep_alive.close_all())
+
+    def abort(self) -> None:
+        self.connections.abort()
+        self.keep_alive.close_all()
+
+    def describe(self) -> ListenerDescription:
+        """
+        The pools of the router's routes (a router that does not list its
+        C{routes} names none), and the pool of the route that takes what
+        no other does (no host, no path prefix).
+        """
+        routes = getattr(self.settings.router, "routes", ())
+        default = next(
+            (r.pool for r in routes if r.host is None and r.path_prefix is None),
+            None,
+        )
+        return ListenerDescription(
+            "http", default, tuple(dict.fromkeys(r.pool for r in routes))
+        )

@@ -14,13 +14,13 @@ from twisted.logger import Logger
 from rproxy.accesslog import AccessLogService
 from rproxy.acme.challenges import Challenges
 from rproxy.backends import Backend, Pool, Registry
-from rproxy.config import Config, ConfigError, ListenerConfig, PoolConfig, load_config
+from rproxy.config import Config, ConfigError, PoolConfig, load_config
 from rproxy.config._admin import AdminConfig
 from rproxy.health import HealthMonitor
 from rproxy.http.filters import IHTTPFilter
 from rproxy.http.filters.acme import AcmeChallenges
 from rproxy.http.filters.redirect import HTTPSRedirect
-from rproxy.http.listener import HTTPProxyFactory
+from rproxy.interfaces import IListenerFactory
 from rproxy.service._build import (
     access_log_service,
     build_check,
@@ -31,7 +31,8 @@ from rproxy.service._build import (
     server_tls,
     tls_problem,
 )
-from rproxy.service._listeners import ListenerService, ProxyFactory
+from rproxy.service._fronts import FrontContext, build_front
+from rproxy.service._listeners import ListenerService
 from rproxy.service._pool_update import TLSFor, update_pool
 from rproxy.service._reload_plan import (
     ListenerSpec,
@@ -39,8 +40,6 @@ from rproxy.service._reload_plan import (
     ReloadError,
     listener_specs,
 )
-from rproxy.tcp import TCPProxyFactory
-from rproxy.tcp.sni import SNIProxyFactory, SNIRoutes
 from rproxy.tls import ServerCertificate, ServerTLS
 
 if TYPE_CHECKING:
@@ -208,7 +207,7 @@ class ProxyService(MultiService):
             running = self.listeners.get(spec.name)
             if running is not None and running.description == spec.listen:
                 continue
-            factory = self._factory(spec, new, prepared.pools, None)
+            factory = self._factory(spec, new, prepared.pools)
             service = ListenerService(
                 spec.name,
                 spec.listen,
@@ -313,9 +312,7 @@ class ProxyService(MultiService):
 
     def _forget_connections(self, backends: list[Backend]) -> None:
         for service in self.listeners.values():
-            if isinstance(service.factory, HTTPProxyFactory):
-                for backend in backends:
-                    service.factory.keep_alive.discard(backend)
+            service.factory.forget(backends)
 
     def _apply_listeners(
         self, old: Config | None, new: Config, prepared: Prepared
@@ -332,7 +329,7 @@ class ProxyService(MultiService):
                 if spec is None:
                     changes.append(f"listener {name} removed")
                 continue
-            factory = self._factory(spec, new, prepared.pools, service.factory)
+            factory = self._factory(spec, new, prepared.pools)
             tls = self._listener_tls(spec, prepared)
             service.replace(factory, tls, spec.accept_proxy(new))
             service.grace = new.shutdown_grace
@@ -407,62 +404,34 @@ class ProxyService(MultiService):
         return (AcmeChallenges(self.challenges),)
 
     def _factory(
-        self,
-        spec: ListenerSpec,
-        config: Config,
-        new_pools: dict[str, Pool],
-        running: ProxyFactory | None,
-    ) -> ProxyFactory:
+        self, spec: ListenerSpec, config: Config, new_pools: dict[str, Pool]
+    ) -> IListenerFactory:
         """
-        The factory for C{spec}: an HTTP listener keeps its C{running}
-        factory (its keep-alive connections) with new settings; others get
-        a new one.
+        A new factory for C{spec} (a running listener decides whether it
+        takes it or only its settings: see L{ListenerService.replace}).
         """
-        listener = spec.config
-        if spec.redirect or listener.protocol == "http":
-            if spec.redirect:
-                redirect = self._redirect_filters(listener, config)
-                settings = http_settings(config, listener, redirect, tls=False)
-            else:
-                answer = self._challenge_filters(config) if listener.tls is None else ()
-                settings = http_settings(config, listener, answer)
-            if isinstance(running, HTTPProxyFactory):
-                running.settings = settings
-                return running
-            return HTTPProxyFactory(self.registry, self.reactor, settings)
-        if listener.sni_routes:
-            return SNIProxyFactory(
-                self.registry,
-                SNIRoutes.from_routes(listener.sni_routes, listener.pool),
-                self.reactor,
-                listener=listener.name,
-                client_hello_timeout=config.timeouts.client_hello,
-                pool_timeouts={
-                    pool.name: (pool.timeouts.connect, pool.timeouts.idle)
-                    for pool in config.pools
-                },
-            )
-        assert listener.pool is not None
-        pool_config = config.pool(listener.pool)
-        pool = new_pools.get(listener.pool) or self.registry.get(listener.pool)
-        return TCPProxyFactory(
-            pool,
+        context = FrontContext(
+            config,
+            self.registry,
             self.reactor,
-            listener=listener.name,
-            connect_timeout=pool_config.timeouts.connect,
-            idle_timeout=pool_config.timeouts.idle,
+            new_pools,
+            self._challenge_filters(config),
+            self._redirect_filter,
         )
+        return build_front(spec, context)
 
-    def _redirect_filters(
-        self, listener: ListenerConfig, config: Config
-    ) -> tuple[IHTTPFilter, ...]:
+    def _redirect_filter(self, listener: str) -> IHTTPFilter:
+        """
+        The redirect to the TLS listener called C{listener}.
+        """
+
         def https_port() -> int | None:
             # The bound port (the file may say 0): the https listener binds
             # before its redirect listener, so it is known by any request.
-            service = self.listeners.get(listener.name)
+            service = self.listeners.get(listener)
             return None if service is None else getattr(service.bound, "port", None)
 
-        return (*self._challenge_filters(config), HTTPSRedirect(https_port))
+        return HTTPSRedirect(https_port)
 
     # Certificates ---------------------------------------------------------
 

@@ -4,29 +4,24 @@ stays open, and a graceful stop that drains open connections."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred, maybeDeferred
 from twisted.internet.endpoints import serverFromString
-from twisted.internet.interfaces import IAddress, IListeningPort
+from twisted.internet.interfaces import IAddress, IListeningPort, IProtocolFactory
 from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import Logger
 from twisted.protocols.tls import TLSMemoryBIOFactory, TLSMemoryBIOProtocol
 from twisted.python.failure import Failure
 
-from rproxy.http.listener import HTTPProxyFactory
+from rproxy.interfaces import IListenerFactory
 from rproxy.proxyprotocol.accept import ProxyHeaderFactory
-from rproxy.tcp import TCPProxyFactory
-from rproxy.tcp.sni import SNIProxyFactory
 from rproxy.tls import ServerTLS
 
 __all__ = ["ListenerService"]
 
 log = Logger(namespace="rproxy.service")
-
-
-ProxyFactory = TCPProxyFactory | HTTPProxyFactory | SNIProxyFactory
 
 
 class _Accept(Factory):
@@ -42,7 +37,9 @@ class _Accept(Factory):
         self.listener = listener
 
     def buildProtocol(self, addr: IAddress | None) -> Protocol | None:
-        return self.listener.front.buildProtocol(addr)
+        # Every front is a Factory, whose protocols are Protocols.
+        protocol = self.listener.front.buildProtocol(cast(IAddress, addr))
+        return cast(Protocol | None, protocol)
 
 
 class ListenerService(Service):
@@ -55,17 +52,18 @@ class ListenerService(Service):
     L{ProxyHeaderFactory}), every connection starts with a PROXY header,
     read before TLS.
 
-    L{replace} gives new connections another factory, TLS and PROXY header
-    settings while the port stays open; connections already accepted keep
-    theirs, and are still drained on stop (the new factory takes over the
-    old one's connection tracker).
+    L{replace} gives new connections another factory's settings, TLS and
+    PROXY header settings while the port stays open; connections already
+    accepted keep theirs, and are still drained on stop (the factory in use
+    decides, in L{IListenerFactory.reconfigure}, whether it takes the new
+    settings or hands its connections and counters to the new factory).
     """
 
     def __init__(
         self,
         name: str,
         description: str,
-        factory: ProxyFactory,
+        factory: IListenerFactory,
         reactor: Any,
         grace: float,
         tls: ServerTLS | None = None,
@@ -78,13 +76,13 @@ class ListenerService(Service):
         self.tls = tls
         self.accept_proxy = accept_proxy
         self._reactor = reactor
-        self.front: Factory[Any] = self._front()
+        self.front: IProtocolFactory = self._front()
         self.port: IListeningPort | None = None
         #: the address bound, once started; kept after stopping.
         self.bound: IAddress | None = None
 
-    def _front(self) -> Factory[Any]:
-        front: Factory[Any] = self.factory
+    def _front(self) -> IProtocolFactory:
+        front: IProtocolFactory = self.factory
         if self.tls is not None:
             tls = TLSMemoryBIOFactory(self.tls, False, front)
             tls.noisy = False
@@ -109,19 +107,17 @@ class ListenerService(Service):
 
     def replace(
         self,
-        factory: ProxyFactory,
+        factory: IListenerFactory,
         tls: ServerTLS | None,
         accept_proxy: tuple[tuple[str, ...], float] | None = None,
     ) -> None:
         """
-        Serve new connections with C{factory}, behind C{tls} if not None,
-        after a PROXY header if C{accept_proxy}.
+        Serve new connections with C{factory}'s settings, behind C{tls} if
+        not None, after a PROXY header if C{accept_proxy}.
         """
         if factory is not self.factory:
             # Open connections, and the listener's counters, carry over.
-            factory.connections = self.factory.connections
-            factory.stats = self.factory.stats
-        self.factory = factory
+            self.factory = self.factory.reconfigure(factory)
         self.tls = tls
         self.accept_proxy = accept_proxy
         self.front = self._front()
@@ -148,18 +144,14 @@ class ListenerService(Service):
             )
         self.port = outcome
         host = self.bound = outcome.getHost()
-        factory = self.factory
-        serves = "HTTP routes"
-        if isinstance(factory, TCPProxyFactory):
-            serves = f"pool {factory.pool.name}"
-        elif isinstance(factory, SNIProxyFactory):
-            serves = "SNI routes"
+        serves = self.factory.describe()
         log.info(
-            "listener {listener} on {address} ({bound}) serving {serves}",
+            "listener {listener} on {address} ({bound}) serving {protocol} to {pools}",
             listener=self.listener,
             address=self.description,
             bound=f"{getattr(host, 'host', '')}:{getattr(host, 'port', '')}",
-            serves=serves,
+            protocol=serves.protocol,
+            pools=", ".join(serves.pools) or "no pool",
         )
 
     def startService(self) -> None:
@@ -183,6 +175,4 @@ class ListenerService(Service):
             open=len(tracker),
             grace=self.grace,
         )
-        await tracker.drain(self.grace, self._reactor)
-        if isinstance(self.factory, HTTPProxyFactory):
-            self.factory.keep_alive.close_all()
+        await self.factory.drain(self.grace)

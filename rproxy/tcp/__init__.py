@@ -32,17 +32,19 @@ from rproxy._endpoints import (
     proxy_header_for,
 )
 from rproxy._fastwrite import nothing_waiting, send_now
-from rproxy._tracking import ConnectionTracker
+from rproxy._tracking import ConnectionTracker, TrackedListener
 from rproxy.accesslog import access_events
 from rproxy.backends import Backend, Pool
 from rproxy.health import describe_failure
+from rproxy.interfaces import IListenerFactory, ListenerDescription
 from rproxy.stats import ListenerStats
 from rproxy.tcp._splice import Splicer, can_splice
 
 log = Logger(namespace="rproxy.tcp")
 
 
-class TCPProxyFactory(Factory):
+@implementer(IListenerFactory)
+class TCPProxyFactory(TrackedListener, Factory):
     """
     Accepts client connections and splices each one to a backend of C{pool}.
 
@@ -98,6 +100,9 @@ class TCPProxyFactory(Factory):
 
     def buildProtocol(self, addr: IAddress | None) -> TCPFrontProtocol:
         return TCPFrontProtocol(self)
+
+    def describe(self) -> ListenerDescription:
+        return ListenerDescription("tcp", self.pool.name, (self.pool.name,))
 
 
 def emit_access(

@@ -27,8 +27,9 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from rproxy._endpoints import EndpointFor
-from rproxy._tracking import ConnectionTracker
+from rproxy._tracking import ConnectionTracker, TrackedListener
 from rproxy.backends import Registry
+from rproxy.interfaces import IListenerFactory, ListenerDescription
 from rproxy.proxyprotocol.preface import PrefaceReader
 from rproxy.stats import ListenerStats
 from rproxy.tcp import (
@@ -95,7 +96,8 @@ class SNIRoutes:
         return self.default
 
 
-class SNIProxyFactory(Factory):
+@implementer(IListenerFactory)
+class SNIProxyFactory(TrackedListener, Factory):
     """
     Accepts TLS client connections and relays each one, still encrypted, to
     a backend of the pool its server name (SNI) routes to.
@@ -182,6 +184,13 @@ class SNIProxyFactory(Factory):
             proxy.stats = self.stats
             self._proxies[pool_name] = proxy
         return proxy
+
+    def describe(self) -> ListenerDescription:
+        routes = self.routes
+        named = [*routes.exact.values(), *routes.wildcards.values()]
+        if routes.default is not None:
+            named.append(routes.default)
+        return ListenerDescription("sni", routes.default, tuple(dict.fromkeys(named)))
 
 
 @implementer(IHalfCloseableProtocol)

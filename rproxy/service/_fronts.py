@@ -1,0 +1,113 @@
+"""The fronts a listener may have: the table from a listener's C{protocol} in
+the config to what builds its factory.  Adding a kind of front is adding an
+entry to L{FRONTS}; the listener service, the reload and the admin interface
+see only L{IListenerFactory}."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from attrs import frozen
+
+from rproxy.backends import Pool, Registry
+from rproxy.config import Config
+from rproxy.http.filters import IHTTPFilter
+from rproxy.http.listener import HTTPProxyFactory
+from rproxy.interfaces import IListenerFactory
+from rproxy.service._build import http_settings
+from rproxy.service._reload_plan import ListenerSpec
+from rproxy.tcp import TCPProxyFactory
+from rproxy.tcp.sni import SNIProxyFactory, SNIRoutes
+
+__all__ = ["FRONTS", "Front", "FrontContext", "build_front"]
+
+
+@frozen
+class FrontContext:
+    """
+    What a front is built from besides its listener: the whole config, the
+    proxy's pools, its reactor, and the built-in filters of HTTP fronts.
+
+    @ivar new_pools: pools the config being applied adds, not in
+        C{registry} yet.
+    @ivar challenges: the filter answering ACME challenges, when the config
+        has C{[acme]}; empty otherwise.
+    @ivar redirect: the redirect to HTTPS for a TLS listener's
+        C{redirect_http_from} port, given that listener's name.
+    """
+
+    config: Config
+    registry: Registry
+    reactor: Any
+    new_pools: Mapping[str, Pool]
+    challenges: tuple[IHTTPFilter, ...]
+    redirect: Callable[[str], IHTTPFilter]
+
+    def pool(self, name: str) -> Pool:
+        """
+        The pool called C{name}, added by this config or already running.
+        """
+        return self.new_pools.get(name) or self.registry.get(name)
+
+
+#: what builds a listener's factory.
+Front = Callable[[ListenerSpec, FrontContext], IListenerFactory]
+
+
+def http_front(spec: ListenerSpec, context: FrontContext) -> IListenerFactory:
+    """
+    An HTTP listener, or the plain HTTP port that redirects to a TLS one;
+    plain HTTP answers ACME challenges first when there are any.
+    """
+    listener, config = spec.config, context.config
+    challenges = context.challenges
+    if spec.redirect:
+        redirect = (*challenges, context.redirect(listener.name))
+        settings = http_settings(config, listener, redirect, tls=False)
+    else:
+        filters = challenges if listener.tls is None else ()
+        settings = http_settings(config, listener, filters)
+    return HTTPProxyFactory(context.registry, context.reactor, settings)
+
+
+def tcp_front(spec: ListenerSpec, context: FrontContext) -> IListenerFactory:
+    """
+    A tcp listener: passthrough to its pool, or, with C{sni_routes}, to the
+    pool each ClientHello's server name routes to.
+    """
+    listener, config = spec.config, context.config
+    if listener.sni_routes:
+        return SNIProxyFactory(
+            context.registry,
+            SNIRoutes.from_routes(listener.sni_routes, listener.pool),
+            context.reactor,
+            listener=listener.name,
+            client_hello_timeout=config.timeouts.client_hello,
+            pool_timeouts={
+                pool.name: (pool.timeouts.connect, pool.timeouts.idle)
+                for pool in config.pools
+            },
+        )
+    assert listener.pool is not None
+    timeouts = config.pool(listener.pool).timeouts
+    return TCPProxyFactory(
+        context.pool(listener.pool),
+        context.reactor,
+        listener=listener.name,
+        connect_timeout=timeouts.connect,
+        idle_timeout=timeouts.idle,
+    )
+
+
+#: the builder of each C{protocol} a listener may have in the config.
+FRONTS: Mapping[str, Front] = {"http": http_front, "tcp": tcp_front}
+
+
+def build_front(spec: ListenerSpec, context: FrontContext) -> IListenerFactory:
+    """
+    A new factory for C{spec}, as its C{protocol} says (a redirect port is
+    HTTP, whatever its TLS listener is).
+    """
+    protocol = "http" if spec.redirect else spec.config.protocol
+    return FRONTS[protocol](spec, context)
