@@ -26,6 +26,7 @@ from rproxy.http.routing import Route, Router
 from rproxy.service import ProxyService
 from rproxy.service._listeners import ListenerService
 from rproxy.tcp import TCPProxyFactory
+from rproxy.tcp.sni import SNIProxyFactory, SNIRoutes
 
 PEER = IPv4Address("TCP", "127.0.0.1", 50000)
 
@@ -366,6 +367,38 @@ class ReadTests(_AdminCase):
         self.assertIn("a&amp;b", page)
         self.assertNotIn("<odd>", page)
         self.assertNotIn("<script", page)
+
+    def test_listeners_show_their_default_pool_and_routed_pools(self) -> None:
+        """
+        An HTTP listener with several routes shows each routed pool and its
+        default; an SNI listener its routes' pools and default pool.  The
+        page lists them, the default marked.
+        """
+        self.registry.add(Pool("api", [Backend("10.0.0.3", 80)]))
+        routes = [Route(pool="api", path_prefix="/api/"), Route(pool="web")]
+        self.http.settings = HTTPSettings(listener="front", router=Router(routes))
+        sni = SNIProxyFactory(
+            self.registry,
+            SNIRoutes.from_routes([("a.example", "api")], "web"),
+            self.reactor,
+        )
+        self.listeners["tls"] = ListenerService(
+            "tls", "tcp:443", sni, self.reactor, 1.0
+        )
+        front, raw, tls = self.request("GET", "/status.json").json()["listeners"]
+        self.assertEqual(
+            [
+                (entry["name"], entry["pool"], entry["pools"])
+                for entry in (front, raw, tls)
+            ],
+            [
+                ("front", "web", ["api", "web"]),
+                ("raw", "web", ["web"]),
+                ("tls", "web", ["api", "web"]),
+            ],
+        )
+        page = self.request("GET", "/").body.decode()
+        self.assertIn('<td class="text">api, web (default)</td>', page)
 
     def test_head_and_unknown_paths(self) -> None:
         """HEAD reads like GET without a body; unknown paths are 404."""
@@ -717,6 +750,78 @@ class StopTests(_AdminCase):
         self.assertEqual((response.status, response.json()), (200, {"reloaded": True}))
         self.assertEqual(response.headers["connection"], "close")
         self.assertTrue(transport.disconnecting)
+
+
+class BadClientTests(_AdminCase):
+    """Garbage and slow requests do not hold admin connections open."""
+
+    def assert_refused_at_once(self, data: bytes) -> None:
+        channel, transport = self.connect()
+        channel.dataReceived(data)
+        self.assertTrue(
+            transport.value().startswith(b"HTTP/1.1 400 Bad Request\r\n"), data
+        )
+        self.assertTrue(transport.disconnecting, data)
+        channel.connectionLost(Failure(ConnectionDone()))
+
+    def test_garbage_is_answered_400_and_closed_at_once(self) -> None:
+        """
+        A TLS ClientHello or binary noise (no line end, nothing that can
+        begin a method) and a whole malformed request line are each
+        answered 400 and closed, without waiting for more.
+        """
+        for data in (
+            b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03",
+            b"\x00\xff\xfe",
+            b"G\x00T / HTTP/1.1",
+            b"A" * 40,
+            b"hello\r\n",
+            b"GET / HTTP/1.1 extra\r\n",
+        ):
+            self.assert_refused_at_once(data)
+        self.assertEqual(self.admin.site.channels, set())
+
+    def test_request_line_in_pieces_is_served(self) -> None:
+        """A request line arriving a byte at a time is a request."""
+        channel, transport = self.connect()
+        for byte in raw_request("GET", "/status.json"):
+            channel.dataReceived(bytes([byte]))
+        self.assertEqual(Response(transport.value()).status, 200)
+        self.assertFalse(transport.disconnecting)
+        channel.connectionLost(Failure(ConnectionDone()))
+
+    def test_incomplete_head_is_closed_after_the_head_timeout(self) -> None:
+        """
+        A head not whole 10 s after connecting is closed then, however it
+        trickles in.
+        """
+        channel, transport = self.connect()
+        channel.dataReceived(b"GET /status.json HTTP/1.1\r\n")
+        for _ in range(4):
+            self.reactor.advance(2.25)
+            channel.dataReceived(b"X: y\r\n")
+        self.reactor.advance(0.75)
+        self.assertFalse(transport.disconnecting)
+        self.reactor.advance(0.25)
+        self.assertTrue(transport.disconnecting)
+        self.assertEqual(transport.value(), b"")
+        channel.connectionLost(Failure(ConnectionDone()))
+        self.assertEqual(self.reactor.getDelayedCalls(), [])
+
+    def test_idle_connection_is_closed_10s_after_its_answer(self) -> None:
+        """
+        The timer starts again after each answer: a keep-alive connection
+        may send its next request within 10 s of the last answer.
+        """
+        channel, transport = self.connect()
+        self.reactor.advance(9.0)
+        channel.dataReceived(raw_request("GET", "/status.json"))
+        self.assertEqual(Response(transport.value()).status, 200)
+        self.reactor.advance(9.75)
+        self.assertFalse(transport.disconnecting)
+        self.reactor.advance(0.25)
+        self.assertTrue(transport.disconnecting)
+        channel.connectionLost(Failure(ConnectionDone()))
 
 
 class ServiceTests(SynchronousTestCase):

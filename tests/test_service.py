@@ -137,7 +137,7 @@ def test_http_forget_drops_idle_connections_to_those_backends() -> None:
     L{HTTPProxyFactory.forget} (a reload removed or moved the backend)
     closes the idle connections kept to it.
     """
-    factory, clock = _proxied_get(parse(KEEP_ALIVE_CONFIG), b"/api/")
+    factory, _ = _proxied_get(parse(KEEP_ALIVE_CONFIG), b"/api/")
     (backend,) = factory.registry.get("api").backends
     assert factory.keep_alive.idle_count(backend) == 1
     factory.forget([backend])

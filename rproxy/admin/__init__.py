@@ -38,6 +38,15 @@ log = Logger(namespace="rproxy.admin")
 
 #: seconds between two samples of the counters the rates are worked out from.
 SAMPLE_INTERVAL = 5.0
+#: seconds a client has, from connecting or from its previous answer, to send
+#: a whole request (like the HTTP listeners' C{request_head} timeout).
+HEAD_TIMEOUT = 10.0
+#: the bytes an HTTP method (a token) is made of.
+_TOKEN = (
+    b"!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+)
+#: longer than any method a client sends (the admin knows GET, HEAD, POST).
+_MAX_METHOD = 32
 
 
 def _no_reload() -> list[str]:
@@ -48,13 +57,54 @@ class _AdminChannel(HTTPChannel):
     """
     An HTTP/1.1 connection to the admin interface, in its site's
     C{channels} while open.
+
+    Twisted's timeout (the site's C{timeout}, L{HEAD_TIMEOUT}) runs from
+    the connection and from each answer, and is not restarted by every
+    chunk received, so a client that trickles its request is closed when it
+    ends too.  A connection whose first bytes cannot begin a request line
+    (a TLS handshake, binary noise) is answered 400 and closed at once;
+    Twisted answers a whole bad request line so too.
     """
 
     site: _AdminSite
+    #: the start of the first request line, until its method is known good.
+    _opening: bytes | None = b""
+    _refused = False
 
     def connectionMade(self) -> None:
         super().connectionMade()
         self.site.channels.add(self)
+
+    def resetTimeout(self) -> None:  # noqa: N802 (Twisted's name)
+        """
+        Not on data: the timer restarts only when an answer is done.
+        """
+
+    def dataReceived(self, data: bytes) -> None:
+        if self._refused:
+            return
+        if self._opening is not None:
+            opening = (self._opening + data).lstrip(b"\r\n")
+            method, space, _ = opening.partition(b" ")
+            if method.translate(None, _TOKEN) or len(method) > _MAX_METHOD:
+                self._refuse()
+                return
+            self._opening = None if space else opening
+        super().dataReceived(data)
+
+    def _refuse(self) -> None:
+        self._refused = True
+        assert self.transport is not None
+        peer = self.transport.getPeer()
+        log.info(
+            "admin: {peer} sent no HTTP request, closed",
+            peer=str(getattr(peer, "host", None) or peer),
+        )
+        self.transport.write(
+            b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n"
+            b"Connection: close\r\n\r\n"
+        )
+        self.loseConnection()
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         self.site.channels.discard(self)
@@ -104,6 +154,8 @@ class AdminService(Service):
         problems (empty when the new config is in use).  Called at request
         time, so it may be any callable that looks up the real one then.
     @param sample_interval: seconds between counter samples for the rates.
+    @param head_timeout: seconds a client has to send a whole request, from
+        connecting or from its previous answer; then it is closed.
 
     @ivar token: what control requests must send; None for no check.  A
         reload may set a new one.
@@ -124,6 +176,7 @@ class AdminService(Service):
         reload: Callable[[], list[str]] = _no_reload,
         *,
         sample_interval: float = SAMPLE_INTERVAL,
+        head_timeout: float = HEAD_TIMEOUT,
     ) -> None:
         self.config = config
         self.token = config.token
@@ -133,7 +186,9 @@ class AdminService(Service):
         self.reload = reload
         self.rates = RateSampler(reactor)
         self.metrics = metrics_registry(ProxyCollector(self._pools, listeners))
-        self.site = _AdminSite(AdminResource(self), timeout=60, reactor=reactor)
+        self.site = _AdminSite(
+            AdminResource(self), timeout=head_timeout, reactor=reactor
+        )
         self.site.noisy = False
         self.port: IListeningPort | None = None
         self.bound: IAddress | None = None

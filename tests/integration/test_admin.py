@@ -237,6 +237,18 @@ token_file = "admin.token"
         self.assertEqual(value("rproxy_listener_sent_bytes_total", listener="front"), 8)
 
     @inlineCallbacks
+    def test_tls_handshake_on_the_admin_port_is_refused_at_once(self) -> Any:
+        """
+        A TLS ClientHello sent to the plain HTTP admin gets a 400 and the
+        close, not a connection held until a timeout.
+        """
+        hello = b"\x16\x03\x01\x00\xc8\x01\x00\x00\xc4\x03\x03" + b"\x00" * 32
+        answer = yield deferToThread(raw, self.admin, hello)
+        self.assertTrue(answer.startswith(b"HTTP/1.1 400 Bad Request\r\n"), answer)
+        state = yield self.status()
+        self.assertEqual(len(state["listeners"]), 1)
+
+    @inlineCallbacks
     def test_disable_enable_and_drain_change_routing(self) -> Any:
         """
         Disabled, a backend gets no requests; enabled, it is back in turn;
