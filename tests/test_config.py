@@ -812,6 +812,27 @@ def test_access_log_path_and_format() -> None:
     assert json_log.access_log is not None and json_log.access_log.format == "json"
 
 
+def test_access_log_path_is_relative_to_the_config_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """
+    A relative access log path is taken from the config file's directory,
+    like every other path in it, whatever the working directory; an
+    absolute path and C{"-"} (standard output) stay as they are.
+    """
+    monkeypatch.chdir(tmp_path)
+    for path, expected in [
+        ("logs/access.log", "/etc/rproxy/logs/access.log"),
+        ("../access.log", "/etc/access.log"),
+        ("/var/log/rproxy.log", "/var/log/rproxy.log"),
+        ("-", "-"),
+    ]:
+        text = POOL + LISTENER + f'[access_log]\npath = "{path}"\n'
+        config = parse_config(tomllib.loads(text), "/etc/rproxy/rproxy.toml")
+        assert config.access_log is not None
+        assert config.access_log.path == expected, path
+
+
 def test_access_log_problems_are_reported() -> None:
     """A missing path and an unknown format are both named."""
     assert errors(POOL + LISTENER + '[access_log]\nformat = "xml"\n') == [

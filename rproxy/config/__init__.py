@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import os
 import tomllib
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 
 from attrs import field, frozen, validators
 
@@ -35,6 +35,8 @@ from rproxy.config._tls import (
     BackendTLSConfig,
     CertificateConfig,
     ListenerTLSConfig,
+    _base,
+    _path,
     parse_acme,
 )
 from rproxy.config._validate import (
@@ -91,7 +93,8 @@ class ConfigError(Exception):
 class AccessLogConfig:
     """
     The file the access log is appended to (relative paths are relative to
-    the working directory) and the format of its lines.
+    the config file's directory, like every path in it; C{"-"} is standard
+    output) and the format of its lines.
     """
 
     path: str
@@ -158,6 +161,19 @@ def load_config(path: str | os.PathLike[str]) -> Config:
     return parse_config(data, source)
 
 
+def _log_path(base: str) -> Callable[[object], str]:
+    """
+    An access log path: C{"-"} (standard output) as it is, any other
+    relative to C{base}.
+    """
+    relative = _path(base)
+
+    def convert(value: object) -> str:
+        return "-" if string(value) == "-" else relative(value)
+
+    return convert
+
+
 def parse_config(data: Mapping[str, object], source: str) -> Config:
     """
     Validate parsed TOML C{data}; C{source} names the file in messages.
@@ -179,7 +195,7 @@ def parse_config(data: Mapping[str, object], source: str) -> Config:
 
     access_log = None
     if log_table := top.table("access_log", ("path", "format")):
-        log_path = log_table.require("path", string)
+        log_path = log_table.require("path", _log_path(_base(source)))
         log_format = log_table.get("format", one_of(ACCESS_LOG_FORMATS), "combined")
         if log_path is not None:
             access_log = AccessLogConfig(log_path, log_format)
