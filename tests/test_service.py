@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import tomllib
 
+import attrs
 from twisted.internet.address import IPv4Address
 from twisted.internet.task import Clock
 from twisted.internet.testing import MemoryReactorClock
 
-from rproxy.backends import Registry
+from rproxy.backends import BackendState, Registry
 from rproxy.config import Config, KeepAliveConfig, parse_config
 from rproxy.http.keepalive import KeepAlivePool
 from rproxy.http.listener import HTTPProxyFactory
@@ -156,3 +157,59 @@ def test_http_drain_closes_idle_backend_connections() -> None:
     assert done.called
     assert factory.keep_alive.idle_count(backend) == 0
     assert clock.getDelayedCalls() == []
+
+
+def _two_backend_pool(check: str, second: str = "10.0.0.2:80") -> Config:
+    return parse(
+        f"""
+[pools.web]
+backends = [
+  {{ address = "10.0.0.1:80", name = "a" }},
+  {{ address = "{second}", name = "b" }},
+]
+health = {{ check = "{check}", rise = 2 }}
+
+[[listeners]]
+name = "front"
+protocol = "http"
+listen = "tcp:8080"
+pool = "web"
+"""
+    )
+
+
+def _started_with_a(check: str) -> ProxyService:
+    """A proxy whose pool C{web} has backend a only."""
+    config = _two_backend_pool(check)
+    first = attrs.evolve(config.pools[0], backends=config.pools[0].backends[:1])
+    return ProxyService(attrs.evolve(config, pools=(first,)), MemoryReactorClock())
+
+
+def test_backend_added_by_reload_waits_for_rise_checks() -> None:
+    """
+    A backend a reload adds to a checked pool is down, "not checked yet",
+    and no candidate, until C{rise} checks pass; one whose address changed
+    is new too.  Those present from the start are up at once.
+    """
+    service = _started_with_a("tcp")
+    pool = service.registry.get("web")
+    a = pool.get("a")
+    assert a.state is BackendState.UP
+    for config in (_two_backend_pool("tcp"), _two_backend_pool("tcp", "10.0.0.3:80")):
+        service.apply(config)
+        b = pool.get("b")
+        assert (b.state, b.reason) == (BackendState.DOWN, "not checked yet")
+        assert pool.candidates() == [a]
+    pool.record_check(b, True, "passed")
+    assert pool.candidates() == [a]
+    pool.record_check(b, True, "passed")
+    assert (b.state, b.reason) == (BackendState.UP, "2 checks passed")
+    assert pool.candidates() == [a, b]
+
+
+def test_backend_added_by_reload_without_checks_is_up_at_once() -> None:
+    """With C{check = "none"} there is nothing to wait for."""
+    service = _started_with_a("none")
+    service.apply(_two_backend_pool("none"))
+    pool = service.registry.get("web")
+    assert [b.state for b in pool.candidates()] == [BackendState.UP] * 2

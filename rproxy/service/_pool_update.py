@@ -46,8 +46,10 @@ def update_pool(
     object, so its health, admin state and counters survive; only the
     settings that differ between C{old} and C{new} are applied, so a weight
     an operator set at run time stays unless the file changed it too.  A
-    backend whose address changed is a new backend.  Open connections are
-    never touched: they end on the backend object they began with.
+    backend whose address changed is a new backend.  A new backend of a
+    pool with active checks is down ("not checked yet") until C{rise}
+    checks pass.  Open connections are never touched: they end on the
+    backend object they began with.
 
     @param tls_for: the TLS settings of C{new}'s backends.
     @return: the backends whose idle connections must not be reused: those
@@ -84,7 +86,7 @@ def update_pool(
         ):
             if live is not None:
                 stale.append(pool.remove(config.name))
-            pool.add(new_backend(config, tls_for))
+            pool.add(_unchecked(new_backend(config, tls_for), new))
             continue
         # The files were read again (a renewed client certificate, a new
         # CA); idle connections are dropped only if the settings changed.
@@ -101,6 +103,17 @@ def update_pool(
             live.backup = config.backup
             pool.version += 1
     return stale
+
+
+def _unchecked(backend: Backend, config: PoolConfig) -> Backend:
+    """
+    A backend a reload adds to a running pool: with active checks it takes
+    no traffic until C{rise} of them pass; without, it is up at once.
+    """
+    if config.health.check != "none":
+        backend.healthy = False
+        backend.reason = "not checked yet"
+    return backend
 
 
 def _member(pool: Pool, name: str) -> Backend | None:

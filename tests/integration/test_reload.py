@@ -24,7 +24,11 @@ from tests.integration.helpers import free_port, greeter_factory
 
 
 class Named(Resource):
-    """Answers with its name; C{/slow} waits until the test releases it."""
+    """
+    Answers with its name; C{/slow} waits until the test releases it;
+    C{/health} is 200 while C{healthy}, else 503.  C{served} counts the
+    requests other than C{/health}.
+    """
 
     isLeaf = True
 
@@ -33,8 +37,14 @@ class Named(Resource):
         self.name = name
         self.held: list[Request] = []
         self.holding: list[Deferred[None]] = []
+        self.healthy = True
+        self.served = 0
 
     def render_GET(self, request: Request) -> bytes | int:
+        if request.path == b"/health":
+            request.setResponseCode(200 if self.healthy else 503)
+            return b"health"
+        self.served += 1
         if request.path == b"/slow":
             self.held.append(request)
             waiting, self.holding = self.holding, []
@@ -199,6 +209,62 @@ pool = "tcp"
         reloaded = [e for e in self.events if "reloaded" in e.get("log_format", "")]
         self.assertEqual(len(reloaded), 1)
         self.assertEqual(reloaded[0]["changes"], "pool web changed")
+
+    def backend_up(self, name: str) -> Deferred[None]:
+        """
+        Fires once backend C{name} of pool C{web} is logged as up.
+        """
+        up: Deferred[None] = Deferred()
+
+        def observe(event: dict[str, Any]) -> None:
+            if (
+                event.get("log_namespace") == "rproxy.backends"
+                and event.get("backend") == name
+                and event.get("state") == "up"
+                and not up.called
+            ):
+                up.callback(None)
+
+        globalLogPublisher.addObserver(observe)
+        self.addCleanup(globalLogPublisher.removeObserver, observe)
+        return up
+
+    @inlineCallbacks
+    def test_added_backend_gets_no_traffic_before_its_checks_pass(self) -> Any:
+        """
+        A backend a reload adds to a pool with HTTP checks is down until
+        C{rise} checks pass: while its check fails, every request goes to
+        the backend that was there; once it passes, it takes its share.
+        """
+        checked = (
+            'health = { check = "http", path = "/health", interval = 0.2, rise = 2 }'
+        )
+        config = self.config(self.backends("a")).replace(
+            'health.check = "none"', checked, 1
+        )
+        service = self.start(config)
+        b = self.resources["b"]
+        b.healthy = False
+        self.assertEqual(
+            self.reload(config.replace(self.backends("a"), self.backends("a", "b"))), []
+        )
+        pool = service.registry.get("web")
+        self.assertEqual(
+            (pool.get("b").state.value, pool.get("b").reason),
+            ("down", "not checked yet"),
+        )
+        seen = []
+        for _ in range(6):
+            seen.append((yield deferToThread(get, self.port("http"))))
+        self.assertEqual(seen, [(200, "a /")] * 6)
+        self.assertEqual(b.served, 0)
+        up = self.backend_up("b")
+        b.healthy = True
+        yield up
+        seen = []
+        for _ in range(4):
+            seen.append((yield deferToThread(get, self.port("http"))))
+        self.assertEqual(sorted(seen), [(200, "a /")] * 2 + [(200, "b /")] * 2)
 
     @inlineCallbacks
     def test_removed_backend_finishes_its_request_and_gets_no_more(self) -> Any:
