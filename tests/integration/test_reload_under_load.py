@@ -217,6 +217,7 @@ def test_twenty_reloads_under_load_lose_nothing(tmp_path: Path) -> None:
             for _ in range(2):
                 load.start(load.tcp_client, running.ports["tcp"])
             load.wait_for_more(40, 10)
+            has_c = False
             for round in range(1, 21):
                 broken = round == 10
                 path.write_text(config(ports, round, broken=broken))
@@ -226,6 +227,10 @@ def test_twenty_reloads_under_load_lose_nothing(tmp_path: Path) -> None:
                     assert "not reloaded" in line and "balance" in line, line
                 else:
                     assert "not reloaded" not in line, line
+                    if round % 2 and not has_c:
+                        # An added backend takes traffic once checked.
+                        running.wait_for("backend c in pool web is now up", DEADLINE)
+                    has_c = bool(round % 2)
                 load.wait_for_more(40, 10)
         finally:
             load.finish()
