@@ -18,7 +18,7 @@ import trustme
 from cryptography import x509
 from cryptography.hazmat.bindings.openssl.binding import Binding
 from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import NameOID
 from OpenSSL import SSL
 from service_identity import VerificationError
@@ -737,6 +737,16 @@ def test_default_profile_is_intermediate_and_follows_the_clients_order() -> None
     assert cipher_of(handshake(tls, offering(None, f"{gcm}:{chacha}"))) == gcm
 
 
+def test_modern_profile_follows_the_clients_order_in_tls13() -> None:
+    """The modern profile takes the client's first TLS 1.3 suite."""
+    tls = ServerTLS([A], profile="modern")
+    chacha, gcm = "TLS_CHACHA20_POLY1305_SHA256", "TLS_AES_128_GCM_SHA256"
+    for order in ((chacha, gcm), (gcm, chacha)):
+        client = PlainClient(None)
+        client.context.set_tls13_ciphersuites(":".join(order).encode())
+        assert cipher_of(handshake(tls, client)) == order[0]
+
+
 def test_old_profile_follows_the_servers_order() -> None:
     """The old profile picks by its own order: GCM before CBC, whatever
     the client prefers."""
@@ -789,6 +799,30 @@ def test_min_version_raises_the_old_profiles_floor() -> None:
     assert cipher_of(handshake(tls, tls11)) is None
     cbc = "ECDHE-ECDSA-AES128-SHA"
     assert cipher_of(handshake(tls, offering(None, cbc))) == cbc
+
+
+def test_old_profile_lifts_openssls_key_size_minimum() -> None:
+    """The old profile runs at OpenSSL security level 0: a 1024-bit RSA
+    certificate, which OpenSSL refuses under the other profiles, is
+    taken."""
+    key = rsa.generate_private_key(public_exponent=65537, key_size=1024)
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "small.example.com")])
+    certificate = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(1)
+        .not_valid_before(datetime.datetime(2020, 1, 1))
+        .not_valid_after(datetime.datetime(2100, 1, 1))
+        .sign(key, hashes.SHA256())
+    )
+    small = ServerCertificate(("small.example.com",), certificate, (), key, "small")
+    for profile in ("intermediate", "modern"):
+        with pytest.raises(SSL.Error, match="key too small"):
+            ServerTLS([small], profile=profile)
+    tls = ServerTLS([small], profile="old")
+    assert cipher_of(handshake(tls, offering(None, "AES128-SHA"))) == "AES128-SHA"
 
 
 def test_unknown_profile_and_contradicting_minimum_are_refused() -> None:

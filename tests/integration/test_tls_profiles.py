@@ -48,6 +48,32 @@ INTERMEDIATE_TLS12 = {
     },
 }
 
+#: What the old profile negotiates in TLS 1.2 (where the local OpenSSL
+#: knows the suite: Debian's lacks DES-CBC3-SHA), by the certificate's key.
+OLD_TLS12 = {
+    "rsa": INTERMEDIATE_TLS12["rsa"]
+    | {
+        "ECDHE-RSA-AES128-SHA256",
+        "ECDHE-RSA-AES128-SHA",
+        "ECDHE-RSA-AES256-SHA384",
+        "ECDHE-RSA-AES256-SHA",
+        "AES128-GCM-SHA256",
+        "AES256-GCM-SHA384",
+        "AES128-SHA256",
+        "AES256-SHA256",
+        "AES128-SHA",
+        "AES256-SHA",
+        "DES-CBC3-SHA",
+    },
+    "ecdsa": INTERMEDIATE_TLS12["ecdsa"]
+    | {
+        "ECDHE-ECDSA-AES128-SHA256",
+        "ECDHE-ECDSA-AES128-SHA",
+        "ECDHE-ECDSA-AES256-SHA384",
+        "ECDHE-ECDSA-AES256-SHA",
+    },
+}
+
 #: Suites the default profile must refuse, which must be among those tried
 #: (so that the test shows them refused rather than never offered): CBC
 #: with ECDHE, static RSA key exchange (GCM and CBC), CCM, DHE.
@@ -64,6 +90,7 @@ MUST_BE_REFUSED = (
 _LIB = Binding.lib
 _VERSIONS = {
     "1.0": SSL.TLS1_VERSION,
+    "1.1": SSL.TLS1_1_VERSION,
     "1.2": SSL.TLS1_2_VERSION,
     "1.3": SSL.TLS1_3_VERSION,
 }
@@ -86,17 +113,24 @@ class Outcome:
 
 
 def client_context(
-    version: str, *, ciphers: str = "ALL", groups: str | None = None
+    version: str,
+    *,
+    ciphers: str = "ALL",
+    tls13: str | None = None,
+    groups: str | None = None,
 ) -> SSL.Context:
     """
     A client context speaking exactly TLS C{version}, offering the OpenSSL
-    cipher list C{ciphers} (TLS 1.2 and older) and, if given, only the
-    key-exchange C{groups}; it verifies nothing.
+    cipher list C{ciphers} (TLS 1.2 and older), and if given only the TLS
+    1.3 suites C{tls13} and only the key-exchange C{groups}; it verifies
+    nothing.
     """
     context = SSL.Context(SSL.TLS_CLIENT_METHOD)
     context.set_min_proto_version(_VERSIONS[version])
     context.set_max_proto_version(_VERSIONS[version])
     context.set_cipher_list(f"{ciphers}:@SECLEVEL=0".encode("ascii"))
+    if tls13 is not None:
+        context.set_tls13_ciphersuites(tls13.encode("ascii"))
     if groups is not None:
         # pyOpenSSL has no call for a client's list of groups.
         assert _LIB.SSL_CTX_set1_curves_list(context._context, groups.encode()) == 1
@@ -137,6 +171,22 @@ def tls12_suites() -> list[str]:
     context.set_cipher_list(b"ALL:COMPLEMENTOFALL:@SECLEVEL=0")
     names = SSL.Connection(context, None).get_cipher_list()
     return [name for name in names if not name.startswith("TLS_")]
+
+
+def sweep(port: int, suites: list[str]) -> dict[str, set[str]]:
+    """
+    The suites of C{suites} that the listener on C{port} negotiates in TLS
+    1.2, each offered alone, against its RSA and its ECDSA certificate.
+    """
+    agreed: dict[str, set[str]] = {"rsa": set(), "ecdsa": set()}
+    for kind, found in agreed.items():
+        for suite in suites:
+            context = client_context("1.2", ciphers=suite)
+            outcome = attempt(port, f"{kind}.example.com", context)
+            if outcome.done:
+                assert outcome.cipher == suite, (suite, outcome)
+                found.add(suite)
+    return agreed
 
 
 def tls10_possible() -> str | None:
@@ -255,59 +305,107 @@ certificates = [{{ cert = "rsa.pem" }}, {{ cert = "ecdsa.pem" }}]
         suites of the intermediate profile succeed; CBC, static RSA, CCM
         and DHE suites are among those refused.
         """
-        port = self.port("default")
         suites = tls12_suites()
         for name in MUST_BE_REFUSED:
             self.assertIn(name, suites)
-
-        def sweep() -> dict[str, set[str]]:
-            agreed: dict[str, set[str]] = {"rsa": set(), "ecdsa": set()}
-            for kind, found in agreed.items():
-                for suite in suites:
-                    context = client_context("1.2", ciphers=suite)
-                    outcome = attempt(port, f"{kind}.example.com", context)
-                    if outcome.done:
-                        assert outcome.cipher == suite, (suite, outcome)
-                        found.add(suite)
-            return agreed
-
-        agreed = yield deferToThread(sweep)
+        agreed = yield deferToThread(sweep, self.port("default"), suites)
         self.assertEqual(agreed, INTERMEDIATE_TLS12)
 
     @inlineCallbacks
-    def test_default_profile_offers_x25519_p256_p384_only(self) -> Any:
+    def test_tls13_suites_are_the_three_aead_ones(self) -> Any:
         """
-        In TLS 1.2 and 1.3, a client offering only X25519, P-256 or P-384
-        is served with that group; one offering only X448, P-521 or (in
-        TLS 1.3) ffdhe2048 fails its handshake.  (The RSA certificate: in
-        TLS 1.2 the client's groups also limit the curve of an ECDSA one.)
+        In TLS 1.3 each of AES-128-GCM, AES-256-GCM and ChaCha20-Poly1305,
+        offered alone, is served (by every profile); the CCM suites, which
+        OpenSSL has but does not enable, are refused.
         """
-        port = self.port("default")
+        served = (
+            "TLS_AES_128_GCM_SHA256",
+            "TLS_AES_256_GCM_SHA384",
+            "TLS_CHACHA20_POLY1305_SHA256",
+        )
+        refused = ("TLS_AES_128_CCM_SHA256", "TLS_AES_128_CCM_8_SHA256")
+
+        def run() -> dict[tuple[str, str], Outcome]:
+            return {
+                (listener, suite): attempt(
+                    self.port(listener),
+                    "ecdsa.example.com",
+                    client_context("1.3", tls13=suite),
+                )
+                for listener in ("default", "modern", "old")
+                for suite in (*served, *refused)
+            }
+
+        outcomes = yield deferToThread(run)
+        for (listener, suite), outcome in outcomes.items():
+            if suite in served:
+                self.assertEqual(outcome.cipher, suite, (listener, outcome))
+            else:
+                self.assertFalse(outcome.done, (listener, suite, outcome))
+
+    @inlineCallbacks
+    def test_old_profile_negotiates_mozillas_old_list_in_tls12(self) -> Any:
+        """
+        The same sweep against the old profile: exactly Mozilla's old TLS
+        1.2 list without its DHE suites (CBC, static RSA key exchange), as
+        far as the local OpenSSL knows them.
+        """
+        suites = tls12_suites()
+        agreed = yield deferToThread(sweep, self.port("old"), suites)
+        known = set(suites)
+        self.assertEqual(
+            agreed, {kind: names & known for kind, names in OLD_TLS12.items()}
+        )
+
+    @inlineCallbacks
+    def test_every_profile_offers_x25519_p256_p384_only(self) -> Any:
+        """
+        In TLS 1.2 (default and old) and 1.3 (all three), a client offering
+        only X25519, P-256 or P-384 is served with that group; one offering
+        only X448, P-521 or (in TLS 1.3) ffdhe2048 fails its handshake, but
+        for the old profile in TLS 1.2, which falls back to static RSA key
+        exchange without a group.  (The RSA certificate: in TLS 1.2 the
+        client's groups also limit the curve of an ECDSA one.)
+        """
         accepted = {"X25519": "x25519", "P-256": "secp256r1", "P-384": "secp384r1"}
         refused = {"1.2": ("X448", "P-521"), "1.3": ("X448", "P-521", "ffdhe2048")}
+        cases = [
+            (listener, version)
+            for listener in ("default", "modern", "old")
+            for version in ("1.2", "1.3")
+            if (listener, version) != ("modern", "1.2")
+        ]
 
-        def sweep() -> dict[tuple[str, str], Outcome]:
+        def run() -> dict[tuple[str, str, str], Outcome]:
             return {
-                (version, group): attempt(
-                    port, "rsa.example.com", client_context(version, groups=group)
+                (listener, version, group): attempt(
+                    self.port(listener),
+                    "rsa.example.com",
+                    client_context(version, groups=group),
                 )
-                for version in ("1.2", "1.3")
+                for listener, version in cases
                 for group in (*accepted, *refused[version])
             }
 
-        outcomes = yield deferToThread(sweep)
-        for version in ("1.2", "1.3"):
+        outcomes = yield deferToThread(run)
+        for listener, version in cases:
             for group, negotiated in accepted.items():
-                outcome = outcomes[version, group]
+                outcome = outcomes[listener, version, group]
                 self.assertEqual(
                     (outcome.version, outcome.group),
                     (f"TLSv{version}", negotiated),
-                    (version, group, outcome),
+                    (listener, version, group, outcome),
                 )
             for group in refused[version]:
-                outcome = outcomes[version, group]
-                self.assertIsNotNone(outcome.error, (version, group, outcome))
-                self.assertIn("Error", str(outcome.error))
+                outcome = outcomes[listener, version, group]
+                if (listener, version) == ("old", "1.2"):
+                    # No group in common: static RSA key exchange instead.
+                    self.assertEqual(
+                        (outcome.group, outcome.cipher), (None, "AES128-GCM-SHA256")
+                    )
+                else:
+                    self.assertFalse(outcome.done, (listener, version, group, outcome))
+                    self.assertIn("Error", str(outcome.error))
 
     @inlineCallbacks
     def test_modern_refuses_tls12_and_serves_tls13(self) -> Any:
@@ -357,25 +455,33 @@ certificates = [{{ cert = "rsa.pem" }}, {{ cert = "ecdsa.pem" }}]
             self.assertFalse(outcomes["default", suite].done)
 
     @inlineCallbacks
-    def test_old_accepts_tls10(self) -> Any:
+    def test_old_accepts_tls10_and_tls11(self) -> Any:
         """
-        The old profile serves a TLS 1.0 client with a CBC suite (when the
-        local OpenSSL can speak TLS 1.0 at all); the default one refuses it.
+        The old profile serves a TLS 1.0 and a TLS 1.1 client with a CBC
+        suite (when the local OpenSSL can speak TLS 1.0 at all); the default
+        one refuses them.
         """
         reason = tls10_possible()
         if reason is not None:
             raise SkipTest(f"this OpenSSL cannot do TLS 1.0 at any level: {reason}")
+        suite = "ECDHE-RSA-AES128-SHA"
 
-        def run() -> tuple[Outcome, Outcome]:
-            context = client_context("1.0", ciphers="ECDHE-RSA-AES128-SHA")
-            return (
-                attempt(self.port("old"), "rsa.example.com", context),
-                attempt(self.port("default"), "rsa.example.com", context),
-            )
+        def run() -> dict[tuple[str, str], Outcome]:
+            return {
+                (listener, version): attempt(
+                    self.port(listener),
+                    "rsa.example.com",
+                    client_context(version, ciphers=suite),
+                )
+                for listener in ("old", "default")
+                for version in ("1.0", "1.1")
+            }
 
-        old, default = yield deferToThread(run)
-        self.assertEqual((old.version, old.cipher), ("TLSv1", "ECDHE-RSA-AES128-SHA"))
-        self.assertFalse(default.done, default)
+        outcomes = yield deferToThread(run)
+        for version, name in (("1.0", "TLSv1"), ("1.1", "TLSv1.1")):
+            old = outcomes["old", version]
+            self.assertEqual((old.version, old.cipher), (name, suite))
+            self.assertFalse(outcomes["default", version].done)
 
     @inlineCallbacks
     def test_reload_applies_a_changed_profile(self) -> Any:
