@@ -43,6 +43,7 @@ from rproxy.tls import (
     load_certificate,
     name_matches,
 )
+from rproxy.tls.profiles import PROFILES, server_context
 
 CA = trustme.CA()
 OTHER_CA = trustme.CA()
@@ -838,3 +839,12 @@ def test_unknown_profile_and_contradicting_minimum_are_refused() -> None:
         "min_version '1.2' is below what profile 'modern' accepts (TLS 1.3 "
         "and up): remove min_version, or use profile = 'intermediate' for TLS 1.2"
     )
+
+
+def test_server_context_refuses_a_minimum_below_its_profile() -> None:
+    """server_context, given a profile object, refuses a min_version below
+    that profile's own."""
+    with pytest.raises(ValueError, match="below what profile 'modern' accepts"):
+        server_context(A, PROFILES["modern"], min_version="1.2")
+    context = server_context(A, PROFILES["modern"], min_version="1.3")
+    assert SSL.Connection(context, None).get_certificate() is not None

@@ -9,10 +9,11 @@ Three profiles, chosen by name:
     the client's order of preference.
   - C{"modern"}: TLS 1.3 only.
   - C{"old"}: TLS 1.0 and up, with Mozilla's longer list (CBC suites,
-    static RSA key exchange, 3DES) in the server's order of preference, at
-    OpenSSL security level 0, the only level at which OpenSSL 3 signs a TLS
-    1.0 or 1.1 handshake (with SHA-1); level 0 also lets OpenSSL accept
-    what it would otherwise refuse, such as small keys and SHA-1 signatures.
+    static RSA key exchange, 3DES where OpenSSL still has it) in the
+    server's order of preference, at OpenSSL security level 0, which
+    OpenSSL 3 needs to speak TLS 1.0 and 1.1 at all (their handshake
+    signatures use SHA-1); level 0 also lets OpenSSL take what it would
+    otherwise refuse, such as a 1024-bit RSA certificate.
 
 Every profile offers the groups X25519, P-256 and P-384 only.  Mozilla's
 lists also have DHE suites; they are left out, as rproxy configures no
@@ -165,11 +166,15 @@ def server_context(
     @raise ValueError: if C{min_version} is below the profile's minimum.
     @raise OpenSSL.SSL.Error: if OpenSSL refuses the certificate or key.
     """
-    problem = min_version_problem(profile.name, min_version)
-    if problem is not None:
-        raise ValueError(f"min_version {problem}")
+    floor = MIN_VERSIONS[profile.min_version]
+    minimum = floor if min_version is None else MIN_VERSIONS[min_version]
+    if minimum < floor:
+        raise ValueError(
+            f"min_version {min_version!r} is below what profile "
+            f"{profile.name!r} accepts (TLS {profile.min_version} and up)"
+        )
     context = SSL.Context(SSL.TLS_SERVER_METHOD)
-    context.set_min_proto_version(MIN_VERSIONS[min_version or profile.min_version])
+    context.set_min_proto_version(minimum)
     context.set_max_proto_version(SSL.TLS1_3_VERSION)
     options = SSL.OP_NO_COMPRESSION
     if profile.server_preference:
