@@ -16,8 +16,9 @@ import attrs
 import pytest
 import trustme
 from cryptography import x509
+from cryptography.hazmat.bindings.openssl.binding import Binding
 from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import NameOID
 from OpenSSL import SSL
 from service_identity import VerificationError
@@ -42,6 +43,7 @@ from rproxy.tls import (
     load_certificate,
     name_matches,
 )
+from rproxy.tls.profiles import PROFILES, server_context
 
 CA = trustme.CA()
 OTHER_CA = trustme.CA()
@@ -692,3 +694,157 @@ def test_backend_tls_ca_without_certificate_names_the_file(tmp_path: Path) -> No
     with pytest.raises(ValueError) as info:
         backend_tls("backend.internal", ca=str(path))
     assert str(info.value) == f"{path}: no PEM certificate in it"
+
+
+# Profiles -------------------------------------------------------------------------
+
+
+def offering(
+    server_name: bytes | None,
+    ciphers: str | None = None,
+    *,
+    groups: str | None = None,
+    max_version: int = SSL.TLS1_2_VERSION,
+) -> PlainClient:
+    """
+    A L{PlainClient} up to C{max_version} offering only the OpenSSL cipher
+    list C{ciphers} and the groups C{groups} (its defaults if None), at
+    security level 0 so that it offers what it is told to.
+    """
+    client = PlainClient(server_name, max_version=max_version)
+    client.context.set_cipher_list(f"{ciphers or 'ALL'}:@SECLEVEL=0".encode())
+    if groups is not None:
+        lib = Binding.lib
+        assert lib.SSL_CTX_set1_curves_list(client.context._context, groups.encode())
+    return client
+
+
+def cipher_of(result: Handshake) -> str | None:
+    """
+    The suite the client negotiated, None if the handshake failed.
+    """
+    if not result.completed:
+        return None
+    return result.client.getHandle().get_cipher_name()  # type: ignore[no-any-return]
+
+
+def test_default_profile_is_intermediate_and_follows_the_clients_order() -> None:
+    """Without a profile a listener uses "intermediate", and in TLS 1.2 it
+    takes the first suite of the client's list that it accepts."""
+    tls = ServerTLS([A])
+    assert tls.profile == "intermediate"
+    chacha, gcm = "ECDHE-ECDSA-CHACHA20-POLY1305", "ECDHE-ECDSA-AES128-GCM-SHA256"
+    assert cipher_of(handshake(tls, offering(None, f"{chacha}:{gcm}"))) == chacha
+    assert cipher_of(handshake(tls, offering(None, f"{gcm}:{chacha}"))) == gcm
+
+
+def test_modern_profile_follows_the_clients_order_in_tls13() -> None:
+    """The modern profile takes the client's first TLS 1.3 suite."""
+    tls = ServerTLS([A], profile="modern")
+    chacha, gcm = "TLS_CHACHA20_POLY1305_SHA256", "TLS_AES_128_GCM_SHA256"
+    for order in ((chacha, gcm), (gcm, chacha)):
+        client = PlainClient(None)
+        client.context.set_tls13_ciphersuites(":".join(order).encode())
+        assert cipher_of(handshake(tls, client)) == order[0]
+
+
+def test_old_profile_follows_the_servers_order() -> None:
+    """The old profile picks by its own order: GCM before CBC, whatever
+    the client prefers."""
+    tls = ServerTLS([A], profile="old")
+    cbc, gcm = "ECDHE-ECDSA-AES128-SHA", "ECDHE-ECDSA-AES128-GCM-SHA256"
+    assert cipher_of(handshake(tls, offering(None, f"{cbc}:{gcm}"))) == gcm
+    assert cipher_of(handshake(tls, offering(None, cbc))) == cbc
+
+
+@pytest.mark.parametrize("how", ["file", "installed"])
+def test_sni_picked_and_installed_certificates_keep_the_profile(how: str) -> None:
+    """A certificate chosen by SNI, from the files or installed (as ACME
+    does), is served under the listener's profile: a CBC suite or a client
+    offering only X448 is refused; an ECDHE + AEAD suite is served, and
+    P-384 when the client lists it first."""
+    if how == "file":
+        tls = ServerTLS([A, B])
+    else:
+        tls = ServerTLS([])
+        tls.install(B)
+    name = b"b.example.com"
+    served = handshake(tls, offering(name, "ECDHE-ECDSA-AES256-GCM-SHA384"))
+    assert served.peer_certificate() == B.certificate
+    assert cipher_of(served) == "ECDHE-ECDSA-AES256-GCM-SHA384"
+    assert cipher_of(handshake(tls, offering(name, "ECDHE-ECDSA-AES256-SHA"))) is None
+    for version in (SSL.TLS1_2_VERSION, SSL.TLS1_3_VERSION):
+        x448 = offering(name, groups="X448", max_version=version)
+        assert cipher_of(handshake(tls, x448)) is None
+        p384 = offering(name, groups="P-384:P-256", max_version=version)
+        assert handshake(tls, p384).client.getHandle().get_group_name() == "secp384r1"
+
+
+def test_modern_profile_refuses_tls12() -> None:
+    """The modern profile serves TLS 1.3 only."""
+    tls = ServerTLS([A], profile="modern")
+    assert (
+        cipher_of(handshake(tls, offering(None, "ECDHE-ECDSA-AES128-GCM-SHA256")))
+        is None
+    )
+    tls13 = handshake(tls, PlainClient(None))
+    assert tls13.client.getHandle().get_protocol_version_name() == "TLSv1.3"
+
+
+def test_min_version_raises_the_old_profiles_floor() -> None:
+    """min_version 1.2 on the old profile refuses TLS 1.1 and keeps its
+    CBC suites in TLS 1.2."""
+    tls = ServerTLS([A], profile="old", min_version="1.2")
+    tls11 = offering(None, "ECDHE-ECDSA-AES128-SHA", max_version=SSL.TLS1_1_VERSION)
+    tls11.context.set_min_proto_version(SSL.TLS1_VERSION)
+    assert cipher_of(handshake(tls, tls11)) is None
+    cbc = "ECDHE-ECDSA-AES128-SHA"
+    assert cipher_of(handshake(tls, offering(None, cbc))) == cbc
+
+
+def test_old_profile_lifts_openssls_key_size_minimum() -> None:
+    """The old profile runs at OpenSSL security level 0: a 1024-bit RSA
+    certificate, which OpenSSL refuses under the other profiles, is
+    taken."""
+    key = rsa.generate_private_key(public_exponent=65537, key_size=1024)
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "small.example.com")])
+    certificate = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(1)
+        .not_valid_before(datetime.datetime(2020, 1, 1))
+        .not_valid_after(datetime.datetime(2100, 1, 1))
+        .sign(key, hashes.SHA256())
+    )
+    small = ServerCertificate(("small.example.com",), certificate, (), key, "small")
+    for profile in ("intermediate", "modern"):
+        with pytest.raises(SSL.Error, match="key too small"):
+            ServerTLS([small], profile=profile)
+    tls = ServerTLS([small], profile="old")
+    assert cipher_of(handshake(tls, offering(None, "AES128-SHA"))) == "AES128-SHA"
+
+
+def test_unknown_profile_and_contradicting_minimum_are_refused() -> None:
+    """An unknown profile, an unknown version or a minimum below the
+    profile's is a ValueError saying so."""
+    with pytest.raises(ValueError, match=r"^unknown TLS profile 'moderm'$"):
+        ServerTLS([A], profile="moderm")
+    with pytest.raises(ValueError, match=r"^unknown TLS version '1\.4'$"):
+        ServerTLS([A], min_version="1.4")
+    with pytest.raises(ValueError) as info:
+        ServerTLS([A], profile="modern", min_version="1.2")
+    assert str(info.value) == (
+        "min_version '1.2' is below what profile 'modern' accepts (TLS 1.3 "
+        "and up): remove min_version, or use profile = 'intermediate' for TLS 1.2"
+    )
+
+
+def test_server_context_refuses_a_minimum_below_its_profile() -> None:
+    """server_context, given a profile object, refuses a min_version below
+    that profile's own."""
+    with pytest.raises(ValueError, match="below what profile 'modern' accepts"):
+        server_context(A, PROFILES["modern"], min_version="1.2")
+    context = server_context(A, PROFILES["modern"], min_version="1.3")
+    assert SSL.Connection(context, None).get_certificate() is not None

@@ -200,14 +200,55 @@ certificates = [{ cert = "../certs/./a.pem", key = "../certs/a.key" }]
 
 
 def test_listener_tls_defaults(base: Path) -> None:
-    """min_version defaults to 1.2, with no HSTS and no redirect; 1.3 may
-    be asked for."""
+    """The profile defaults to "intermediate" and min_version to the
+    profile's own (None), with no HSTS and no redirect; 1.3 may be asked
+    for."""
     tls = parse(base, POOLS + HTTPS + TLS_A).listeners[0].tls
     assert tls is not None
-    assert (tls.min_version, tls.hsts, tls.redirect_http_from) == ("1.2", None, None)
+    assert (tls.profile, tls.min_version, tls.hsts, tls.redirect_http_from) == (
+        "intermediate",
+        None,
+        None,
+        None,
+    )
     tls13 = parse(base, POOLS + HTTPS + TLS_A + 'min_version = "1.3"\n')
     assert tls13.listeners[0].tls is not None
     assert tls13.listeners[0].tls.min_version == "1.3"
+
+
+@pytest.mark.parametrize(
+    ("lines", "profile", "min_version"),
+    [
+        ('profile = "modern"\n', "modern", None),
+        ('profile = "old"\n', "old", None),
+        ('profile = "old"\nmin_version = "1.2"\n', "old", "1.2"),
+        ('profile = "old"\nmin_version = "1.1"\n', "old", "1.1"),
+        ('profile = "intermediate"\nmin_version = "1.3"\n', "intermediate", "1.3"),
+        ('profile = "modern"\nmin_version = "1.3"\n', "modern", "1.3"),
+    ],
+)
+def test_profile_and_a_minimum_at_or_above_its_own(
+    base: Path, lines: str, profile: str, min_version: str | None
+) -> None:
+    """Each profile may be named, with a min_version at or above the
+    profile's own minimum (old 1.0, intermediate 1.2, modern 1.3)."""
+    tls = parse(base, POOLS + HTTPS + TLS_A + lines).listeners[0].tls
+    assert tls is not None
+    assert (tls.profile, tls.min_version) == (profile, min_version)
+
+
+def test_a_tcp_listener_takes_a_profile_too(base: Path) -> None:
+    """The inline tls table of a tcp listener reads profile like an http
+    listener's."""
+    config = parse(
+        base,
+        POOLS
+        + TCP
+        + 'pool = "db"\n'
+        + 'tls = { certificates = [{ cert = "certs/api.pem" }], profile = "modern" }\n',
+    )
+    assert config.listeners[0].tls is not None
+    assert config.listeners[0].tls.profile == "modern"
 
 
 def test_tcp_listener_may_terminate_tls(base: Path) -> None:
@@ -362,12 +403,63 @@ def test_missing_certificates_with_acme_is_allowed(base: Path) -> None:
     assert config.acme is not None
 
 
-def test_min_version_11_is_refused_with_the_choices(base: Path) -> None:
-    """Only TLS 1.2 and 1.3 may be the minimum; the message lists them."""
-    (problem,) = errors(base, POOLS + HTTPS + TLS_A + 'min_version = "1.1"\n')
-    assert problem.startswith(
-        "listeners[0].tls.min_version: must be one of '1.2', '1.3', got '1.1'"
-    )
+def test_unknown_min_version_is_refused_with_the_choices(base: Path) -> None:
+    """min_version is a TLS version from 1.0 to 1.3; the message lists them."""
+    assert errors(base, POOLS + HTTPS + TLS_A + 'min_version = "1.4"\n') == [
+        "listeners[0].tls.min_version: must be one of '1.0', '1.1', '1.2', "
+        "'1.3', got '1.4'; did you mean '1.3'?"
+    ]
+
+
+def test_unknown_profile_is_refused_with_a_suggestion(base: Path) -> None:
+    """A misspelt profile is refused with the choices and the closest one,
+    and no second problem about a min_version judged against the default."""
+    lines = 'profile = "moderm"\nmin_version = "1.0"\n'
+    assert errors(base, POOLS + HTTPS + TLS_A + lines) == [
+        "listeners[0].tls.profile: must be one of 'modern', 'intermediate', "
+        "'old', got 'moderm'; did you mean 'modern'?"
+    ]
+    (problem,) = errors(base, POOLS + HTTPS + TLS_A + "profile = 1\n")
+    assert problem.startswith("listeners[0].tls.profile: must be one of ")
+
+
+@pytest.mark.parametrize(
+    ("lines", "problem"),
+    [
+        (
+            'min_version = "1.1"\n',
+            "'1.1' is below what profile 'intermediate' accepts (TLS 1.2 and "
+            "up): remove min_version, or use profile = 'old' for TLS 1.1",
+        ),
+        (
+            'profile = "modern"\nmin_version = "1.2"\n',
+            "'1.2' is below what profile 'modern' accepts (TLS 1.3 and up): "
+            "remove min_version, or use profile = 'intermediate' for TLS 1.2",
+        ),
+        (
+            'profile = "modern"\nmin_version = "1.0"\n',
+            "'1.0' is below what profile 'modern' accepts (TLS 1.3 and up): "
+            "remove min_version, or use profile = 'old' for TLS 1.0",
+        ),
+    ],
+)
+def test_min_version_below_the_profile_is_refused(
+    base: Path, lines: str, problem: str
+) -> None:
+    """A min_version that would lower the profile's minimum contradicts it:
+    refused, naming the key, both values and the profile that fits."""
+    assert errors(base, POOLS + HTTPS + TLS_A + lines) == [
+        f"listeners[0].tls.min_version: {problem}"
+    ]
+
+
+def test_listener_tls_model_refuses_a_contradiction() -> None:
+    """The model itself refuses a min_version below its profile's, for
+    configs built in code."""
+    with pytest.raises(ValueError, match=r"^min_version '1\.2' is below what"):
+        ListenerTLSConfig(profile="modern", min_version="1.2")
+    with pytest.raises(ValueError):
+        ListenerTLSConfig(profile="newest")
 
 
 def test_http_only_tls_keys_are_refused_on_tcp(base: Path) -> None:

@@ -24,7 +24,14 @@ from rproxy.config._validate import (
     show,
     string,
 )
-from rproxy.tls import MIN_VERSIONS, load_certificate, load_trust_root
+from rproxy.tls import (
+    DEFAULT_PROFILE,
+    MIN_VERSIONS,
+    PROFILES,
+    load_certificate,
+    load_trust_root,
+)
+from rproxy.tls.profiles import min_version_problem
 
 __all__ = [
     "AcmeConfig",
@@ -62,17 +69,29 @@ class ListenerTLSConfig:
 
     @ivar certificates: chosen by SNI from the names in each certificate;
         the first is the default.  May be empty when C{[acme]} provides them.
-    @ivar min_version: the oldest TLS version accepted, C{"1.2"} or C{"1.3"}.
+    @ivar min_version: the oldest TLS version accepted (C{"1.0"} to
+        C{"1.3"}), at or above the profile's own; None for the profile's.
     @ivar hsts: the C{Strict-Transport-Security} value added to responses
         that lack one (http listeners).
     @ivar redirect_http_from: a server endpoint string on which plain HTTP
         requests are answered with a 308 to the same URL over https.
+    @ivar profile: the versions, cipher suites and groups accepted: a
+        Mozilla profile, C{"modern"}, C{"intermediate"} or C{"old"}
+        (see L{rproxy.tls.profiles}).
     """
 
     certificates: tuple[CertificateConfig, ...] = ()
-    min_version: str = field(default="1.2", validator=validators.in_(MIN_VERSIONS))
+    min_version: str | None = field(
+        default=None, validator=validators.optional(validators.in_(MIN_VERSIONS))
+    )
     hsts: str | None = None
     redirect_http_from: str | None = None
+    profile: str = field(default=DEFAULT_PROFILE, validator=validators.in_(PROFILES))
+
+    def __attrs_post_init__(self) -> None:
+        problem = min_version_problem(self.profile, self.min_version)
+        if problem is not None:
+            raise ValueError(f"min_version {problem}")
 
 
 @frozen
@@ -147,7 +166,13 @@ def dns_name(value: object) -> str:
     )
 
 
-_LISTENER_TLS_KEYS = ("certificates", "min_version", "hsts", "redirect_http_from")
+_LISTENER_TLS_KEYS = (
+    "certificates",
+    "profile",
+    "min_version",
+    "hsts",
+    "redirect_http_from",
+)
 _CERTIFICATE_KEYS = ("cert", "key")
 
 
@@ -189,14 +214,25 @@ def parse_listener_tls(
             "missing: give at least one { cert = ..., key = ... }, "
             "or an [acme] section to obtain one",
         )
-    min_version = tls.get("min_version", one_of(tuple(MIN_VERSIONS)), "1.2")
+    profile = tls.get("profile", one_of(tuple(PROFILES)), DEFAULT_PROFILE)
+    min_version = tls.get("min_version", one_of(tuple(MIN_VERSIONS)), None)
+    # A misspelt profile is its own problem: no second one about a minimum
+    # judged against the default.
+    known = tls.data.get("profile", DEFAULT_PROFILE) in PROFILES
+    problem = min_version_problem(profile, min_version)
+    if problem is not None:
+        if known:
+            tls.report("min_version", problem)
+        min_version = None
     hsts = tls.get("hsts", _header_value, None)
     redirect = tls.get("redirect_http_from", server_endpoint, None)
     if not http:
         for key in ("hsts", "redirect_http_from"):
             if key in tls:
                 tls.report(key, 'only for protocol = "http" listeners')
-    return ListenerTLSConfig(tuple(certificates), min_version, hsts, redirect)
+    return ListenerTLSConfig(
+        tuple(certificates), min_version, hsts, redirect, profile=profile
+    )
 
 
 def _header_value(value: object) -> str:

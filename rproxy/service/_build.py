@@ -108,6 +108,7 @@ def server_tls(config: ListenerTLSConfig, *, http: bool) -> ServerTLS:
     """
     return ServerTLS(
         listener_certificates(config),
+        profile=config.profile,
         min_version=config.min_version,
         alpn=(b"http/1.1",) if http else (),
     )

@@ -33,11 +33,21 @@ from twisted.internet.interfaces import (
 from twisted.logger import Logger
 from zope.interface import implementer
 
+from rproxy.tls.profiles import (
+    DEFAULT_PROFILE,
+    MIN_VERSIONS,
+    PROFILES,
+    min_version_problem,
+    server_context,
+)
+
 if TYPE_CHECKING:
     from twisted.internet._sslverify import IOpenSSLTrustRoot
 
 __all__ = [
+    "DEFAULT_PROFILE",
     "MIN_VERSIONS",
+    "PROFILES",
     "ServerCertificate",
     "ServerTLS",
     "backend_tls",
@@ -49,9 +59,6 @@ __all__ = [
 log = Logger(namespace="rproxy.tls")
 
 _PEM_BLOCK = re.compile(rb"-----BEGIN ([A-Z0-9 ]+)-----.*?-----END \1-----", re.S)
-
-#: The oldest TLS versions a listener may accept, as written in the config.
-MIN_VERSIONS = {"1.2": ssl.TLSVersion.TLSv1_2, "1.3": ssl.TLSVersion.TLSv1_3}
 
 
 @frozen
@@ -186,8 +193,9 @@ def name_matches(pattern: str, server_name: str) -> bool:
 class ServerTLS:
     """
     The TLS side of one listener: its certificates, picked per handshake by
-    the client's SNI, with a minimum TLS version and the ALPN protocols to
-    offer.
+    the client's SNI, with a profile (a key of L{PROFILES}: versions,
+    cipher suites, groups), a minimum TLS version that may raise the
+    profile's (None: the profile's own) and the ALPN protocols to offer.
 
     Certificates come from two places: the listener's files
     (L{replace_files}, the first being the default for clients without SNI
@@ -203,10 +211,23 @@ class ServerTLS:
         self,
         certificates: Sequence[ServerCertificate],
         *,
-        min_version: str = "1.2",
+        profile: str = DEFAULT_PROFILE,
+        min_version: str | None = None,
         alpn: Sequence[bytes] = (),
     ):
-        self._minimum = MIN_VERSIONS[min_version]
+        """
+        @raise ValueError: for an unknown profile or TLS version, or a
+            C{min_version} below the profile's.
+        """
+        if profile not in PROFILES:
+            raise ValueError(f"unknown TLS profile {profile!r}")
+        if min_version is not None and min_version not in MIN_VERSIONS:
+            raise ValueError(f"unknown TLS version {min_version!r}")
+        problem = min_version_problem(profile, min_version)
+        if problem is not None:
+            raise ValueError(f"min_version {problem}")
+        self._profile = PROFILES[profile]
+        self._minimum = min_version
         self._alpn = tuple(alpn)
         self._files: tuple[ServerCertificate, ...] = ()
         self._installed: dict[tuple[str, ...], ServerCertificate] = {}
@@ -266,16 +287,15 @@ class ServerTLS:
         )
         self._default = None if default is None else contexts[id(default)][1]
 
-    def _context(self, certificate: ServerCertificate) -> SSL.Context:
-        # pyOpenSSL takes cryptography's objects directly (its own X509 and
-        # PKey are deprecated); Twisted only hands them on.
-        options = ssl.CertificateOptions(
-            privateKey=certificate.key,  # type: ignore[arg-type]
-            certificate=certificate.certificate,  # type: ignore[arg-type]
-            extraCertChain=list(certificate.chain),  # type: ignore[arg-type]
-            raiseMinimumTo=self._minimum,
-        )
-        context: SSL.Context = options.getContext()
+    @property
+    def profile(self) -> str:
+        """
+        The name of the profile in use.
+        """
+        return self._profile.name
+
+    def _context(self, certificate: ServerCertificate | None) -> SSL.Context:
+        context = server_context(certificate, self._profile, min_version=self._minimum)
         context.set_tlsext_servername_callback(self._pick)
         context.set_alpn_select_callback(self._select_protocol)
         return context
@@ -318,7 +338,7 @@ class ServerTLS:
         if context is None:
             # Nothing to serve yet (certificates still being obtained): a
             # bare context fails the handshake rather than the listener.
-            context = ssl.CertificateOptions(raiseMinimumTo=self._minimum).getContext()
+            context = self._context(None)
         connection = SSL.Connection(context, None)
         connection.set_app_data(tlsProtocol)
         return connection
