@@ -255,7 +255,10 @@ class HTTPProxyTests(TestCase):
         )
         head, _, body = data.partition(b"\r\n\r\n")
         self.assertTrue(head.startswith(b"HTTP/1.1 200 OK\r\n"), data)
-        self.assertIn(b"\r\nConnection: close", head)
+        # The proxy closed after the response (half_closed_exchange reads to
+        # the end).  Whether the head says Connection: close depends on
+        # whether the FIN was read before the backend answered: a race on
+        # loopback, so not asserted here (the unit tests pin both orders).
         self.assertRegex(body, rb"^hello from b[01] /half$")
 
     @inlineCallbacks
