@@ -11,6 +11,7 @@ from twisted.application.service import MultiService, Service
 from twisted.internet.defer import Deferred, gatherResults
 from twisted.logger import Logger
 
+from rproxy._fds import FdBudget, kept_alive_most, raise_fd_limit, soft_fd_limit
 from rproxy.accesslog import AccessLogService
 from rproxy.acme.challenges import Challenges
 from rproxy.backends import Backend, Pool, Registry
@@ -74,6 +75,9 @@ class ProxyService(MultiService):
     answers its challenges from C{challenges}, and every TLS listener serves
     it.  With C{[admin]}, C{admin} serves the status page, metrics and
     controls (and L{reload} as C{POST /reload}).
+
+    Starting raises the soft RLIMIT_NOFILE (L{rproxy.raise_fd_limit}) and
+    sizes C{fds}, the descriptor budget the listeners accept against.
     """
 
     def __init__(self, config: Config, reactor: Any):
@@ -91,6 +95,7 @@ class ProxyService(MultiService):
         self._client_tls: dict[str, TLSFor] = {}
         self._obtained: dict[tuple[str, ...], ServerCertificate] = {}
         self._retiring: set[Deferred[None]] = set()
+        self.fds = FdBudget(soft_fd_limit(), now=reactor.seconds)
         self._apply(None, config)
 
     # Applying a config --------------------------------------------------
@@ -215,6 +220,7 @@ class ProxyService(MultiService):
                 new.shutdown_grace,
                 prepared.tls.get(spec.name),
                 spec.accept_proxy(new),
+                self.fds,
             )
             service.setName(f"listener:{spec.name}")
             prepared.fresh[spec.name] = service
@@ -439,6 +445,7 @@ class ProxyService(MultiService):
                     pool.name: (pool.timeouts.connect, pool.timeouts.idle)
                     for pool in config.pools
                 },
+                fds=self.fds,
             )
         assert listener.pool is not None
         pool_config = config.pool(listener.pool)
@@ -449,6 +456,7 @@ class ProxyService(MultiService):
             listener=listener.name,
             connect_timeout=pool_config.timeouts.connect,
             idle_timeout=pool_config.timeouts.idle,
+            fds=self.fds,
         )
 
     def _redirect_answer(self, listener: ListenerConfig, config: Config) -> Answer:
@@ -486,6 +494,8 @@ class ProxyService(MultiService):
         if self.access_log is not None:
             self.access_log.startService()
         super().startService()
+        # After binding: the listening sockets count as open.
+        self.fds.resize_to(raise_fd_limit(kept_alive=kept_alive_most(self.config)))
 
     def stopService(self) -> Deferred[None]:
         stopping: Deferred[Any] = super().stopService()
