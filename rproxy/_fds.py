@@ -21,9 +21,10 @@ Three numbers come out of the limit:
     fair share (the limit, less what is open besides, less the floor,
     divided by the listeners) may use, so that one listener's flood leaves
     the others room;
-  - splice pipes are made only while the reserve twice over, and the floor,
-    stay free: below that a pair is relayed through Python at a third of
-    the descriptors.
+  - splice pipes are made only while a quarter of the limit (and at least
+    the floor and twice the reserve) stays free: below that a pair is
+    relayed through Python, at a third of the descriptors, so the last
+    quarter serves three times the connections.
 """
 
 from __future__ import annotations
@@ -226,9 +227,10 @@ class FdBudget:
         self._count_open = count_open
         self._recount_every = recount_every
         self._recounted = float("-inf")
+        self._recount_now = False
         self._listeners: dict[object, tuple[str, Callable[[], int]]] = {}
         self._pipes: dict[str, int] = {}
-        self.limit = self.floor = self.reserve = self.base = 0
+        self.limit = self.floor = self.reserve = self.splice_floor = self.base = 0
         self.resize(limit, in_use)
 
     def resize(self, limit: int, in_use: int) -> None:
@@ -239,6 +241,7 @@ class FdBudget:
         self.limit = limit
         self.floor = min(max(8, limit // 64), 256)
         self.reserve = min(max(16, limit // 16), 4096)
+        self.splice_floor = max(self.floor + 2 * self.reserve, limit // 4)
         self.base = in_use - self._tracked()
 
     def resize_to(self, limit: FdLimit) -> None:
@@ -269,8 +272,7 @@ class FdBudget:
         Whether a pair of listener C{name} may have splice pipes now; if so
         they are counted until L{return_pipes}.
         """
-        needed = PIPE_FDS + self.floor + 2 * self.reserve
-        if not self._room_for(needed):
+        if not self._room_for(lambda: PIPE_FDS + self.splice_floor):
             return False
         self._pipes[name] = self._pipes.get(name, 0) + PIPE_FDS
         return True
@@ -290,7 +292,7 @@ class FdBudget:
         pipe() failed for want of descriptors although the budget allowed
         it: the estimate is off, recount at the next decision.
         """
-        self._recounted = float("-inf")
+        self._recount_now = True
 
     # Decisions ---------------------------------------------------------------
 
@@ -326,38 +328,45 @@ class FdBudget:
         leaves the floor free, and the reserve too unless the listener
         holds less than its share.
         """
-        needed = CONNECTION_FDS + self.floor
-        if key in self._listeners and self.held(key) >= self.share():
-            needed += self.reserve
+
+        def needed() -> int:
+            over = key in self._listeners and self.held(key) >= self.share()
+            return CONNECTION_FDS + self.floor + (self.reserve if over else 0)
+
         return self._room_for(needed)
 
     def tcp_room(self) -> tuple[int, int]:
         """
-        Connections one TCP listener alone has room for now: (spliced, then
-        relayed through Python once pipes stop).
+        Connections a TCP listener over its share has room for now, if no
+        other listener takes any: (spliced, then relayed through Python
+        once pipes stop).
         """
         free = self.free()
-        spliced = max(0, (free - self.floor - 2 * self.reserve) // 6)
-        relayed = max(0, (free - spliced * 6 - self.floor) // CONNECTION_FDS)
+        spliced = max(0, (free - self.splice_floor) // (CONNECTION_FDS + PIPE_FDS))
+        left = free - spliced * (CONNECTION_FDS + PIPE_FDS)
+        relayed = max(0, (left - self.floor - self.reserve) // CONNECTION_FDS)
         return spliced, relayed
 
     def http_room(self) -> int:
         """
-        Clients one HTTP listener alone has room for now.
+        Clients an HTTP listener over its share has room for now, if no
+        other listener takes any.
         """
-        return max(0, (self.free() - self.floor) // CONNECTION_FDS)
+        return max(0, (self.free() - self.floor - self.reserve) // CONNECTION_FDS)
 
-    def _room_for(self, needed: int) -> bool:
-        if self.free() - needed < self.reserve:
-            # Near the edge: make sure the count is true before deciding.
+    def _room_for(self, needed: Callable[[], int]) -> bool:
+        if self._recount_now or self.free() - needed() < self.reserve:
+            # Near the edge: make sure the count is true before deciding
+            # (the share, and so what is needed, may change with it).
             self._recount()
-        return self.free() >= needed
+        return self.free() >= needed()
 
     def _recount(self) -> None:
         now = self._now()
-        if now - self._recounted < self._recount_every:
+        if not self._recount_now and now - self._recounted < self._recount_every:
             return
         self._recounted = now
+        self._recount_now = False
         counted = self._count_open()
         if counted is not None:
             self.base = counted - self._tracked()
