@@ -21,10 +21,10 @@ Three numbers come out of the limit:
     fair share (the limit, less what is open besides, less the floor,
     divided by the listeners) may use, so that one listener's flood leaves
     the others room;
-  - splice pipes are made only while a quarter of the limit (and at least
-    the floor and twice the reserve) stays free: below that a pair is
-    relayed through Python, at a third of the descriptors, so the last
-    quarter serves three times the connections.
+  - splice pipes are made only while half the limit (and at least the
+    floor and twice the reserve) stays free: below that a pair is relayed
+    through Python, at a third of the descriptors, so the last half serves
+    three times the connections it would spliced.
 """
 
 from __future__ import annotations
@@ -241,7 +241,7 @@ class FdBudget:
         self.limit = limit
         self.floor = min(max(8, limit // 64), 256)
         self.reserve = min(max(16, limit // 16), 4096)
-        self.splice_floor = max(self.floor + 2 * self.reserve, limit // 4)
+        self.splice_floor = max(self.floor + 2 * self.reserve, limit // 2)
         self.base = in_use - self._tracked()
 
     def resize_to(self, limit: FdLimit) -> None:

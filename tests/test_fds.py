@@ -57,14 +57,14 @@ def budget(limit: int = 256, in_use: int = 10, **kwargs: Any) -> FdBudget:
 class FdBudgetTests(SynchronousTestCase):
     def test_floor_reserve_and_splice_floor_follow_the_limit(self) -> None:
         """A small limit keeps 8 free, 16 in reserve and pipes out of the
-        last quarter; larger limits keep proportionally more, capped."""
+        last half; larger limits keep proportionally more, capped."""
         small, common, large = budget(256), budget(1024), budget(1 << 20)
-        self.assertEqual((small.floor, small.reserve, small.splice_floor), (8, 16, 64))
+        self.assertEqual((small.floor, small.reserve, small.splice_floor), (8, 16, 128))
         self.assertEqual(
-            (common.floor, common.reserve, common.splice_floor), (16, 64, 256)
+            (common.floor, common.reserve, common.splice_floor), (16, 64, 512)
         )
         self.assertEqual((large.floor, large.reserve), (256, 4096))
-        self.assertEqual(large.splice_floor, 1 << 18)
+        self.assertEqual(large.splice_floor, 1 << 19)
 
     def test_a_lone_listener_takes_all_but_the_floor(self) -> None:
         """With one listener, its share is everything above the floor, so
@@ -121,12 +121,14 @@ class FdBudgetTests(SynchronousTestCase):
     def test_pipes_count_towards_the_listeners_share(self) -> None:
         """A listener whose pairs hold pipes is over its share sooner."""
         fds = budget(256, in_use=10)
-        front, _ = Listener(fds, "front"), Listener(fds, "other")
-        front.open = 20
+        front = Listener(fds, "front")
+        Listener(fds, "other")
+        Listener(fds, "third")
+        front.open = 15
         self.assertLess(fds.held(front), fds.share())
-        for _ in range(20):
+        for _ in range(15):
             self.assertTrue(fds.take_pipes("front"))
-        self.assertEqual(fds.held(front), 20 * CONNECTION_FDS + 20 * PIPE_FDS)
+        self.assertEqual(fds.held(front), 15 * CONNECTION_FDS + 15 * PIPE_FDS)
         self.assertGreater(fds.held(front), fds.share())
 
     def test_a_removed_listener_frees_its_share(self) -> None:
@@ -197,7 +199,7 @@ class FdBudgetTests(SynchronousTestCase):
         ones down to floor + reserve; http_room: 2 each down to the same."""
         fds = budget(256, in_use=9)
         spliced, relayed = fds.tcp_room()
-        self.assertEqual(spliced, (247 - 64) // 6)
+        self.assertEqual(spliced, (247 - 128) // 6)
         self.assertEqual(relayed, (247 - spliced * 6 - 8 - 16) // 2)
         self.assertEqual(fds.http_room(), (247 - 8 - 16) // 2)
         self.assertEqual(budget(16, in_use=15).tcp_room(), (0, 0))
