@@ -56,9 +56,8 @@ class TCPProxyFactory(Factory):
         pool's C{connect_tries}.
     @param splice: relay plain TCP pairs with Linux splice(2) where the
         reactor and the system allow it (bytes never enter Python).
-    @param fds: the process's descriptor budget; with one, a pair gets
-        splice pipes only while it has room for them (see L{FdBudget}).
-        Either way a pair whose pipes cannot be made is relayed in Python.
+    @param fds: the process's descriptor budget, if any: a pair gets splice
+        pipes only while it has room for them, else is relayed in Python.
     @ivar stats: the listener's connection counters.
     """
 
@@ -287,12 +286,8 @@ class TCPFrontProtocol(Protocol):
         # Splicing would overtake a preface still in the transport's buffer.
         sent = (not preface or send_now(server, preface)) and nothing_waiting(server)
         fds, listener = self.factory.fds, self.factory.listener
-        if (
-            sent
-            and self.factory.splice
-            and can_splice(self.clock, client, server)
-            and take_pipes(fds, listener)
-        ):
+        spliceable = self.factory.splice and can_splice(self.clock, client, server)
+        if sent and spliceable and take_pipes(fds, listener):
             try:
                 self._splicer = Splicer(
                     self.clock,
