@@ -11,6 +11,7 @@ of the package is private.  A TCP load balancer in a few lines::
 from typing import Any
 
 from rproxy._endpoints import HandshakeEndpoint, client_endpoint
+from rproxy._fds import FdBudget, FdLimit, raise_fd_limit
 from rproxy._reactor import ProxyReactor
 from rproxy._reactor import install as install_reactor
 from rproxy.accesslog import AccessEvents, AccessLog, access_events
@@ -51,6 +52,8 @@ __all__ = [
     "Config",
     "ConfigError",
     "ConsistentHash",
+    "FdBudget",
+    "FdLimit",
     "ForwardingPolicy",
     "HTTPCheck",
     "HTTPProxyFactory",
@@ -91,6 +94,7 @@ __all__ = [
     "load_certificate",
     "load_config",
     "make_balancer",
+    "raise_fd_limit",
 ]
 
 

@@ -11,6 +11,7 @@ from twisted.application.service import MultiService, Service
 from twisted.internet.defer import Deferred, gatherResults
 from twisted.logger import Logger
 
+from rproxy._fds import FdBudget, kept_alive_most, raise_fd_limit, soft_fd_limit
 from rproxy.accesslog import AccessLogService
 from rproxy.acme.challenges import Challenges
 from rproxy.backends import Backend, Pool, Registry
@@ -75,6 +76,9 @@ class ProxyService(MultiService):
     answers its challenges from C{challenges}, and every TLS listener serves
     it.  With C{[admin]}, C{admin} serves the status page, metrics and
     controls (and L{reload} as C{POST /reload}).
+
+    Starting raises the soft RLIMIT_NOFILE (L{rproxy.raise_fd_limit}) and
+    sizes C{fds}, the descriptor budget the listeners accept against.
     """
 
     def __init__(self, config: Config, reactor: Any):
@@ -92,6 +96,7 @@ class ProxyService(MultiService):
         self._client_tls: dict[str, TLSFor] = {}
         self._obtained: dict[tuple[str, ...], ServerCertificate] = {}
         self._retiring: set[Deferred[None]] = set()
+        self.fds = FdBudget(soft_fd_limit(), now=reactor.seconds)
         self._apply(None, config)
 
     # Applying a config --------------------------------------------------
@@ -216,6 +221,7 @@ class ProxyService(MultiService):
                 new.shutdown_grace,
                 prepared.tls.get(spec.name),
                 spec.accept_proxy(new),
+                self.fds,
             )
             service.setName(f"listener:{spec.name}")
             prepared.fresh[spec.name] = service
@@ -417,6 +423,7 @@ class ProxyService(MultiService):
             new_pools,
             self._challenge_filters(config),
             self._redirect_filter,
+            self.fds,
         )
         return build_front(spec, context)
 
@@ -457,6 +464,8 @@ class ProxyService(MultiService):
         if self.access_log is not None:
             self.access_log.startService()
         super().startService()
+        # After binding: the listening sockets count as open.
+        self.fds.resize_to(raise_fd_limit(kept_alive=kept_alive_most(self.config)))
 
     def stopService(self) -> Deferred[None]:
         stopping: Deferred[Any] = super().stopService()

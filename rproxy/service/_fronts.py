@@ -10,6 +10,7 @@ from typing import Any
 
 from attrs import frozen
 
+from rproxy._fds import FdBudget
 from rproxy.backends import Pool, Registry
 from rproxy.config import Config
 from rproxy.http.filters import IHTTPFilter
@@ -43,6 +44,8 @@ class FrontContext:
     new_pools: Mapping[str, Pool]
     challenges: tuple[IHTTPFilter, ...]
     redirect: Callable[[str], IHTTPFilter]
+    #: the descriptor budget TCP and SNI fronts splice against.
+    fds: FdBudget | None = None
 
     def pool(self, name: str) -> Pool:
         """
@@ -88,6 +91,7 @@ def tcp_front(spec: ListenerSpec, context: FrontContext) -> IListenerFactory:
                 pool.name: (pool.timeouts.connect, pool.timeouts.idle)
                 for pool in config.pools
             },
+            fds=context.fds,
         )
     assert listener.pool is not None
     timeouts = config.pool(listener.pool).timeouts
@@ -97,6 +101,7 @@ def tcp_front(spec: ListenerSpec, context: FrontContext) -> IListenerFactory:
         listener=listener.name,
         connect_timeout=timeouts.connect,
         idle_timeout=timeouts.idle,
+        fds=context.fds,
     )
 
 

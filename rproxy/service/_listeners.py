@@ -15,6 +15,7 @@ from twisted.logger import Logger
 from twisted.protocols.tls import TLSMemoryBIOFactory, TLSMemoryBIOProtocol
 from twisted.python.failure import Failure
 
+from rproxy._fds import FdBudget
 from rproxy.interfaces import IListenerFactory
 from rproxy.proxyprotocol.accept import ProxyHeaderFactory
 from rproxy.tls import ServerTLS
@@ -37,8 +38,13 @@ class _Accept(Factory):
         self.listener = listener
 
     def buildProtocol(self, addr: IAddress | None) -> Protocol | None:
+        listener = self.listener
+        if listener.fds is not None and not listener.admit():
+            # The port closes the socket at once: the client is told, not
+            # left waiting in the backlog.
+            return None
         # Every front is a Factory, whose protocols are Protocols.
-        protocol = self.listener.front.buildProtocol(cast(IAddress, addr))
+        protocol = listener.front.buildProtocol(cast(IAddress, addr))
         return cast(Protocol | None, protocol)
 
 
@@ -57,6 +63,13 @@ class ListenerService(Service):
     accepted keep theirs, and are still drained on stop (the factory in use
     decides, in L{IListenerFactory.reconfigure}, whether it takes the new
     settings or hands its connections and counters to the new factory).
+
+    With C{fds}, the process's descriptor budget, each connection is
+    accepted only if the budget admits it (L{FdBudget.admit}); one it does
+    not is closed at once, and the listener logs when it starts refusing
+    and when it accepts again.
+
+    @ivar refused: connections closed at accept for want of descriptors.
     """
 
     def __init__(
@@ -68,8 +81,12 @@ class ListenerService(Service):
         grace: float,
         tls: ServerTLS | None = None,
         accept_proxy: tuple[tuple[str, ...], float] | None = None,
+        fds: FdBudget | None = None,
     ):
         self.listener = name
+        self.fds = fds
+        self.refused = 0
+        self._refusing = 0
         self.description = description
         self.grace = grace
         self.factory = factory
@@ -143,6 +160,10 @@ class ListenerService(Service):
                 f"{self.description!r}: {outcome.getErrorMessage()}"
             )
         self.port = outcome
+        if self.fds is not None:
+            self.fds.add_listener(
+                self, self.listener, lambda: len(self.factory.connections)
+            )
         host = self.bound = outcome.getHost()
         serves = self.factory.describe()
         log.info(
@@ -153,6 +174,41 @@ class ListenerService(Service):
             protocol=serves.protocol,
             pools=", ".join(serves.pools) or "no pool",
         )
+
+    def admit(self) -> bool:
+        """
+        Whether the budget admits another connection now; logs the first
+        refusal of a run of them, and the first admission after one.
+        """
+        assert self.fds is not None
+        fds = self.fds
+        if fds.admit(self):
+            if self._refusing:
+                log.info(
+                    "listener {listener} accepting again after refusing "
+                    "{count} connections",
+                    listener=self.listener,
+                    count=self._refusing,
+                )
+                self._refusing = 0
+            return True
+        self.refused += 1
+        if not self._refusing:
+            log.warn(
+                "listener {listener} refusing connections: {free} of {limit} "
+                "file descriptors free, {held} held by this listener (its "
+                "share {share}, {floor} always kept free, {reserve} more for "
+                "listeners under their share)",
+                listener=self.listener,
+                free=fds.free(),
+                limit=fds.limit,
+                held=fds.held(self),
+                share=fds.share(),
+                floor=fds.floor,
+                reserve=fds.reserve,
+            )
+        self._refusing += 1
+        return False
 
     def startService(self) -> None:
         if self.port is None:
@@ -176,3 +232,5 @@ class ListenerService(Service):
             grace=self.grace,
         )
         await self.factory.drain(self.grace)
+        if self.fds is not None:
+            self.fds.remove_listener(self)

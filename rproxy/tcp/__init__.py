@@ -32,13 +32,14 @@ from rproxy._endpoints import (
     proxy_header_for,
 )
 from rproxy._fastwrite import nothing_waiting, send_now
+from rproxy._fds import FdBudget
 from rproxy._tracking import ConnectionTracker, TrackedListener
 from rproxy.accesslog import access_events
 from rproxy.backends import Backend, Pool
 from rproxy.health import describe_failure
 from rproxy.interfaces import IListenerFactory, ListenerDescription
 from rproxy.stats import ListenerStats
-from rproxy.tcp._splice import Splicer, can_splice
+from rproxy.tcp._splice import Splicer, can_splice, pipes_failed, take_pipes
 
 log = Logger(namespace="rproxy.tcp")
 
@@ -57,6 +58,8 @@ class TCPProxyFactory(TrackedListener, Factory):
         pool's C{connect_tries}.
     @param splice: relay plain TCP pairs with Linux splice(2) where the
         reactor and the system allow it (bytes never enter Python).
+    @param fds: the process's descriptor budget, if any: a pair gets splice
+        pipes only while it has room for them, else is relayed in Python.
     @ivar stats: the listener's connection counters.
     """
 
@@ -71,9 +74,11 @@ class TCPProxyFactory(TrackedListener, Factory):
         connect_tries: int | None = None,
         endpoint_for: EndpointFor | None = None,
         splice: bool = True,
+        fds: FdBudget | None = None,
     ):
         self.noisy = False
         self.splice = splice
+        self.fds = fds
         self.pool = pool
         self.clock: IReactorTime = reactor
         self.listener = listener
@@ -285,7 +290,9 @@ class TCPFrontProtocol(Protocol):
             self.moved_in(len(preface))
         # Splicing would overtake a preface still in the transport's buffer.
         sent = (not preface or send_now(server, preface)) and nothing_waiting(server)
-        if sent and self.factory.splice and can_splice(self.clock, client, server):
+        fds, listener = self.factory.fds, self.factory.listener
+        spliceable = self.factory.splice and can_splice(self.clock, client, server)
+        if sent and spliceable and take_pipes(fds, listener):
             try:
                 self._splicer = Splicer(
                     self.clock,
@@ -294,8 +301,11 @@ class TCPFrontProtocol(Protocol):
                     self.moved_in,
                     self.moved_out,
                     self._splice_finished,
+                    fds,
+                    listener,
                 )
             except OSError as error:
+                pipes_failed(fds, listener, error)
                 log.warn(
                     "cannot splice ({error}); relaying {client} through Python",
                     error=error,

@@ -19,6 +19,8 @@ from typing import Any
 from twisted.internet.interfaces import ISSLTransport
 from twisted.python.failure import Failure
 
+from rproxy._fds import FdBudget, is_out_of_fds
+
 #: bytes asked of one splice call, and the size asked for each pipe.
 CHUNK = 1 << 20
 PIPE_SIZE = 1 << 18
@@ -49,6 +51,26 @@ def can_splice(reactor: Any, *transports: Any) -> bool:
         if not isinstance(getattr(transport, "socket", None), socket.socket):
             return False
     return True
+
+
+def take_pipes(fds: FdBudget | None, holder: str) -> bool:
+    """
+    Whether a pair of listener C{holder} may have splice pipes: always
+    without a budget, else if C{fds} has room for them (they are then
+    counted until the L{Splicer} closes them).
+    """
+    return fds is None or fds.take_pipes(holder)
+
+
+def pipes_failed(fds: FdBudget | None, holder: str, error: OSError) -> None:
+    """
+    The pipes L{take_pipes} allowed could not be made (C{error}): give
+    them back, and have the budget recount if descriptors ran out.
+    """
+    if fds is not None:
+        fds.return_pipes(holder)
+        if is_out_of_fds(error):
+            fds.pipes_failed()
 
 
 class _Direction:
@@ -167,6 +189,8 @@ class Splicer:
         cleanly (both sockets half-closed), or with the side ("client" or
         "backend") and the failure when one failed.  The splicer has then
         given the sockets back; the caller closes the transports.
+    @param fds: the budget the pipes were taken from (L{FdBudget.take_pipes}
+        for C{holder}), given back when they close.
     @raise OSError: if the pipes cannot be made (no file descriptors left);
         the transports are then untouched.
     """
@@ -179,10 +203,14 @@ class Splicer:
         moved_in: Callable[[int], None],
         moved_out: Callable[[int], None],
         finished: Callable[[str | None, Failure | None], None],
+        fds: FdBudget | None = None,
+        holder: str = "",
     ):
         self._reactor = reactor
         self._finished = finished
         self._stopped = False
+        self._fds = fds
+        self._holder = holder
         self._client = _End(self, client, "client")
         self._backend = _End(self, backend, "backend")
         # Make both pipes before touching the transports, so that running out
@@ -273,3 +301,5 @@ class Splicer:
             self._set(end, False, False)
         self._up.close()
         self._down.close()
+        if self._fds is not None:
+            self._fds.return_pipes(self._holder)

@@ -27,6 +27,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from rproxy._endpoints import EndpointFor
+from rproxy._fds import FdBudget
 from rproxy._tracking import ConnectionTracker, TrackedListener
 from rproxy.backends import Registry
 from rproxy.interfaces import IListenerFactory, ListenerDescription
@@ -118,6 +119,7 @@ class SNIProxyFactory(TrackedListener, Factory):
         C{connect_timeout} and C{idle_timeout} for pools not in it.
     @param endpoint_for: as for L{TCPProxyFactory}.
     @param splice: as for L{TCPProxyFactory}.
+    @param fds: as for L{TCPProxyFactory}.
     @ivar connections: the listener's open connections, from accept to
         close, whatever their pool.
     @ivar stats: the listener's connection counters, whatever the pool.
@@ -138,6 +140,7 @@ class SNIProxyFactory(TrackedListener, Factory):
         pool_timeouts: Mapping[str, tuple[float, float]] | None = None,
         endpoint_for: EndpointFor | None = None,
         splice: bool = True,
+        fds: FdBudget | None = None,
     ):
         self.registry = registry
         self.routes = routes
@@ -150,6 +153,7 @@ class SNIProxyFactory(TrackedListener, Factory):
         self.pool_timeouts = dict(pool_timeouts or {})
         self.endpoint_for = endpoint_for
         self.splice = splice
+        self.fds = fds
         self.connections = ConnectionTracker()
         self.stats = ListenerStats()
         self._proxies: dict[str, TCPProxyFactory] = {}
@@ -177,6 +181,7 @@ class SNIProxyFactory(TrackedListener, Factory):
                 idle_timeout=idle,
                 endpoint_for=self.endpoint_for,
                 splice=self.splice,
+                fds=self.fds,
             )
             # Connections of every pool drain with this listener, and count
             # in its stats.
