@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from attrs import evolve
 from twisted.internet.address import IPv4Address
 from twisted.internet.error import (
     ConnectionDone,
@@ -102,7 +103,7 @@ class TCPProxyTests(SynchronousTestCase):
 
     def test_closes_client_after_connect_tries(self) -> None:
         """After connect_tries failed connects the client is closed."""
-        self.pool.connect_tries = 2
+        self.pool.policy = evolve(self.pool.policy, connect_tries=2)
         with captured_access() as access:
             _, client = self.client()
             self.endpoints.last.fail(ConnectionRefusedError())
@@ -154,7 +155,9 @@ class TCPProxyTests(SynchronousTestCase):
             client.finish(Failure(ConnectionLost()))
 
     def test_connect_failures_mark_backend_down(self) -> None:
-        """fall consecutive connect failures from real traffic mark it down."""
+        """fall consecutive connect failures from real traffic mark it down
+        (with no panic threshold: it is the only enabled backend)."""
+        self.pool.policy = evolve(self.pool.policy, panic_threshold=0.0)
         bad = self.backends[0]
         for other in self.backends[1:]:
             self.pool.set_admin(other, AdminState.DISABLED, "test")
