@@ -435,21 +435,10 @@ class ProxyService(MultiService):
                 self.reactor,
                 listener=listener.name,
                 client_hello_timeout=config.timeouts.client_hello,
-                pool_timeouts={
-                    pool.name: (pool.timeouts.connect, pool.timeouts.idle)
-                    for pool in config.pools
-                },
             )
         assert listener.pool is not None
-        pool_config = config.pool(listener.pool)
         pool = new_pools.get(listener.pool) or self.registry.get(listener.pool)
-        return TCPProxyFactory(
-            pool,
-            self.reactor,
-            listener=listener.name,
-            connect_timeout=pool_config.timeouts.connect,
-            idle_timeout=pool_config.timeouts.idle,
-        )
+        return TCPProxyFactory(pool, self.reactor, listener=listener.name)
 
     def _redirect_answer(self, listener: ListenerConfig, config: Config) -> Answer:
         def https_port() -> int | None:
