@@ -36,6 +36,35 @@ from rproxy.proxyprotocol import encode, encode_local
 EndpointFor = Callable[..., IStreamClientEndpoint]
 
 
+def reactor_endpoints(
+    reactor: Any, timeout: float | Callable[[], float], *, port: int | None = None
+) -> EndpointFor:
+    """
+    The C{endpoint_for} of a running proxy, for traffic and health checks
+    alike: for each backend, a L{client_endpoint} to its address (to
+    C{port} on its host instead, if given: a health check's port), over the
+    backend's TLS if it has any, sending the preface first if there is one.
+
+    @param timeout: the seconds the endpoint itself allows a connect, or
+        what gives them at each connect.  Traffic connects are timed out on
+        the injected clock by the pool's policy
+        (L{rproxy.attempts.BackendAttempt}); this is the backstop.
+    """
+
+    def endpoint_for(backend: Any, preface: bytes = b"") -> IStreamClientEndpoint:
+        seconds = timeout() if callable(timeout) else timeout
+        return client_endpoint(
+            reactor,
+            backend.host,
+            port or backend.port,
+            seconds,
+            backend.tls,
+            preface,
+        )
+
+    return endpoint_for
+
+
 def backend_endpoint(
     endpoint_for: EndpointFor, backend: Any, preface: bytes
 ) -> IStreamClientEndpoint:

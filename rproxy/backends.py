@@ -9,170 +9,34 @@ L{Pool.record_check}.  Nothing here does I/O or schedules anything.
 
 from __future__ import annotations
 
-import ipaddress
 import time
 from collections.abc import Callable, Collection, Iterable, Iterator
-from enum import Enum
 
-from attrs import define, field, setters, validators
-from twisted.internet.interfaces import IOpenSSLClientConnectionCreator
 from twisted.logger import Logger
 from zope.interface import implementer
 
+from rproxy._backend import (
+    AdminState,
+    Backend,
+    BackendState,
+    format_address,
+    parse_address,
+)
 from rproxy.interfaces import IBalancer, IRegistry
-from rproxy.stats import LatencyHistogram, new_class_counts
+from rproxy.policy import HashKey, PoolPolicy
+
+__all__ = [
+    "AdminState",
+    "Backend",
+    "BackendState",
+    "Pool",
+    "Registry",
+    "StateObserver",
+    "format_address",
+    "parse_address",
+]
 
 log = Logger(namespace="rproxy.backends")
-
-
-class BackendState(Enum):
-    """
-    What a backend is to new traffic.
-
-    Health decides between C{UP} and C{DOWN}; an operator's drain or disable
-    takes precedence over health.
-    """
-
-    UP = "up"
-    DOWN = "down"
-    DRAINING = "draining"
-    DISABLED = "disabled"
-
-
-class AdminState(Enum):
-    """
-    What an operator has asked of a backend, whatever its health.
-    """
-
-    ENABLED = "enabled"
-    DRAINING = "draining"
-    DISABLED = "disabled"
-
-
-def parse_address(address: str) -> tuple[str, int]:
-    """
-    Split C{host:port} (IPv6 as C{[::1]:port}) into a host and a port.
-
-    @raise ValueError: with a message fit for a config error.
-    """
-    if address.startswith("["):
-        host, sep, rest = address[1:].partition("]")
-        if not sep or not rest.startswith(":"):
-            raise ValueError(f"expected '[ipv6]:port', got {address!r}")
-        try:
-            ipaddress.IPv6Address(host)
-        except ValueError:
-            raise ValueError(f"{host!r} is not an IPv6 address") from None
-        port_text = rest[1:]
-    else:
-        host, sep, port_text = address.rpartition(":")
-        if not sep or not host:
-            raise ValueError(f"expected 'host:port', got {address!r}")
-        if ":" in host:
-            raise ValueError(f"write an IPv6 address as '[{host}]:port'")
-    if not port_text.isdigit() or not 0 < int(port_text) < 65536:
-        raise ValueError(f"port must be 1-65535, got {port_text!r}")
-    return host, int(port_text)
-
-
-def format_address(host: str, port: int) -> str:
-    """
-    The inverse of L{parse_address}.
-    """
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-
-
-# Validators run when a backend is built; assignments (counters change on every
-# chunk relayed) are plain attribute writes.
-@define(eq=False, on_setattr=setters.NO_OP)
-class Backend:
-    """
-    One server behind a pool, with its live state and counters.
-
-    Construct with L{Backend.from_address} or directly with a host and port.
-    Counters only grow; C{active} is the number of connections open now (for
-    HTTP, the requests in flight: an idle kept-alive connection holds none).
-    C{bytes_in} and C{bytes_out} count bytes to and from it.
-    """
-
-    host: str
-    port: int
-    name: str = ""
-    #: change a live backend's weight with L{Pool.set_weight}, which tells
-    #: the balancer.
-    weight: int = field(default=1, validator=validators.ge(1))
-    max_connections: int | None = None
-    backup: bool = False
-    #: how to speak TLS to it (a Twisted client connection creator, as
-    #: L{rproxy.tls.backend_tls} makes); None for plain TCP.
-    tls: IOpenSSLClientConnectionCreator | None = None
-
-    healthy: bool = True
-    admin: AdminState = AdminState.ENABLED
-    active: int = 0
-    connections_total: int = 0
-    failures_total: int = 0
-    bytes_in: int = 0
-    bytes_out: int = 0
-    #: consecutive passes / failures seen since health last changed.
-    passes: int = 0
-    fails: int = 0
-    #: when and why health or admin state last changed (seconds since epoch).
-    changed_at: float = 0.0
-    reason: str = "initial state"
-    #: the result of the last active check: None before the first one.
-    last_check_ok: bool | None = None
-    last_check_at: float | None = None
-    last_check_duration: float | None = None
-    #: HTTP exchanges sent to it, by the class of its response
-    #: (L{rproxy.stats.STATUS_CLASSES}; C{none}: it sent no response).
-    responses: list[int] = field(factory=new_class_counts)
-    #: how long it took to start each HTTP response.
-    latency: LatencyHistogram = field(factory=LatencyHistogram)
-
-    def __attrs_post_init__(self) -> None:
-        if not self.name:
-            self.name = format_address(self.host, self.port)
-
-    @classmethod
-    def from_address(cls, address: str, **kwargs: object) -> Backend:
-        """
-        Build a backend from C{host:port}; keyword arguments set the rest.
-        """
-        host, port = parse_address(address)
-        return cls(host, port, **kwargs)  # type: ignore[arg-type]
-
-    @property
-    def address(self) -> str:
-        """
-        C{host:port}, as written in a config file.
-        """
-        return format_address(self.host, self.port)
-
-    @property
-    def state(self) -> BackendState:
-        """
-        The state new traffic sees: admin state first, then health.
-        """
-        if self.admin is AdminState.DISABLED:
-            return BackendState.DISABLED
-        if self.admin is AdminState.DRAINING:
-            return BackendState.DRAINING
-        return BackendState.UP if self.healthy else BackendState.DOWN
-
-    @property
-    def is_up(self) -> bool:
-        """
-        Healthy and enabled: a candidate unless full.
-        """
-        return self.healthy and self.admin is AdminState.ENABLED
-
-    @property
-    def is_full(self) -> bool:
-        """
-        Whether C{max_connections} connections are open now.
-        """
-        return self.max_connections is not None and self.active >= self.max_connections
 
 
 def _count(n: int, word: str) -> str:
@@ -222,8 +86,13 @@ class Registry:
 
 class Pool:
     """
-    A named set of backends with a balancing strategy and health thresholds.
+    A named set of backends with a balancing strategy, health thresholds
+    and the L{PoolPolicy} of the traffic sent to it.
 
+    @ivar policy: the timeouts, tries, keep-alive limits, PROXY header, hash
+        key and panic threshold of this pool; fronts read it here (once per
+        connection or request) and never copy it.  A reload replaces it
+        whole.
     @ivar version: grows whenever membership or a weight changes, so that
         balancers can rebuild what they derive from the membership.
     """
@@ -236,11 +105,27 @@ class Pool:
         *,
         rise: int = 2,
         fall: int = 3,
-        connect_tries: int = 3,
-        hash_key: str = "client_ip",
+        policy: PoolPolicy | None = None,
         now: Callable[[], float] = time.time,
+        connect_tries: int | None = None,
+        hash_key: str | None = None,
         send_proxy: str | None = None,
     ) -> None:
+        """
+        @param connect_tries: deprecated, give C{policy}; with C{hash_key}
+            and C{send_proxy}, builds a default policy with these settings.
+        """
+        if policy is None:
+            policy = PoolPolicy(
+                connect_tries=3 if connect_tries is None else connect_tries,
+                hash_key=HashKey.parse(hash_key or "client_ip"),
+                send_proxy=send_proxy,
+            )
+        elif (connect_tries, hash_key, send_proxy) != (None, None, None):
+            raise TypeError(
+                "give connect_tries, hash_key and send_proxy in the policy, "
+                "not beside it"
+            )
         if balancer is None:
             from rproxy.balancing import RoundRobin
 
@@ -249,18 +134,37 @@ class Pool:
         self.balancer: IBalancer = balancer
         self.rise = rise
         self.fall = fall
-        self.connect_tries = connect_tries
-        #: what a hashing balancer hashes: "client_ip" or "header:NAME".
-        self.hash_key = hash_key
-        #: the PROXY protocol version ("v1", "v2") every connection to a
-        #: backend starts with, health checks included; None for none.
-        self.send_proxy = send_proxy
+        self.policy = policy
         self.version = 0
         self._now = now
         self._backends: dict[str, Backend] = {}
         self._observers: list[StateObserver] = []
         for backend in backends:
             self.add(backend)
+
+    # Read-only views of the policy, until every front reads the policy.
+
+    @property
+    def connect_tries(self) -> int:
+        """
+        C{policy.connect_tries}.
+        """
+        return self.policy.connect_tries
+
+    @property
+    def hash_key(self) -> str:
+        """
+        C{policy.hash_key} as written in a config file (C{"client_ip"} or
+        C{"header:NAME"}, the name lowercased).
+        """
+        return str(self.policy.hash_key)
+
+    @property
+    def send_proxy(self) -> str | None:
+        """
+        C{policy.send_proxy}.
+        """
+        return self.policy.send_proxy
 
     def __repr__(self) -> str:
         return f"<Pool {self.name} backends={list(self._backends)}>"
@@ -367,10 +271,16 @@ class Pool:
 
     def report_failure(self, backend: Backend, reason: str) -> None:
         """
-        Real traffic could not reach C{backend} (connect refused, timed out).
+        Real traffic could not reach C{backend} (connect refused, timed
+        out, a broken response).
 
-        After C{fall} failures in a row the backend is marked down; active
-        checks (or the back-off of a pool without them) bring it back.
+        After C{fall} failures in a row the backend is marked down, unless
+        that would leave fewer than C{policy.panic_threshold} of the pool's
+        enabled primaries up: then it stays in service (the failures still
+        count), as the pool would refuse traffic its backends might still
+        serve.  Active checks (or the back-off of a pool without them) bring
+        a backend back; active checks mark backends down whatever the
+        threshold.
         """
         backend.failures_total += 1
         self._count_failure(backend, reason, checked=False)
@@ -406,13 +316,48 @@ class Pool:
         if not backend.healthy:
             return
         backend.fails += 1
-        if backend.fails >= self.fall:
-            run = (
-                f"{_count(backend.fails, 'check')} failed"
-                if checked
-                else f"{_count(backend.fails, 'failure')} in a row"
+        if backend.fails < self.fall:
+            return
+        if checked:
+            run = f"{_count(backend.fails, 'check')} failed"
+        elif self._kept_by_panic_threshold(backend, reason):
+            return
+        else:
+            run = f"{_count(backend.fails, 'failure')} in a row"
+        self._set_health(backend, False, f"{run}, last: {reason}")
+
+    def _kept_by_panic_threshold(self, backend: Backend, reason: str) -> bool:
+        """
+        Whether passive health must leave C{backend} in service: taking it
+        out would leave fewer than C{policy.panic_threshold} of the pool's
+        enabled primaries up.  Logs the first time in a run of failures.
+        """
+        threshold = self.policy.panic_threshold
+        if not threshold or backend.backup or backend.admin is not AdminState.ENABLED:
+            return False
+        counted = [
+            b
+            for b in self._backends.values()
+            if not b.backup and b.admin is AdminState.ENABLED
+        ]
+        left = sum(b.healthy for b in counted) - 1
+        if left / len(counted) >= threshold:
+            return False
+        if backend.fails == self.fall:
+            log.warn(
+                "backend {backend} in pool {pool} stays in service after "
+                "{fails} failures in a row (last: {reason}): without it "
+                "{left} of {counted} backends would be up, below the panic "
+                "threshold {threshold}",
+                backend=backend.name,
+                pool=self.name,
+                fails=backend.fails,
+                reason=reason,
+                left=left,
+                counted=len(counted),
+                threshold=threshold,
             )
-            self._set_health(backend, False, f"{run}, last: {reason}")
+        return True
 
     def mark_up(self, backend: Backend, reason: str, *, fails: int = 0) -> None:
         """

@@ -20,6 +20,7 @@ from service_identity import VerificationError
 from twisted.application.service import Service
 from twisted.internet.defer import CancelledError, Deferred, TimeoutError
 from twisted.internet.error import ConnectError, ConnectingCancelledError
+from twisted.internet.error import TimeoutError as ConnectTimeoutError
 from twisted.internet.interfaces import IDelayedCall, IReactorTime, ITransport
 from twisted.internet.protocol import Factory, Protocol, connectionDone
 from twisted.internet.task import LoopingCall
@@ -27,7 +28,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from rproxy._endpoints import client_endpoint
+from rproxy._endpoints import backend_endpoint, reactor_endpoints
 from rproxy.backends import Backend, BackendState, Pool
 from rproxy.interfaces import IHealthCheck
 from rproxy.proxyprotocol import encode_local
@@ -48,10 +49,14 @@ class HealthCheckError(Exception):
 
 def describe_failure(failure: Failure) -> str:
     """
-    A short, human reason for a failed check or connect.
+    A short, human reason for a failed check or connect: the one place
+    that words connect, TLS and check failures for logs and backend states.
     """
     error = failure.value
-    if isinstance(error, TimeoutError | CancelledError | ConnectingCancelledError):
+    if isinstance(
+        error,
+        TimeoutError | ConnectTimeoutError | CancelledError | ConnectingCancelledError,
+    ):
         return "timed out"
     if isinstance(error, HealthCheckError):
         return str(error)
@@ -160,8 +165,8 @@ def _endpoint(
     expect of a check.
     """
     preface = b"" if send_proxy is None else encode_local(send_proxy)
-    return client_endpoint(
-        reactor, backend.host, port or backend.port, timeout, backend.tls, preface
+    return backend_endpoint(
+        reactor_endpoints(reactor, timeout, port=port), backend, preface
     )
 
 

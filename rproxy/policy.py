@@ -60,8 +60,10 @@ class PoolPolicy:
         backend connection starts with, or C{None}.
     @ivar hash_key: what C{balance = "hash"} hashes.
     @ivar panic_threshold: passive health never takes a backend out when
-        fewer than this fraction of the pool's (non-backup) backends would
-        be left up; 0 disables the guard.
+        fewer than this fraction of the pool's enabled, non-backup backends
+        would be left up (0.5: a lone backend always stays, one of two may
+        go); 0 disables the guard, 1 keeps every backend in.  Active checks
+        ignore it.
     """
 
     connect_timeout: float = field(default=5.0, validator=validators.gt(0.0))

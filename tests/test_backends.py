@@ -16,6 +16,10 @@ from rproxy.backends import (
     parse_address,
 )
 from rproxy.interfaces import IRegistry
+from rproxy.policy import HashKey, PoolPolicy
+
+#: passive health as it was before the panic threshold: any backend may go.
+NO_PANIC = PoolPolicy(panic_threshold=0.0)
 
 
 @pytest.mark.parametrize(
@@ -120,7 +124,7 @@ def test_release_never_goes_below_zero() -> None:
 
 def test_passive_failures_must_be_consecutive() -> None:
     """A successful connect resets the run of connect failures."""
-    pool = Pool("p", [b := Backend("h", 1)], fall=3)
+    pool = Pool("p", [b := Backend("h", 1)], fall=3, policy=NO_PANIC)
     for _ in range(2):
         pool.report_failure(b, "refused")
     pool.report_success(b)
@@ -199,3 +203,122 @@ def test_registry_holds_named_pools() -> None:
     registry.remove("a")
     with pytest.raises(KeyError):
         registry.get("a")
+
+
+def test_pool_builds_a_policy_from_the_old_keyword_arguments() -> None:
+    """connect_tries, hash_key and send_proxy still work, as the policy."""
+    pool = Pool("p", connect_tries=2, hash_key="header:X-User", send_proxy="v2")
+    assert pool.policy == PoolPolicy(
+        connect_tries=2, hash_key=HashKey(b"x-user"), send_proxy="v2"
+    )
+    assert (pool.connect_tries, pool.hash_key, pool.send_proxy) == (
+        2,
+        "header:x-user",
+        "v2",
+    )
+    assert Pool("p").policy == PoolPolicy()
+    with pytest.raises(TypeError):
+        Pool("p", policy=PoolPolicy(), connect_tries=2)
+
+
+def test_policy_views_are_read_only_and_follow_a_replaced_policy() -> None:
+    """The old attributes read the policy; a new policy replaces them all."""
+    pool = Pool("p")
+    pool.policy = PoolPolicy(connect_tries=5, send_proxy="v1")
+    assert (pool.connect_tries, pool.send_proxy, pool.hash_key) == (
+        5,
+        "v1",
+        "client_ip",
+    )
+    with pytest.raises(AttributeError):
+        pool.connect_tries = 1  # type: ignore[misc]
+
+
+def fail(pool: Pool, backend: Backend, times: int) -> None:
+    for _ in range(times):
+        pool.report_failure(backend, "bad response")
+
+
+def test_a_lone_backend_stays_in_service_after_passive_failures() -> None:
+    """Below the default panic threshold (0.5) passive health never takes
+    the only backend out: it keeps serving, its failures still counted,
+    and one warning says so."""
+    pool = Pool("web", [b := Backend("h", 1)], fall=3)
+    with capturedLogs() as events:
+        fail(pool, b, 3)
+    assert b.healthy and b.state is BackendState.UP
+    assert pool.candidates() == [b]
+    assert (b.failures_total, b.fails) == (3, 3)
+    (event,) = events
+    assert event["log_level"].name == "warn"
+    assert (
+        event["backend"],
+        event["pool"],
+        event["fails"],
+        event["reason"],
+        event["left"],
+        event["counted"],
+        event["threshold"],
+    ) == ("h:1", "web", 3, "bad response", 0, 1, 0.5)
+    with capturedLogs() as later:
+        fail(pool, b, 3)
+    assert b.healthy and later == []
+
+
+def test_of_two_backends_the_first_to_fail_goes_and_the_second_stays() -> None:
+    """With two backends one may go (half are left); the other then stays."""
+    pool = Pool("web", [a := Backend("h", 1), b := Backend("h", 2)], fall=3)
+    fail(pool, a, 3)
+    assert not a.healthy
+    assert a.reason == "3 failures in a row, last: bad response"
+    fail(pool, b, 3)
+    assert b.healthy
+    assert pool.candidates() == [b]
+
+
+def test_a_panic_threshold_of_zero_restores_ejection_of_the_last() -> None:
+    """panic_threshold = 0: passive health takes out any backend."""
+    pool = Pool("web", [b := Backend("h", 1)], fall=3, policy=NO_PANIC)
+    fail(pool, b, 3)
+    assert not b.healthy
+    assert pool.candidates() == []
+
+
+def test_the_threshold_counts_enabled_primaries_only() -> None:
+    """Backups and disabled backends do not count: a primary whose only
+    peers are a backup and a disabled backend is the last one."""
+    pool = Pool(
+        "web",
+        [
+            a := Backend("h", 1),
+            off := Backend("h", 2),
+            Backend("h", 3, backup=True),
+        ],
+        fall=1,
+    )
+    pool.set_admin(off, AdminState.DISABLED, "ops")
+    fail(pool, a, 1)
+    assert a.healthy
+
+
+def test_a_backend_left_in_goes_once_others_recover() -> None:
+    """The guard holds while the pool is short; once another backend is
+    back, the next failure of one already past fall takes it out."""
+    pool = Pool("web", [a := Backend("h", 1), b := Backend("h", 2)], fall=2, rise=1)
+    pool.mark_down(a, "maintenance")
+    fail(pool, b, 2)
+    assert b.healthy
+    pool.record_check(a, True, "passed")
+    fail(pool, b, 1)
+    assert not b.healthy
+    assert b.reason == "3 failures in a row, last: bad response"
+
+
+def test_active_checks_take_a_lone_backend_down_whatever_the_threshold() -> None:
+    """The panic threshold guards passive health only."""
+    pool = Pool(
+        "web", [b := Backend("h", 1)], fall=2, policy=PoolPolicy(panic_threshold=1.0)
+    )
+    pool.record_check(b, False, "timed out")
+    pool.record_check(b, False, "timed out")
+    assert not b.healthy

@@ -7,7 +7,9 @@ from pathlib import Path
 
 import attrs
 import pytest
+from zope.interface.verify import verifyObject
 
+from rproxy.balancing import BALANCERS, make_balancer
 from rproxy.cli import main
 from rproxy.config import (
     BALANCE_NAMES,
@@ -25,6 +27,7 @@ from rproxy.config import (
     parse_config,
 )
 from rproxy.http.routing import Route
+from rproxy.interfaces import IBalancer
 
 EXAMPLE = Path(__file__).parent / "configs" / "example.toml"
 
@@ -1509,3 +1512,55 @@ def test_proxy_header_timeout() -> None:
     assert parse(POOL + LISTENER).timeouts.proxy_header == 5.0
     config = parse(POOL + LISTENER + "[timeouts]\nproxy_header = 2\n")
     assert config.timeouts.proxy_header == 2.0
+
+
+# Panic threshold --------------------------------------------------------------
+
+
+def test_panic_threshold_is_half_by_default_and_a_fraction() -> None:
+    """
+    C{panic_threshold} is a fraction of the pool's backends, 0.5 unless set;
+    0 and 1 are allowed.
+    """
+    assert parse(POOL + LISTENER).pool("db").panic_threshold == 0.5
+    for text, value in (("0.25", 0.25), ("0", 0.0), ("1", 1.0)):
+        config = parse(POOL + f"panic_threshold = {text}\n" + LISTENER)
+        assert config.pool("db").panic_threshold == value
+
+
+def test_bad_panic_threshold_is_reported_with_file_key_and_value() -> None:
+    """
+    A threshold outside 0-1, or not a number, is refused; a percentage gets
+    the fraction to write instead.
+    """
+    assert errors(POOL + "panic_threshold = 50\n" + LISTENER) == [
+        "c.toml: pools.db.panic_threshold: must be a fraction from 0 to 1, "
+        "got 50; for 50% write 0.5"
+    ]
+    assert errors(POOL + "panic_threshold = -0.1\n" + LISTENER) == [
+        "c.toml: pools.db.panic_threshold: must be a fraction from 0 to 1 "
+        "(0.5: half), got -0.1"
+    ]
+    assert errors(POOL + 'panic_threshold = "50%"\n' + LISTENER) == [
+        "c.toml: pools.db.panic_threshold: must be a fraction from 0 to 1 "
+        "(0.5: half), got '50%'"
+    ]
+    assert errors(POOL + "panic_threshold = true\n" + LISTENER) == [
+        "c.toml: pools.db.panic_threshold: must be a fraction from 0 to 1 "
+        "(0.5: half), got true"
+    ]
+    assert errors(POOL + "panic_threshold = nan\n" + LISTENER) == [
+        "c.toml: pools.db.panic_threshold: must be a fraction from 0 to 1 "
+        "(0.5: half), got nan"
+    ]
+
+
+def test_every_balance_name_the_config_accepts_makes_a_balancer() -> None:
+    """
+    The config's strategy names are the balancers' own table: each one
+    parses and makes its balancer.
+    """
+    for name in BALANCE_NAMES:
+        config = parse(POOL + f'balance = "{name}"\n' + LISTENER)
+        assert verifyObject(IBalancer, make_balancer(config.pool("db").balance))
+    assert set(BALANCE_NAMES) == set(BALANCERS)

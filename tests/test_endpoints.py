@@ -53,7 +53,13 @@ from twisted.test import iosim
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 from zope.interface import implementer
 
-from rproxy._endpoints import HandshakeEndpoint, client_endpoint
+from rproxy._endpoints import (
+    HandshakeEndpoint,
+    PrefaceEndpoint,
+    client_endpoint,
+    reactor_endpoints,
+)
+from rproxy.backends import Backend
 from rproxy.tls import ServerCertificate, ServerTLS, backend_tls
 
 CA = trustme.CA()
@@ -462,6 +468,45 @@ class ClientEndpointTests(SynchronousTestCase):
         for host in ("192.0.2.10", "2001:db8::5", "backend.internal"):
             endpoint = client_endpoint(MemoryReactorClock(), host, 443, 1.0, creator)
             self.assertIsInstance(endpoint, HandshakeEndpoint, host)
+
+
+class ReactorEndpointsTests(SynchronousTestCase):
+    """reactor_endpoints: the one endpoint_for of traffic and checks."""
+
+    def test_connects_to_each_backend_with_the_timeout_of_the_moment(
+        self,
+    ) -> None:
+        """Each connect goes to the backend's address; a callable timeout is
+        read at each connect."""
+        reactor = MemoryReactorClock()
+        timeouts = [3.0, 7.0]
+        endpoint_for = reactor_endpoints(reactor, lambda: timeouts.pop(0))
+        endpoint_for(Backend("192.0.2.10", 8080)).connect(Factory.forProtocol(Protocol))
+        endpoint_for(Backend("2001:db8::5", 81)).connect(Factory.forProtocol(Protocol))
+        self.assertEqual(
+            [(*c[:2], c[3]) for c in reactor.tcpClients],
+            [("192.0.2.10", 8080, 3.0), ("2001:db8::5", 81, 7.0)],
+        )
+
+    def test_a_check_port_replaces_the_traffic_port(self) -> None:
+        """With port, the backend's host is connected to on that port."""
+        reactor = MemoryReactorClock()
+        endpoint_for = reactor_endpoints(reactor, 1.0, port=9000)
+        endpoint_for(Backend("192.0.2.10", 8080)).connect(Factory.forProtocol(Protocol))
+        self.assertEqual(
+            [(*c[:2], c[3]) for c in reactor.tcpClients], [("192.0.2.10", 9000, 1.0)]
+        )
+
+    def test_preface_and_tls_of_the_backend(self) -> None:
+        """A preface wraps the endpoint in PrefaceEndpoint, a backend's TLS
+        in HandshakeEndpoint."""
+        reactor = MemoryReactorClock()
+        endpoint_for = reactor_endpoints(reactor, 1.0)
+        plain = endpoint_for(Backend("192.0.2.10", 80), b"PROXY UNKNOWN\r\n")
+        self.assertIsInstance(plain, PrefaceEndpoint)
+        creator = backend_tls("backend.internal", verify=False)
+        secure = endpoint_for(Backend("192.0.2.10", 443, tls=creator))
+        self.assertIsInstance(secure, HandshakeEndpoint)
 
 
 class LoopbackTests(TestCase):

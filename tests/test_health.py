@@ -16,6 +16,7 @@ from zope.interface.verify import verifyObject
 from rproxy.backends import Backend, BackendState, Pool
 from rproxy.health import HealthCheckError, HealthMonitor, HTTPCheck, TCPCheck
 from rproxy.interfaces import IHealthCheck
+from rproxy.policy import PoolPolicy
 
 
 @implementer(IHealthCheck)
@@ -168,7 +169,14 @@ class BackoffTests(SynchronousTestCase):
     def setUp(self) -> None:
         self.clock = Clock()
         self.backend = Backend("127.0.0.1", 9001)
-        self.pool = Pool("db", [self.backend], fall=3, now=self.clock.seconds)
+        # No panic threshold: passive health may take the lone backend out.
+        self.pool = Pool(
+            "db",
+            [self.backend],
+            fall=3,
+            now=self.clock.seconds,
+            policy=PoolPolicy(panic_threshold=0.0),
+        )
         self.monitor = HealthMonitor(self.pool, None, self.clock, interval=2.0)
         self.monitor.startService()
 
@@ -232,6 +240,70 @@ class BackoffTests(SynchronousTestCase):
         self.fail_passively(3)
         self.clock.advance(2.0)
         self.assertTrue(self.backend.healthy)
+
+
+class PanicThresholdTests(SynchronousTestCase):
+    """Passive health keeps the pool above its panic threshold (0.5 by
+    default); active checks are not bound by it."""
+
+    def setUp(self) -> None:
+        self.clock = Clock()
+
+    def tearDown(self) -> None:
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    def test_lone_backend_of_a_pool_without_checks_keeps_serving(self) -> None:
+        """Three bad responses do not take out the only backend: no back-off,
+        it takes the next request."""
+        backend = Backend("127.0.0.1", 9001)
+        pool = Pool("db", [backend], fall=3, now=self.clock.seconds)
+        monitor = HealthMonitor(pool, None, self.clock, interval=2.0)
+        monitor.startService()
+        with capturedLogs() as events:
+            for _ in range(3):
+                pool.report_failure(backend, "malformed response")
+        self.assertTrue(backend.healthy)
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+        self.assertIs(pool.pick(), backend)
+        (kept,) = [e for e in events if e["log_namespace"] == "rproxy.backends"]
+        self.assertEqual((kept["backend"], kept["pool"]), ("127.0.0.1:9001", "db"))
+        self.assertEqual(kept["reason"], "malformed response")
+        monitor.stopService()
+
+    def test_of_two_one_goes_into_back_off_and_the_other_stays(self) -> None:
+        """The first backend to fail goes down (and gets its back-off); the
+        second, now alone, stays."""
+        first, second = Backend("127.0.0.1", 9001), Backend("127.0.0.1", 9002)
+        pool = Pool("db", [first, second], fall=3, now=self.clock.seconds)
+        monitor = HealthMonitor(pool, None, self.clock, interval=2.0)
+        monitor.startService()
+        for backend in (first, second):
+            for _ in range(3):
+                pool.report_failure(backend, "malformed response")
+        self.assertEqual((first.healthy, second.healthy), (False, True))
+        self.assertEqual(len(self.clock.getDelayedCalls()), 1)
+        self.clock.advance(2.0)
+        self.assertTrue(first.healthy)
+        monitor.stopService()
+
+    def test_active_checks_still_take_the_lone_backend_down(self) -> None:
+        """Failed active checks mark the only backend down as before, after
+        passive failures the guard had let pass."""
+        backend = Backend("127.0.0.1", 9001)
+        pool = Pool("web", [backend], fall=3, now=self.clock.seconds)
+        check = FakeCheck(self.clock)
+        monitor = HealthMonitor(
+            pool, check, self.clock, interval=2.0, rng=random.Random(7)
+        )
+        monitor.startService()
+        for _ in range(3):
+            pool.report_failure(backend, "reset")
+        self.assertTrue(backend.healthy)
+        self.clock.advance(2.0)
+        check.answer(False)
+        self.assertFalse(backend.healthy)
+        self.assertIn("failed", backend.reason)
+        monitor.stopService()
 
 
 class RealProbeMonitorTests(SynchronousTestCase):

@@ -10,6 +10,7 @@ from twisted.internet.task import Clock
 from rproxy.backends import AdminState
 from rproxy.balancing import LeastConnections, RoundRobin
 from rproxy.config import PoolConfig, parse_config
+from rproxy.policy import HashKey, PoolPolicy
 from rproxy.service import build_pool
 from rproxy.service._pool_update import update_pool
 
@@ -110,12 +111,12 @@ backends = [
     assert pool.get("a").max_connections == 10
     assert pool.get("c").backup
     assert isinstance(pool.balancer, LeastConnections)
-    assert (pool.rise, pool.fall, pool.connect_tries, pool.hash_key) == (
-        4,
-        5,
+    assert (pool.rise, pool.fall) == (4, 5)
+    assert (pool.policy.connect_tries, pool.policy.hash_key) == (
         1,
-        "header:X-User",
+        HashKey(b"x-user"),
     )
+    assert (pool.connect_tries, pool.hash_key) == (1, "header:x-user")
     assert pool.version > version
 
 
@@ -132,3 +133,55 @@ def test_changed_tls_settings_apply_to_every_backend() -> None:
     assert sorted(b.name for b in stale) == ["a", "b", "c"]
     assert all(b.tls is not None for b in pool.backends)
     assert made == ["127.0.0.1"] * 3
+
+
+def test_build_pool_makes_the_policy_from_the_pool_and_the_global_timeouts() -> None:
+    """The policy holds the pool's settings, its timeouts over [timeouts]."""
+    text = """
+[timeouts]
+connect = 7
+idle = 90
+response = 20
+
+[pools.p]
+backends = ["127.0.0.1:8001"]
+connect_tries = 2
+hash_key = "header:X-User"
+send_proxy = "v2"
+panic_threshold = 0.25
+timeouts = { connect = 1.5 }
+keep_alive = { max_idle = 4, idle_timeout = 3 }
+
+[[listeners]]
+name = "l"
+protocol = "http"
+listen = "tcp:0"
+pool = "p"
+"""
+    config = parse_config(tomllib.loads(text), "test.toml").pool("p")
+    assert build_pool(config, Clock()).policy == PoolPolicy(
+        connect_timeout=1.5,
+        response_timeout=20.0,
+        idle_timeout=90.0,
+        connect_tries=2,
+        keep_alive_max_idle=4,
+        keep_alive_timeout=3.0,
+        send_proxy="v2",
+        hash_key=HashKey(b"x-user"),
+        panic_threshold=0.25,
+    )
+
+
+def test_reload_replaces_the_policy_whole() -> None:
+    """update_pool swaps in a new policy object; the old one is untouched,
+    so what began under it keeps it."""
+    pool = build_pool(OLD, Clock())
+    before = pool.policy
+    new = pool_config(
+        OLD_BODY + 'send_proxy = "v1"\npanic_threshold = 0\ntimeouts = { idle = 5 }\n'
+    )
+    update_pool(pool, OLD, new, None)
+    assert before == PoolPolicy()
+    assert pool.policy == PoolPolicy(
+        send_proxy="v1", panic_threshold=0.0, idle_timeout=5.0
+    )

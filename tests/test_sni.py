@@ -16,6 +16,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from rproxy import tcp
 from rproxy.backends import Backend, Pool, Registry
 from rproxy.config import parse_config
+from rproxy.policy import PoolPolicy
 from rproxy.service import ProxyService
 from rproxy.tcp import TCPFrontProtocol
 from rproxy.tcp.sni import SNIFrontProtocol, SNIProxyFactory, SNIRoutes
@@ -72,8 +73,14 @@ class SNIProxyTests(SynchronousTestCase):
             "db",
             [Backend("127.0.0.1", 9001), Backend("127.0.0.1", 9002)],
             now=self.clock.seconds,
+            policy=PoolPolicy(connect_timeout=1.0, idle_timeout=60.0),
         )
-        self.web = Pool("web", [Backend("127.0.0.1", 9101)], now=self.clock.seconds)
+        self.web = Pool(
+            "web",
+            [Backend("127.0.0.1", 9101)],
+            now=self.clock.seconds,
+            policy=PoolPolicy(connect_timeout=2.0, idle_timeout=30.0),
+        )
         self.registry = Registry([self.db, self.web])
         self.endpoints = FakeEndpoints()
         self.factory = self.make_factory()
@@ -87,7 +94,6 @@ class SNIProxyTests(SynchronousTestCase):
             self.clock,
             listener="front",
             client_hello_timeout=5.0,
-            pool_timeouts={"db": (1.0, 60.0), "web": (2.0, 30.0)},
             endpoint_for=self.endpoints,
             **kwargs,
         )
@@ -373,7 +379,8 @@ class SNIProxyTests(SynchronousTestCase):
 
 class ServiceTests(SynchronousTestCase):
     def test_builds_an_sni_factory_from_config(self) -> None:
-        """A tcp listener with sni_routes gets the routes and per-pool timeouts."""
+        """A tcp listener with sni_routes gets the routes; each pool's proxy
+        has that pool, with its own timeouts."""
         text = """
 [timeouts]
 client_hello = 0.5
@@ -396,11 +403,13 @@ sni_routes = { "DB.example.com" = "db", "*.example.com" = "web" }
         self.assertEqual(factory.routes.pool_for("db.example.com"), "db")
         self.assertEqual(factory.routes.pool_for("example.org"), "web")
         self.assertEqual(factory.client_hello_timeout, 0.5)
-        self.assertEqual(factory.pool_timeouts["db"], (1.5, 20.0))
         proxy = factory.proxy_for("db")
         assert proxy is not None
         self.assertIs(proxy.pool, service.registry.get("db"))
         self.assertIs(proxy.connections, factory.connections)
-        self.assertEqual((proxy.connect_timeout, proxy.idle_timeout), (1.5, 20.0))
+        policy = proxy.pool.policy
+        self.assertEqual((policy.connect_timeout, policy.idle_timeout), (1.5, 20.0))
+        web = service.registry.get("web").policy
+        self.assertEqual((web.connect_timeout, web.idle_timeout), (5.0, 300.0))
         self.assertIs(factory.proxy_for("db"), proxy)
         self.assertIsNone(factory.proxy_for("nope"))

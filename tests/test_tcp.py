@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from attrs import evolve
 from twisted.internet.address import IPv4Address
 from twisted.internet.error import (
     ConnectionDone,
@@ -13,6 +14,7 @@ from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
 from rproxy.backends import AdminState, Backend, Pool
+from rproxy.policy import PoolPolicy
 from rproxy.tcp import TCPFrontProtocol, TCPProxyFactory
 from tests.fakes import FakeEndpoints, HalfCloseTransport, captured_access, connect
 
@@ -21,15 +23,16 @@ class TCPProxyTests(SynchronousTestCase):
     def setUp(self) -> None:
         self.clock = Clock()
         self.backends = [Backend("127.0.0.1", 9001 + i) for i in range(3)]
-        self.pool = Pool("db", self.backends, fall=2, now=self.clock.seconds)
+        self.pool = Pool(
+            "db",
+            self.backends,
+            fall=2,
+            now=self.clock.seconds,
+            policy=PoolPolicy(connect_timeout=5.0, idle_timeout=60.0),
+        )
         self.endpoints = FakeEndpoints()
         self.factory = TCPProxyFactory(
-            self.pool,
-            self.clock,
-            listener="front",
-            connect_timeout=5.0,
-            idle_timeout=60.0,
-            endpoint_for=self.endpoints,
+            self.pool, self.clock, listener="front", endpoint_for=self.endpoints
         )
 
     def tearDown(self) -> None:
@@ -102,7 +105,7 @@ class TCPProxyTests(SynchronousTestCase):
 
     def test_closes_client_after_connect_tries(self) -> None:
         """After connect_tries failed connects the client is closed."""
-        self.pool.connect_tries = 2
+        self.pool.policy = evolve(self.pool.policy, connect_tries=2)
         with captured_access() as access:
             _, client = self.client()
             self.endpoints.last.fail(ConnectionRefusedError())
@@ -154,7 +157,9 @@ class TCPProxyTests(SynchronousTestCase):
             client.finish(Failure(ConnectionLost()))
 
     def test_connect_failures_mark_backend_down(self) -> None:
-        """fall consecutive connect failures from real traffic mark it down."""
+        """fall consecutive connect failures from real traffic mark it down
+        (with no panic threshold: it is the only enabled backend)."""
+        self.pool.policy = evolve(self.pool.policy, panic_threshold=0.0)
         bad = self.backends[0]
         for other in self.backends[1:]:
             self.pool.set_admin(other, AdminState.DISABLED, "test")
@@ -266,6 +271,18 @@ class TCPProxyTests(SynchronousTestCase):
         self.assertFalse(client.disconnecting)
         self.clock.advance(1)
         self.assertTrue(client.aborted)
+
+    def test_each_connection_keeps_the_policy_it_was_accepted_under(self) -> None:
+        """A replaced pool policy (a reload) applies to new connections; one
+        already open keeps its idle timeout."""
+        _, old_client, old_server = self.spliced()
+        self.pool.policy = evolve(self.pool.policy, idle_timeout=10.0)
+        _, new_client, new_server = self.spliced()
+        self.clock.advance(10)
+        self.assertTrue(new_client.aborted and new_server.aborted)
+        self.assertFalse(old_client.disconnecting)
+        self.clock.advance(50)
+        self.assertTrue(old_client.aborted and old_server.aborted)
 
     def test_access_event_has_stable_keys(self) -> None:
         """One access event per connection with client, pool, backend, bytes."""

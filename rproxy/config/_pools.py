@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from attrs import field, frozen, validators
 
 from rproxy.backends import format_address, parse_address
+from rproxy.balancing import BALANCERS
 from rproxy.config._tls import (
     BackendTLSConfig,
     parse_backend_tls,
@@ -33,6 +34,7 @@ from rproxy.config._validate import (
     status_range,
     string,
 )
+from rproxy.policy import HashKey
 from rproxy.proxyprotocol import VERSIONS
 
 __all__ = [
@@ -48,8 +50,8 @@ __all__ = [
     "parse_timeouts",
 ]
 
-#: Balancing strategies a pool may name.
-BALANCE_NAMES = ("round_robin", "weighted", "least_conn", "random2", "hash")
+#: Balancing strategies a pool may name: those L{rproxy.balancing} makes.
+BALANCE_NAMES = tuple(BALANCERS)
 #: Kinds of active health check.
 CHECK_KINDS = ("tcp", "http", "none")
 _positive = validators.gt(0)
@@ -157,6 +159,8 @@ class PoolConfig:
     C{tls}, if set, is how connections to the backends are encrypted.
     C{send_proxy}, if set (C{"v1"} or C{"v2"}), is the PROXY protocol
     header version every connection to a backend starts with.
+    C{panic_threshold} is the fraction (0 to 1) of the enabled primaries
+    below which passive health takes no more backends out.
     """
 
     name: str
@@ -170,6 +174,9 @@ class PoolConfig:
     tls: BackendTLSConfig | None = None
     send_proxy: str | None = field(
         default=None, validator=validators.optional(validators.in_(VERSIONS))
+    )
+    panic_threshold: float = field(
+        default=0.5, validator=[validators.ge(0.0), validators.le(1.0)]
     )
 
 
@@ -223,6 +230,7 @@ def _pool(pools: Table, name: str, timeouts: Timeouts) -> PoolConfig | None:
     keep_alive = _keep_alive(table.table("keep_alive", _KEEP_ALIVE_KEYS))
     tls = parse_backend_tls(table, pools.problems.source)
     send_proxy = table.get("send_proxy", one_of(VERSIONS), None)
+    panic_threshold = table.get("panic_threshold", _fraction, 0.5)
     if not name:
         pools.report(name, "a pool name must not be empty")
     return PoolConfig(
@@ -236,7 +244,20 @@ def _pool(pools: Table, name: str, timeouts: Timeouts) -> PoolConfig | None:
         keep_alive=keep_alive,
         tls=tls,
         send_proxy=send_proxy,
+        panic_threshold=panic_threshold,
     )
+
+
+def _fraction(value: object) -> float:
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        if 0 <= value <= 1:
+            return float(value)
+        if 1 < value <= 100:
+            raise ValueError(
+                f"must be a fraction from 0 to 1, got {show(value)}; "
+                f"for {value:g}% write {value / 100:g}"
+            )
+    raise ValueError(f"must be a fraction from 0 to 1 (0.5: half), got {show(value)}")
 
 
 def _keep_alive(table: Table | None) -> KeepAliveConfig:
@@ -251,9 +272,13 @@ def _keep_alive(table: Table | None) -> KeepAliveConfig:
 
 def _hash_key(value: object) -> str:
     if isinstance(value, str):
-        kind, _, header = value.partition(":")
-        if value == "client_ip" or (kind == "header" and TOKEN.fullmatch(header)):
-            return value
+        try:
+            key = HashKey.parse(value)
+        except ValueError:
+            pass
+        else:
+            if key.header is None or TOKEN.fullmatch(value.partition(":")[2]):
+                return value
     raise ValueError(
         f"must be 'client_ip' or 'header:NAME' with NAME a header name, "
         f"got {show(value)}"

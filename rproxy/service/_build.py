@@ -23,7 +23,7 @@ from rproxy.http.headers import ForwardingPolicy
 from rproxy.http.listener import HTTPSettings
 from rproxy.http.routing import Router
 from rproxy.interfaces import IHealthCheck
-from rproxy.service._pool_update import TLSFor, new_backend
+from rproxy.service._pool_update import TLSFor, new_backend, pool_policy
 from rproxy.tls import ServerCertificate, ServerTLS, backend_tls, load_certificate
 
 __all__ = [
@@ -44,7 +44,8 @@ def build_pool(
     tls_for: TLSFor | Literal["from config"] = "from config",
 ) -> Pool:
     """
-    A L{Pool} with the backends, balancer and thresholds of C{config}.
+    A L{Pool} with the backends, balancer, thresholds and policy of
+    C{config}.
 
     @param tls_for: the backends' TLS settings if already made by
         L{client_tls} (None for none); by default made from C{config.tls}.
@@ -57,10 +58,8 @@ def build_pool(
         make_balancer(config.balance),
         rise=config.health.rise,
         fall=config.health.fall,
-        connect_tries=config.connect_tries,
-        hash_key=config.hash_key,
+        policy=pool_policy(config),
         now=clock.seconds,
-        send_proxy=config.send_proxy,
     )
 
 

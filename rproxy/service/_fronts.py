@@ -87,20 +87,13 @@ def tcp_front(spec: ListenerSpec, context: FrontContext) -> IListenerFactory:
             context.reactor,
             listener=listener.name,
             client_hello_timeout=config.timeouts.client_hello,
-            pool_timeouts={
-                pool.name: (pool.timeouts.connect, pool.timeouts.idle)
-                for pool in config.pools
-            },
             fds=context.fds,
         )
     assert listener.pool is not None
-    timeouts = config.pool(listener.pool).timeouts
     return TCPProxyFactory(
         context.pool(listener.pool),
         context.reactor,
         listener=listener.name,
-        connect_timeout=timeouts.connect,
-        idle_timeout=timeouts.idle,
         fds=context.fds,
     )
 

@@ -1,5 +1,6 @@
 """Making a live L{Pool} match a new L{PoolConfig} on reload, keeping the
-health and counters of the backends that stay."""
+health and counters of the backends that stay; and the two conversions a
+new pool and a reload share: a backend's and the pool's L{PoolPolicy}."""
 
 from __future__ import annotations
 
@@ -10,8 +11,9 @@ from twisted.internet.interfaces import IOpenSSLClientConnectionCreator
 from rproxy.backends import Backend, Pool
 from rproxy.balancing import make_balancer
 from rproxy.config import BackendConfig, PoolConfig
+from rproxy.policy import HashKey, PoolPolicy
 
-__all__ = ["TLSFor", "new_backend", "update_pool"]
+__all__ = ["TLSFor", "new_backend", "pool_policy", "update_pool"]
 
 #: the client TLS connection creator for a backend at a host, as
 #: L{rproxy.service.client_tls} makes; None for plain TCP backends.
@@ -33,6 +35,26 @@ def new_backend(config: BackendConfig, tls_for: TLSFor) -> Backend:
     )
 
 
+def pool_policy(config: PoolConfig) -> PoolPolicy:
+    """
+    The policy of the pool C{config} describes: its timeouts (the file's
+    C{[timeouts]} with the pool's own C{timeouts} over them, as
+    C{config.timeouts} holds), tries, keep-alive limits, PROXY header, hash
+    key and panic threshold.
+    """
+    return PoolPolicy(
+        connect_timeout=config.timeouts.connect,
+        response_timeout=config.timeouts.response,
+        idle_timeout=config.timeouts.idle,
+        connect_tries=config.connect_tries,
+        keep_alive_max_idle=config.keep_alive.max_idle,
+        keep_alive_timeout=config.keep_alive.idle_timeout,
+        send_proxy=config.send_proxy,
+        hash_key=HashKey.parse(config.hash_key),
+        panic_threshold=config.panic_threshold,
+    )
+
+
 def update_pool(
     pool: Pool,
     old: PoolConfig,
@@ -48,8 +70,9 @@ def update_pool(
     an operator set at run time stays unless the file changed it too.  A
     backend whose address changed is a new backend.  A new backend of a
     pool with active checks is down ("not checked yet") until C{rise}
-    checks pass.  Open connections are never touched: they end on the
-    backend object they began with.
+    checks pass.  The pool's policy is replaced whole; what is under way
+    keeps the policy it began with.  Open connections are never touched:
+    they end on the backend object they began with.
 
     @param tls_for: the TLS settings of C{new}'s backends.
     @return: the backends whose idle connections must not be reused: those
@@ -62,9 +85,7 @@ def update_pool(
         pool.version += 1
     pool.rise = new.health.rise
     pool.fall = new.health.fall
-    pool.connect_tries = new.connect_tries
-    pool.hash_key = new.hash_key
-    pool.send_proxy = new.send_proxy
+    pool.policy = pool_policy(new)
 
     before = {b.name: b for b in old.backends}
     after = {b.name: b for b in new.backends}

@@ -1,7 +1,8 @@
 """TCP passthrough: a client connection spliced to a backend connection.
 
-The front protocol pauses the client until a backend connects (trying the next
-backend the pool gives when a connect fails), then each transport becomes the
+The front protocol pauses the client until a backend connects (the attempt
+machine, L{rproxy.attempts.BackendAttempt}, tries the next backend the pool
+gives when a connect fails), then each transport becomes the
 other's producer, as in Twisted's C{portforward}: a slow reader on one side
 pauses reading on the other, so memory per connection stays flat.  Half-close
 is carried both ways.
@@ -11,33 +12,27 @@ from __future__ import annotations
 
 from typing import Any
 
-from twisted.internet.defer import Deferred
 from twisted.internet.error import ConnectionDone
 from twisted.internet.interfaces import (
     IAddress,
     IDelayedCall,
     IHalfCloseableProtocol,
     IReactorTime,
-    IStreamClientEndpoint,
 )
 from twisted.internet.protocol import Factory, Protocol, connectionDone
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from rproxy._endpoints import (
-    EndpointFor,
-    backend_endpoint,
-    client_endpoint,
-    proxy_header_for,
-)
+from rproxy._endpoints import EndpointFor, reactor_endpoints
 from rproxy._fastwrite import nothing_waiting, send_now
 from rproxy._fds import FdBudget
 from rproxy._tracking import ConnectionTracker, TrackedListener
 from rproxy.accesslog import access_events
+from rproxy.attempts import NO_BACKEND, BackendAttempt
 from rproxy.backends import Backend, Pool
-from rproxy.health import describe_failure
 from rproxy.interfaces import IListenerFactory, ListenerDescription
+from rproxy.policy import PoolPolicy
 from rproxy.stats import ListenerStats
 from rproxy.tcp._splice import Splicer, can_splice, pipes_failed, take_pipes
 
@@ -47,15 +42,15 @@ log = Logger(namespace="rproxy.tcp")
 @implementer(IListenerFactory)
 class TCPProxyFactory(TrackedListener, Factory):
     """
-    Accepts client connections and splices each one to a backend of C{pool}.
+    Accepts client connections and splices each one to a backend of C{pool},
+    with the pool's policy (connect timeout, tries, idle timeout, PROXY
+    header) of the moment each connection is accepted.
 
     @param reactor: provides L{IReactorTime} and, unless C{endpoint_for} is
         given, L{IReactorTCP} for connecting to backends.
     @param endpoint_for: makes the endpoint that connects to a backend;
         by default a TCP endpoint to its address.
     @param listener: the name used in access events.
-    @param connect_tries: backends tried per connection; by default the
-        pool's C{connect_tries}.
     @param splice: relay plain TCP pairs with Linux splice(2) where the
         reactor and the system allow it (bytes never enter Python).
     @param fds: the process's descriptor budget, if any: a pair gets splice
@@ -69,9 +64,6 @@ class TCPProxyFactory(TrackedListener, Factory):
         reactor: Any,
         *,
         listener: str = "tcp",
-        connect_timeout: float = 5.0,
-        idle_timeout: float = 300.0,
-        connect_tries: int | None = None,
         endpoint_for: EndpointFor | None = None,
         splice: bool = True,
         fds: FdBudget | None = None,
@@ -82,25 +74,12 @@ class TCPProxyFactory(TrackedListener, Factory):
         self.pool = pool
         self.clock: IReactorTime = reactor
         self.listener = listener
-        self.connect_timeout = connect_timeout
-        self.idle_timeout = idle_timeout
-        self.connect_tries = connect_tries
         self.connections = ConnectionTracker()
         self.stats = ListenerStats()
         if endpoint_for is None:
-
-            def endpoint_for(
-                backend: Backend, preface: bytes = b""
-            ) -> IStreamClientEndpoint:
-                return client_endpoint(
-                    reactor,
-                    backend.host,
-                    backend.port,
-                    connect_timeout,
-                    backend.tls,
-                    preface,
-                )
-
+            endpoint_for = reactor_endpoints(
+                reactor, lambda: self.pool.policy.connect_timeout
+            )
         self.endpoint_for = endpoint_for
 
     def buildProtocol(self, addr: IAddress | None) -> TCPFrontProtocol:
@@ -193,9 +172,8 @@ class TCPFrontProtocol(Protocol):
     """
 
     preface = b""
-    #: the PROXY header each backend connection starts with, if the pool
-    #: sends one.
-    proxy_header = b""
+    #: getting to a backend, from accept until the pair ends.
+    attempt: BackendAttempt | None = None
     backend: Backend | None = None
     peer: _BackendProtocol | None = None
     _splicer: Splicer | None = None
@@ -206,21 +184,18 @@ class TCPFrontProtocol(Protocol):
         self.factory = factory
         self.pool = factory.pool
         self.clock = factory.clock
-        self.tried: list[Backend] = []
+        #: the pool's policy when the client connected.
+        self.policy: PoolPolicy = factory.pool.policy
         self.client = ""
         self.started = 0.0
         self.last_activity = 0.0
         self.ended = ""
-        self._connecting: Deferred[Any] | None = None
         self._idle: IDelayedCall | None = None
         self._client_done_sending = False
         self._backend_done_sending = False
         self._client_gone = False
         self._backend_gone = False
-        self._released = False
         self._finished = False
-        #: the pair is being dropped: a connect finishing now is discarded.
-        self._closing = False
 
     # Connecting ---------------------------------------------------------
 
@@ -229,62 +204,33 @@ class TCPFrontProtocol(Protocol):
         self.transport.pauseProducing()  # type: ignore[attr-defined]
         self.factory.connections.add(self)
         self.client = _host_of(self.transport.getPeer())
-        self.proxy_header = proxy_header_for(self.pool.send_proxy, self.transport)
         self.started = self.last_activity = self.clock.seconds()
-        self._connect_next()
+        self.attempt = BackendAttempt(
+            self.pool,
+            self.clock,
+            self.factory.endpoint_for,
+            lambda backend: _BackendFactory(self, backend),
+            connected=self._connected,
+            gave_up=self._gave_up,
+            key=self.client,
+            client=self.transport,
+        )
+        self.policy = self.attempt.policy
+        self.attempt.start()
 
-    def _connect_next(self) -> None:
-        tries = self.factory.connect_tries or self.pool.connect_tries
-        backend = None
-        if len(self.tried) < tries:
-            backend = self.pool.pick(self.client, self.tried)
-        if backend is None:
-            self._end("no backend" if not self.tried else "connect failed")
-            self.transport.loseConnection()  # type: ignore[union-attr]
-            return
-        self.tried.append(backend)
+    def _gave_up(self, status: int) -> None:
+        self._end("no backend" if status == NO_BACKEND else "connect failed")
+        self.transport.loseConnection()  # type: ignore[union-attr]
+
+    def _connected(self, backend: Backend, peer: _BackendProtocol) -> None:
+        assert self.attempt is not None
         self.backend = backend
-        self._released = False
-        self.pool.acquire(backend)
-        endpoint = backend_endpoint(
-            self.factory.endpoint_for, backend, self.proxy_header
-        )
-        connecting = endpoint.connect(_BackendFactory(self, backend))
-        connecting.addTimeout(self.factory.connect_timeout, self.clock)
-        self._connecting = connecting
-        connecting.addCallbacks(self._connected, self._connect_failed)
-        connecting.addErrback(self._bug)
-
-    def _connect_failed(self, failure: Failure) -> None:
-        self._connecting = None
-        backend = self.backend
-        assert backend is not None
-        self._release()
-        if self._client_gone or self._closing:
-            self._finish()
-            return
-        reason = describe_failure(failure)
-        log.info(
-            "connect to {backend} in pool {pool} failed: {reason}",
-            backend=backend.name,
-            pool=self.pool.name,
-            reason=reason,
-        )
-        self.pool.report_failure(backend, reason)
-        self._connect_next()
-
-    def _connected(self, peer: _BackendProtocol) -> None:
-        self._connecting = None
-        assert self.backend is not None
-        self.pool.report_success(self.backend)
-        if self._client_gone or self._closing:
-            peer.transport.abortConnection()  # type: ignore[union-attr]
-            return
+        self.attempt.succeeded()
         self.peer = peer
         client, server = self.transport, peer.transport
         assert client is not None and server is not None
         self.last_activity = self.clock.seconds()
-        self._watch_idle(self.factory.idle_timeout)
+        self._watch_idle(self.policy.idle_timeout)
         preface, self.preface = self.preface, b""
         if preface:
             self.moved_in(len(preface))
@@ -348,11 +294,6 @@ class TCPFrontProtocol(Protocol):
             self._end(f"{side} reset")
             self._abort()
 
-    def _bug(self, failure: Failure) -> None:
-        log.failure("bug in the TCP proxy; closing the connection", failure)
-        if self.transport is not None:
-            self.transport.abortConnection()  # type: ignore[attr-defined]
-
     # Relaying -----------------------------------------------------------
 
     def dataReceived(self, data: bytes) -> None:
@@ -397,9 +338,9 @@ class TCPFrontProtocol(Protocol):
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         self._client_gone = True
         self._stop_splicer()
-        if self._connecting is not None:
+        if self.attempt is not None and self.attempt.connecting:
             self._end("client left while connecting")
-            self._connecting.cancel()
+            self.attempt.cancel()
         elif self.peer is not None and not self._backend_gone:
             self._pass_on_close("client", reason, self.peer.transport)
         self._finish()
@@ -439,7 +380,7 @@ class TCPFrontProtocol(Protocol):
 
     def _check_idle(self) -> None:
         idle_for = self.clock.seconds() - self.last_activity
-        remaining = self.factory.idle_timeout - idle_for
+        remaining = self.policy.idle_timeout - idle_for
         if remaining > 0:
             self._watch_idle(remaining)
             return
@@ -457,18 +398,12 @@ class TCPFrontProtocol(Protocol):
             self._abort()
 
     def _abort(self) -> None:
-        self._closing = True
         self._stop_splicer()
-        if self._connecting is not None:
-            self._connecting.cancel()
+        if self.attempt is not None and self.attempt.connecting:
+            self.attempt.cancel()
         self.transport.abortConnection()  # type: ignore[union-attr]
         if self.peer is not None:
             self.peer.transport.abortConnection()  # type: ignore[union-attr]
-
-    def _release(self) -> None:
-        if not self._released and self.backend is not None:
-            self._released = True
-            self.pool.release(self.backend)
 
     def _end(self, how: str) -> None:
         if not self.ended:
@@ -481,13 +416,14 @@ class TCPFrontProtocol(Protocol):
         """
         if not self._client_gone or (self.peer is not None and not self._backend_gone):
             return
-        if self._connecting is not None or self._finished:
-            return  # a connect still under way reports back through _finish
+        if self._finished:
+            return
         self._finished = True
         if self._idle is not None and self._idle.active():
             self._idle.cancel()
         self._idle = None
-        self._release()
+        if self.attempt is not None:
+            self.attempt.release()
         backend = self.backend
         emit_access(
             client=self.client,

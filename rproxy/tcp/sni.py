@@ -108,15 +108,14 @@ class SNIProxyFactory(TrackedListener, Factory):
     close the connection at once, and so does a name no route (and no
     default pool) accepts.  Each is logged with the client's address and the
     reason.  Once the pool is chosen, the connection is the TCP proxy's
-    (L{TCPFrontProtocol}), with that pool's timeouts.
+    (L{TCPFrontProtocol}), with that pool's policy (timeouts, tries, PROXY
+    header).
 
     @param registry: the pools, looked up by name for each connection.
     @param routes: which pool serves which server name.
     @param reactor: as for L{TCPProxyFactory}.
     @param listener: the name used in log and access events.
     @param client_hello_timeout: seconds a client has to send its ClientHello.
-    @param pool_timeouts: per pool name, the (connect, idle) timeouts;
-        C{connect_timeout} and C{idle_timeout} for pools not in it.
     @param endpoint_for: as for L{TCPProxyFactory}.
     @param splice: as for L{TCPProxyFactory}.
     @param fds: as for L{TCPProxyFactory}.
@@ -135,9 +134,6 @@ class SNIProxyFactory(TrackedListener, Factory):
         *,
         listener: str = "tcp",
         client_hello_timeout: float = 5.0,
-        connect_timeout: float = 5.0,
-        idle_timeout: float = 300.0,
-        pool_timeouts: Mapping[str, tuple[float, float]] | None = None,
         endpoint_for: EndpointFor | None = None,
         splice: bool = True,
         fds: FdBudget | None = None,
@@ -148,9 +144,6 @@ class SNIProxyFactory(TrackedListener, Factory):
         self.clock: IReactorTime = reactor
         self.listener = listener
         self.client_hello_timeout = client_hello_timeout
-        self.connect_timeout = connect_timeout
-        self.idle_timeout = idle_timeout
-        self.pool_timeouts = dict(pool_timeouts or {})
         self.endpoint_for = endpoint_for
         self.splice = splice
         self.fds = fds
@@ -170,15 +163,10 @@ class SNIProxyFactory(TrackedListener, Factory):
         pool = self.registry.get(pool_name)
         proxy = self._proxies.get(pool_name)
         if proxy is None or proxy.pool is not pool:
-            connect, idle = self.pool_timeouts.get(
-                pool_name, (self.connect_timeout, self.idle_timeout)
-            )
             proxy = TCPProxyFactory(
                 pool,
                 self.reactor,
                 listener=self.listener,
-                connect_timeout=connect,
-                idle_timeout=idle,
                 endpoint_for=self.endpoint_for,
                 splice=self.splice,
                 fds=self.fds,

@@ -1003,13 +1003,13 @@ class ShutdownAndReloadTests(_ServerCase):
         client even if the pool stops sending headers (a reload) while the
         request is in flight.
         """
-        self.pool.send_proxy = "v1"
+        self.pool.policy = attrs.evolve(self.pool.policy, send_proxy="v1")
         proto, _ = self.client()
         server = self.exchange(proto, b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
         self.assertTrue(
             self.endpoints.last.preface.startswith(b"PROXY TCP4 192.0.2.7 ")
         )
-        self.pool.send_proxy = None
+        self.pool.policy = attrs.evolve(self.pool.policy, send_proxy=None)
         self.endpoints.last.protocol.dataReceived(
             b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"
         )

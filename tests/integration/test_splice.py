@@ -18,6 +18,7 @@ from twisted.trial.unittest import TestCase
 
 from rproxy.accesslog import access_events
 from rproxy.backends import Backend, Pool
+from rproxy.policy import PoolPolicy
 from rproxy.tcp import TCPFrontProtocol, TCPProxyFactory
 from rproxy.tcp import _splice as splice_module
 from rproxy.tcp._splice import can_splice
@@ -31,8 +32,12 @@ class SpliceTests(TestCase):
         self.backend_factory = greeter_factory("b0")
         port = reactor.listenTCP(0, self.backend_factory, interface="127.0.0.1")
         self.addCleanup(port.stopListening)
-        self.pool = Pool("p", [Backend("127.0.0.1", port.getHost().port)])
-        self.factory = TCPProxyFactory(self.pool, reactor, idle_timeout=0.3)
+        self.pool = Pool(
+            "p",
+            [Backend("127.0.0.1", port.getHost().port)],
+            policy=PoolPolicy(idle_timeout=0.3),
+        )
+        self.factory = TCPProxyFactory(self.pool, reactor)
         listening = reactor.listenTCP(0, self.factory, interface="127.0.0.1")
         self.addCleanup(listening.stopListening)
         self.proxy_port = listening.getHost().port
