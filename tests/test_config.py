@@ -390,7 +390,7 @@ def test_unknown_key_lists_known_keys_when_none_is_close() -> None:
     """
     assert pool_errors(POOL_BACKENDS, "[pools.db.timeouts]\nzzz = 1\n") == [
         "c.toml: pools.db.timeouts.zzz: unknown key; known keys are 'connect', "
-        "'idle', 'request_head', 'keep_alive', 'response', 'tunnel', "
+        "'idle', 'request_head', 'request_body', 'keep_alive', 'response', 'tunnel', "
         "'client_hello', 'proxy_header'"
     ]
 
@@ -1013,6 +1013,7 @@ def test_http_listener_gets_the_documented_defaults() -> None:
         "preserve_host": True,
         "remove_response_headers": (),
         "max_body": None,
+        "min_body_rate": 500.0,
         "max_header_size": 16384,
         "max_headers": 100,
         "max_target": 8192,

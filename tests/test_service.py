@@ -9,7 +9,7 @@ from twisted.internet.address import IPv4Address
 from twisted.internet.task import Clock
 from twisted.internet.testing import MemoryReactorClock
 
-from rproxy.backends import BackendState, Registry
+from rproxy.backends import BackendState, Pool, Registry
 from rproxy.config import Config, KeepAliveConfig, parse_config
 from rproxy.http.keepalive import KeepAlivePool
 from rproxy.http.listener import HTTPProxyFactory
@@ -47,16 +47,20 @@ def parse(text: str) -> Config:
     return parse_config(tomllib.loads(text), "c.toml")
 
 
-def test_http_settings_carry_each_pools_keep_alive_limits() -> None:
+def _keep_alive(pool: Pool) -> tuple[int, float]:
+    return pool.policy.keep_alive_max_idle, pool.policy.keep_alive_timeout
+
+
+def test_pool_policies_carry_each_pools_keep_alive_limits() -> None:
     """
-    Every pool's C{keep_alive} table, or its defaults, reaches the HTTP
-    listener's settings as (max idle per backend, idle timeout).
+    Every pool's C{keep_alive} table, or its defaults, reaches its policy
+    as (max idle per backend, idle timeout).
     """
     config = parse(KEEP_ALIVE_CONFIG)
-    settings = http_settings(config, config.listeners[0])
-    assert settings.keep_alive_for("web") == (0, 4.0)
-    assert settings.keep_alive_for("api") == (256, 2.5)
-    assert settings.keep_alive_for("db") == (256, 30.0)
+    pools = {pool.name: build_pool(pool, Clock()) for pool in config.pools}
+    assert _keep_alive(pools["web"]) == (0, 4.0)
+    assert _keep_alive(pools["api"]) == (256, 2.5)
+    assert _keep_alive(pools["db"]) == (256, 30.0)
 
 
 def test_keep_alive_config_defaults_are_the_keep_alive_pools_own() -> None:
@@ -72,16 +76,14 @@ def test_keep_alive_config_defaults_are_the_keep_alive_pools_own() -> None:
     )
 
 
-def test_proxy_service_gives_http_listeners_the_keep_alive_limits() -> None:
+def test_proxy_service_gives_its_pools_the_keep_alive_limits() -> None:
     """
-    The factory L{ProxyService} builds for an HTTP listener answers
-    C{keep_alive_for} with the pool's configured limits.
+    The pools L{ProxyService} runs, which HTTP listeners read, have the
+    configured keep-alive limits.
     """
     service = ProxyService(parse(KEEP_ALIVE_CONFIG), MemoryReactorClock())
-    factory = service.listeners["public"].factory
-    assert isinstance(factory, HTTPProxyFactory)
-    assert factory.settings.keep_alive_for("web") == (0, 4.0)
-    assert factory.settings.keep_alive_for("api") == (256, 2.5)
+    assert _keep_alive(service.registry.get("web")) == (0, 4.0)
+    assert _keep_alive(service.registry.get("api")) == (256, 2.5)
 
 
 def _proxied_get(config: Config, path: bytes) -> tuple[HTTPProxyFactory, Clock]:

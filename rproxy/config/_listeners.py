@@ -23,6 +23,7 @@ from rproxy.config._validate import (
     ip_network,
     item,
     model_keys,
+    non_negative_number,
     one_of,
     positive_int,
     quoted,
@@ -47,6 +48,7 @@ HTTP_ONLY_KEYS = (
     "preserve_host",
     "remove_response_headers",
     "max_body",
+    "min_body_rate",
     "max_header_size",
     "max_headers",
     "max_target",
@@ -121,6 +123,9 @@ class ListenerConfig:
     @ivar remove_response_headers: header names, lowercase, without
         duplicates, removed from every response.
     @ivar max_body: the largest request body in bytes, or None for no limit.
+    @ivar min_body_rate: bytes per second a request body must average
+        after its first five seconds (else 408, as Apache's
+        C{mod_reqtimeout MinRate}); 0 for no minimum.
     @ivar max_header_size: the largest request head in bytes (431 above).
     @ivar max_headers: the most header fields in a request (431 above).
     @ivar max_target: the longest request target in bytes (414 above).
@@ -142,6 +147,9 @@ class ListenerConfig:
     remove_response_headers: tuple[str, ...] = field(default=(), kw_only=True)
     max_body: int | None = field(
         default=None, kw_only=True, validator=validators.optional(_positive)
+    )
+    min_body_rate: float = field(
+        default=500.0, kw_only=True, validator=validators.ge(0.0)
     )
     max_header_size: int = field(default=16384, kw_only=True, validator=_positive)
     max_headers: int = field(default=100, kw_only=True, validator=_positive)
@@ -280,6 +288,7 @@ def _listener(
         preserve_host=table.get("preserve_host", boolean, True),
         remove_response_headers=tuple(dict.fromkeys(remove)),
         max_body=table.get("max_body", positive_int, None),
+        min_body_rate=table.get("min_body_rate", non_negative_number, 500.0),
         max_header_size=table.get("max_header_size", positive_int, 16384),
         max_headers=table.get("max_headers", positive_int, 100),
         max_target=table.get("max_target", positive_int, 8192),

@@ -66,6 +66,8 @@ class Timeouts:
     @ivar connect: for a backend to accept a connection.
     @ivar idle: for either side of a TCP connection to send anything.
     @ivar request_head: for an HTTP client to send a whole request head.
+    @ivar request_body: for an HTTP client to send more of its request body
+        (the longest gap between two reads; else 408).
     @ivar keep_alive: for an idle keep-alive HTTP client to send a request.
     @ivar response: for a backend to start its response (else 504).
     @ivar tunnel: for either side of an upgraded (WebSocket) connection to
@@ -79,6 +81,7 @@ class Timeouts:
     connect: float = field(default=5.0, validator=_positive_float)
     idle: float = field(default=300.0, validator=_positive_float)
     request_head: float = field(default=10.0, validator=_positive_float)
+    request_body: float = field(default=30.0, validator=_positive_float)
     keep_alive: float = field(default=60.0, validator=_positive_float)
     response: float = field(default=60.0, validator=_positive_float)
     tunnel: float = field(default=3600.0, validator=_positive_float)
@@ -194,6 +197,7 @@ def parse_timeouts(table: Table | None, defaults: Timeouts) -> Timeouts:
         connect=table.get("connect", positive_number, defaults.connect),
         idle=table.get("idle", positive_number, defaults.idle),
         request_head=table.get("request_head", positive_number, defaults.request_head),
+        request_body=table.get("request_body", positive_number, defaults.request_body),
         keep_alive=table.get("keep_alive", positive_number, defaults.keep_alive),
         response=table.get("response", positive_number, defaults.response),
         tunnel=table.get("tunnel", positive_number, defaults.tunnel),

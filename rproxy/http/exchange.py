@@ -18,14 +18,12 @@ from enum import Enum
 from http import HTTPStatus
 from typing import TYPE_CHECKING, Any
 
-from twisted.internet import defer, error
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from rproxy._endpoints import backend_endpoint, proxy_header_for
 from rproxy._fastwrite import Data
+from rproxy.attempts import AttemptState, BackendAttempt
 from rproxy.backends import Backend, Pool
-from rproxy.health import describe_failure
 from rproxy.http._record import count, emit
 from rproxy.http.filters import LocalReply
 from rproxy.http.filters._chain import BODY, END, HEAD, NO_FILTERS, FilterChain, Pipe
@@ -54,10 +52,6 @@ FRESH_REUSE = 1.0
 #: request body bytes held while the backend is being connected (or a
 #: filter is deciding) before the client is paused.
 BODY_BUFFER = 1 << 16
-
-#: how a connect that took too long fails: our own timeout on the connect
-#: Deferred, or the endpoint's.
-_CONNECT_TIMEOUTS = (defer.TimeoutError, error.TimeoutError)
 
 
 def retryable(request: RequestHead) -> bool:
@@ -124,9 +118,7 @@ class Exchange:
         self.upstream_time: float | None = None
         self.phase = Phase.FILTERING
         self._upstream_started = 0.0
-        self._from_pool = False
-        self._holding = False
-        self._connecting: Any = None
+        self._attempt: BackendAttempt | None = None
         #: request body bytes held until a backend connection is attached.
         self._held: list[bytes] = []
         self._held_size = 0
@@ -153,11 +145,13 @@ class Exchange:
     @property
     def response_timeout(self) -> float:
         """
-        How long this exchange may go without a byte moving.
+        How long this exchange may go without a byte moving: its pool's
+        response timeout, or the listener's before a pool is chosen.
         """
-        pool = self.pool
-        name = pool.name if pool is not None else ""
-        return self.settings.timeouts_for(name)[1]
+        attempt = self._attempt
+        if attempt is not None:
+            return attempt.policy.response_timeout
+        return self.settings.response_timeout
 
     # Request side ------------------------------------------------------------
 
@@ -284,77 +278,61 @@ class Exchange:
     # Backend side ------------------------------------------------------------
 
     def _hash_key(self, pool: Pool) -> str | None:
-        key = pool.hash_key
-        if key.startswith("header:") and self.request is not None:
-            value = header(self.request.headers, key[7:].lower().encode())
-            return value.decode("latin-1") if value is not None else None
-        return self.client
+        header_name = pool.policy.hash_key.header
+        if header_name is None:
+            return self.client
+        request = self.request
+        value = header(request.headers, header_name) if request is not None else None
+        return value.decode("latin-1") if value is not None else None
 
-    def _connect(self, failed: int = 502) -> None:
+    def _connect(self) -> None:
         """
-        Send the request to the next backend the pool gives, reusing an idle
-        connection to it if there is one.
-
-        @param failed: the answer if no backend is left to try after a
-            failure: 502, or 504 when the last connect timed out (as nginx
-            answers).  With nothing tried, no backend was up: 503.
+        Send the request to the backends the pool gives, reusing an idle
+        connection to one if there is one (L{BackendAttempt}: it answers
+        503 when no backend was up, 504 when the last connect timed out, as
+        nginx does, and 502 otherwise).
         """
         pool = self.pool
-        request = self.request
-        assert pool is not None and request is not None
-        backend = None
-        if len(self.tried) < pool.connect_tries:
-            backend = pool.pick(self._hash_key(pool), self.tried)
-        if backend is None:
-            self.fail(503 if not self.tried else failed)
-            return
-        self.tried.append(backend)
-        self.backend = backend
-        pool.acquire(backend)
-        self._holding = True
-        upstream = self.codec.keep_alive_for(pool).take(
+        assert pool is not None
+        self._attempt = attempt = BackendAttempt(
+            pool,
+            self.clock,
+            self.factory.endpoint_for,
+            self._upstream_factory,
+            connected=self._connected,
+            gave_up=self._gave_up,
+            key=self._hash_key(pool),
+            client=self.codec.transport,
+            reuse=self._reuse,
+        )
+        self.tried = attempt.tried
+        attempt.start()
+
+    def _gave_up(self, status: int) -> None:
+        attempt = self._attempt
+        assert attempt is not None
+        self.backend = attempt.backend  # the last one tried, if any
+        self.fail(status)
+
+    def _upstream_factory(self, backend: Backend) -> UpstreamFactory:
+        attempt = self._attempt
+        assert attempt is not None
+        return UpstreamFactory(backend, announced=bool(attempt.preface))
+
+    def _reuse(self, backend: Backend) -> UpstreamProtocol | None:
+        attempt, request = self._attempt, self.request
+        assert attempt is not None and request is not None
+        private = attempt.policy.send_proxy is not None
+        return self.codec.keep_alive_for(private).take(
             backend, None if retryable(request) else FRESH_REUSE
         )
-        if upstream is not None:
-            self._from_pool = True
-            self._attach(upstream)
-            return
-        self._from_pool = False
-        preface = proxy_header_for(pool.send_proxy, self.codec.transport)
-        endpoint = backend_endpoint(self.factory.endpoint_for, backend, preface)
-        connecting = endpoint.connect(UpstreamFactory(backend, announced=bool(preface)))
-        connecting.addTimeout(self.settings.timeouts_for(pool.name)[0], self.clock)
-        self._connecting = connecting
-        connecting.addCallbacks(self._connected, self._connect_failed)
-        connecting.addErrback(self._bug)
 
-    def _connected(self, upstream: UpstreamProtocol) -> None:
-        self._connecting = None
+    def _connected(self, backend: Backend, upstream: UpstreamProtocol) -> None:
+        self.backend = backend
         if self.phase is Phase.DONE:
             upstream.transport.loseConnection()  # type: ignore[union-attr]
             return
         self._attach(upstream)
-
-    def _connect_failed(self, failure: Failure) -> None:
-        self._connecting = None
-        backend, pool = self.backend, self.pool
-        assert backend is not None and pool is not None
-        self._release_backend()
-        if self.phase is Phase.DONE:
-            return
-        reason = describe_failure(failure)
-        log.info(
-            "connect to {backend} in pool {pool} failed: {reason}",
-            backend=backend.name,
-            pool=pool.name,
-            reason=reason,
-        )
-        pool.report_failure(backend, reason)
-        self._connect(504 if failure.check(*_CONNECT_TIMEOUTS) else 502)
-
-    def _bug(self, failure: Failure) -> None:
-        log.failure("bug in the HTTP proxy; closing the connection", failure)
-        self.codec.abort()
 
     def _attach(self, upstream: UpstreamProtocol) -> None:
         # Success is reported to the pool when the response has come, not
@@ -376,6 +354,7 @@ class Exchange:
         )
         self._upstream_started = self.last_io = self.clock.seconds()
         codec = self.codec
+        codec.wake_by(self.last_io + self.response_timeout)
         if head.body == "none":
             self._request_sent = self._request_ended = True
             codec.body_forwarded()
@@ -391,9 +370,8 @@ class Exchange:
             codec.resume_reading()
 
     def _release_backend(self) -> None:
-        if self._holding and self.pool is not None and self.backend is not None:
-            self._holding = False
-            self.pool.release(self.backend)
+        if self._attempt is not None:
+            self._attempt.cancel()
 
     def _drop_upstream(self) -> None:
         upstream = self.upstream
@@ -474,47 +452,45 @@ class Exchange:
         codec.send_end(trailers)
         upstream = self.upstream
         self.upstream = None
-        self._release_backend()
-        pool, backend = self.pool, self.backend
-        assert pool is not None and backend is not None
+        attempt = self._attempt
+        assert attempt is not None
         # A whole response: the backend's run of failures (connects, resets,
         # garbage, timeouts) is over.
-        pool.report_success(backend)
+        attempt.succeeded()
+        attempt.release()
         if upstream is not None:
             if not self._request_sent:
                 # The backend answered before the request body was all sent:
                 # neither connection can carry another request.
                 upstream.reusable = False
                 upstream.stop_producer(resume=False)
-            max_idle, idle_timeout = self.settings.keep_alive_for(pool.name)
-            codec.keep_alive_for(pool, upstream).put(upstream, max_idle, idle_timeout)
+            policy = attempt.policy
+            codec.keep_alive_for(upstream.announced).put(
+                upstream, policy.keep_alive_max_idle, policy.keep_alive_timeout
+            )
         self.record()
         codec.exchange_done(self, self._request_sent)
 
     def upstream_failed(self, reason: str, status: int) -> None:
-        upstream, backend, pool, request = (
-            self.upstream,
-            self.backend,
-            self.pool,
-            self.request,
-        )
-        assert pool is not None and backend is not None and request is not None
+        upstream, request, attempt = self.upstream, self.request, self._attempt
+        assert request is not None and attempt is not None
         self.upstream = None
-        self._release_backend()
         if self.phase is Phase.DONE:
+            attempt.release()
             return
         received = upstream is not None and upstream.received_any
-        if self._from_pool and not received:
-            # A reused connection the backend had closed meanwhile: not the
-            # backend's fault, and the same backend may be asked again.
-            self.tried.remove(backend)
-        else:
-            pool.report_failure(backend, reason)
+        # A reused connection the backend had closed meanwhile is not the
+        # backend's fault, and the same backend may be asked again.
+        forget = attempt.reused and not received
         if not self.response_started and not received and retryable(request):
             self.phase = Phase.CONNECTING
-            self._connect()
+            attempt.retry(reason, forget=forget)
+            return
+        if forget:
+            attempt.release()
         else:
-            self.fail(status)
+            attempt.failed(reason)
+        self.fail(status)
 
     # Protocol switches -------------------------------------------------------
 
@@ -526,9 +502,9 @@ class Exchange:
         announced, so the switch waits for the body and the backend
         connection is not read until then.
         """
-        pool, backend, upstream = self.pool, self.backend, self.upstream
-        assert pool is not None and backend is not None and upstream is not None
-        pool.report_success(backend)
+        attempt, upstream = self._attempt, self.upstream
+        assert attempt is not None and upstream is not None
+        attempt.succeeded()
         self.upstream_time = self.clock.seconds() - self._upstream_started
         if not self._request_sent:
             self._switch = (head, bytearray(rest))
@@ -601,8 +577,6 @@ class Exchange:
         """
         if self.phase is Phase.DONE:
             return
-        if self._connecting is not None:
-            self._connecting.cancel()
         self._drop_upstream()
         if self._requests is not None:
             self._requests.close()
@@ -646,8 +620,6 @@ class Exchange:
         if self.phase is Phase.DONE:
             return
         self.phase = Phase.DONE
-        if self._connecting is not None:
-            self._connecting.cancel()
         self._drop_upstream()
         if self._requests is not None:
             self._requests.close()
@@ -662,8 +634,6 @@ class Exchange:
         """
         self.status = status
         self.phase = Phase.DONE
-        if self._connecting is not None:
-            self._connecting.cancel()
         self._drop_upstream()
         self.record()
 
@@ -676,9 +646,9 @@ class Exchange:
         if not self._request_ended and not self.response_started:
             self.fail(408)
             return
-        backend, pool = self.backend, self.pool
-        if backend is not None and pool is not None and self._holding:
-            pool.report_failure(backend, "no response in time")
+        attempt = self._attempt
+        if attempt is not None and attempt.state is AttemptState.CONNECTED:
+            attempt.failed("no response in time")
         self.fail(504)
 
     def _filter_failed(self, failure: Failure) -> None:

@@ -43,7 +43,6 @@ from rproxy.http.messages import response_head, switching_head
 from rproxy.http.upstream import UpstreamProtocol, end_stream
 
 if TYPE_CHECKING:
-    from rproxy.backends import Pool
     from rproxy.http.listener import HTTPProxyFactory
 
 __all__ = ["H1Connection"]
@@ -383,19 +382,12 @@ class H1Connection(Protocol):
         if self._state == WAIT and len(self._buffer) <= self.settings.limits.max_head:
             self.resume_reading()
 
-    def keep_alive_for(
-        self, pool: Pool, upstream: UpstreamProtocol | None = None
-    ) -> KeepAlivePool | ClientKeepAlive:
+    def keep_alive_for(self, private: bool) -> KeepAlivePool | ClientKeepAlive:
         """
-        Where idle connections to C{pool}'s backends are kept: the
-        listener's shared pool, or for a pool that sends PROXY headers
-        (each connection announces one client), this client's own.  An
-        C{upstream} handed back goes where the way it was opened says (a
-        reload may have changed the pool since).
+        Where idle backend connections are kept: the listener's shared
+        pool, or for connections that announced this client with a PROXY
+        header (C{private}), this client's own.
         """
-        private = (
-            pool.send_proxy is not None if upstream is None else upstream.announced
-        )
         if not private:
             shared: KeepAlivePool = self.factory.keep_alive
             return shared
@@ -403,6 +395,16 @@ class H1Connection(Protocol):
         if own is None:
             own = self._own_keep_alive = ClientKeepAlive(self.clock)
         return own
+
+    def wake_by(self, when: float) -> None:
+        """
+        Make sure the connection's timer looks at its deadlines no later
+        than C{when} (an exchange's own timeout may be shorter than any the
+        listener knows).
+        """
+        timer = self._timer
+        if timer is not None and timer.getTime() > when:
+            timer.reset(max(when - self.clock.seconds(), 0.0))
 
     # Writing (the exchange's response events) --------------------------------
 

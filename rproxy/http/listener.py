@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Collection, Sequence
 from typing import Any
 
 from attrs import field, frozen
 from twisted.internet.defer import Deferred
-from twisted.internet.interfaces import IAddress, IStreamClientEndpoint
+from twisted.internet.interfaces import IAddress
 from twisted.internet.protocol import Factory
 from zope.interface import implementer
 
-from rproxy._endpoints import EndpointFor, client_endpoint
+from rproxy._endpoints import EndpointFor, reactor_endpoints
 from rproxy._tracking import ConnectionTracker
 from rproxy.backends import Backend
 from rproxy.http.filters._chain import FilterChain
@@ -68,20 +68,14 @@ class HTTPSettings:
     request_body_timeout: float = 30.0
     request_body_min_rate: float = 500.0
     keep_alive_timeout: float = 60.0
-    connect_timeout: float = 5.0
+    #: how long an exchange may wait while no pool is chosen yet (filters
+    #: deciding); once it has one, the pool's policy says.
     response_timeout: float = 60.0
     tunnel_timeout: float = 3600.0
-    #: per pool name, (connect, response) timeouts overriding the two above.
-    pool_timeouts: Mapping[str, tuple[float, float]] = field(factory=dict)
-    #: per pool name, (max idle connections per backend, idle timeout) of
-    #: the backend keep-alive pool; the pool's own defaults otherwise.
-    pool_keep_alive: Mapping[str, tuple[int, float]] = field(factory=dict)
-    #: the shortest of the head, keep-alive and response timeouts: the
-    #: longest a connection's timer may wait before it looks again.
+    #: the shortest of the listener's own timeouts: the longest a
+    #: connection's timer may wait before it looks again (an exchange whose
+    #: pool has a shorter one wakes it sooner).
     shortest_timeout: float = field(init=False)
-    #: the longest connect timeout of any pool: the connecting endpoint's
-    #: own limit (each request applies its pool's).
-    longest_connect: float = field(init=False)
     #: per route, the listener's filters and the route's.
     _chains: dict[int, tuple[Route, FilterChain]] = field(init=False, eq=False)
 
@@ -92,19 +86,13 @@ class HTTPSettings:
             )
             object.__setattr__(self, "filters", FilterChain([built_in]) + self.filters)
         object.__setattr__(self, "_chains", {})
-        responses = [response for _, response in self.pool_timeouts.values()]
         shortest = min(
             self.request_head_timeout,
             self.keep_alive_timeout,
             self.response_timeout,
             self.request_body_timeout,
-            *responses,
         )
         object.__setattr__(self, "shortest_timeout", shortest)
-        connects = [connect for connect, _ in self.pool_timeouts.values()]
-        object.__setattr__(
-            self, "longest_connect", max([self.connect_timeout, *connects])
-        )
 
     def chain_for(self, route: Route) -> FilterChain:
         """
@@ -118,24 +106,6 @@ class HTTPSettings:
         chain = self.filters + FilterChain(own) if own else self.filters
         self._chains[id(route)] = (route, chain)
         return chain
-
-    def keep_alive_for(self, pool: str) -> tuple[int | None, float | None]:
-        """
-        The backend keep-alive limits (max idle per backend, idle timeout)
-        for C{pool}, C{None} for the keep-alive pool's defaults.
-        """
-        return self.pool_keep_alive.get(pool, _NO_KEEP_ALIVE_OVERRIDE)
-
-    def timeouts_for(self, pool: str) -> tuple[float, float]:
-        """
-        The connect and response timeouts for requests to C{pool}.
-        """
-        return self.pool_timeouts.get(
-            pool, (self.connect_timeout, self.response_timeout)
-        )
-
-
-_NO_KEEP_ALIVE_OVERRIDE: tuple[int | None, float | None] = (None, None)
 
 
 @implementer(IListenerFactory)
@@ -172,20 +142,13 @@ class HTTPProxyFactory(Factory):
         self.connections = ConnectionTracker()
         self.stats = ListenerStats()
         if endpoint_for is None:
-
-            def endpoint_for(
-                backend: Backend, preface: bytes = b""
-            ) -> IStreamClientEndpoint:
-                return client_endpoint(
-                    reactor,
-                    backend.host,
-                    backend.port,
-                    self.settings.longest_connect,
-                    backend.tls,
-                    preface,
-                )
-
+            endpoint_for = reactor_endpoints(reactor, self._longest_connect)
         self.endpoint_for = endpoint_for
+
+    def _longest_connect(self) -> float:
+        # The endpoint's own backstop: each request's attempt times its
+        # connect out by its pool's policy.
+        return max((pool.policy.connect_timeout for pool in self.registry), default=5.0)
 
     def buildProtocol(self, addr: IAddress | None) -> H1Connection:
         return H1Connection(self)

@@ -182,18 +182,11 @@ def http_settings(
             name.encode() for name in listener.remove_response_headers
         ),
         request_head_timeout=timeouts.request_head,
+        request_body_timeout=timeouts.request_body,
+        request_body_min_rate=listener.min_body_rate,
         keep_alive_timeout=timeouts.keep_alive,
-        connect_timeout=timeouts.connect,
         response_timeout=timeouts.response,
         tunnel_timeout=timeouts.tunnel,
-        pool_timeouts={
-            pool.name: (pool.timeouts.connect, pool.timeouts.response)
-            for pool in config.pools
-        },
-        pool_keep_alive={
-            pool.name: (pool.keep_alive.max_idle, pool.keep_alive.idle_timeout)
-            for pool in config.pools
-        },
     )
 
 

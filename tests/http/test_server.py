@@ -24,6 +24,7 @@ from rproxy.backends import Backend, Pool, Registry
 from rproxy.http.h1 import H1Connection as HTTPFrontProtocol
 from rproxy.http.listener import HTTPProxyFactory, HTTPSettings
 from rproxy.http.routing import Route, Router
+from rproxy.policy import PoolPolicy
 from tests.fakes import (
     Attempt,
     FakeEndpoints,
@@ -69,7 +70,12 @@ class _ServerCase(SynchronousTestCase):
     def setUp(self) -> None:
         self.clock = Clock()
         self.backend = Backend("127.0.0.1", 8001)
-        self.pool = Pool("web", [self.backend], now=self.clock.seconds)
+        self.pool = Pool(
+            "web",
+            [self.backend],
+            now=self.clock.seconds,
+            policy=PoolPolicy(connect_timeout=5.0, response_timeout=30.0),
+        )
         self.endpoints = FakeEndpoints()
         self.factory = HTTPProxyFactory(
             Registry([self.pool]),
@@ -81,7 +87,6 @@ class _ServerCase(SynchronousTestCase):
                 ),
                 request_head_timeout=10.0,
                 keep_alive_timeout=60.0,
-                response_timeout=30.0,
             ),
             endpoint_for=self.endpoints,
         )
