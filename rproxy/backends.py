@@ -23,7 +23,7 @@ from rproxy._backend import (
     parse_address,
 )
 from rproxy.interfaces import IBalancer, IRegistry
-from rproxy.policy import HashKey, PoolPolicy
+from rproxy.policy import PoolPolicy
 
 __all__ = [
     "AdminState",
@@ -107,25 +107,9 @@ class Pool:
         fall: int = 3,
         policy: PoolPolicy | None = None,
         now: Callable[[], float] = time.time,
-        connect_tries: int | None = None,
-        hash_key: str | None = None,
-        send_proxy: str | None = None,
     ) -> None:
-        """
-        @param connect_tries: deprecated, give C{policy}; with C{hash_key}
-            and C{send_proxy}, builds a default policy with these settings.
-        """
         if policy is None:
-            policy = PoolPolicy(
-                connect_tries=3 if connect_tries is None else connect_tries,
-                hash_key=HashKey.parse(hash_key or "client_ip"),
-                send_proxy=send_proxy,
-            )
-        elif (connect_tries, hash_key, send_proxy) != (None, None, None):
-            raise TypeError(
-                "give connect_tries, hash_key and send_proxy in the policy, "
-                "not beside it"
-            )
+            policy = PoolPolicy()
         if balancer is None:
             from rproxy.balancing import RoundRobin
 
@@ -141,30 +125,6 @@ class Pool:
         self._observers: list[StateObserver] = []
         for backend in backends:
             self.add(backend)
-
-    # Read-only views of the policy, until every front reads the policy.
-
-    @property
-    def connect_tries(self) -> int:
-        """
-        C{policy.connect_tries}.
-        """
-        return self.policy.connect_tries
-
-    @property
-    def hash_key(self) -> str:
-        """
-        C{policy.hash_key} as written in a config file (C{"client_ip"} or
-        C{"header:NAME"}, the name lowercased).
-        """
-        return str(self.policy.hash_key)
-
-    @property
-    def send_proxy(self) -> str | None:
-        """
-        C{policy.send_proxy}.
-        """
-        return self.policy.send_proxy
 
     def __repr__(self) -> str:
         return f"<Pool {self.name} backends={list(self._backends)}>"

@@ -16,7 +16,7 @@ from rproxy.backends import (
     parse_address,
 )
 from rproxy.interfaces import IRegistry
-from rproxy.policy import HashKey, PoolPolicy
+from rproxy.policy import PoolPolicy
 
 #: passive health as it was before the panic threshold: any backend may go.
 NO_PANIC = PoolPolicy(panic_threshold=0.0)
@@ -205,33 +205,9 @@ def test_registry_holds_named_pools() -> None:
         registry.get("a")
 
 
-def test_pool_builds_a_policy_from_the_old_keyword_arguments() -> None:
-    """connect_tries, hash_key and send_proxy still work, as the policy."""
-    pool = Pool("p", connect_tries=2, hash_key="header:X-User", send_proxy="v2")
-    assert pool.policy == PoolPolicy(
-        connect_tries=2, hash_key=HashKey(b"x-user"), send_proxy="v2"
-    )
-    assert (pool.connect_tries, pool.hash_key, pool.send_proxy) == (
-        2,
-        "header:x-user",
-        "v2",
-    )
+def test_pool_without_a_policy_has_the_default_one() -> None:
+    """A pool built without a policy has PoolPolicy's defaults."""
     assert Pool("p").policy == PoolPolicy()
-    with pytest.raises(TypeError):
-        Pool("p", policy=PoolPolicy(), connect_tries=2)
-
-
-def test_policy_views_are_read_only_and_follow_a_replaced_policy() -> None:
-    """The old attributes read the policy; a new policy replaces them all."""
-    pool = Pool("p")
-    pool.policy = PoolPolicy(connect_tries=5, send_proxy="v1")
-    assert (pool.connect_tries, pool.send_proxy, pool.hash_key) == (
-        5,
-        "v1",
-        "client_ip",
-    )
-    with pytest.raises(AttributeError):
-        pool.connect_tries = 1  # type: ignore[misc]
 
 
 def fail(pool: Pool, backend: Backend, times: int) -> None:

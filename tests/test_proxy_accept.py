@@ -16,6 +16,7 @@ from rproxy._tracking import ConnectionTracker
 from rproxy.backends import Backend, Pool, Registry
 from rproxy.http.listener import HTTPProxyFactory, HTTPSettings
 from rproxy.http.routing import Route, Router
+from rproxy.policy import PoolPolicy
 from rproxy.proxyprotocol import ProxyHeader, encode, encode_local, parse
 from rproxy.proxyprotocol.accept import ProxyHeaderFactory, ProxyHeaderProtocol
 from rproxy.tcp import TCPProxyFactory
@@ -204,7 +205,10 @@ class ThroughProxiesTests(SynchronousTestCase):
         """A send_proxy TCP pool behind an accepting listener announces the
         carried client and destination; bytes after the header follow it."""
         pool = Pool(
-            "db", [Backend("127.0.0.1", 9001)], now=self.clock.seconds, send_proxy="v1"
+            "db",
+            [Backend("127.0.0.1", 9001)],
+            now=self.clock.seconds,
+            policy=PoolPolicy(send_proxy="v1"),
         )
         factory = TCPProxyFactory(pool, self.clock, endpoint_for=self.endpoints)
         proto, client = self.front(factory)
@@ -219,7 +223,10 @@ class ThroughProxiesTests(SynchronousTestCase):
         bytes that followed it and routes by name; the pool's header names
         the carried client."""
         pool = Pool(
-            "web", [Backend("127.0.0.1", 9443)], now=self.clock.seconds, send_proxy="v2"
+            "web",
+            [Backend("127.0.0.1", 9443)],
+            now=self.clock.seconds,
+            policy=PoolPolicy(send_proxy="v2"),
         )
         factory = SNIProxyFactory(
             Registry([pool]),
@@ -259,7 +266,10 @@ class SendTests(SynchronousTestCase):
     def test_tcp_pool_header_names_client_and_listener_address(self) -> None:
         """Source is the client's address, destination the listener's."""
         pool = Pool(
-            "db", [Backend("127.0.0.1", 9001)], now=self.clock.seconds, send_proxy="v2"
+            "db",
+            [Backend("127.0.0.1", 9001)],
+            now=self.clock.seconds,
+            policy=PoolPolicy(send_proxy="v2"),
         )
         factory = TCPProxyFactory(pool, self.clock, endpoint_for=self.endpoints)
         proto = factory.buildProtocol(None)
@@ -274,7 +284,10 @@ class SendTests(SynchronousTestCase):
 
     def http_factory(self) -> HTTPProxyFactory:
         pool = Pool(
-            "web", [Backend("127.0.0.1", 8001)], now=self.clock.seconds, send_proxy="v1"
+            "web",
+            [Backend("127.0.0.1", 8001)],
+            now=self.clock.seconds,
+            policy=PoolPolicy(send_proxy="v1"),
         )
         return HTTPProxyFactory(
             Registry([pool]),
