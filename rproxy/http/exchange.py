@@ -190,9 +190,8 @@ class Exchange:
             pipe.close()
             return
         chain = self._chain
-        pipe.hooks[HEAD].extend(
-            chain.request_head[len(self.settings.filters.filters) :]
-        )
+        listener_hooks = len(self.settings.filters.request_head)
+        pipe.hooks[HEAD].extend(chain.request_head[listener_hooks:])
         pipe.hooks[BODY][:] = chain.request_body
         pipe.hooks[END][:] = chain.request_end
 
