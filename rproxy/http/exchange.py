@@ -369,8 +369,9 @@ class Exchange:
             codec.resume_reading()
 
     def _release_backend(self) -> None:
-        if self._attempt is not None:
-            self._attempt.cancel()
+        attempt = self._attempt
+        if attempt is not None:
+            attempt.cancel()
 
     def _drop_upstream(self) -> None:
         upstream = self.upstream
@@ -472,11 +473,11 @@ class Exchange:
 
     def upstream_failed(self, reason: str, status: int) -> None:
         upstream, request, attempt = self.upstream, self.request, self._attempt
-        assert request is not None and attempt is not None
         self.upstream = None
-        if self.phase is Phase.DONE:
-            attempt.release()
+        if self.phase is Phase.DONE or attempt is None:
+            self._release_backend()
             return
+        assert request is not None
         received = upstream is not None and upstream.received_any
         # A reused connection the backend had closed meanwhile is not the
         # backend's fault, and the same backend may be asked again.
@@ -679,6 +680,14 @@ class Exchange:
         self._recorded = True
         count(self)
         emit(self)
+        # The attempt and the pipes call back into the exchange: dropping
+        # them here frees the whole exchange by reference counting, without
+        # waiting for (and paying for) the cyclic garbage collector.
+        self._attempt = None
+        for pipe in (self._requests, self._responses):
+            if pipe is not None:
+                pipe.close()
+        self._requests = self._responses = None
 
 
 def _reason(status: int) -> bytes:
