@@ -107,6 +107,18 @@ class BackendAttempt:
     @ivar status: why it gave up, once it has.
     """
 
+    # Defaults most attempts keep (one is made per connection or request).
+    backend: Backend | None = None
+    reused: bool = False
+    status: int | None = None
+    state: AttemptState = AttemptState.READY
+    preface: bytes = b""
+    _connecting: defer.Deferred[Any] | None = None
+    _holding: bool = False
+    #: C{backend} was connected (and may have been released since).
+    _had_connection: bool = False
+    _failed_status: int = BAD_GATEWAY
+
     def __init__(
         self,
         pool: Pool,
@@ -122,16 +134,10 @@ class BackendAttempt:
     ) -> None:
         self.pool = pool
         self.policy: PoolPolicy = pool.policy
-        self.preface = (
-            b""
-            if self.policy.send_proxy is None
-            else proxy_header_for(self.policy.send_proxy, client)
-        )
+        send_proxy = self.policy.send_proxy
+        if send_proxy is not None:
+            self.preface = proxy_header_for(send_proxy, client)
         self.tried: list[Backend] = []
-        self.backend: Backend | None = None
-        self.reused = False
-        self.status: int | None = None
-        self.state = _READY
         self._clock = clock
         self._endpoint_for = endpoint_for
         self._factory_for = factory_for
@@ -140,11 +146,6 @@ class BackendAttempt:
         self._key = key
         self._client = client
         self._reuse = reuse
-        self._connecting: defer.Deferred[Any] | None = None
-        self._holding = False
-        #: C{backend} was connected (and may have been released since).
-        self._had_connection = False
-        self._failed_status = BAD_GATEWAY
 
     @property
     def connecting(self) -> bool:
@@ -198,6 +199,17 @@ class BackendAttempt:
         """
         if self.backend is not None:
             self.pool.report_success(self.backend)
+
+    def finished(self) -> None:
+        """
+        The backend did what was asked and the caller is done with it:
+        L{succeeded}, then L{release}.
+        """
+        backend = self.backend
+        if backend is not None:
+            self.pool.report_success(backend)
+        self._give_back()
+        self.state = _DONE
 
     def release(self) -> None:
         """

@@ -183,7 +183,11 @@ class Exchange:
             self._requests = self._request_pipe(hooks)
             self._requests.push(HEAD, head)
         elif self._route(head):
-            self._after_route(head)
+            if self._chain.requests:
+                self._after_route(head)
+            else:
+                self.phase = _CONNECTING
+                self._connect()
 
     def _request_pipe(self, heads: list[Any]) -> Pipe:
         chain = self._chain
@@ -364,10 +368,10 @@ class Exchange:
         upstream.send_request(
             head,
             self.target,
-            backend_address=backend.address.encode(),
-            client_ip=self.client,
-            scheme=settings.scheme,
-            policy=settings.policy,
+            backend.address.encode(),
+            self.client,
+            settings.scheme,
+            settings.policy,
         )
         self._upstream_started = self.last_io = self.clock.seconds()
         codec = self.codec
@@ -411,13 +415,14 @@ class Exchange:
         self.status = head.status
         self.upstream_time = now - self._upstream_started
         head.headers = forward_response_headers(
-            head.headers, remove=frozenset(), via=self.settings.policy.via
+            head.headers, via=self.settings.policy.via
         )
         self.response = head
         if self._chain.responses:
             self._response_pipe().push(HEAD, head)
         else:
-            self._start_response(head)
+            self.response_started = True
+            self.codec.send_head(self, head)
 
     def _response_pipe(self) -> Pipe:
         pipe = self._responses
@@ -455,7 +460,7 @@ class Exchange:
         self.codec.send_body(data)
 
     def response_trailers(self, headers: list[tuple[bytes, bytes]]) -> None:
-        self._trailers = response_trailers(headers, remove=frozenset())
+        self._trailers = response_trailers(headers)
 
     def flush_output(self) -> None:
         self.codec.flush()
@@ -477,8 +482,7 @@ class Exchange:
         assert attempt is not None
         # A whole response: the backend's run of failures (connects, resets,
         # garbage, timeouts) is over.
-        attempt.succeeded()
-        attempt.release()
+        attempt.finished()
         if upstream is not None:
             if not self._request_sent:
                 # The backend answered before the request body was all sent:
@@ -548,7 +552,6 @@ class Exchange:
         self.response_started = True
         head.headers = forward_response_headers(
             head.headers,
-            remove=frozenset(),
             via=self.settings.policy.via,
             keep_upgrade=True,
         )

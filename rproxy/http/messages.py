@@ -87,7 +87,7 @@ _NOT_TRAILERS = _FRAMING | frozenset(
 
 
 def response_trailers(
-    trailers: Headers, *, remove: frozenset[bytes]
+    trailers: Headers, *, remove: frozenset[bytes] = frozenset()
 ) -> list[tuple[bytes, bytes]]:
     """
     The trailer fields of a response that may be passed to a client.

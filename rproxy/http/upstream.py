@@ -165,7 +165,6 @@ class UpstreamProtocol(Protocol):
         self,
         head: RequestHead,
         target: bytes,
-        *,
         backend_address: bytes,
         client_ip: str,
         scheme: bytes,
