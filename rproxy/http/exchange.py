@@ -14,6 +14,7 @@ some: an exchange without filters allocates nothing for them.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from enum import Enum
 from http import HTTPStatus
 from typing import TYPE_CHECKING, Any
@@ -133,6 +134,8 @@ class Exchange:
         self._chain: FilterChain = NO_FILTERS
         self._requests: Pipe | None = None
         self._responses: Pipe | None = None
+        #: the backend connection a suspended response filter paused.
+        self._paused_upstream: Any = None
         self._notes: dict[str, Any] | None = None
         self._recorded = False
 
@@ -393,6 +396,10 @@ class Exchange:
         head.headers = forward_response_headers(
             head.headers, remove=frozenset(), via=self.settings.policy.via
         )
+        if self._chain.responses:
+            # Filters may change the head (a new body length): the backend
+            # connection reads the body as its own copy says.
+            head = replace(head)
         self.response = head
         if self._chain.responses:
             self._response_pipe().push(HEAD, head)
@@ -635,6 +642,10 @@ class Exchange:
         self.status = status
         self.phase = Phase.DONE
         self._drop_upstream()
+        if self._requests is not None:
+            self._requests.close()  # a filter resuming later goes no further
+        if self._responses is not None:
+            self._responses.close()
         self.record()
 
     def timed_out(self) -> None:
@@ -664,12 +675,20 @@ class Exchange:
     def _pause_upstream(self) -> None:
         upstream = self.upstream
         if upstream is not None and upstream.transport is not None:
+            self._paused_upstream = upstream.transport
             upstream.transport.pauseProducing()  # type: ignore[attr-defined]
+        # A filter suspended again after it let some body through.
+        self.codec.flush()
 
     def _resume_upstream(self) -> None:
-        upstream = self.upstream
-        if upstream is not None and upstream.transport is not None:
-            upstream.transport.resumeProducing()  # type: ignore[attr-defined]
+        # The response may have ended while a filter held it (its backend
+        # connection is back in the keep-alive pool): resume the connection
+        # that was paused, and send what the filters let through meanwhile
+        # (no read from the backend is under way to flush it).
+        transport, self._paused_upstream = self._paused_upstream, None
+        if transport is not None and not transport.disconnecting:
+            transport.resumeProducing()
+        self.codec.flush()
 
     def record(self) -> None:
         """

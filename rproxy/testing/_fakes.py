@@ -148,6 +148,7 @@ class Attempt:
         """
         The backend sends C{data} (completing the connect first if needed).
         """
+        assert not self.cancelled, "the proxy cancelled this connect"
         if self.transport is None:
             self.succeed()
         self.protocol.dataReceived(data)
