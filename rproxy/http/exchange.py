@@ -651,9 +651,14 @@ class Exchange:
     def timed_out(self) -> None:
         """
         Nothing moved for the response timeout: a client that stopped
-        sending its body gets 408, a backend that has not started answering
-        504, and a response that stalled midway is cut.
+        sending its body gets 408, a request filter or a backend that has
+        not decided or started answering 504, and a response that stalled
+        midway is cut.
         """
+        if self.phase is Phase.FILTERING:
+            # A filter did not decide in time (the client is paused meanwhile).
+            self.fail(504)
+            return
         if not self._request_ended and not self.response_started:
             self.fail(408)
             return

@@ -101,7 +101,9 @@ class HTTPHarness:
     By default one pool, C{"web"}, of one backend (C{127.0.0.1:8001}), and
     one route to it for every request.  Give C{routes} and C{filters} (the
     listener's), or whole C{settings}; C{pools} built on C{clock} (their
-    C{now=clock.seconds}) replace the default pool.
+    C{now=clock.seconds}) replace the default pool.  Call L{close} at the
+    end of each test, even a failing one (C{self.addCleanup(harness.close)}):
+    until then the harness observes the global log and access events.
 
     @ivar clock: the time the listener and pools see; advance it.
     @ivar endpoints: every connect the listener made, as L{Attempt}s.

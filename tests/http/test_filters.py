@@ -277,6 +277,28 @@ class LocalReplyTests(_Case):
         self.assertFalse(client.closed)
         self.assertEqual(harness.endpoints.attempts, [])
 
+    def test_response_head_may_answer_instead_of_the_backend(self) -> None:
+        """A LocalReply from response_head replaces the backend's response;
+        that backend connection is not reused."""
+
+        class Mask(HTTPFilter):
+            def response_head(self, exchange: Exchange, head: ResponseHead) -> Any:
+                if head.status >= 500:
+                    return LocalReply(503, body=b"later\n")
+                return None
+
+        harness = self.harness(filters=[Mask()])
+        client = harness.request("GET", "/")
+        attempt = harness.backend_responds(
+            b"HTTP/1.1 500 Oops\r\nContent-Length: 5\r\n\r\ntrace"
+        )
+        self.assertEqual(
+            (client.response().status, client.response().body), (503, b"later\n")
+        )
+        assert attempt.transport is not None
+        self.assertTrue(attempt.transport.disconnecting)
+        self.assertFalse(client.closed)
+
 
 class SuspendRequestTests(_Case):
     def test_no_connect_until_request_head_resumes(self) -> None:
@@ -328,6 +350,19 @@ class SuspendRequestTests(_Case):
         self.assertTrue(attempt.received.endswith(b"\r\n\r\n" + body))
         attempt.respond(OK)
         self.assertEqual(client.response().status, 200)
+
+    def test_a_filter_that_never_decides_is_a_504(self) -> None:
+        """A request head suspended past the listener's response timeout is
+        answered 504, not 408: the client sent its request whole."""
+        gate = Gate("request_head")
+        harness = self.harness(filters=[gate])
+        client = harness.request("GET", "/")
+        harness.clock.advance(harness.factory.settings.response_timeout)
+        self.assertEqual(client.response().status, 504)
+        self.assertTrue(client.closed)
+        self.assertEqual(harness.endpoints.attempts, [])
+        gate.gates[0][0].callback(None)  # too late: goes nowhere
+        self.assertEqual(harness.endpoints.attempts, [])
 
     def test_client_gone_while_suspended_connects_nowhere(self) -> None:
         """A client that closes while request_head is suspended is recorded
