@@ -29,7 +29,7 @@ a filter is tested through the real codec and exchange::
     harness.close()           # closes what is open; fails if timers are left
 
 The fakes are also usable on their own, as rproxy's own tests use them for
-the TCP and SNI fronts and for health checks: L{FakeEndpoints} is an
+the TCP and SNI fronts and the backend attempt machine: L{FakeEndpoints} is an
 C{endpoint_for} (C{backend, preface -> IStreamClientEndpoint}),
 L{connect} attaches a transport to a protocol, and L{captured_access}
 collects access events.
