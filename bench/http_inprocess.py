@@ -8,7 +8,11 @@ Python work per request (parsing, routing, head building, bookkeeping), the
 part of the cost that the socket benchmark (`http_bench.py`) cannot separate
 from syscalls and the reactor.
 
-    python bench/http_inprocess.py [--requests N] [--profile]
+    python bench/http_inprocess.py [--requests N] [--filters N] [--profile]
+
+With C{--filters N}, the listener has N trivial filters (each looks at the
+request head and the response head and lets them through): what the filter
+chain costs a request.
 """
 
 from __future__ import annotations
@@ -27,6 +31,9 @@ from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 
 from rproxy.backends import Backend, Pool, Registry
+from rproxy.http.exchange import Exchange
+from rproxy.http.filters import HTTPFilter
+from rproxy.http.framing import RequestHead, ResponseHead
 from rproxy.http.listener import HTTPProxyFactory, HTTPSettings
 from rproxy.http.routing import Route, Router
 from rproxy.http.upstream import UpstreamProtocol
@@ -40,14 +47,32 @@ RESPONSE = (
 )
 
 
-def setup() -> tuple[object, StringTransport, UpstreamProtocol, StringTransport]:
+class Trivial(HTTPFilter):
+    """Looks at both heads and lets them through."""
+
+    name = "trivial"
+
+    def request_head(self, exchange: Exchange, head: RequestHead) -> None:
+        return None
+
+    def response_head(self, exchange: Exchange, head: ResponseHead) -> None:
+        return None
+
+
+def setup(
+    filters: int = 0,
+) -> tuple[object, StringTransport, UpstreamProtocol, StringTransport]:
     clock = Clock()
     backend = Backend("127.0.0.1", 8001)
     pool = Pool("web", [backend], now=clock.seconds)
     factory = HTTPProxyFactory(
         Registry([pool]),
         clock,
-        HTTPSettings(listener="front", router=Router([Route(pool="web")])),
+        HTTPSettings(
+            listener="front",
+            router=Router([Route(pool="web")]),
+            filters=[Trivial() for _ in range(filters)],
+        ),
         endpoint_for=lambda backend: None,  # type: ignore[arg-type,return-value]
     )
     upstream = UpstreamProtocol(backend)
@@ -61,8 +86,8 @@ def setup() -> tuple[object, StringTransport, UpstreamProtocol, StringTransport]
     return front, front_transport, upstream, upstream_transport
 
 
-def run(requests: int) -> float:
-    front, front_transport, upstream, upstream_transport = setup()
+def run(requests: int, filters: int = 0) -> float:
+    front, front_transport, upstream, upstream_transport = setup(filters)
     received = front.dataReceived  # type: ignore[attr-defined]
     answer = upstream.dataReceived
     started = time.perf_counter()
@@ -84,14 +109,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--requests", type=int, default=200_000)
     parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--filters", type=int, default=0)
     parser.add_argument("--profile", action="store_true")
     args = parser.parse_args()
     if args.profile:
         profiler = cProfile.Profile()
-        profiler.runcall(run, args.requests)
+        profiler.runcall(run, args.requests, args.filters)
         pstats.Stats(profiler).sort_stats("tottime").print_stats(25)
         return
-    times = sorted(run(args.requests) for _ in range(args.repeat))
+    times = sorted(run(args.requests, args.filters) for _ in range(args.repeat))
     print(
         f"{times[len(times) // 2]:.2f} us per request (median of {args.repeat}, "
         f"min {times[0]:.2f}, max {times[-1]:.2f}), {args.requests} requests each"

@@ -6,16 +6,24 @@ of the package is private.  A TCP load balancer in a few lines::
     pool = Pool("web", [Backend.from_address("127.0.0.1:9001")], SmoothWeighted())
     HealthMonitor(pool, TCPCheck(reactor), reactor).startService()
     serverFromString(reactor, "tcp:8000").listen(TCPProxyFactory(pool, reactor))
+
+An HTTP listener with a filter of your own::
+
+    settings = HTTPSettings(listener="web", router=Router([Route("web")]),
+                            filters=[MyFilter()])
+    serverFromString(reactor, "tcp:8080").listen(
+        HTTPProxyFactory(Registry([pool]), reactor, settings))
 """
 
 from typing import Any
 
-from rproxy._endpoints import HandshakeEndpoint, client_endpoint
-from rproxy._fds import FdBudget, FdLimit, raise_fd_limit
+from rproxy._endpoints import client_endpoint
+from rproxy._fds import FdLimit, raise_fd_limit
 from rproxy._reactor import ProxyReactor
 from rproxy._reactor import install as install_reactor
-from rproxy.accesslog import AccessEvents, AccessLog, access_events
+from rproxy.accesslog import AccessLog, access_events
 from rproxy.acme.challenges import Challenges
+from rproxy.attempts import BackendAttempt
 from rproxy.backends import AdminState, Backend, BackendState, Pool, Registry
 from rproxy.balancing import (
     ConsistentHash,
@@ -23,52 +31,69 @@ from rproxy.balancing import (
     RoundRobin,
     SmoothWeighted,
     TwoRandomChoices,
-    make_balancer,
 )
 from rproxy.config import Config, ConfigError, load_config
 from rproxy.health import HealthMonitor, HTTPCheck, TCPCheck
-from rproxy.http.framing import Limits
+from rproxy.http.exchange import Exchange, Phase
+from rproxy.http.filters import HTTPFilter, LocalReply
+from rproxy.http.filters.acme import AcmeChallenges
+from rproxy.http.filters.headers import RequestHeaders, ResponseHeaders
+from rproxy.http.filters.redirect import HTTPSRedirect
+from rproxy.http.framing import Limits, RequestHead, ResponseHead
 from rproxy.http.headers import ForwardingPolicy
 from rproxy.http.listener import HTTPProxyFactory, HTTPSettings
 from rproxy.http.routing import Route, Router
-from rproxy.interfaces import IBalancer, IHealthCheck, IRegistry, IRouter
+from rproxy.interfaces import (
+    IBalancer,
+    IHealthCheck,
+    IHTTPFilter,
+    IListenerFactory,
+    IRegistry,
+    IRouter,
+)
+from rproxy.policy import HashKey, PoolPolicy
 from rproxy.proxyprotocol import ProxyHeader, ProxyHeaderError
 from rproxy.proxyprotocol.accept import ProxyHeaderFactory
 from rproxy.service import ProxyService, ReloadError
-from rproxy.stats import LatencyHistogram, ListenerStats
 from rproxy.tcp import TCPProxyFactory
 from rproxy.tcp.sni import SNIProxyFactory, SNIRoutes
 from rproxy.tls import ServerCertificate, ServerTLS, backend_tls, load_certificate
 
 __all__ = [
-    "AccessEvents",
     "AccessLog",
+    "AcmeChallenges",
     "AcmeService",
     "AdminService",
     "AdminState",
     "Backend",
+    "BackendAttempt",
     "BackendState",
     "Challenges",
     "Config",
     "ConfigError",
     "ConsistentHash",
-    "FdBudget",
+    "Exchange",
     "FdLimit",
     "ForwardingPolicy",
     "HTTPCheck",
+    "HTTPFilter",
     "HTTPProxyFactory",
+    "HTTPSRedirect",
     "HTTPSettings",
-    "HandshakeEndpoint",
+    "HashKey",
     "HealthMonitor",
     "IBalancer",
+    "IHTTPFilter",
     "IHealthCheck",
+    "IListenerFactory",
     "IRegistry",
     "IRouter",
-    "LatencyHistogram",
     "LeastConnections",
     "Limits",
-    "ListenerStats",
+    "LocalReply",
+    "Phase",
     "Pool",
+    "PoolPolicy",
     "ProxyHeader",
     "ProxyHeaderError",
     "ProxyHeaderFactory",
@@ -76,6 +101,10 @@ __all__ = [
     "ProxyService",
     "Registry",
     "ReloadError",
+    "RequestHead",
+    "RequestHeaders",
+    "ResponseHead",
+    "ResponseHeaders",
     "RoundRobin",
     "Route",
     "Router",
@@ -93,7 +122,6 @@ __all__ = [
     "install_reactor",
     "load_certificate",
     "load_config",
-    "make_balancer",
     "raise_fd_limit",
 ]
 

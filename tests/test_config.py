@@ -26,6 +26,7 @@ from rproxy.config import (
     load_config,
     parse_config,
 )
+from rproxy.http.filters.headers import HeaderRules
 from rproxy.http.routing import Route
 from rproxy.interfaces import IBalancer
 
@@ -1012,6 +1013,7 @@ def test_http_listener_gets_the_documented_defaults() -> None:
         "via": False,
         "preserve_host": True,
         "remove_response_headers": (),
+        "headers": HeaderRules(),
         "max_body": None,
         "min_body_rate": 500.0,
         "max_header_size": 16384,

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 
 from attrs import Attribute, field, frozen, validators
 
+from rproxy.config._headers import HEADER_KEYS, parse_header_rules
 from rproxy.config._tls import ListenerTLSConfig, parse_listener_tls, parse_sni_routes
 from rproxy.config._validate import (
     Table,
@@ -30,6 +31,7 @@ from rproxy.config._validate import (
     server_endpoint,
     string,
 )
+from rproxy.http.filters.headers import HeaderRules
 from rproxy.http.routing import Route
 
 if TYPE_CHECKING:
@@ -47,6 +49,9 @@ HTTP_ONLY_KEYS = (
     "via",
     "preserve_host",
     "remove_response_headers",
+    "set_request_headers",
+    "remove_request_headers",
+    "add_response_headers",
     "max_body",
     "min_body_rate",
     "max_header_size",
@@ -122,6 +127,8 @@ class ListenerConfig:
         C{host:port}.
     @ivar remove_response_headers: header names, lowercase, without
         duplicates, removed from every response.
+    @ivar headers: the listener's other header rewriting (request fields
+        set and removed, response fields added); routes have their own.
     @ivar max_body: the largest request body in bytes, or None for no limit.
     @ivar min_body_rate: bytes per second a request body must average
         after its first five seconds (else 408, as Apache's
@@ -145,6 +152,7 @@ class ListenerConfig:
     via: bool = field(default=False, kw_only=True)
     preserve_host: bool = field(default=True, kw_only=True)
     remove_response_headers: tuple[str, ...] = field(default=(), kw_only=True)
+    headers: HeaderRules = field(factory=HeaderRules, kw_only=True)
     max_body: int | None = field(
         default=None, kw_only=True, validator=validators.optional(_positive)
     )
@@ -156,8 +164,8 @@ class ListenerConfig:
     max_target: int = field(default=8192, kw_only=True, validator=_positive)
 
 
-_LISTENER_KEYS = model_keys(ListenerConfig)
-_ROUTE_KEYS = ("host", "path_prefix", "strip_prefix", "pool")
+_LISTENER_KEYS = (*model_keys(ListenerConfig, "headers"), *HEADER_KEYS[:3])
+_ROUTE_KEYS = ("host", "path_prefix", "strip_prefix", "pool", *HEADER_KEYS)
 
 
 def parse_listeners(
@@ -287,6 +295,7 @@ def _listener(
         via=table.get("via", boolean, False),
         preserve_host=table.get("preserve_host", boolean, True),
         remove_response_headers=tuple(dict.fromkeys(remove)),
+        headers=parse_header_rules(table, remove_response=()),
         max_body=table.get("max_body", positive_int, None),
         min_body_rate=table.get("min_body_rate", non_negative_number, 500.0),
         max_header_size=table.get("max_header_size", positive_int, 16384),
@@ -387,6 +396,7 @@ def _route(table: Table, pools: Mapping[str, PoolConfig | None]) -> Route | None
     prefix = table.get("path_prefix", string, None)
     strip = table.get("strip_prefix", boolean, False)
     pool = table.require("pool", string)
+    headers = parse_header_rules(table)
     _try_route(table, "host", lambda: Route(_PROBE, host=host))
     prefix_ok = prefix is not None or "path_prefix" not in table
     if prefix_ok and _try_route(
@@ -401,7 +411,7 @@ def _route(table: Table, pools: Mapping[str, PoolConfig | None]) -> Route | None
         _check_pool(table, pool, pools, tcp=False)
     if pool is None or len(table.problems.lines) != found:
         return None
-    return Route(pool, host, prefix, strip)
+    return Route(pool, host, prefix, strip, headers=headers)
 
 
 def _try_route(table: Table, key: str, build: Callable[[], Route]) -> bool:

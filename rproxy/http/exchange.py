@@ -193,9 +193,8 @@ class Exchange:
             pipe.close()
             return
         chain = self._chain
-        pipe.hooks[HEAD].extend(
-            chain.request_head[len(self.settings.filters.filters) :]
-        )
+        listener_hooks = len(self.settings.filters.request_head)
+        pipe.hooks[HEAD].extend(chain.request_head[listener_hooks:])
         pipe.hooks[BODY][:] = chain.request_body
         pipe.hooks[END][:] = chain.request_end
 
@@ -373,8 +372,9 @@ class Exchange:
             codec.resume_reading()
 
     def _release_backend(self) -> None:
-        if self._attempt is not None:
-            self._attempt.cancel()
+        attempt = self._attempt
+        if attempt is not None:
+            attempt.cancel()
 
     def _drop_upstream(self) -> None:
         upstream = self.upstream
@@ -465,6 +465,8 @@ class Exchange:
         # garbage, timeouts) is over.
         attempt.succeeded()
         attempt.release()
+        if self._paused_upstream is not None:
+            self._resume_upstream()  # a response filter held the end
         if upstream is not None:
             if not self._request_sent:
                 # The backend answered before the request body was all sent:
@@ -480,11 +482,11 @@ class Exchange:
 
     def upstream_failed(self, reason: str, status: int) -> None:
         upstream, request, attempt = self.upstream, self.request, self._attempt
-        assert request is not None and attempt is not None
         self.upstream = None
-        if self.phase is Phase.DONE:
-            attempt.release()
+        if self.phase is Phase.DONE or attempt is None:
+            self._release_backend()
             return
+        assert request is not None
         received = upstream is not None and upstream.received_any
         # A reused connection the backend had closed meanwhile is not the
         # backend's fault, and the same backend may be asked again.
@@ -642,10 +644,6 @@ class Exchange:
         self.status = status
         self.phase = Phase.DONE
         self._drop_upstream()
-        if self._requests is not None:
-            self._requests.close()  # a filter resuming later goes no further
-        if self._responses is not None:
-            self._responses.close()
         self.record()
 
     def timed_out(self) -> None:
@@ -686,10 +684,9 @@ class Exchange:
         self.codec.flush()
 
     def _resume_upstream(self) -> None:
-        # The response may have ended while a filter held it (its backend
-        # connection is back in the keep-alive pool): resume the connection
-        # that was paused, and send what the filters let through meanwhile
-        # (no read from the backend is under way to flush it).
+        # Resume the connection that was paused (the response may have
+        # ended meanwhile: self.upstream is gone), and send what the filters
+        # let through (no read from the backend is under way to flush it).
         transport, self._paused_upstream = self._paused_upstream, None
         if transport is not None and not transport.disconnecting:
             transport.resumeProducing()
@@ -704,6 +701,14 @@ class Exchange:
         self._recorded = True
         count(self)
         emit(self)
+        # The attempt and the pipes call back into the exchange: dropping
+        # them here frees the whole exchange by reference counting, without
+        # waiting for (and paying for) the cyclic garbage collector.
+        self._attempt = None
+        for pipe in (self._requests, self._responses):
+            if pipe is not None:
+                pipe.close()
+        self._requests = self._responses = None
 
 
 def _reason(status: int) -> bytes:

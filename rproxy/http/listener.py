@@ -102,7 +102,8 @@ class HTTPSettings:
         found = self._chains.get(id(route))
         if found is not None and found[0] is route:
             return found[1]
-        own = getattr(route, "filters", ())
+        all_filters = getattr(route, "all_filters", None)
+        own = all_filters() if all_filters is not None else ()
         chain = self.filters + FilterChain(own) if own else self.filters
         self._chains[id(route)] = (route, chain)
         return chain

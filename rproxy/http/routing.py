@@ -17,6 +17,7 @@ from typing import Any
 from attrs import Attribute, field, frozen
 from zope.interface import implementer
 
+from rproxy.http.filters.headers import HeaderRules
 from rproxy.interfaces import IRouter
 
 __all__ = ["Match", "Route", "Router"]
@@ -106,6 +107,8 @@ class Route:
         prefix is no access control unless the server normalises paths.
     @ivar strip_prefix: send the target upstream without the prefix (less
         its trailing C{"/"}), keeping a leading C{"/"} and the query.
+    @ivar headers: the route's header rewriting (from the config), run
+        before its C{filters}.
     @ivar filters: filters (L{rproxy.http.filters.IHTTPFilter}) for the
         requests this route takes, after the listener's.
     """
@@ -114,7 +117,15 @@ class Route:
     host: str | None = field(default=None, converter=_route_host)
     path_prefix: str | None = field(default=None, validator=_check_prefix)
     strip_prefix: bool = field(default=False, validator=_check_strip)
+    headers: HeaderRules = field(factory=HeaderRules)
     filters: tuple[Any, ...] = field(default=(), converter=tuple)
+
+    def all_filters(self) -> tuple[Any, ...]:
+        """
+        The filters of requests taking this route: its header rewriting,
+        then its own filters.
+        """
+        return self.headers.filters() + self.filters
 
 
 @frozen

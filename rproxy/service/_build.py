@@ -163,7 +163,7 @@ def http_settings(
         add_response_headers=(
             ((b"Strict-Transport-Security", hsts.encode("ascii")),) if hsts else ()
         ),
-        filters=filters,
+        filters=(*filters, *listener.headers.filters()),
         router=Router(listener.routes),
         policy=ForwardingPolicy(
             trusted=listener.trusted_proxies,

@@ -276,4 +276,10 @@ class HTTPProxyTests(TestCase):
         one, two, three = (data.index(p) for p in (b" /one", b"abcde", b" /three"))
         self.assertLess(one, two)
         self.assertLess(two, three)
-        self.assertEqual(data.count(b"Connection: close"), 1)
+        # Only the last response may announce the close, and it does when
+        # the FIN was read before that response was sent (a loopback race,
+        # as in test_half_closed_client_gets_its_response).
+        closes = data.count(b"Connection: close")
+        self.assertLessEqual(closes, 1)
+        if closes:
+            self.assertGreater(data.index(b"Connection: close"), two)
