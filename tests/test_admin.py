@@ -23,6 +23,7 @@ from rproxy.config import parse_config
 from rproxy.config._admin import AdminConfig
 from rproxy.http.listener import HTTPProxyFactory, HTTPSettings
 from rproxy.http.routing import Route, Router
+from rproxy.policy import PoolPolicy
 from rproxy.service import ProxyService
 from rproxy.service._listeners import ListenerService
 from rproxy.tcp import TCPProxyFactory
@@ -141,6 +142,7 @@ class ReadTests(_AdminCase):
         stats.requests[:] = [0, 5, 0, 1, 0, 1]
         stats.connections_closed = 3
         stats.bytes_in, stats.bytes_out = 30, 400
+        stats.request_body_timeouts, stats.request_body_too_slow = 2, 9
         self.tcp.stats.connection_ended(11, 22)
 
     def test_status_json_shows_every_listener_pool_and_backend(self) -> None:
@@ -180,10 +182,15 @@ class ReadTests(_AdminCase):
                 },
                 "bytes_in": 30,
                 "bytes_out": 400,
+                "request_body_timeouts": 2,
+                "request_body_too_slow": 9,
             },
         )
         self.assertEqual(
             (raw["protocol"], raw["pool"], raw["connections_total"]), ("tcp", "web", 1)
+        )
+        self.assertEqual(
+            (raw["request_body_timeouts"], raw["request_body_too_slow"]), (0, 0)
         )
         self.assertEqual((raw["bytes_in"], raw["bytes_out"]), (11, 22))
         [pool] = status["pools"]
@@ -341,11 +348,79 @@ class ReadTests(_AdminCase):
         self.assertEqual(value("rproxy_listener_received_bytes_total", **front), 30)
         self.assertEqual(value("rproxy_listener_sent_bytes_total", **front), 400)
         self.assertEqual(
+            value(
+                "rproxy_listener_request_body_timeouts_total", reason="idle", **front
+            ),
+            2,
+        )
+        self.assertEqual(
+            value(
+                "rproxy_listener_request_body_timeouts_total", reason="slow", **front
+            ),
+            9,
+        )
+        self.assertEqual(
             value("rproxy_listener_info", protocol="tcp", listener="raw"), 1
         )
         self.assertEqual(
             value("rproxy_listener_received_bytes_total", listener="raw"), 11
         )
+
+    def test_request_bodies_cut_by_a_listener_are_counted(self) -> None:
+        """
+        An upload that stalls and one that trickles under the minimum rate,
+        both answered 408 by an HTTP listener, show in /status.json and
+        /metrics by reason.
+        """
+        pool = Pool(
+            "uploads",
+            [Backend("10.0.0.3", 80)],
+            policy=PoolPolicy(connect_timeout=60.0),
+        )
+        factory = HTTPProxyFactory(
+            Registry([pool]),
+            self.reactor,
+            HTTPSettings(
+                listener="uploads",
+                router=Router([Route(pool="uploads")]),
+                request_body_timeout=2.0,
+                request_body_min_rate=100.0,
+            ),
+        )
+        self.listeners["uploads"] = ListenerService(
+            "uploads", "tcp:8081", factory, self.reactor, 1.0
+        )
+        head = b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 1000\r\n\r\n"
+        stalled, trickled = StringTransport(), StringTransport()
+        clients = []
+        for transport in (stalled, trickled):
+            client = factory.buildProtocol(PEER)
+            client.makeConnection(transport)
+            client.dataReceived(head + b"x")
+            clients.append(client)
+        for _ in range(40):  # 10 s, one byte every 0.25 s on one of them
+            self.reactor.advance(0.25)
+            if not trickled.disconnecting:
+                clients[1].dataReceived(b"x")
+        for transport in (stalled, trickled):
+            self.assertTrue(transport.value().startswith(b"HTTP/1.1 408 "))
+            self.assertTrue(transport.disconnecting)
+        [listener] = [
+            entry
+            for entry in self.request("GET", "/status.json").json()["listeners"]
+            if entry["name"] == "uploads"
+        ]
+        self.assertEqual(
+            (listener["request_body_timeouts"], listener["request_body_too_slow"]),
+            (1, 1),
+        )
+        metrics = self.request("GET", "/metrics").body.decode()
+        for reason in ("idle", "slow"):
+            self.assertIn(
+                "rproxy_listener_request_body_timeouts_total"
+                f'{{listener="uploads",reason="{reason}"}} 1.0',
+                metrics,
+            )
 
     def test_status_page_shows_each_backend_escaped(self) -> None:
         """

@@ -83,6 +83,13 @@ class ProxyCollector(Collector):
             "each request or connection ends.",
             labels=_LISTENER,
         )
+        body_timeouts = CounterMetricFamily(
+            "rproxy_listener_request_body_timeouts_total",
+            "HTTP requests answered 408 while their body was read, by reason "
+            '("idle": nothing came for the body timeout; "slow": it came '
+            "under the listener's minimum rate).",
+            labels=[*_LISTENER, "reason"],
+        )
         for name, service in list(self._listeners.items()):
             stats = service.factory.stats
             total, open_now, _ = listener_counters(service)
@@ -93,7 +100,9 @@ class ProxyCollector(Collector):
                 requests.add_metric([name, code], count)
             received.add_metric([name], stats.bytes_in)
             sent.add_metric([name], stats.bytes_out)
-        yield from (info, connections, active, requests, received, sent)
+            body_timeouts.add_metric([name, "idle"], stats.request_body_timeouts)
+            body_timeouts.add_metric([name, "slow"], stats.request_body_too_slow)
+        yield from (info, connections, active, requests, received, sent, body_timeouts)
 
     def _backend_metrics(self, pools: list[Pool]) -> Iterator[Metric]:
         members = GaugeMetricFamily(

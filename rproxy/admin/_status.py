@@ -173,6 +173,9 @@ def listener_status(
 
     C{pool} is where traffic no route claims goes (None if nowhere);
     C{pools} every pool the listener's routes name.
+    C{request_body_timeouts} and C{request_body_too_slow} count the HTTP
+    requests answered 408 because the client left too long between two
+    reads of its body, or sent it under the listener's minimum rate.
     """
     factory = service.factory
     serves = factory.describe()
@@ -197,6 +200,8 @@ def listener_status(
         "requests": _classes(stats.requests),
         "bytes_in": stats.bytes_in,
         "bytes_out": stats.bytes_out,
+        "request_body_timeouts": stats.request_body_timeouts,
+        "request_body_too_slow": stats.request_body_too_slow,
     }
 
 

@@ -14,6 +14,7 @@ some: an exchange without filters allocates nothing for them.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import replace
 from enum import Enum
 from http import HTTPStatus
@@ -81,6 +82,15 @@ class Phase(Enum):
     DONE = "done"
 
 
+# Module names for the members: an Enum member lookup costs ten times a
+# global one, and these run on every request.
+_FILTERING = Phase.FILTERING
+_CONNECTING = Phase.CONNECTING
+_PROXYING = Phase.PROXYING
+_TUNNEL = Phase.TUNNEL
+_DONE = Phase.DONE
+
+
 class Exchange:
     """
     One request on a client connection, from its head to the end of its
@@ -96,6 +106,43 @@ class Exchange:
         (made on first use).
     """
 
+    # What most exchanges never change is a class default: an exchange is
+    # made per request, and each attribute set in __init__ costs it.
+    target: bytes = b""
+    route: Route | None = None
+    pool: Pool | None = None
+    backend: Backend | None = None
+    upstream: UpstreamProtocol | None = None
+    response: ResponseHead | None = None
+    #: the backends tried, in order (the attempt's list, once there is one).
+    tried: Sequence[Backend] = ()
+    status: int | str = "-"
+    bytes_in: int = 0
+    bytes_out: int = 0
+    upstream_time: float | None = None
+    phase: Phase = _FILTERING
+    #: the final response head was handed to the codec.
+    response_started: bool = False
+    _upstream_started: float = 0.0
+    _attempt: BackendAttempt | None = None
+    #: request body bytes held until a backend connection is attached.
+    _held: list[bytes] | None = None
+    _held_size: int = 0
+    #: the request body reached the backend connection, whole.
+    _request_sent: bool = False
+    #: the request body has all arrived from the client.
+    _request_ended: bool = False
+    _trailers: list[tuple[bytes, bytes]] | tuple[()] = ()
+    #: a 101 that came before the request body was all sent.
+    _switch: tuple[ResponseHead, bytearray] | None = None
+    _chain: FilterChain = NO_FILTERS
+    _requests: Pipe | None = None
+    _responses: Pipe | None = None
+    #: the backend connection a suspended response filter paused.
+    _paused_upstream: Any = None
+    _notes: dict[str, Any] | None = None
+    _recorded: bool = False
+
     def __init__(
         self, codec: H1Connection, settings: HTTPSettings, request: RequestHead | None
     ) -> None:
@@ -105,39 +152,7 @@ class Exchange:
         self.clock = codec.clock
         self.client = codec.client
         self.request = request
-        self.target = b""
-        self.route: Route | None = None
-        self.pool: Pool | None = None
-        self.backend: Backend | None = None
-        self.upstream: UpstreamProtocol | None = None
-        self.response: ResponseHead | None = None
-        self.tried: list[Backend] = []
-        self.status: int | str = "-"
-        self.bytes_in = 0
-        self.bytes_out = 0
         self.started = self.last_io = self.clock.seconds()
-        self.upstream_time: float | None = None
-        self.phase = Phase.FILTERING
-        self._upstream_started = 0.0
-        self._attempt: BackendAttempt | None = None
-        #: request body bytes held until a backend connection is attached.
-        self._held: list[bytes] = []
-        self._held_size = 0
-        #: the request body (or its end) reached the backend connection.
-        self._request_sent = False
-        self._request_ended = False
-        #: the final response head was handed to the codec.
-        self.response_started = False
-        self._trailers: list[tuple[bytes, bytes]] = []
-        #: a 101 that came before the request body was all sent.
-        self._switch: tuple[ResponseHead, bytearray] | None = None
-        self._chain: FilterChain = NO_FILTERS
-        self._requests: Pipe | None = None
-        self._responses: Pipe | None = None
-        #: the backend connection a suspended response filter paused.
-        self._paused_upstream: Any = None
-        self._notes: dict[str, Any] | None = None
-        self._recorded = False
 
     @property
     def notes(self) -> dict[str, Any]:
@@ -223,7 +238,7 @@ class Exchange:
             self._head_filtered(head)
 
     def _head_filtered(self, head: RequestHead) -> None:
-        self.phase = Phase.CONNECTING
+        self.phase = _CONNECTING
         self._connect()
 
     def request_body(self, data: bytes) -> None:
@@ -248,10 +263,13 @@ class Exchange:
 
     def _send_body(self, data: bytes) -> None:
         upstream = self.upstream
-        if upstream is not None and not self._held:
+        held = self._held
+        if upstream is not None and not held:
             upstream.send_body(data)
             return
-        self._held.append(data)
+        if held is None:
+            held = self._held = []
+        held.append(data)
         self._held_size += len(data)
         if self._held_size > BODY_BUFFER:
             self.codec.pause_reading()
@@ -331,7 +349,7 @@ class Exchange:
 
     def _connected(self, backend: Backend, upstream: UpstreamProtocol) -> None:
         self.backend = backend
-        if self.phase is Phase.DONE:
+        if self.phase is _DONE:
             upstream.transport.loseConnection()  # type: ignore[union-attr]
             return
         self._attach(upstream)
@@ -342,7 +360,7 @@ class Exchange:
         # resets or never answers must run up failures.
         head, backend = self.request, self.backend
         assert head is not None and backend is not None
-        self.phase = Phase.PROXYING
+        self.phase = _PROXYING
         self.upstream = upstream
         upstream.start(self, head.method, upgrade=head.upgrade is not None)
         settings = self.settings
@@ -356,15 +374,17 @@ class Exchange:
         )
         self._upstream_started = self.last_io = self.clock.seconds()
         codec = self.codec
-        codec.wake_by(self.last_io + self.response_timeout)
+        timeout = self.response_timeout
+        if timeout < settings.shortest_timeout:
+            codec.wake_by(self.last_io + timeout)
         if head.body == "none":
             self._request_sent = self._request_ended = True
             codec.body_forwarded()
             return
         upstream.set_producer(codec.producer())
-        held, self._held = self._held, []
+        held, self._held = self._held, None
         self._held_size = 0
-        for data in held:
+        for data in held or ():
             upstream.send_body(data)
         if self._request_ended:
             self._body_sent()
@@ -449,12 +469,13 @@ class Exchange:
 
     def response_end(self) -> None:
         if self._responses is not None:
-            self._responses.push(END, self._trailers)
+            # Filters may change the trailers in place.
+            self._responses.push(END, list(self._trailers))
         else:
             self._end_response(self._trailers)
 
-    def _end_response(self, trailers: list[tuple[bytes, bytes]]) -> None:
-        self.phase = Phase.DONE
+    def _end_response(self, trailers: list[tuple[bytes, bytes]] | tuple[()]) -> None:
+        self.phase = _DONE
         codec = self.codec
         codec.send_end(trailers)
         upstream = self.upstream
@@ -483,7 +504,7 @@ class Exchange:
     def upstream_failed(self, reason: str, status: int) -> None:
         upstream, request, attempt = self.upstream, self.request, self._attempt
         self.upstream = None
-        if self.phase is Phase.DONE or attempt is None:
+        if self.phase is _DONE or attempt is None:
             self._release_backend()
             return
         assert request is not None
@@ -492,7 +513,7 @@ class Exchange:
         # backend's fault, and the same backend may be asked again.
         forget = attempt.reused and not received
         if not self.response_started and not received and retryable(request):
-            self.phase = Phase.CONNECTING
+            self.phase = _CONNECTING
             attempt.retry(reason, forget=forget)
             return
         if forget:
@@ -532,7 +553,7 @@ class Exchange:
         upstream = self.upstream
         assert upstream is not None
         self.status = 101
-        self.phase = Phase.TUNNEL
+        self.phase = _TUNNEL
         self.response_started = True
         head.headers = forward_response_headers(
             head.headers,
@@ -561,7 +582,7 @@ class Exchange:
             # client has seen nothing of it.
             self._switch = None
             self._release_backend()
-            if self.phase is not Phase.DONE:
+            if self.phase is not _DONE:
                 self.fail(502)
             return
         self._release_backend()
@@ -573,7 +594,7 @@ class Exchange:
         """
         self.bytes_in += bytes_in
         self.bytes_out += bytes_out
-        self.phase = Phase.DONE
+        self.phase = _DONE
         self.upstream = None
         self._release_backend()
         self.record()
@@ -584,7 +605,7 @@ class Exchange:
         """
         Answer C{reply} instead of proxying (a filter's answer).
         """
-        if self.phase is Phase.DONE:
+        if self.phase is _DONE:
             return
         self._drop_upstream()
         if self._requests is not None:
@@ -603,7 +624,7 @@ class Exchange:
         if request is not None and request.method == b"HEAD":
             head.body = "none"
         self.response = head
-        self.phase = Phase.DONE
+        self.phase = _DONE
         self._start_response(head)
         if head.body != "none":
             self.bytes_out += len(reply.body)
@@ -626,9 +647,9 @@ class Exchange:
         body, a broken or silent backend): answer C{status} and close, or
         cut the client off if its response has begun.
         """
-        if self.phase is Phase.DONE:
+        if self.phase is _DONE:
             return
-        self.phase = Phase.DONE
+        self.phase = _DONE
         self._drop_upstream()
         if self._requests is not None:
             self._requests.close()
@@ -642,7 +663,7 @@ class Exchange:
         closed): record C{status} and drop the backend side.
         """
         self.status = status
-        self.phase = Phase.DONE
+        self.phase = _DONE
         self._drop_upstream()
         self.record()
 
@@ -653,7 +674,7 @@ class Exchange:
         not decided or started answering 504, and a response that stalled
         midway is cut.
         """
-        if self.phase is Phase.FILTERING:
+        if self.phase is _FILTERING:
             # A filter did not decide in time (the client is paused meanwhile).
             self.fail(504)
             return
