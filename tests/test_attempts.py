@@ -28,7 +28,7 @@ from rproxy.backends import Backend, Pool
 from rproxy.balancing import RoundRobin
 from rproxy.interfaces import IBalancer
 from rproxy.policy import PoolPolicy
-from tests.fakes import FakeEndpoints, HalfCloseTransport
+from rproxy.testing import FakeEndpoints, HalfCloseTransport
 
 
 @implementer(IBalancer)

@@ -14,7 +14,7 @@ from rproxy.config import Config, ConfigError, parse_config
 from rproxy.http.filters.headers import HeaderRules
 from rproxy.http.listener import HTTPProxyFactory
 from rproxy.service import http_settings
-from tests.fakes import FakeEndpoints, HalfCloseTransport, connect
+from rproxy.testing import FakeEndpoints, HalfCloseTransport, connect
 
 CONFIG = """
 [pools.web]

@@ -11,7 +11,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from rproxy.backends import Backend, Pool, Registry
 from rproxy.tcp import TCPProxyFactory
 from rproxy.tcp.sni import SNIProxyFactory, SNIRoutes
-from tests.fakes import FakeEndpoints, HalfCloseTransport, connect
+from rproxy.testing import FakeEndpoints, HalfCloseTransport, connect
 from tests.tls_records import client_hello
 
 CLIENT = IPv4Address("TCP", "192.0.2.7", 4000)

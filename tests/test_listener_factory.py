@@ -22,7 +22,7 @@ from rproxy.service import ProxyService
 from rproxy.service._fronts import FRONTS
 from rproxy.tcp import TCPFrontProtocol, TCPProxyFactory
 from rproxy.tcp.sni import SNIProxyFactory, SNIRoutes
-from tests.fakes import FakeEndpoints, HalfCloseTransport, connect
+from rproxy.testing import FakeEndpoints, HalfCloseTransport, connect
 
 CLIENT = IPv4Address("TCP", "192.0.2.7", 4000)
 

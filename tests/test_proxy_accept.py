@@ -21,7 +21,7 @@ from rproxy.proxyprotocol import ProxyHeader, encode, encode_local, parse
 from rproxy.proxyprotocol.accept import ProxyHeaderFactory, ProxyHeaderProtocol
 from rproxy.tcp import TCPProxyFactory
 from rproxy.tcp.sni import SNIProxyFactory, SNIRoutes
-from tests.fakes import FakeEndpoints, HalfCloseTransport, connect
+from rproxy.testing import FakeEndpoints, HalfCloseTransport, connect
 from tests.tls_records import client_hello
 
 V1 = b"PROXY TCP4 203.0.113.9 198.51.100.1 51000 443\r\n"

@@ -13,7 +13,7 @@ from zope.interface.verify import verifyObject
 
 from rproxy import HTTPProxyFactory, HTTPSettings, IHTTPFilter, Route, Router
 from rproxy.backends import Backend, Pool, Registry
-from tests.fakes import FakeEndpoints, HalfCloseTransport, connect
+from rproxy.testing import FakeEndpoints, HalfCloseTransport, connect
 
 README = Path(__file__).resolve().parent.parent / "README.md"
 

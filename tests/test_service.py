@@ -14,7 +14,7 @@ from rproxy.config import Config, KeepAliveConfig, parse_config
 from rproxy.http.keepalive import KeepAlivePool
 from rproxy.http.listener import HTTPProxyFactory
 from rproxy.service import ProxyService, build_pool, http_settings
-from tests.fakes import FakeEndpoints, HalfCloseTransport, connect
+from rproxy.testing import FakeEndpoints, HalfCloseTransport, connect
 
 KEEP_ALIVE_CONFIG = """
 [pools.web]

@@ -20,7 +20,7 @@ from rproxy.policy import PoolPolicy
 from rproxy.service import ProxyService
 from rproxy.tcp import TCPFrontProtocol
 from rproxy.tcp.sni import SNIFrontProtocol, SNIProxyFactory, SNIRoutes
-from tests.fakes import FakeEndpoints, HalfCloseTransport, captured_access, connect
+from rproxy.testing import FakeEndpoints, HalfCloseTransport, captured_access, connect
 from tests.tls_records import client_hello, openssl_client_hello
 
 ROUTES = [("db.example.com", "db"), ("*.example.com", "web")]

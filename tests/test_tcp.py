@@ -16,7 +16,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from rproxy.backends import AdminState, Backend, Pool
 from rproxy.policy import PoolPolicy
 from rproxy.tcp import TCPFrontProtocol, TCPProxyFactory
-from tests.fakes import FakeEndpoints, HalfCloseTransport, captured_access, connect
+from rproxy.testing import FakeEndpoints, HalfCloseTransport, captured_access, connect
 
 
 class TCPProxyTests(SynchronousTestCase):

@@ -15,6 +15,7 @@ some: an exchange without filters allocates nothing for them.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 from enum import Enum
 from http import HTTPStatus
 from typing import TYPE_CHECKING, Any
@@ -137,6 +138,8 @@ class Exchange:
     _chain: FilterChain = NO_FILTERS
     _requests: Pipe | None = None
     _responses: Pipe | None = None
+    #: the backend connection a suspended response filter paused.
+    _paused_upstream: Any = None
     _notes: dict[str, Any] | None = None
     _recorded: bool = False
 
@@ -417,10 +420,13 @@ class Exchange:
         head.headers = forward_response_headers(
             head.headers, via=self.settings.policy.via
         )
-        self.response = head
         if self._chain.responses:
+            # Filters may change the head (a new body length): the backend
+            # connection reads the body as its own copy says.
+            head = self.response = replace(head)
             self._response_pipe().push(HEAD, head)
         else:
+            self.response = head
             self.response_started = True
             self.codec.send_head(self, head)
 
@@ -483,6 +489,8 @@ class Exchange:
         # A whole response: the backend's run of failures (connects, resets,
         # garbage, timeouts) is over.
         attempt.finished()
+        if self._paused_upstream is not None:
+            self._resume_upstream()  # a response filter held the end
         if upstream is not None:
             if not self._request_sent:
                 # The backend answered before the request body was all sent:
@@ -664,9 +672,14 @@ class Exchange:
     def timed_out(self) -> None:
         """
         Nothing moved for the response timeout: a client that stopped
-        sending its body gets 408, a backend that has not started answering
-        504, and a response that stalled midway is cut.
+        sending its body gets 408, a request filter or a backend that has
+        not decided or started answering 504, and a response that stalled
+        midway is cut.
         """
+        if self.phase is _FILTERING:
+            # A filter did not decide in time (the client is paused meanwhile).
+            self.fail(504)
+            return
         if not self._request_ended and not self.response_started:
             self.fail(408)
             return
@@ -688,12 +701,19 @@ class Exchange:
     def _pause_upstream(self) -> None:
         upstream = self.upstream
         if upstream is not None and upstream.transport is not None:
+            self._paused_upstream = upstream.transport
             upstream.transport.pauseProducing()  # type: ignore[attr-defined]
+        # A filter suspended again after it let some body through.
+        self.codec.flush()
 
     def _resume_upstream(self) -> None:
-        upstream = self.upstream
-        if upstream is not None and upstream.transport is not None:
-            upstream.transport.resumeProducing()  # type: ignore[attr-defined]
+        # Resume the connection that was paused (the response may have
+        # ended meanwhile: self.upstream is gone), and send what the filters
+        # let through (no read from the backend is under way to flush it).
+        transport, self._paused_upstream = self._paused_upstream, None
+        if transport is not None and not transport.disconnecting:
+            transport.resumeProducing()
+        self.codec.flush()
 
     def record(self) -> None:
         """

@@ -285,6 +285,8 @@ class UpstreamProtocol(Protocol):
             elif head.body == "chunked":
                 self._decoder = ChunkedDecoder(bad_status=502)
             sink.response_head(head)
+            if self.sink is not sink:
+                return  # the exchange let go of this connection (a filter failed)
             rest = memoryview(data)[start:] if start < len(data) else b""
             if head.body == "none":
                 self._finish(rest)
@@ -326,7 +328,9 @@ class UpstreamProtocol(Protocol):
     def _finish(self, rest: Data) -> None:
         head = self._head
         sink = self.sink
-        assert head is not None and sink is not None
+        if sink is None:
+            return  # the exchange let go of this connection meanwhile
+        assert head is not None
         self.sink = None
         # Bytes after the response, or a backend that wants to close, end
         # the connection's usefulness.

@@ -21,7 +21,7 @@ from rproxy.http.framing import Limits, RequestHead, parse_request_head
 from rproxy.http.h1 import H1Connection as HTTPFrontProtocol
 from rproxy.http.listener import HTTPProxyFactory, HTTPSettings
 from rproxy.http.routing import Route, Router
-from tests.fakes import FakeEndpoints, HalfCloseTransport, captured_access, connect
+from rproxy.testing import FakeEndpoints, HalfCloseTransport, captured_access, connect
 
 TOKEN = "evaGxfADs6pSRb2LAv9IZf17Dt3juxGJ-PCt92wr-oA"
 KEY_AUTHORIZATION = TOKEN + ".9jg46WB3rR_AHD-EBXdN7cBkH1WOu0tA3M9fm21mqTI"

@@ -15,7 +15,7 @@ from rproxy.http.h1 import H1Connection as HTTPFrontProtocol
 from rproxy.http.listener import HTTPProxyFactory, HTTPSettings
 from rproxy.http.routing import Route, Router
 from rproxy.stats import LATENCY_BUCKETS
-from tests.fakes import FakeEndpoints, HalfCloseTransport, connect
+from rproxy.testing import FakeEndpoints, HalfCloseTransport, connect
 
 GET = b"GET /x HTTP/1.1\r\nHost: a\r\n\r\n"
 OK = b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello"

@@ -25,7 +25,7 @@ from rproxy.http.h1 import H1Connection as HTTPFrontProtocol
 from rproxy.http.listener import HTTPProxyFactory, HTTPSettings
 from rproxy.http.routing import Route, Router
 from rproxy.policy import PoolPolicy
-from tests.fakes import (
+from rproxy.testing import (
     Attempt,
     FakeEndpoints,
     HalfCloseTransport,

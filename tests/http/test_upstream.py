@@ -16,7 +16,7 @@ from rproxy.backends import Backend
 from rproxy.http.framing import ResponseHead
 from rproxy.http.keepalive import KeepAlivePool
 from rproxy.http.upstream import MAX_INTERIM, UpstreamProtocol
-from tests.fakes import HalfCloseTransport, connect
+from rproxy.testing import HalfCloseTransport, connect
 
 OK_EMPTY = b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"
 

@@ -11,7 +11,7 @@ from typing import Any
 from twisted.internet.defer import Deferred
 from twisted.python.failure import Failure
 
-from rproxy.http.filters import LocalReply, filter_hooks
+from rproxy.http.filters import HTTPFilter, LocalReply, filter_hooks
 
 __all__ = ["BODY", "END", "HEAD", "NO_FILTERS", "FilterChain", "Pipe"]
 
@@ -48,11 +48,11 @@ class FilterChain:
         self.filters: tuple[Any, ...] = tuple(filters)
         self.request_head = filter_hooks(self.filters, "request_head")
         self.request_body = filter_hooks(self.filters, "request_body")
-        self.request_end = filter_hooks(self.filters, "request_end")
+        self.request_end = _end_hooks(self.filters, "request", trailers=False)
         backwards = self.filters[::-1]
         self.response_head = filter_hooks(backwards, "response_head")
         self.response_body = filter_hooks(backwards, "response_body")
-        self.response_end = filter_hooks(backwards, "response_end")
+        self.response_end = _end_hooks(backwards, "response", trailers=True)
         self.requests = bool(self.request_head or self.request_body or self.request_end)
         self.responses = bool(
             self.response_head or self.response_body or self.response_end
@@ -67,6 +67,43 @@ class FilterChain:
     def __repr__(self) -> str:
         names = ", ".join(getattr(f, "name", type(f).__name__) for f in self.filters)
         return f"<FilterChain [{names}]>"
+
+
+class _EndHook:
+    """
+    A filter's end hook as a pipe calls it, C{(exchange, trailers)} (a
+    C{request_end} takes only the exchange), and where the body hooks of the
+    filters after it begin: the bytes it returns go through those.
+    """
+
+    __slots__ = ("body_from", "hook", "trailers")
+
+    def __init__(self, hook: Hook, body_from: int, trailers: bool) -> None:
+        self.hook = hook
+        self.body_from = body_from
+        self.trailers = trailers
+
+    def __call__(self, subject: Any, value: Any) -> Any:
+        return self.hook(subject, value) if self.trailers else self.hook(subject)
+
+
+def _end_hooks(
+    filters: Sequence[Any], side: str, *, trailers: bool
+) -> tuple[_EndHook, ...]:
+    """
+    The C{side}_end hooks of C{filters} (as L{filter_hooks} picks them),
+    each knowing where the later filters' C{side}_body hooks begin.
+    """
+    body_default = getattr(HTTPFilter, side + "_body")
+    end_default = getattr(HTTPFilter, side + "_end")
+    hooks = []
+    bodies = 0
+    for one in filters:
+        if getattr(type(one), side + "_body", None) is not body_default:
+            bodies += 1
+        if getattr(type(one), side + "_end", None) is not end_default:
+            hooks.append(_EndHook(getattr(one, side + "_end"), bodies, trailers))
+    return tuple(hooks)
 
 
 #: the chain of a listener or route without filters.
@@ -191,8 +228,10 @@ class Pipe:
         if kind == BODY:
             return bool(result)
         if result:
-            # Bytes a hook adds at the end go through the later hooks first.
-            self._queue[:0] = [(BODY, result, index), (END, value, index)]
+            # Bytes a hook adds at the end go through the later filters'
+            # body hooks first.
+            body_from = getattr(self.hooks[END][index - 1], "body_from", index)
+            self._queue[:0] = [(BODY, result, body_from), (END, value, index)]
             return False
         return True
 
