@@ -55,10 +55,10 @@ def module_path(name: str) -> str:
     return os.path.join(*name.split(".")) + ".py"
 
 
-def extension_files(names: list[str]) -> list[Path]:
-    """Compiled modules for C{names} (and the group library) lying in the
-    source tree, for any Python version."""
-    found = list(HERE.glob(f"{GROUP}__mypyc.*"))
+def extension_files(names: list[str], group: bool) -> list[Path]:
+    """Compiled modules for C{names} (and the group library if C{group})
+    lying in the source tree, for any Python version."""
+    found = list(HERE.glob(f"{GROUP}__mypyc.*")) if group else []
     for name in names:
         stem = HERE / module_path(name)[: -len(".py")]
         found.extend(stem.parent.glob(f"{stem.name}.*"))
@@ -66,8 +66,8 @@ def extension_files(names: list[str]) -> list[Path]:
     return [path for path in found if path.suffix in suffixes]
 
 
-def remove_in_place_builds(names: list[str]) -> None:
-    for path in extension_files(names):
+def remove_in_place_builds(names: list[str], group: bool = False) -> None:
+    for path in extension_files(names, group):
         path.unlink()
         say(f"removed {path.relative_to(HERE)} (an earlier in-place build)")
 
@@ -120,12 +120,30 @@ class BuildExt(build_ext):
             self.distribution.ext_modules = modules
         super().finalize_options()
 
+    def built_files(self, inplace: bool) -> list[Path]:
+        """The compiled modules this command wrote, in build/ and in place."""
+        paths = {Path(output) for output in self.get_outputs()}
+        # setuptools' run() clears self.inplace while it builds.
+        saved, self.inplace = self.inplace, inplace
+        try:
+            paths.update(Path(self.get_ext_fullpath(e.name)) for e in self.extensions)
+        finally:
+            self.inplace = saved
+        return sorted(path for path in paths if path.exists())
+
     def run(self) -> None:
+        inplace = bool(self.inplace)
         try:
             super().run()
+            # mypyc rewrote the C from the current sources; build_ext skips a
+            # module whose C did not change, and its compiled module then
+            # stands for the current source too: say so with its mtime, which
+            # rproxy.buildinfo compares with the source's to find stale ones.
+            for path in self.built_files(inplace):
+                os.utime(path)
         except Exception as error:
-            for output in self.get_outputs():
-                Path(output).unlink(missing_ok=True)
+            for path in self.built_files(inplace):
+                path.unlink()
             self.extensions = []
             lines = str(error).strip().splitlines() or [type(error).__name__]
             say(f"building pure Python (the C compile failed: {lines[-1]})")
@@ -145,7 +163,7 @@ def ext_modules() -> list[Extension]:
         # A module taken off the list must not stay compiled in the tree.
         remove_in_place_builds(sorted(set(all_rproxy_modules()) - set(names)))
         if reason is not None:
-            remove_in_place_builds(names)
+            remove_in_place_builds(names, group=True)
             say(f"building pure Python ({reason})")
     return [PLACEHOLDER] if reason is None else []
 

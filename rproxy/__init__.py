@@ -24,6 +24,7 @@ from rproxy.balancing import (
     TwoRandomChoices,
     make_balancer,
 )
+from rproxy.buildinfo import BuildInfo, build_info
 from rproxy.config import Config, ConfigError, load_config
 from rproxy.health import HealthMonitor, HTTPCheck, TCPCheck
 from rproxy.http.framing import Limits
@@ -47,6 +48,7 @@ __all__ = [
     "AdminState",
     "Backend",
     "BackendState",
+    "BuildInfo",
     "Challenges",
     "Config",
     "ConfigError",
@@ -86,6 +88,7 @@ __all__ = [
     "TwoRandomChoices",
     "access_events",
     "backend_tls",
+    "build_info",
     "client_endpoint",
     "install_reactor",
     "load_certificate",
