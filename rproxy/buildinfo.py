@@ -12,6 +12,8 @@ from __future__ import annotations
 import importlib
 import importlib.machinery
 import os
+import site
+import sysconfig
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from importlib import metadata
@@ -90,7 +92,17 @@ def _is_extension(origin: str | None) -> bool:
     )
 
 
+def _installed_dirs() -> tuple[str, ...]:
+    paths = sysconfig.get_paths()
+    found = [paths["purelib"], paths["platlib"], *site.getsitepackages()]
+    return tuple(os.path.join(os.path.realpath(path), "") for path in found)
+
+
 def _is_stale(extension: str) -> bool:
+    """Whether an in-place compiled module is older than its source.  An
+    installed copy never is: the installer sets the files' times."""
+    if os.path.realpath(extension).startswith(_installed_dirs()):
+        return False
     # rproxy/http/framing.cpython-311-x86_64-linux-gnu.so -> rproxy/http/framing.py
     directory, name = os.path.split(extension)
     source = os.path.join(directory, name.split(".", 1)[0] + ".py")

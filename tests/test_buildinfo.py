@@ -76,6 +76,28 @@ def test_a_compiled_module_older_than_its_source_is_stale(tmp_path: Path) -> Non
     assert info.stale == (MYPYC_MODULES[0],)
 
 
+def test_an_installed_compiled_module_is_never_stale(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """In site-packages the installer sets the files' times, so an older
+    compiled module there says nothing about staleness."""
+    monkeypatch.setattr(
+        "rproxy.buildinfo._installed_dirs", lambda: (os.path.join(tmp_path, ""),)
+    )
+    origins = {}
+    for name in MYPYC_MODULES:
+        stem = tmp_path / name.rsplit(".", 1)[-1]
+        extension, source = Path(f"{stem}{SO}"), Path(f"{stem}.py")
+        extension.write_bytes(b"")
+        source.write_text("")
+        os.utime(extension, (1000, 1000))
+        os.utime(source, (2000, 2000))
+        origins[name] = str(extension)
+    info = build_info(fake_import(origins))
+    assert info.compiled
+    assert info.stale == ()
+
+
 def _function_types(module: ModuleType) -> set[type]:
     return {
         type(value)
