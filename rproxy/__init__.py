@@ -32,6 +32,7 @@ from rproxy.balancing import (
     SmoothWeighted,
     TwoRandomChoices,
 )
+from rproxy.buildinfo import BuildInfo, build_info
 from rproxy.config import Config, ConfigError, load_config
 from rproxy.health import HealthMonitor, HTTPCheck, TCPCheck
 from rproxy.http.exchange import Exchange, Phase
@@ -68,6 +69,7 @@ __all__ = [
     "Backend",
     "BackendAttempt",
     "BackendState",
+    "BuildInfo",
     "Challenges",
     "Config",
     "ConfigError",
@@ -118,6 +120,7 @@ __all__ = [
     "TwoRandomChoices",
     "access_events",
     "backend_tls",
+    "build_info",
     "client_endpoint",
     "install_reactor",
     "load_certificate",

@@ -1,11 +1,14 @@
-"""The ``rproxy`` command: ``rproxy check FILE`` validates a config."""
+"""The ``rproxy`` command: ``rproxy check FILE`` validates a config,
+``rproxy --version`` names the version and the build (compiled or pure)."""
 
 from __future__ import annotations
 
 import argparse
 import sys
 from collections.abc import Sequence
+from typing import Any
 
+from rproxy.buildinfo import build_info
 from rproxy.config import Config, ConfigError, load_config
 
 
@@ -24,6 +27,25 @@ def summary(config: Config) -> str:
     )
 
 
+class _Version(argparse.Action):
+    """``--version``: print L{BuildInfo.describe} (and any stale compiled
+    module on stderr), then exit."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(nargs=0, default=argparse.SUPPRESS, **kwargs)
+
+    def __call__(self, parser: argparse.ArgumentParser, *args: object) -> None:
+        info = build_info()
+        print(info.describe())
+        for name in info.stale:
+            print(
+                f"rproxy: warning: {name} is compiled from an older source; "
+                "rebuild with 'pip install -e .'",
+                file=sys.stderr,
+            )
+        parser.exit()
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """
     Run the command line; return the exit status.
@@ -32,6 +54,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         prog="rproxy",
         description="rproxy tools. Run the proxy itself with "
         "'twistd -n rproxy --config FILE'.",
+    )
+    parser.add_argument(
+        "--version",
+        action=_Version,
+        help="print the version and whether it is compiled (mypyc) or pure Python",
     )
     commands = parser.add_subparsers(dest="command", required=True)
     check = commands.add_parser(

@@ -6,10 +6,14 @@ import signal
 from typing import Any
 
 from twisted.application.service import IService, MultiService, Service
+from twisted.logger import Logger
 from twisted.python import usage
 
 from rproxy._reactor import install_if_unset
+from rproxy.buildinfo import build_info
 from rproxy.config import Config, ConfigError, load_config
+
+_log = Logger()
 
 
 class Options(usage.Options):
@@ -55,6 +59,8 @@ def makeService(options: Options) -> IService:
     """
     Build the proxy service for the parsed options.
     """
+    info = build_info()
+    _log.info("rproxy {version}, {build}", version=info.version, build=info.kind)
     from twisted.internet import reactor
 
     from rproxy.service import ProxyService

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import re
 
+from mypy_extensions import mypyc_attr
+
 __all__ = [
     "HTTPError",
     "framing_fields",
@@ -53,6 +55,8 @@ STATUS_LINE = re.compile(rb"HTTP/([0-9])\.([0-9]) ([0-9]{3})(?: (" + _VALUE + rb
 _MAX_CONTENT_LENGTH_DIGITS = 18
 
 
+# Interpreted code may subclass it when this module is compiled.
+@mypyc_attr(allow_interpreted_subclasses=True)
 class HTTPError(Exception):
     """
     A message that cannot be framed or is refused.

@@ -28,6 +28,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
+from mypy_extensions import mypyc_attr
+
 from rproxy.http._grammar import (
     ABSOLUTE_FORM,
     AUTHORITY,
@@ -71,6 +73,8 @@ _FRAMING = frozenset(
 _REQUEST_LINE_SLACK = 64
 
 
+# Interpreted code may subclass it when this module is compiled.
+@mypyc_attr(allow_interpreted_subclasses=True)
 @dataclass(frozen=True, slots=True)
 class Limits:
     """

@@ -27,6 +27,7 @@ from __future__ import annotations
 import functools
 import ipaddress
 from collections.abc import Iterable, Sequence
+from typing import Any, cast
 
 from attrs import Factory, field, frozen
 
@@ -92,13 +93,16 @@ class ForwardingPolicy:
     @ivar preserve_host: send the client's C{Host}; if false, the backend's.
     """
 
-    trusted: tuple[_Network, ...] = field(default=(), converter=_to_networks)
+    # The defaults are cast to Any for mypyc: a compiled class body checks each
+    # value against its inferred type, and field() would be inferred to return
+    # the attribute's type (a tuple, a dict) instead of attrs' field object.
+    trusted: tuple[_Network, ...] = field(default=cast(Any, ()), converter=_to_networks)
     x_forwarded: bool = True
     forwarded: bool = False
     via: bytes | None = None
     preserve_host: bool = True
     _verdicts: dict[str, bool] = field(
-        default=Factory(dict), init=False, eq=False, repr=False
+        default=cast(Any, Factory(dict)), init=False, eq=False, repr=False
     )
 
     def is_trusted(self, ip: str) -> bool:
