@@ -29,7 +29,15 @@ MYPYC_MODULES: tuple[str, ...] = (
     "rproxy.http.framing",
     "rproxy.http.chunked",
     "rproxy.http.headers",
-    "rproxy.balancing",
+    "rproxy._fastwrite",
+    "rproxy.attempts",
+    "rproxy.http.messages",
+    "rproxy.http.upstream",
+    "rproxy.http.keepalive",
+    "rproxy.http.filters._chain",
+    "rproxy.http._record",
+    "rproxy.http.exchange",
+    "rproxy.http.h1",
 )
 
 COMPILED = "compiled (mypyc)"

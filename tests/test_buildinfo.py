@@ -111,10 +111,15 @@ def test_the_running_build_is_what_the_functions_are() -> None:
     """build_info() agrees with the type of the functions each listed module
     defines: builtin functions when compiled, Python functions when not."""
     info = build_info()
+    checked = 0
     for name in MYPYC_MODULES:
         kinds = _function_types(importlib.import_module(name))
+        if not kinds:
+            continue  # classes only (rproxy.attempts)
+        checked += 1
         expected = BuiltinFunctionType if info.modules[name] else FunctionType
         assert kinds == {expected}, (name, kinds)
+    assert checked >= len(MYPYC_MODULES) // 2
 
 
 def test_version_option_prints_version_and_build(

@@ -16,11 +16,9 @@ from zope.interface.verify import verifyObject
 from rproxy._fastwrite import Data
 from rproxy.acme.challenges import Challenges
 from rproxy.backends import Backend, Pool
-from rproxy.http import exchange as exchange_module
 from rproxy.http import h1 as h1_module
 from rproxy.http.exchange import BODY_BUFFER, Exchange, Phase
 from rproxy.http.filters import HTTPFilter, LocalReply
-from rproxy.http.filters._chain import Pipe
 from rproxy.http.filters.acme import AcmeChallenges
 from rproxy.http.filters.headers import ResponseHeaders
 from rproxy.http.filters.redirect import HTTPSRedirect
@@ -660,21 +658,11 @@ class ReloadTests(_Case):
 
 
 class CostTests(_Case):
-    def count_pipes(self) -> list[Pipe]:
-        made: list[Pipe] = []
-
-        class Counted(Pipe):
-            def __init__(self, *args: Any, **kwargs: Any) -> None:
-                super().__init__(*args, **kwargs)
-                made.append(self)
-
-        self.patch(exchange_module, "Pipe", Counted)
-        return made
-
     def test_route_without_filters_allocates_no_pipe(self) -> None:
         """A request on a route without filters (and a listener without)
-        makes no Pipe, on either side; one with a filter does."""
-        made = self.count_pipes()
+        makes no Pipe, on either side; one with a filter does.  (Checked on
+        the exchange, not by patching Pipe: the compiled build binds its
+        names early.)"""
         calls: Calls = []
         harness = self.harness(
             [
@@ -692,7 +680,13 @@ class CostTests(_Case):
         self.assertIsNone(exchange._responses)
         attempt.respond(b"cd")
         self.assertEqual(client.response().body, b"abcd")
-        self.assertEqual(made, [])
-        client.request("GET", "/f/x")
-        harness.backend_responds(OK)
-        self.assertEqual(len(made), 2)
+        client.request("POST", "/f/x", body=b"abc")
+        filtered = client.protocol.exchange
+        assert filtered is not None
+        self.assertIsNotNone(filtered._requests)
+        attempt = harness.backend_responds(
+            b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nab"
+        )
+        self.assertIsNotNone(filtered._responses)
+        attempt.respond(b"cd")
+        self.assertEqual(client.responses()[-1].body, b"abcd")
