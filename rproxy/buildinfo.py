@@ -30,6 +30,7 @@ MYPYC_MODULES: tuple[str, ...] = (
     "rproxy.http.chunked",
     "rproxy.http.headers",
     "rproxy._fastwrite",
+    "rproxy._protocol",
     "rproxy.attempts",
     "rproxy.http.messages",
     "rproxy.http.upstream",
@@ -38,6 +39,8 @@ MYPYC_MODULES: tuple[str, ...] = (
     "rproxy.http._record",
     "rproxy.http.exchange",
     "rproxy.http.h1",
+    "rproxy.http.routing",
+    "rproxy.backends",
 )
 
 COMPILED = "compiled (mypyc)"

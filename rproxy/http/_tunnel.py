@@ -47,7 +47,7 @@ class Tunnel:
         if from_client:
             self.from_client(from_client)
         server = self.upstream.transport
-        server.registerProducer(self.client, True)  # type: ignore[union-attr]
+        server.registerProducer(self.client, True)
         self.client.registerProducer(server, True)
         self._watch(self._idle_timeout)
 

@@ -15,7 +15,6 @@ some: an exchange without filters allocates nothing for them.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import replace
 from enum import Enum
 from http import HTTPStatus
 from typing import TYPE_CHECKING, Any
@@ -28,8 +27,17 @@ from rproxy.attempts import AttemptState, BackendAttempt
 from rproxy.backends import Backend, Pool
 from rproxy.http._record import count, emit
 from rproxy.http.filters import LocalReply
-from rproxy.http.filters._chain import BODY, END, HEAD, NO_FILTERS, FilterChain, Pipe
-from rproxy.http.framing import RequestHead, ResponseHead
+from rproxy.http.filters._chain import (
+    BODY,
+    END,
+    HEAD,
+    NO_FILTERS,
+    REQUEST,
+    RESPONSE,
+    FilterChain,
+    Pipe,
+)
+from rproxy.http.framing import RequestHead, ResponseHead, copy_head
 from rproxy.http.headers import forward_response_headers
 from rproxy.http.messages import header, response_trailers
 from rproxy.http.routing import Route
@@ -192,17 +200,9 @@ class Exchange:
                 self.phase = _CONNECTING
                 self._connect()
 
-    def _request_pipe(self, heads: list[Any]) -> Pipe:
+    def _request_pipe(self, heads: Sequence[Any]) -> Pipe:
         chain = self._chain
-        return Pipe(
-            self,
-            (heads, list(chain.request_body), list(chain.request_end)),
-            (self._head_filtered, self._send_body, self._send_end),
-            local=self.reply,
-            failed=self._filter_failed,
-            pause=self.codec.pause_reading,
-            resume=self._resume_client,
-        )
+        return Pipe(self, REQUEST, (heads, chain.request_body, chain.request_end))
 
     def _route_hook(self, _: Exchange, head: RequestHead) -> None:
         # Routing as the last listener hook: the route's hooks follow it.
@@ -213,9 +213,10 @@ class Exchange:
             return
         chain = self._chain
         listener_hooks = len(self.settings.filters.request_head)
-        pipe.hooks[HEAD].extend(chain.request_head[listener_hooks:])
-        pipe.hooks[BODY][:] = chain.request_body
-        pipe.hooks[END][:] = chain.request_end
+        heads = pipe.hooks[HEAD]
+        assert isinstance(heads, list)  # begin() made it a list to grow
+        heads.extend(chain.request_head[listener_hooks:])
+        pipe.hooks = (heads, chain.request_body, chain.request_end)
 
     def _route(self, head: RequestHead) -> bool:
         settings = self.settings
@@ -236,7 +237,7 @@ class Exchange:
     def _after_route(self, head: RequestHead) -> None:
         chain = self._chain
         if chain.requests:
-            self._requests = self._request_pipe(list(chain.request_head))
+            self._requests = self._request_pipe(chain.request_head)
             self._requests.push(HEAD, head)
         else:
             self._head_filtered(head)
@@ -354,7 +355,7 @@ class Exchange:
     def _connected(self, backend: Backend, upstream: UpstreamProtocol) -> None:
         self.backend = backend
         if self.phase is _DONE:
-            upstream.transport.loseConnection()  # type: ignore[union-attr]
+            upstream.transport.loseConnection()
             return
         self._attach(upstream)
 
@@ -423,7 +424,7 @@ class Exchange:
         if self._chain.responses:
             # Filters may change the head (a new body length): the backend
             # connection reads the body as its own copy says.
-            head = self.response = replace(head)
+            head = self.response = copy_head(head)
             self._response_pipe().push(HEAD, head)
         else:
             self.response = head
@@ -436,18 +437,48 @@ class Exchange:
             chain = self._chain
             pipe = self._responses = Pipe(
                 self,
-                (
-                    list(chain.response_head),
-                    list(chain.response_body),
-                    list(chain.response_end),
-                ),
-                (self._start_response, self._relay_body, self._end_response),
-                local=self._replace_response,
-                failed=self._filter_failed,
-                pause=self._pause_upstream,
-                resume=self._resume_upstream,
+                RESPONSE,
+                (chain.response_head, chain.response_body, chain.response_end),
             )
         return pipe
+
+    # What the filter pipes report (PipeOwner) -------------------------------
+
+    def pipe_deliver(self, side: int, kind: int, value: Any) -> None:
+        if side == REQUEST:
+            if kind == HEAD:
+                self._head_filtered(value)
+            elif kind == BODY:
+                self._send_body(value)
+            else:
+                self._send_end(value)
+        elif kind == HEAD:
+            self._start_response(value)
+        elif kind == BODY:
+            self.codec.send_body(value)
+        else:
+            self._end_response(value)
+
+    def pipe_local(self, side: int, reply: LocalReply) -> None:
+        if side == REQUEST:
+            self.reply(reply)
+        else:
+            self._replace_response(reply)
+
+    def pipe_failed(self, failure: Failure) -> None:
+        self._filter_failed(failure)
+
+    def pipe_pause(self, side: int) -> None:
+        if side == REQUEST:
+            self.codec.pause_reading()
+        else:
+            self._pause_upstream()
+
+    def pipe_resume(self, side: int) -> None:
+        if side == REQUEST:
+            self._resume_client()
+        else:
+            self._resume_upstream()
 
     def _start_response(self, head: ResponseHead) -> None:
         self.response_started = True
@@ -461,9 +492,6 @@ class Exchange:
             self._responses.push(BODY, data)
         else:
             self.codec.send_body(data)
-
-    def _relay_body(self, data: Data) -> None:
-        self.codec.send_body(data)
 
     def response_trailers(self, headers: list[tuple[bytes, bytes]]) -> None:
         self._trailers = response_trailers(headers)
@@ -541,7 +569,7 @@ class Exchange:
         self.upstream_time = self.clock.seconds() - self._upstream_started
         if not self._request_sent:
             self._switch = (head, bytearray(rest))
-            upstream.transport.pauseProducing()  # type: ignore[union-attr]
+            upstream.transport.pauseProducing()
             return
         self._open_tunnel(head, rest)
 
@@ -549,7 +577,7 @@ class Exchange:
         switch, self._switch = self._switch, None
         upstream = self.upstream
         assert switch is not None and upstream is not None
-        upstream.transport.resumeProducing()  # type: ignore[union-attr]
+        upstream.transport.resumeProducing()
         self._open_tunnel(switch[0], bytes(switch[1]))
 
     def _open_tunnel(self, head: ResponseHead, rest: bytes) -> None:
@@ -702,7 +730,7 @@ class Exchange:
         upstream = self.upstream
         if upstream is not None and upstream.transport is not None:
             self._paused_upstream = upstream.transport
-            upstream.transport.pauseProducing()  # type: ignore[attr-defined]
+            upstream.transport.pauseProducing()
         # A filter suspended again after it let some body through.
         self.codec.flush()
 

@@ -51,6 +51,7 @@ __all__ = [
     "RequestHead",
     "ResponseHead",
     "check_incomplete_head",
+    "copy_head",
     "find_head_end",
     "parse_request_head",
     "parse_response_head",
@@ -137,6 +138,22 @@ class ResponseHead:
     body: ResponseBody = "none"
     content_length: int | None = None
     keep_alive: bool = True
+
+
+def copy_head(head: ResponseHead) -> ResponseHead:
+    """
+    A copy of C{head} that may be changed without changing C{head} (its
+    field list copied too).
+    """
+    return ResponseHead(
+        head.status,
+        head.reason,
+        head.version,
+        list(head.headers),
+        head.body,
+        head.content_length,
+        head.keep_alive,
+    )
 
 
 def find_head_end(

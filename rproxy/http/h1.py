@@ -22,11 +22,12 @@ from twisted.internet.interfaces import (
     IHalfCloseableProtocol,
     IPushProducer,
 )
-from twisted.internet.protocol import Protocol, connectionDone
+from twisted.internet.protocol import connectionDone
 from twisted.python.failure import Failure
-from zope.interface import implementer
+from zope.interface import classImplements
 
 from rproxy._fastwrite import Data, no_delay, send_now, send_parts
+from rproxy._protocol import StreamProtocol
 from rproxy.http._tunnel import Tunnel
 from rproxy.http.chunked import ChunkedDecoder, End, Trailers, encode_last_chunk
 from rproxy.http.errors import error_response
@@ -62,8 +63,7 @@ _DONE = Phase.DONE
 BODY_RATE_GRACE = 5.0
 
 
-@implementer(IHalfCloseableProtocol, IPushProducer)
-class H1Connection(Protocol):
+class H1Connection(StreamProtocol):
     """
     One HTTP/1.1 client connection.
 
@@ -128,7 +128,7 @@ class H1Connection(Protocol):
     def connectionMade(self) -> None:
         self.factory.connections.add(self)
         no_delay(self.transport)
-        peer = self.transport.getPeer()  # type: ignore[union-attr]
+        peer = self.transport.getPeer()
         self.client = str(getattr(peer, "host", ""))
         self._since = self.clock.seconds()
         self._arm()
@@ -344,7 +344,7 @@ class H1Connection(Protocol):
         if not self._paused:
             self._paused = True
             self._paused_at = self.clock.seconds()
-            self.transport.pauseProducing()  # type: ignore[union-attr]
+            self.transport.pauseProducing()
 
     def resume_reading(self) -> None:
         """
@@ -357,7 +357,7 @@ class H1Connection(Protocol):
                 paused_for = self.clock.seconds() - self._paused_at
                 self._body_since += paused_for
                 self._last_read += paused_for
-            self.transport.resumeProducing()  # type: ignore[union-attr]
+            self.transport.resumeProducing()
             if self._state == BODY and self._buffer:
                 self._read_body()
 
@@ -424,7 +424,7 @@ class H1Connection(Protocol):
             and not self._sent_continue
         ):
             self._sent_continue = True
-            self.transport.write(_CONTINUE)  # type: ignore[union-attr]
+            self.transport.write(_CONTINUE)
 
     def send_head(self, exchange: Exchange, head: ResponseHead) -> None:
         request = exchange.request
@@ -485,7 +485,7 @@ class H1Connection(Protocol):
                 and upstream.transport is not None
                 and getattr(transport, "producer", None) is None
             ):
-                transport.registerProducer(upstream.transport, True)  # type: ignore[union-attr]
+                transport.registerProducer(upstream.transport, True)
 
     def send_end(self, trailers: Sequence[tuple[bytes, bytes]]) -> None:
         if self._chunk_out:
@@ -584,7 +584,7 @@ class H1Connection(Protocol):
         self._tunnel.start(early, rest)
         if self._read_closed:
             # The client sent its FIN while waiting for the 101.
-            upstream.transport.loseWriteConnection()  # type: ignore[union-attr]
+            upstream.transport.loseWriteConnection()
             return
         self.resume_reading()
 
@@ -613,7 +613,7 @@ class H1Connection(Protocol):
         upstream = exchange.upstream if exchange is not None else None
         self._end_tunnel()
         if upstream is not None and upstream.transport is not None:
-            upstream.transport.abortConnection()  # type: ignore[attr-defined]
+            upstream.transport.abortConnection()
         self._abort()
 
     # Ending ---------------------------------------------------------------
@@ -664,7 +664,7 @@ class H1Connection(Protocol):
         # A registered producer would be resumed instead of the connection
         # closed (see ITransport.loseConnection).
         end_stream(self.transport, resume=False)
-        self.transport.loseConnection()  # type: ignore[union-attr]
+        self.transport.loseConnection()
 
     def _abort(self) -> None:
         """
@@ -673,7 +673,7 @@ class H1Connection(Protocol):
         self._end_tunnel()
         self._state = CLOSED
         self._cancel_timer()
-        self.transport.abortConnection()  # type: ignore[union-attr]
+        self.transport.abortConnection()
 
     def abort(self) -> None:
         """
@@ -711,7 +711,7 @@ class H1Connection(Protocol):
             exchange = self.exchange
             upstream = exchange.upstream if exchange is not None else None
             if upstream is not None and upstream.transport is not None:
-                upstream.transport.loseWriteConnection()  # type: ignore[attr-defined]
+                upstream.transport.loseWriteConnection()
         elif state == HEAD:
             self._head_cut_short()
         elif state == BODY:
@@ -750,3 +750,6 @@ class H1Connection(Protocol):
         if self._own_keep_alive is not None:
             self._own_keep_alive.close_all()
         self.factory.connections.discard(self)
+
+
+classImplements(H1Connection, IHalfCloseableProtocol, IPushProducer)

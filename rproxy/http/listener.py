@@ -151,7 +151,7 @@ class HTTPProxyFactory(Factory):
         # connect out by its pool's policy.
         return max((pool.policy.connect_timeout for pool in self.registry), default=5.0)
 
-    def buildProtocol(self, addr: IAddress | None) -> H1Connection:
+    def buildProtocol(self, addr: IAddress | None) -> H1Connection:  # type: ignore[override]
         return H1Connection(self)
 
     # IListenerFactory ----------------------------------------------------

@@ -15,11 +15,12 @@ from typing import Protocol as TypingProtocol
 
 from twisted.internet.error import ConnectionDone
 from twisted.internet.interfaces import IAddress
-from twisted.internet.protocol import Factory, Protocol, connectionDone
+from twisted.internet.protocol import Factory, connectionDone
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from rproxy._fastwrite import Data, no_delay, send_now
+from rproxy._protocol import StreamProtocol
 from rproxy.backends import Backend
 from rproxy.http.chunked import (
     ChunkedDecoder,
@@ -106,7 +107,7 @@ class IResponseSink(TypingProtocol):
         """The backend side of the tunnel closed."""
 
 
-class UpstreamProtocol(Protocol):
+class UpstreamProtocol(StreamProtocol):
     """
     One connection to a backend, carrying one request at a time.
 
@@ -206,7 +207,7 @@ class UpstreamProtocol(Protocol):
         Pause C{producer} (the client) while this connection cannot take
         more of the request body.
         """
-        self.transport.registerProducer(producer, True)  # type: ignore[union-attr]
+        self.transport.registerProducer(producer, True)
 
     def stop_producer(self, resume: bool = True) -> None:
         """
@@ -228,7 +229,7 @@ class UpstreamProtocol(Protocol):
             lost, self.on_idle_lost = self.on_idle_lost, None
             if lost is not None:
                 lost(self)
-            self.transport.loseConnection()  # type: ignore[union-attr]
+            self.transport.loseConnection()
             return
         self.received_any = True
         try:
@@ -337,13 +338,13 @@ class UpstreamProtocol(Protocol):
         self.reusable = head.keep_alive and not rest and head.body != "close"
         sink.response_end()
         if rest:
-            self.transport.loseConnection()  # type: ignore[union-attr]
+            self.transport.loseConnection()
 
     def _fail(self, reason: str, status: int) -> None:
         sink, self.sink = self.sink, None
         self.reusable = False
         if self.transport is not None:
-            self.transport.abortConnection()  # type: ignore[attr-defined]
+            self.transport.abortConnection()
         if sink is not None:
             sink.upstream_failed(reason, status)
 
@@ -375,7 +376,7 @@ class UpstreamProtocol(Protocol):
         self.sink = None
         self.reusable = False
         if self.transport is not None:
-            self.transport.abortConnection()  # type: ignore[attr-defined]
+            self.transport.abortConnection()
 
 
 class UpstreamFactory(Factory):
@@ -389,7 +390,7 @@ class UpstreamFactory(Factory):
         self.backend = backend
         self.announced = announced
 
-    def buildProtocol(self, addr: IAddress | None) -> UpstreamProtocol:
+    def buildProtocol(self, addr: IAddress | None) -> UpstreamProtocol:  # type: ignore[override]
         upstream = UpstreamProtocol(self.backend)
         upstream.announced = self.announced
         return upstream

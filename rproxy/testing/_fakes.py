@@ -11,8 +11,11 @@ from typing import Any
 from twisted.internet.address import IPv4Address
 from twisted.internet.defer import Deferred
 from twisted.internet.error import ConnectionDone
-from twisted.internet.interfaces import IProtocolFactory, IStreamClientEndpoint
-from twisted.internet.protocol import Protocol
+from twisted.internet.interfaces import (
+    IProtocol,
+    IProtocolFactory,
+    IStreamClientEndpoint,
+)
 from twisted.internet.testing import StringTransport
 from twisted.python.failure import Failure
 from zope.interface import implementer
@@ -55,7 +58,7 @@ class HalfCloseTransport(StringTransport):
         super().__init__(peerAddress=IPv4Address("TCP", peer, port))
         self.write_closed = False
         self.aborted = False
-        self.protocol: Protocol | None = None
+        self.protocol: IProtocol | None = None
         self._lost = False
 
     def loseWriteConnection(self) -> None:  # noqa: N802
@@ -86,7 +89,7 @@ class HalfCloseTransport(StringTransport):
         return self.producerState == "paused"
 
 
-def connect(protocol: Protocol, transport: HalfCloseTransport) -> HalfCloseTransport:
+def connect(protocol: IProtocol, transport: HalfCloseTransport) -> HalfCloseTransport:
     """
     Attach C{transport} to C{protocol} and call connectionMade.
     """

@@ -7,16 +7,29 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from typing import Any
+from typing import Protocol as TypingProtocol
 
 from twisted.internet.defer import Deferred
 from twisted.python.failure import Failure
 
 from rproxy.http.filters import HTTPFilter, LocalReply, filter_hooks
 
-__all__ = ["BODY", "END", "HEAD", "NO_FILTERS", "FilterChain", "Pipe"]
+__all__ = [
+    "BODY",
+    "END",
+    "HEAD",
+    "NO_FILTERS",
+    "REQUEST",
+    "RESPONSE",
+    "FilterChain",
+    "Pipe",
+    "PipeOwner",
+]
 
 #: the kinds of event a pipe carries.
 HEAD, BODY, END = 0, 1, 2
+#: the sides of an exchange a pipe carries.
+REQUEST, RESPONSE = 0, 1
 
 Hook = Callable[..., Any]
 
@@ -110,52 +123,54 @@ def _end_hooks(
 NO_FILTERS = FilterChain()
 
 
+class PipeOwner(TypingProtocol):
+    """
+    What a L{Pipe} reports to (the exchange): each method gets the pipe's
+    C{side} (L{REQUEST} or L{RESPONSE}).
+    """
+
+    def pipe_deliver(self, side: int, kind: int, value: Any) -> None:
+        """An event went through every hook."""
+
+    def pipe_local(self, side: int, reply: LocalReply) -> None:
+        """A head hook answered locally; the pipe has ended."""
+
+    def pipe_failed(self, failure: Failure) -> None:
+        """A hook raised or its Deferred failed; the pipe has ended."""
+
+    def pipe_pause(self, side: int) -> None:
+        """A hook suspended the pipe: stop producing events for it."""
+
+    def pipe_resume(self, side: int) -> None:
+        """The pipe drained: events may come again."""
+
+
 class Pipe:
     """
-    One direction of one exchange: head, body and end events passed through
-    hooks to the sinks, in order.
+    One direction (C{side}) of one exchange: head, body and end events
+    passed through hooks to the owner, in order.
 
-    A hook that returns a Deferred suspends the pipe: C{pause} is called,
-    later events queue, and when the Deferred fires the event goes on from
-    the next hook, the queue drains and C{resume} is called.  A head hook's
-    L{LocalReply} goes to C{local} and ends the pipe; an exception (or a
-    failed Deferred) goes to C{failed} and ends it.
+    A hook that returns a Deferred suspends the pipe: the owner is told to
+    pause, later events queue, and when the Deferred fires the event goes
+    on from the next hook, the queue drains and the owner is told to
+    resume.  A head hook's L{LocalReply} goes to the owner and ends the
+    pipe; so does an exception (or a failed Deferred).
 
     @ivar hooks: per event kind, the hook list (a head's list may grow while
         it runs: routing adds the route's hooks).
     """
 
-    __slots__ = (
-        "_queue",
-        "_subject",
-        "closed",
-        "failed",
-        "hooks",
-        "local",
-        "pause",
-        "resume",
-        "sinks",
-        "suspended",
-    )
+    __slots__ = ("_owner", "_queue", "closed", "hooks", "side", "suspended")
 
     def __init__(
         self,
-        subject: Any,
-        hooks: tuple[list[Hook], list[Hook], list[Hook]],
-        sinks: tuple[Hook, Hook, Hook],
-        *,
-        local: Callable[[LocalReply], None],
-        failed: Callable[[Failure], None],
-        pause: Callable[[], None],
-        resume: Callable[[], None],
+        owner: PipeOwner,
+        side: int,
+        hooks: tuple[Sequence[Hook], Sequence[Hook], Sequence[Hook]],
     ) -> None:
-        self._subject = subject
+        self._owner = owner
+        self.side = side
         self.hooks = hooks
-        self.sinks = sinks
-        self.local = local
-        self.failed = failed
-        self.pause = pause
-        self.resume = resume
         self.suspended = False
         self.closed = False
         self._queue: list[tuple[int, Any, int]] = []
@@ -189,17 +204,17 @@ class Pipe:
 
     def _run(self, kind: int, value: Any, index: int) -> None:
         hooks = self.hooks[kind]
-        subject = self._subject
+        owner = self._owner
         while index < len(hooks):
             try:
-                result = hooks[index](subject, value)
+                result = hooks[index](owner, value)
             except Exception:
                 self._fail(Failure())
                 return
             index += 1
             if isinstance(result, Deferred):
                 self.suspended = True
-                self.pause()
+                self._owner.pipe_pause(self.side)
                 result.addCallbacks(
                     self._resumed,
                     self._fail,
@@ -211,7 +226,7 @@ class Pipe:
             if kind == BODY:
                 value = result
         if not self.closed:
-            self.sinks[kind](value)
+            self._owner.pipe_deliver(self.side, kind, value)
 
     def _went_on(self, kind: int, value: Any, index: int, result: Any) -> bool:
         """
@@ -222,7 +237,7 @@ class Pipe:
                 return True
             if isinstance(result, LocalReply):
                 self.close()
-                self.local(result)
+                self._owner.pipe_local(self.side, result)
                 return False
             raise TypeError(f"a head hook returned {result!r}")
         if kind == BODY:
@@ -243,10 +258,10 @@ class Pipe:
             self._run(kind, result if kind == BODY else value, index)
         self._drain()
         if not self.suspended and not self.closed:
-            self.resume()
+            self._owner.pipe_resume(self.side)
 
     def _fail(self, failure: Failure) -> None:
         if self.closed:
             return
         self.close()
-        self.failed(failure)
+        self._owner.pipe_failed(failure)
