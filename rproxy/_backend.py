@@ -103,6 +103,9 @@ class Backend:
     #: L{rproxy.tls.backend_tls} makes); None for plain TCP.
     tls: IOpenSSLClientConnectionCreator | None = None
 
+    #: C{address} as bytes, made once (host and port never change): what an
+    #: HTTP request's Host says when the backend's address is sent.
+    address_bytes: bytes = field(init=False, default=b"", repr=False)
     healthy: bool = True
     admin: AdminState = AdminState.ENABLED
     active: int = 0
@@ -127,6 +130,7 @@ class Backend:
     latency: LatencyHistogram = field(factory=LatencyHistogram)
 
     def __attrs_post_init__(self) -> None:
+        self.address_bytes = format_address(self.host, self.port).encode()
         if not self.name:
             self.name = format_address(self.host, self.port)
 

@@ -40,25 +40,23 @@ class AccessEvents:
 
     def __init__(self) -> None:
         self._observers: list[ILogObserver] = []
-
-    @property
-    def active(self) -> bool:
-        """
-        Whether anything observes: protocols build events only then.
-        """
-        return bool(self._observers)
+        #: whether anything observes: protocols build events only then (an
+        #: attribute, not a property: it is read once per request).
+        self.active = False
 
     def add_observer(self, observer: ILogObserver) -> None:
         """
         Start giving events to C{observer}.
         """
         self._observers.append(observer)
+        self.active = True
 
     def remove_observer(self, observer: ILogObserver) -> None:
         """
         Stop giving events to C{observer}.
         """
         self._observers.remove(observer)
+        self.active = bool(self._observers)
 
     def emit(self, log_format: str, **fields: Any) -> None:
         """

@@ -231,7 +231,8 @@ class Exchange:
         except KeyError:
             self.fail(503)
             return False
-        self._chain = settings.chain_for(route)
+        if not settings.plain:
+            self._chain = settings.chain_for(route)
         return True
 
     def _after_route(self, head: RequestHead) -> None:
@@ -372,7 +373,7 @@ class Exchange:
         upstream.send_request(
             head,
             self.target,
-            backend.address.encode(),
+            backend.address_bytes,
             self.client,
             settings.scheme,
             settings.policy,

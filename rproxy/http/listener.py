@@ -76,6 +76,9 @@ class HTTPSettings:
     #: connection's timer may wait before it looks again (an exchange whose
     #: pool has a shorter one wakes it sooner).
     shortest_timeout: float = field(init=False)
+    #: no filter anywhere: neither the listener nor any of its routes has
+    #: one (so requests skip looking for them).
+    plain: bool = field(init=False)
     #: per route, the listener's filters and the route's.
     _chains: dict[int, tuple[Route, FilterChain]] = field(init=False, eq=False)
 
@@ -93,6 +96,14 @@ class HTTPSettings:
             self.request_body_timeout,
         )
         object.__setattr__(self, "shortest_timeout", shortest)
+        routes = getattr(self.router, "routes", None)
+        object.__setattr__(
+            self,
+            "plain",
+            not self.filters
+            and routes is not None
+            and not any(route.all_filters() for route in routes),
+        )
 
     def chain_for(self, route: Route) -> FilterChain:
         """
