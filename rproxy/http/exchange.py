@@ -232,7 +232,12 @@ class Exchange:
             self.fail(503)
             return False
         if not settings.plain:
-            self._chain = settings.chain_for(route)
+            found = settings.chains.get(id(route))
+            self._chain = (
+                found[1]
+                if found is not None and found[0] is route
+                else settings.chain_for(route)
+            )
         return True
 
     def _after_route(self, head: RequestHead) -> None:

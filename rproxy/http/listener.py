@@ -79,8 +79,9 @@ class HTTPSettings:
     #: no filter anywhere: neither the listener nor any of its routes has
     #: one (so requests skip looking for them).
     plain: bool = field(init=False)
-    #: per route, the listener's filters and the route's.
-    _chains: dict[int, tuple[Route, FilterChain]] = field(init=False, eq=False)
+    #: per route (by id), the route and its chain: the listener's filters,
+    #: then the route's (see L{chain_for}).
+    chains: dict[int, tuple[Route, FilterChain]] = field(init=False, eq=False)
 
     def __attrs_post_init__(self) -> None:
         if self.remove_response_headers or self.add_response_headers:
@@ -88,7 +89,7 @@ class HTTPSettings:
                 self.remove_response_headers, self.add_response_headers
             )
             object.__setattr__(self, "filters", FilterChain([built_in]) + self.filters)
-        object.__setattr__(self, "_chains", {})
+        object.__setattr__(self, "chains", {})
         shortest = min(
             self.request_head_timeout,
             self.keep_alive_timeout,
@@ -97,12 +98,14 @@ class HTTPSettings:
         )
         object.__setattr__(self, "shortest_timeout", shortest)
         routes = getattr(self.router, "routes", None)
+        for route in routes or ():
+            self.chain_for(route)  # worked out once, not at the first request
         object.__setattr__(
             self,
             "plain",
             not self.filters
             and routes is not None
-            and not any(route.all_filters() for route in routes),
+            and not any(chain for _, chain in self.chains.values()),
         )
 
     def chain_for(self, route: Route) -> FilterChain:
@@ -110,13 +113,13 @@ class HTTPSettings:
         The filters of a request that took C{route}: the listener's, then
         the route's.
         """
-        found = self._chains.get(id(route))
+        found = self.chains.get(id(route))
         if found is not None and found[0] is route:
             return found[1]
         all_filters = getattr(route, "all_filters", None)
         own = all_filters() if all_filters is not None else ()
         chain = self.filters + FilterChain(own) if own else self.filters
-        self._chains[id(route)] = (route, chain)
+        self.chains[id(route)] = (route, chain)
         return chain
 
 

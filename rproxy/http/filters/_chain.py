@@ -185,6 +185,10 @@ class Pipe:
         if self.suspended or self._queue:
             self._queue.append((kind, value, 0))
             return
+        if not self.hooks[kind]:
+            # No filter does anything with this kind of event.
+            self._owner.pipe_deliver(self.side, kind, value)
+            return
         self._run(kind, value, 0)
         if self._queue:
             self._drain()
@@ -212,6 +216,8 @@ class Pipe:
                 self._fail(Failure())
                 return
             index += 1
+            if result is None and kind == HEAD:
+                continue  # the common answer: go on
             if isinstance(result, Deferred):
                 self.suspended = True
                 self._owner.pipe_pause(self.side)
@@ -239,7 +245,8 @@ class Pipe:
                 self.close()
                 self._owner.pipe_local(self.side, result)
                 return False
-            raise TypeError(f"a head hook returned {result!r}")
+            self._fail(Failure(TypeError(f"a head hook returned {result!r}")))
+            return False
         if kind == BODY:
             return bool(result)
         if result:
