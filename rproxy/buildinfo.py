@@ -38,6 +38,7 @@ MYPYC_MODULES: tuple[str, ...] = (
     "rproxy.http.filters._chain",
     "rproxy.http._record",
     "rproxy.http.exchange",
+    "rproxy.http._h1_writer",
     "rproxy.http.h1",
     "rproxy.http.routing",
     "rproxy.backends",

@@ -26,10 +26,11 @@ from twisted.internet.protocol import connectionDone
 from twisted.python.failure import Failure
 from zope.interface import classImplements
 
-from rproxy._fastwrite import Data, no_delay, send_now, send_parts
+from rproxy._fastwrite import Data, no_delay, send_now
 from rproxy._protocol import StreamProtocol
+from rproxy.http._h1_writer import H1Writer
 from rproxy.http._tunnel import Tunnel
-from rproxy.http.chunked import ChunkedDecoder, End, Trailers, encode_last_chunk
+from rproxy.http.chunked import ChunkedDecoder, End, Trailers
 from rproxy.http.errors import error_response
 from rproxy.http.exchange import Exchange, Phase
 from rproxy.http.framing import (
@@ -41,7 +42,7 @@ from rproxy.http.framing import (
     parse_request_head,
 )
 from rproxy.http.keepalive import ClientKeepAlive, KeepAlivePool
-from rproxy.http.messages import response_head, switching_head
+from rproxy.http.messages import switching_head
 from rproxy.http.upstream import UpstreamProtocol, end_stream
 
 if TYPE_CHECKING:
@@ -115,17 +116,13 @@ class H1Connection(StreamProtocol):
         self._body_since = 0.0
         self._body_read = 0
         self._last_read = 0.0
-        # The response being written.
-        self._out: list[Data] = []
-        self._chunk_parts: list[Data] = []
-        self._chunk_out = False
-        self._keep_client = True
-        self._sent = False
-        self._sent_continue = False
+        # The response being written (made with the transport).
+        self._writer: H1Writer = H1Writer(None)
 
     # Connection -------------------------------------------------------------
 
     def connectionMade(self) -> None:
+        self._writer = H1Writer(self.transport)
         self.factory.connections.add(self)
         no_delay(self.transport)
         peer = self.transport.getPeer()
@@ -271,7 +268,7 @@ class H1Connection(StreamProtocol):
         # begins: a reload changes them for kept-alive connections too.
         self.settings = settings = self.factory.settings
         self.exchange = exchange = Exchange(self, settings, head)
-        self._sent = self._sent_continue = False
+        self._writer.next_response()
         if head.body == "none":
             self._state = WAIT
         else:
@@ -412,19 +409,7 @@ class H1Connection(StreamProtocol):
     # Writing (the exchange's response events) --------------------------------
 
     def send_interim(self, exchange: Exchange, head: ResponseHead) -> None:
-        """
-        A 1xx other than 101: only a 100 the client asked for is passed on.
-        """
-        request = exchange.request
-        if (
-            head.status == 100
-            and request is not None
-            and request.expect_continue
-            and request.version >= (1, 1)
-            and not self._sent_continue
-        ):
-            self._sent_continue = True
-            self.transport.write(_CONTINUE)
+        self._writer.interim(exchange.request, head)
 
     def send_head(self, exchange: Exchange, head: ResponseHead) -> None:
         request = exchange.request
@@ -436,66 +421,38 @@ class H1Connection(StreamProtocol):
             # A local answer before the request body was read: the rest of
             # the body is not read, so the connection cannot go on.
             keep_alive = False
-        data, self._chunk_out, self._keep_client = response_head(
-            head, request, keep_alive=keep_alive
-        )
-        self._out.append(data)
+        self._writer.head(head, request, keep_alive)
 
     def send_body(self, data: Data) -> None:
-        if self._chunk_out:
-            if data:
-                self._chunk_parts.append(data)
-        else:
-            self._out.append(data)
-
-    def _end_chunk(self) -> None:
-        """
-        Frame the body bytes of one read from the backend as one chunk (the
-        backend's own chunks rarely line up with its reads), without copying
-        them.
-        """
-        parts = self._chunk_parts
-        size = sum(map(len, parts))
-        self._out.append(b"%x\r\n" % size)
-        self._out.extend(parts)
-        self._out.append(b"\r\n")
-        parts.clear()
+        self._writer.body(data)
 
     def flush(self) -> None:
         """
         Send what the last read from the backend produced.
         """
-        if self._chunk_parts:
-            self._end_chunk()
-        out = self._out
-        if not out:
-            return
+        if not self._writer.flush() and self._state != CLOSED:
+            self._slow_client()
+
+    def _slow_client(self) -> None:
+        # The client is slower than the backend: from now on the backend
+        # connection is paused whenever the client's buffer is full
+        # (registered only now, as most responses never need it).
         transport = self.transport
-        self._sent = True
-        sent = send_parts(transport, out)
-        out.clear()
-        if not sent and self._state != CLOSED:
-            # The client is slower than the backend: from now on the
-            # backend connection is paused whenever the client's buffer is
-            # full (registered only now, as most responses never need it).
-            exchange = self.exchange
-            upstream = exchange.upstream if exchange is not None else None
-            if (
-                upstream is not None
-                and upstream.transport is not None
-                and getattr(transport, "producer", None) is None
-            ):
-                transport.registerProducer(upstream.transport, True)
+        exchange = self.exchange
+        upstream = exchange.upstream if exchange is not None else None
+        if (
+            upstream is not None
+            and upstream.transport is not None
+            and getattr(transport, "producer", None) is None
+        ):
+            transport.registerProducer(upstream.transport, True)
 
     def send_end(self, trailers: Sequence[tuple[bytes, bytes]]) -> None:
-        if self._chunk_out:
-            if self._chunk_parts:
-                self._end_chunk()
-            exchange = self.exchange
-            request = exchange.request if exchange is not None else None
-            send = trailers if request is not None and request.te_trailers else ()
-            self._out.append(encode_last_chunk(send))
-        self.flush()
+        exchange = self.exchange
+        request = exchange.request if exchange is not None else None
+        te_trailers = request is not None and request.te_trailers
+        if not self._writer.end(trailers, te_trailers) and self._state != CLOSED:
+            self._slow_client()
         end_stream(self.transport)
 
     def exchange_done(self, exchange: Exchange, request_read: bool) -> None:
@@ -506,8 +463,9 @@ class H1Connection(StreamProtocol):
         if self.exchange is not exchange:
             return
         self.exchange = None
-        self._sent = False
-        keep = self._keep_client and self._state != BODY
+        writer = self._writer
+        writer.sent = False
+        keep = writer.keep_client and self._state != BODY
         if (not keep or self._closing) and not (
             keep and self._closing_for_eof and self._buffer
         ):
@@ -533,7 +491,7 @@ class H1Connection(StreamProtocol):
         """
         Whether any byte of the current response has gone to the client.
         """
-        return self._sent
+        return self._writer.sent
 
     def fail(self, exchange: Exchange, status: int) -> None:
         """
@@ -541,12 +499,11 @@ class H1Connection(StreamProtocol):
         seen nothing of a response yet, else cut the connection.
         """
         self.exchange = None
-        if self._sent:
+        if self._writer.sent:
             exchange.record()
             self._abort()
             return
-        self._out.clear()
-        self._chunk_parts.clear()
+        self._writer.discard()
         exchange.status = status
         exchange.record()
         self._state = CLOSED
@@ -570,7 +527,7 @@ class H1Connection(StreamProtocol):
         transport = self.transport
         assert transport is not None
         transport.write(switching_head(head))
-        self._sent = True
+        self._writer.sent = True
         self._state = TUNNEL
         early = bytes(self._buffer)
         self._buffer.clear()
@@ -637,7 +594,7 @@ class H1Connection(StreamProtocol):
         answer nothing more and close.
         """
         exchange, self.exchange = self.exchange, None
-        sent = self._sent
+        sent = self._writer.sent
         if exchange is not None:
             exchange.give_up(status)
         else:
