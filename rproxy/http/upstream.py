@@ -2,7 +2,7 @@
 parsed and streamed to whoever asked (L{rproxy.http.keepalive} keeps the idle
 ones).
 
-An L{UpstreamProtocol} reports to an L{IResponseSink} (the front protocol's
+An L{UpstreamProtocol} reports to an L{IResponseSink} (the request's
 exchange) as the response arrives; it is reusable only when its response ended
 exactly where its framing said and the backend did not ask to close.
 """

@@ -18,7 +18,7 @@ from rproxy.http.filters import LocalReply
 from rproxy.http.filters.acme import AcmeChallenges
 from rproxy.http.filters.redirect import HTTPSRedirect
 from rproxy.http.framing import Limits, RequestHead, parse_request_head
-from rproxy.http.h1 import H1Connection as HTTPFrontProtocol
+from rproxy.http.h1 import H1Connection
 from rproxy.http.listener import HTTPProxyFactory, HTTPSettings
 from rproxy.http.routing import Route, Router
 from rproxy.testing import FakeEndpoints, HalfCloseTransport, captured_access, connect
@@ -292,7 +292,7 @@ class _FrontCase(SynchronousTestCase):
         self.factory.keep_alive.close_all()
         self.assertEqual(self.clock.getDelayedCalls(), [])
 
-    def client(self) -> tuple[HTTPFrontProtocol, HalfCloseTransport]:
+    def client(self) -> tuple[H1Connection, HalfCloseTransport]:
         proto = self.factory.buildProtocol(IPv4Address("TCP", "192.0.2.7", 4000))
         return proto, connect(proto, HalfCloseTransport())
 

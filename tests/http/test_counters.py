@@ -11,7 +11,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from rproxy.backends import AdminState, Backend, BackendState, Pool, Registry
 from rproxy.balancing import RoundRobin
-from rproxy.http.h1 import H1Connection as HTTPFrontProtocol
+from rproxy.http.h1 import H1Connection
 from rproxy.http.listener import HTTPProxyFactory, HTTPSettings
 from rproxy.http.routing import Route, Router
 from rproxy.stats import LATENCY_BUCKETS
@@ -42,7 +42,7 @@ class _Case(SynchronousTestCase):
     def tearDown(self) -> None:
         self.factory.keep_alive.close_all()
 
-    def client(self) -> tuple[HTTPFrontProtocol, HalfCloseTransport]:
+    def client(self) -> tuple[H1Connection, HalfCloseTransport]:
         proto = self.factory.buildProtocol(IPv4Address("TCP", "192.0.2.7", 4000))
         return proto, connect(proto, HalfCloseTransport())
 

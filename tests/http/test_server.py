@@ -21,7 +21,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from zope.interface.verify import verifyObject
 
 from rproxy.backends import Backend, Pool, Registry
-from rproxy.http.h1 import H1Connection as HTTPFrontProtocol
+from rproxy.http.h1 import H1Connection
 from rproxy.http.listener import HTTPProxyFactory, HTTPSettings
 from rproxy.http.routing import Route, Router
 from rproxy.policy import PoolPolicy
@@ -95,11 +95,11 @@ class _ServerCase(SynchronousTestCase):
         self.factory.keep_alive.close_all()
         self.assertEqual(self.clock.getDelayedCalls(), [])
 
-    def client(self) -> tuple[HTTPFrontProtocol, HalfCloseTransport]:
+    def client(self) -> tuple[H1Connection, HalfCloseTransport]:
         proto = self.factory.buildProtocol(IPv4Address("TCP", "192.0.2.7", 4000))
         return proto, connect(proto, HalfCloseTransport())
 
-    def exchange(self, proto: HTTPFrontProtocol, request: bytes) -> HalfCloseTransport:
+    def exchange(self, proto: H1Connection, request: bytes) -> HalfCloseTransport:
         proto.dataReceived(request)
         server = self.endpoints.last.succeed()
         return server
