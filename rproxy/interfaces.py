@@ -119,8 +119,11 @@ class IHTTPFilter(Interface):
 
     def request_head(exchange: Exchange, head: RequestHead) -> Step:
         """
-        The request head arrived (it is C{exchange.request}; change it in
-        place to change what is routed and sent).
+        The request head arrived (it is C{exchange.request}, to change in
+        place).  The listener's filters see it before routing, so what they
+        change is routed; the route's see it after.  The target sent
+        upstream is C{exchange.target} (a route may have stripped a
+        prefix): set it to send another.
         """
 
     def request_body(exchange: Exchange, data: bytes) -> bytes | Deferred[bytes]:
@@ -136,9 +139,10 @@ class IHTTPFilter(Interface):
     def response_head(exchange: Exchange, head: ResponseHead) -> Step:
         """
         The backend's final response head, its hop-by-hop fields already
-        removed.  A filter that changes the body's length sets
-        C{head.content_length = None} and C{head.body = "close"}, and removes
-        any C{Content-Length} field.
+        removed (also a 101's, which can only be changed: a Deferred or a
+        L{LocalReply} for it is a filter failure).  A filter that changes
+        the body's length sets C{head.content_length = None} and
+        C{head.body = "close"}, and removes any C{Content-Length} field.
         """
 
     def response_body(exchange: Exchange, data: Data) -> Data | Deferred[Data]:

@@ -589,17 +589,26 @@ class Exchange:
     def _open_tunnel(self, head: ResponseHead, rest: bytes) -> None:
         upstream = self.upstream
         assert upstream is not None
-        self.status = 101
-        self.phase = _TUNNEL
-        self.response_started = True
         head.headers = forward_response_headers(
             head.headers,
             via=self.settings.policy.via,
             keep_upgrade=True,
         )
-        chain = self._chain
-        for hook in chain.response_head:
-            hook(self, head)  # a tunnel cannot be replaced: changes only
+        for hook in self._chain.response_head:
+            # A 101 can only be changed: there is no waiting for it or
+            # answering in its place once the backend has switched.
+            try:
+                result = hook(self, head)
+                if result is not None:
+                    raise TypeError(
+                        f"a response_head hook returned {result!r} for a 101"
+                    )
+            except Exception:
+                self._filter_failed(Failure())
+                return
+        self.status = 101
+        self.phase = _TUNNEL
+        self.response_started = True
         upstream.stop_producer(resume=False)
         self.codec.open_tunnel(self, head, upstream, rest)
 

@@ -691,3 +691,64 @@ class CostTests(_Case):
         self.assertIsNotNone(filtered._responses)
         attempt.respond(b"cd")
         self.assertEqual(client.responses()[-1].body, b"abcd")
+
+
+SWITCH = (
+    b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
+    b"Connection: Upgrade\r\n\r\n"
+)
+
+
+class Answers101(HTTPFilter):
+    """Answers locally on the response head: impossible for a 101."""
+
+    def response_head(self, exchange: Exchange, head: ResponseHead) -> LocalReply:
+        return LocalReply(403)
+
+
+class Marks101(HTTPFilter):
+    """Adds a field to every response head."""
+
+    def response_head(self, exchange: Exchange, head: ResponseHead) -> None:
+        head.headers.append((b"X-Seen", b"yes"))
+
+
+class UpgradeTests(_Case):
+    """Response-head hooks on a 101: they may change it, nothing more."""
+
+    def upgrade(self, harness: HTTPHarness) -> Client:
+        client = harness.request(
+            "GET",
+            "/ws",
+            headers=[("Connection", "Upgrade"), ("Upgrade", "websocket")],
+        )
+        harness.backend_responds(SWITCH)
+        return client
+
+    def test_a_hook_may_change_the_101(self) -> None:
+        """A hook's change reaches the client in the 101, and the tunnel
+        opens."""
+        harness = self.harness(filters=[Marks101()])
+        client = self.upgrade(harness)
+        self.assertTrue(client.received.startswith(b"HTTP/1.1 101 "))
+        self.assertIn(b"\r\nX-Seen: yes\r\n", client.received)
+        self.assertFalse(client.closed)
+        client.close()
+
+    def test_a_hook_raising_on_a_101_is_a_500_and_serves_on(self) -> None:
+        """A hook raising on the 101 gets the client a 500 (nothing of the
+        switch was sent), the traceback logged, and the listener serves the
+        next connection."""
+        harness = self.harness(failing_on_the_way([Raises("response_head")]))
+        client = self.upgrade(harness)
+        self.assert_fails_with_500_and_serves_on(harness, client)
+
+    def test_a_local_reply_for_a_101_is_a_filter_failure(self) -> None:
+        """A 101 cannot be answered in place once the backend switched: a
+        hook's LocalReply for it is logged as a failure and answered 500."""
+        harness = self.harness(filters=[Answers101()])
+        client = self.upgrade(harness)
+        response = client.response()
+        self.assertEqual((response.status, client.closed), (500, True))
+        self.assertEqual(len(self.flushLoggedErrors(TypeError)), 1)
+        self.assertEqual(len(harness.failures), 1)
