@@ -536,7 +536,7 @@ class Exchange:
                 upstream, policy.keep_alive_max_idle, policy.keep_alive_timeout
             )
         self.record()
-        codec.exchange_done(self, self._request_sent)
+        codec.exchange_done(self)
 
     def upstream_failed(self, reason: str, status: int) -> None:
         upstream, request, attempt = self.upstream, self.request, self._attempt
@@ -676,7 +676,7 @@ class Exchange:
             self.codec.send_body(reply.body)
         self.codec.send_end([])
         self.record()
-        self.codec.exchange_done(self, self._request_ended)
+        self.codec.exchange_done(self)
 
     def _replace_response(self, reply: LocalReply) -> None:
         # A response filter answered instead of the backend: the backend

@@ -55,7 +55,6 @@ __all__ = ["H1Connection"]
 #: 101, closed.
 HEAD, BODY, WAIT, TUNNEL, CLOSED = range(5)
 
-_CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 #: a module name for the member (cheaper than the Enum lookup per request).
 _DONE = Phase.DONE
 
@@ -455,7 +454,7 @@ class H1Connection(StreamProtocol):
             self._slow_client()
         end_stream(self.transport)
 
-    def exchange_done(self, exchange: Exchange, request_read: bool) -> None:
+    def exchange_done(self, exchange: Exchange) -> None:
         """
         C{exchange}'s response has been sent: read the next request, or
         close.
@@ -486,12 +485,6 @@ class H1Connection(StreamProtocol):
         response is not the last one read.
         """
         return self._closing_for_eof and bool(self._buffer.strip(b"\r\n"))
-
-    def response_sent(self) -> bool:
-        """
-        Whether any byte of the current response has gone to the client.
-        """
-        return self._writer.sent
 
     def fail(self, exchange: Exchange, status: int) -> None:
         """

@@ -86,15 +86,13 @@ _NOT_TRAILERS = _FRAMING | frozenset(
 )
 
 
-def response_trailers(
-    trailers: Headers, *, remove: frozenset[bytes] = frozenset()
-) -> list[tuple[bytes, bytes]]:
+def response_trailers(trailers: Headers) -> list[tuple[bytes, bytes]]:
     """
     The trailer fields of a response that may be passed to a client.
     """
     return [
         (name, value)
-        for name, value in forward_response_headers(trailers, remove=remove)
+        for name, value in forward_response_headers(trailers)
         if name.lower() not in _NOT_TRAILERS
     ]
 

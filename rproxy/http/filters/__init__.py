@@ -40,7 +40,14 @@ from rproxy.interfaces import IHTTPFilter
 if TYPE_CHECKING:
     from rproxy.http.exchange import Exchange
 
-__all__ = ["HTTPFilter", "IHTTPFilter", "LocalReply", "Step", "filter_hooks"]
+__all__ = [
+    "PLAIN_TEXT",
+    "HTTPFilter",
+    "IHTTPFilter",
+    "LocalReply",
+    "Step",
+    "filter_hooks",
+]
 
 Trailers = list[tuple[bytes, bytes]]
 
@@ -61,6 +68,12 @@ class LocalReply:
     body: bytes = b""
     reason: bytes | None = None
 
+
+#: the fields of the short plain-text answers the built-in filters give.
+PLAIN_TEXT = (
+    (b"Content-Type", b"text/plain; charset=utf-8"),
+    (b"Cache-Control", b"no-store"),
+)
 
 #: what a head hook returns, at once or through a Deferred.
 Step = LocalReply | None | Deferred[LocalReply | None]

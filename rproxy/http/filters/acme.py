@@ -7,18 +7,13 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from rproxy.acme.challenges import Challenges
-from rproxy.http.filters import HTTPFilter, LocalReply
+from rproxy.http.filters import PLAIN_TEXT, HTTPFilter, LocalReply
 from rproxy.http.framing import RequestHead
 
 if TYPE_CHECKING:
     from rproxy.http.exchange import Exchange
 
 __all__ = ["AcmeChallenges"]
-
-_PLAIN = (
-    (b"Content-Type", b"text/plain; charset=utf-8"),
-    (b"Cache-Control", b"no-store"),
-)
 
 
 class AcmeChallenges(HTTPFilter):
@@ -38,4 +33,4 @@ class AcmeChallenges(HTTPFilter):
         body = challenges.answer(head.target.partition(b"?")[0])
         if body is None:
             return None
-        return LocalReply(200, _PLAIN, body)
+        return LocalReply(200, PLAIN_TEXT, body)

@@ -5,18 +5,13 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from rproxy.http.filters import HTTPFilter, LocalReply
+from rproxy.http.filters import PLAIN_TEXT, HTTPFilter, LocalReply
 from rproxy.http.framing import RequestHead
 
 if TYPE_CHECKING:
     from rproxy.http.exchange import Exchange
 
 __all__ = ["HTTPSRedirect"]
-
-_PLAIN = (
-    (b"Content-Type", b"text/plain; charset=utf-8"),
-    (b"Cache-Control", b"no-store"),
-)
 
 
 class HTTPSRedirect(HTTPFilter):
@@ -34,14 +29,14 @@ class HTTPSRedirect(HTTPFilter):
     def request_head(self, exchange: Exchange, head: RequestHead) -> LocalReply:
         host = head.host
         if not host:
-            return LocalReply(400, _PLAIN, b"400 Bad Request: no Host\n")
+            return LocalReply(400, PLAIN_TEXT, b"400 Bad Request: no Host\n")
         https = self.port()
         suffix = b"" if https in (None, 443) else b":%d" % https
         target = head.target if head.target.startswith(b"/") else b"/"
         location = b"https://" + _without_port(host) + suffix + target
         return LocalReply(
             308,
-            (*_PLAIN, (b"Location", location)),
+            (*PLAIN_TEXT, (b"Location", location)),
             b"Moved to " + location + b"\n",
         )
 
