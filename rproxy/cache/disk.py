@@ -4,10 +4,9 @@ memory, and every file operation in a thread pool.
 
 The index says what the store holds the moment a call returns; the file
 operations that make the directory agree follow in the background, in order
-per slot: while one runs, later ones for the slot wait, and a later write or
-delete supersedes those still waiting (a put of the response being written
-joins that write). A failed operation is logged and its response dropped
-from the index. The index is rebuilt from the directory when a store opens,
+per slot (L{rproxy.cache._ops}: a put of the response being written joins
+that write). A failed operation is logged and its response dropped from the
+index. The index is rebuilt from the directory when a store opens,
 least recently used first by file modification time (set when a file is
 written or loaded).
 """
@@ -15,10 +14,11 @@ written or loaded).
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, ParamSpec, TypeVar
+from typing import ParamSpec, TypeVar
 
-from attrs import define, evolve, field
+from attrs import evolve
 from twisted.internet.defer import Deferred, fail, succeed
+from twisted.internet.interfaces import IReactorFromThreads
 from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger, LogLevel
 from twisted.python.failure import Failure
@@ -26,6 +26,7 @@ from twisted.python.threadpool import ThreadPool
 
 from rproxy.cache import _files as files
 from rproxy.cache._files import CorruptFileError, EntryGoneError
+from rproxy.cache._ops import Op, SlotOperations
 from rproxy.cache.entry import Fields, StoredResponse
 from rproxy.cache.memory import LRUSlots, Slot, same_response, slot_of, updated
 
@@ -34,30 +35,6 @@ __all__ = ["DiskStore", "EntryGoneError"]
 _log = Logger()
 _P = ParamSpec("_P")
 _T = TypeVar("_T")
-
-
-@define
-class _Op:
-    """One file operation: C{write} (meta and body), C{rewrite} (new meta
-    over the file holding C{old}) or C{delete}; C{indexed} is the index
-    record it makes true."""
-
-    kind: str
-    indexed: StoredResponse | None = None
-    meta: bytes = b""
-    body: bytes = b""
-    old: StoredResponse | None = None
-    waiters: list[Deferred[None]] = field(factory=list)
-
-
-@define
-class _Queue:
-    """The file operations of one slot: the running one, then those
-    waiting."""
-
-    running: _Op
-    waiting: list[_Op] = field(factory=list)
-    idle: list[Deferred[None]] = field(factory=list)
 
 
 class DiskStore:
@@ -69,24 +46,35 @@ class DiskStore:
     """
 
     def __init__(
-        self, path: str, max_bytes: int, reactor: Any, threadpool: ThreadPool
+        self,
+        path: str,
+        max_bytes: int,
+        reactor: IReactorFromThreads,
+        threadpool: ThreadPool,
     ) -> None:
         self.path = path
         self._slots = LRUSlots(max_bytes)
         self._reactor = reactor
         self._threadpool = threadpool
-        self._queues: dict[Slot, _Queue] = {}
-        self._drained: list[Deferred[None]] = []
-        self._closed = False
+        self._ops = SlotOperations(self._start)
 
     @classmethod
     def open(
-        cls, path: str, max_bytes: int, reactor: Any, threadpool: ThreadPool
+        cls,
+        path: str,
+        max_bytes: int,
+        reactor: IReactorFromThreads,
+        threadpool: ThreadPool,
     ) -> Deferred[DiskStore]:
         """
         Open the store in directory C{path} (created if missing), its index
         rebuilt by a scan in C{threadpool}; responses over C{max_bytes} are
-        evicted.
+        evicted, least recently used first.
+
+        @param threadpool: a started pool, which every file operation runs
+            in; stop it only once L{close} has fired.
+        @return: fires with the store, or fails with the L{OSError} of a
+            directory that cannot be created or read.
         """
         store = cls(path, max_bytes, reactor, threadpool)
         return store._in_thread(files.scan, path).addCallback(store._indexed)
@@ -160,11 +148,9 @@ class DiskStore:
             L{EntryGoneError} (a damaged file is logged and removed).
         """
         slot = slot_of(entry)
-        queue = self._queues.get(slot)
-        if queue is None:
+        idle = self._ops.idle(slot)
+        if idle is None:
             return self._read(slot, entry)
-        idle: Deferred[None] = Deferred()
-        queue.idle.append(idle)
         return idle.addCallback(lambda _: self._read(slot, entry))
 
     def _read(self, slot: Slot, entry: StoredResponse) -> Deferred[StoredResponse]:
@@ -180,14 +166,17 @@ class DiskStore:
     def _read_failed(
         self, failure: Failure, slot: Slot, held: StoredResponse, path: str
     ) -> Failure:
-        if failure.check(EntryGoneError):
-            return failure
-        _log.failure(
-            "disk cache: could not read {path}", failure, LogLevel.warn, path=path
-        )
-        if failure.check(CorruptFileError) and self._slots.get(slot) is held:
+        if not failure.check(EntryGoneError):
+            _log.failure(
+                "disk cache: could not read {path}", failure, LogLevel.warn, path=path
+            )
+        if not failure.check(EntryGoneError, CorruptFileError):
+            return Failure(EntryGoneError(path))
+        # the file is damaged, lost or holds another response than the index
+        # says, with nothing pending on the slot to change it: drop both
+        if self._slots.get(slot) is held:
             self._slots.pop(slot)
-            self._enqueue(slot, _Op("delete"))
+            self._ops.add(slot, Op("delete"))
         return Failure(EntryGoneError(path))
 
     def put(self, entry: StoredResponse) -> Deferred[None]:
@@ -198,21 +187,22 @@ class DiskStore:
 
         @return: fires when the file is written (or the write failed,
             logged) or superseded.
+        @raise ValueError: C{entry} lacks its body, or some of it.
         """
         body = entry.body
         if body is None or len(body) != entry.length:
             raise ValueError("a stored response needs its whole body")
-        if self._closed:
+        if self._ops.closed:
             return succeed(None)
         slot = slot_of(entry)
         meta = files.encode_meta(entry)
         indexed = evolve(entry, body=None)
-        had = slot in self._queues or self._slots.get(slot) is not None
+        had = slot in self._ops or self._slots.get(slot) is not None
         size = files.file_size(meta, entry.length)
         if self._slots.add(indexed, size, self._evicted):
-            return self._enqueue(slot, _Op("write", indexed, meta, body))
+            return self._ops.add(slot, Op("write", indexed, meta, body))
         if had:
-            self._enqueue(slot, _Op("delete"))
+            self._ops.add(slot, Op("delete"))
         return succeed(None)
 
     def update(
@@ -233,14 +223,14 @@ class DiskStore:
         """
         slot = slot_of(entry)
         held = self._slots.get(slot)
-        if self._closed or held is None or not same_response(held, entry):
+        if self._ops.closed or held is None or not same_response(held, entry):
             return succeed(None)
         new = updated(held, headers, request_time, response_time)
         meta = files.encode_meta(new)
         if not self._slots.add(new, files.file_size(meta, new.length), self._evicted):
-            self._enqueue(slot, _Op("delete"))
+            self._ops.add(slot, Op("delete"))
             return succeed(None)
-        return self._enqueue(slot, _Op("rewrite", new, meta, old=held))
+        return self._ops.add(slot, Op("rewrite", new, meta, old=held))
 
     def remove(self, entry: StoredResponse) -> bool:
         """
@@ -253,7 +243,7 @@ class DiskStore:
         if held is None or not same_response(held, entry):
             return False
         self._slots.pop(slot)
-        self._enqueue(slot, _Op("delete"))
+        self._ops.add(slot, Op("delete"))
         return True
 
     def purge(self, key: bytes) -> int:
@@ -279,50 +269,18 @@ class DiskStore:
 
         @return: fires when the file operations under way are done.
         """
-        self._closed = True
-        if not self._queues:
-            return succeed(None)
-        drained: Deferred[None] = Deferred()
-        self._drained.append(drained)
-        return drained
+        self._ops.closed = True
+        return self._ops.drained()
 
     def _deleted(self, gone: list[StoredResponse]) -> int:
         for entry in gone:
-            self._enqueue(slot_of(entry), _Op("delete"))
+            self._ops.add(slot_of(entry), Op("delete"))
         return len(gone)
 
     def _evicted(self, entry: StoredResponse) -> None:
-        self._enqueue(slot_of(entry), _Op("delete"))
+        self._ops.add(slot_of(entry), Op("delete"))
 
-    def _enqueue(self, slot: Slot, op: _Op) -> Deferred[None]:
-        done: Deferred[None] = Deferred()
-        queue = self._queues.get(slot)
-        if queue is None:
-            if self._closed:
-                return succeed(None)
-            op.waiters.append(done)
-            self._queues[slot] = _Queue(op)
-            self._start(slot, op)
-            return done
-        waiting = queue.waiting
-        last = waiting[-1] if waiting else queue.running
-        if op.kind == "rewrite" and waiting and last.kind in ("write", "rewrite"):
-            # fold the new metadata into the operation not yet started
-            last.indexed, last.meta = op.indexed, op.meta
-        elif op.kind != "rewrite" and _same(last, op):
-            last.indexed = op.indexed
-        elif op.kind == "rewrite":
-            waiting.append(op)
-            last = op
-        else:
-            for superseded in waiting:
-                op.waiters.extend(superseded.waiters)
-            waiting[:] = [op]
-            last = op
-        last.waiters.append(done)
-        return done
-
-    def _start(self, slot: Slot, op: _Op) -> None:
+    def _start(self, slot: Slot, op: Op) -> Deferred[None]:
         path = files.slot_path(self.path, files.slot_name(slot))
         if op.kind == "write":
             running = self._in_thread(files.write_file, path, op.meta, op.body)
@@ -331,10 +289,9 @@ class DiskStore:
             running = self._in_thread(files.rewrite_file, path, op.meta, op.old)
         else:
             running = self._in_thread(files.delete_file, path)
-        running.addErrback(self._failed, slot, op, path)
-        running.addCallback(self._done, slot, op)
+        return running.addErrback(self._failed, slot, op, path)
 
-    def _failed(self, failure: Failure, slot: Slot, op: _Op, path: str) -> None:
+    def _failed(self, failure: Failure, slot: Slot, op: Op, path: str) -> None:
         _log.failure(
             "disk cache: could not {kind} {path}",
             failure,
@@ -344,22 +301,7 @@ class DiskStore:
         )
         if op.indexed is not None and self._slots.get(slot) is op.indexed:
             self._slots.pop(slot)
-            self._enqueue(slot, _Op("delete"))
-
-    def _done(self, _: None, slot: Slot, op: _Op) -> None:
-        queue = self._queues[slot]
-        idle: list[Deferred[None]] = []
-        if queue.waiting:
-            queue.running = queue.waiting.pop(0)
-            self._start(slot, queue.running)
-        else:
-            del self._queues[slot]
-            idle = queue.idle
-        drained: list[Deferred[None]] = []
-        if not self._queues:
-            drained, self._drained = self._drained, []
-        for waiter in [*op.waiters, *idle, *drained]:
-            waiter.callback(None)
+            self._ops.add(slot, Op("delete"))
 
     def _in_thread(
         self, f: Callable[_P, _T], *args: _P.args, **kwargs: _P.kwargs
@@ -373,8 +315,3 @@ class DiskStore:
         The size of the files of the responses held.
         """
         return self._slots.bytes
-
-
-def _same(a: _Op, b: _Op) -> bool:
-    """Whether operation C{b} would do what C{a} does."""
-    return a.kind == b.kind and a.meta == b.meta and a.body == b.body

@@ -11,14 +11,19 @@ from collections.abc import Callable
 from typing import Any
 
 from twisted.internet import reactor
+from twisted.internet.defer import Deferred
 from twisted.python.threadpool import ThreadPool
-from twisted.trial.unittest import TestCase
+from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from rproxy.cache import _files as files
+from rproxy.cache._ops import Op, SlotOperations
 from rproxy.cache.disk import DiskStore, EntryGoneError
 from rproxy.cache.entry import StoredResponse
-from rproxy.cache.memory import slot_of
+from rproxy.cache.memory import Slot, slot_of
 from tests.cache.stored import stored
+
+SLOT: Slot = (b"https://example.com/", (), ())
+OTHER: Slot = (b"https://example.com/other", (), ())
 
 
 def file_of(store: DiskStore, entry: StoredResponse) -> str:
@@ -322,3 +327,92 @@ class DiskStoreTests(DiskTestCase):
         store.remove(entry)
         with self.assertRaises(EntryGoneError):
             await store.load(entry)
+
+
+class SlotOperationsTests(SynchronousTestCase):
+    """
+    L{SlotOperations} runs file operations one at a time per slot, folding
+    together those that wait.
+    """
+
+    def setUp(self) -> None:
+        self.started: list[tuple[Slot, Op, Deferred[None]]] = []
+
+        def start(slot: Slot, op: Op) -> Deferred[None]:
+            running: Deferred[None] = Deferred()
+            self.started.append((slot, op, running))
+            return running
+
+        self.ops = SlotOperations(start)
+
+    def finish(self) -> Op:
+        """
+        Finish the oldest operation running, returning it.
+        """
+        _, op, running = self.started.pop(0)
+        running.callback(None)
+        return op
+
+    def test_one_at_a_time_per_slot(self) -> None:
+        """A slot's second operation starts when its first is done; another
+        slot's at once."""
+        self.ops.add(SLOT, Op("write", meta=b"1"))
+        self.ops.add(SLOT, Op("delete"))
+        self.ops.add(OTHER, Op("delete"))
+        self.assertEqual([slot for slot, _, _ in self.started], [SLOT, OTHER])
+        self.finish()
+        self.assertEqual(self.started[-1][1].kind, "delete")
+        self.assertEqual(self.started[-1][0], SLOT)
+
+    def test_later_write_supersedes_waiting(self) -> None:
+        """A write replaces the operations waiting; their waiters fire when
+        it is done."""
+        self.ops.add(SLOT, Op("write", meta=b"1"))
+        waiting = [
+            self.ops.add(SLOT, Op("write", meta=b"2")),
+            self.ops.add(SLOT, Op("rewrite", meta=b"2'")),
+            self.ops.add(SLOT, Op("write", meta=b"3")),
+        ]
+        self.finish()
+        self.assertEqual([op.meta for _, op, _ in self.started], [b"3"])
+        self.assertNoResult(waiting[0])
+        self.finish()
+        for done in waiting:
+            self.assertIsNone(self.successResultOf(done))
+
+    def test_rewrite_folds_into_waiting_write(self) -> None:
+        """New metadata for a response whose write waits goes into that
+        write."""
+        self.ops.add(SLOT, Op("write", meta=b"1"))
+        self.ops.add(SLOT, Op("write", meta=b"2", body=b"body"))
+        self.ops.add(SLOT, Op("rewrite", meta=b"2 updated"))
+        self.finish()
+        [(_, op, _)] = self.started
+        self.assertEqual((op.kind, op.meta, op.body), ("write", b"2 updated", b"body"))
+
+    def test_same_write_joins_the_running_one(self) -> None:
+        """A write of what is being written starts nothing new."""
+        first = self.ops.add(SLOT, Op("write", meta=b"1", body=b"b"))
+        again = self.ops.add(SLOT, Op("write", meta=b"1", body=b"b"))
+        self.finish()
+        self.assertEqual(self.started, [])
+        self.successResultOf(first)
+        self.successResultOf(again)
+
+    def test_idle_and_drained(self) -> None:
+        """Idle fires when a slot has nothing pending, drained when no slot
+        has; closed refuses new operations."""
+        self.assertIsNone(self.ops.idle(SLOT))
+        self.ops.add(SLOT, Op("delete"))
+        self.ops.add(OTHER, Op("delete"))
+        idle = self.ops.idle(SLOT)
+        assert idle is not None
+        drained = self.ops.drained()
+        self.finish()
+        self.successResultOf(idle)
+        self.assertNoResult(drained)
+        self.ops.closed = True
+        self.successResultOf(self.ops.add(SLOT, Op("delete")))
+        self.assertEqual(len(self.started), 1)
+        self.finish()
+        self.successResultOf(drained)
