@@ -15,7 +15,7 @@ from attrs import evolve
 
 from rproxy.cache.entry import Fields, StoredResponse
 
-__all__ = ["MemoryStore", "Slot", "same_response", "slot_of"]
+__all__ = ["LRUSlots", "MemoryStore", "Slot", "same_response", "slot_of", "updated"]
 
 #: (key, vary, variant): where a stored response lives.
 Slot = tuple[bytes, tuple[bytes, ...], tuple[bytes | None, ...]]
