@@ -123,6 +123,12 @@ class Backend:
     last_check_ok: bool | None = None
     last_check_at: float | None = None
     last_check_duration: float | None = None
+    #: taken out of balancing for answering too many 5xx (L{rproxy.outlier}),
+    #: whatever its health, until C{ejected_until} (seconds since epoch).
+    ejected: bool = False
+    ejected_until: float | None = None
+    #: how often it was ejected.
+    ejections_total: int = 0
     #: HTTP exchanges sent to it, by the class of its response
     #: (L{rproxy.stats.STATUS_CLASSES}; C{none}: it sent no response).
     responses: list[int] = field(factory=new_class_counts)
@@ -163,9 +169,9 @@ class Backend:
     @property
     def is_up(self) -> bool:
         """
-        Healthy and enabled: a candidate unless full.
+        Healthy, enabled and not ejected: a candidate unless full.
         """
-        return self.healthy and self.admin is AdminState.ENABLED
+        return self.healthy and self.admin is AdminState.ENABLED and not self.ejected
 
     @property
     def is_full(self) -> bool:

@@ -23,7 +23,13 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from rproxy._fastwrite import Data
-from rproxy.attempts import AttemptState, BackendAttempt
+from rproxy.attempts import (
+    QUEUE_FULL,
+    QUEUE_TIMEOUT,
+    RETRY_BUDGET,
+    AttemptState,
+    BackendAttempt,
+)
 from rproxy.backends import Backend, Pool
 from rproxy.http._record import count, emit
 from rproxy.http.errors import error_body
@@ -351,7 +357,24 @@ class Exchange:
         attempt = self._attempt
         assert attempt is not None
         self.backend = attempt.backend  # the last one tried, if any
-        self._fail_upstream(status, _GAVE_UP.get(status, "backend failed"))
+        refused = attempt.refused
+        if refused is not None:
+            # The pool's queue or retry budget refused it: the access event
+            # says so.
+            self.notes["refused_by"] = refused
+            reason = _REFUSED[refused]
+        else:
+            reason = _GAVE_UP.get(status, "backend failed")
+        self._fail_upstream(status, reason)
+
+    @property
+    def queued(self) -> bool:
+        """
+        Whether the request waits in its pool's queue for a backend to have
+        room.
+        """
+        attempt = self._attempt
+        return attempt is not None and attempt.state is AttemptState.QUEUED
 
     def _upstream_factory(self, backend: Backend) -> UpstreamFactory:
         attempt = self._attempt
@@ -861,6 +884,12 @@ _GAVE_UP = {
     502: "connect failed",
     503: "no backend available",
     504: "connect timed out",
+}
+#: the reasons when a protection of the pool refused it.
+_REFUSED = {
+    QUEUE_FULL: "every backend full and the queue too",
+    QUEUE_TIMEOUT: "waited in the queue too long",
+    RETRY_BUDGET: "no retry: the retry budget is spent",
 }
 
 

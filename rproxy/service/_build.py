@@ -23,6 +23,7 @@ from rproxy.http.headers import ForwardingPolicy
 from rproxy.http.listener import HTTPSettings
 from rproxy.http.routing import Router
 from rproxy.interfaces import IHealthCheck
+from rproxy.outlier import OutlierDetector
 from rproxy.service._pool_update import TLSFor, new_backend, pool_policy
 from rproxy.tls import ServerCertificate, ServerTLS, backend_tls, load_certificate
 
@@ -45,14 +46,14 @@ def build_pool(
 ) -> Pool:
     """
     A L{Pool} with the backends, balancer, thresholds and policy of
-    C{config}.
+    C{config}, and its outlier detector (on C{clock}).
 
     @param tls_for: the backends' TLS settings if already made by
         L{client_tls} (None for none); by default made from C{config.tls}.
     """
     if tls_for == "from config":
         tls_for = None if config.tls is None else client_tls(config.tls)
-    return Pool(
+    pool = Pool(
         config.name,
         [new_backend(b, tls_for) for b in config.backends],
         make_balancer(config.balance),
@@ -61,6 +62,8 @@ def build_pool(
         policy=pool_policy(config),
         now=clock.seconds,
     )
+    OutlierDetector(pool, clock)  # pool.outlier: ejects by the pool's policy
+    return pool
 
 
 def client_tls(
