@@ -20,6 +20,7 @@ from prometheus_client.metrics_core import (
 from prometheus_client.registry import Collector, CollectorRegistry
 from prometheus_client.utils import floatToGoString
 
+from rproxy.admin._protection import protection_metrics
 from rproxy.admin._status import listener_counters, listener_kind
 from rproxy.backends import BackendState, Pool
 from rproxy.service._listeners import ListenerService
@@ -48,6 +49,7 @@ class ProxyCollector(Collector):
     def collect(self) -> Iterator[Metric]:
         yield from self._listener_metrics()
         yield from self._backend_metrics(list(self._pools()))
+        yield from protection_metrics(list(self._pools()))
 
     def _listener_metrics(self) -> Iterator[Metric]:
         info = GaugeMetricFamily(
