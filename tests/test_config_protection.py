@@ -129,3 +129,26 @@ def test_reload_replaces_the_policy_and_keeps_the_detector() -> None:
     assert (pool.policy.queue_timeout, pool.policy.retry_budget) == (2.0, 0.25)
     assert pool.policy.outlier == OutlierPolicy()
     assert (pool.outlier, pool.queue) == (detector, queue)
+
+
+def test_the_readme_example_reads_as_documented() -> None:
+    """The README's Protecting backends example gives the policy it says."""
+    from pathlib import Path
+
+    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    section = readme.split("### Protecting backends", 1)[1]
+    example = section.split("```toml\n", 1)[1].split("```", 1)[0]
+    config = parse_config(
+        tomllib.loads(example + LISTENER.replace('"p"', '"api"')), "README"
+    )
+    policy = pool_policy(config.pool("api"))
+    assert (policy.queue_max, policy.queue_timeout, policy.slow_start) == (
+        200,
+        2.0,
+        30.0,
+    )
+    assert (policy.retry_budget, policy.min_retries) == (0.2, 3)
+    assert policy.outlier == OutlierPolicy(
+        consecutive_5xx=5, interval=10.0, base_ejection=30.0, max_ejection=0.5
+    )
+    assert [b.max_connections for b in config.pool("api").backends] == [50, 50]

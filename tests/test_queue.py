@@ -198,6 +198,82 @@ class QueueTests(SynchronousTestCase):
         waiting.cancel()
         first.release()
 
+    def test_a_backend_passing_its_checks_again_serves_the_queue(self) -> None:
+        """A backend that rises back up makes room too."""
+        spare = Backend("127.0.0.1", 9002, max_connections=1)
+        self.pool.add(spare)
+        self.pool.mark_down(spare, "test")
+        first = self.connected("a")
+        waiting = self.attempt("b")
+        self.pool.record_check(spare, True, "passed")
+        self.pool.record_check(spare, True, "passed")
+        self.clock.advance(0)
+        self.assertIs(self.endpoints.last.backend, spare)
+        waiting.cancel()
+        first.release()
+
+    def test_the_end_of_an_ejection_serves_the_queue(self) -> None:
+        """A backend back from an ejection makes room."""
+        from rproxy.outlier import OutlierDetector
+        from rproxy.policy import OutlierPolicy
+
+        spare = Backend("127.0.0.1", 9002, max_connections=1)
+        self.pool.add(spare)
+        self.pool.policy = evolve(
+            self.pool.policy,
+            queue_timeout=60.0,
+            outlier=OutlierPolicy(consecutive_5xx=1, max_ejection=1.0),
+        )
+        detector = OutlierDetector(self.pool, self.clock)
+        spare.responses[4] += 1
+        detector.five_xx(spare)
+        self.assertTrue(spare.ejected)
+        first = self.connected("a")
+        waiting = self.attempt("b")
+        self.clock.advance(30.0)
+        self.assertIs(self.endpoints.last.backend, spare)
+        waiting.cancel()
+        first.release()
+
+    def test_a_reload_raising_max_connections_serves_the_queue(self) -> None:
+        """update_pool giving a backend more room lets the queue in."""
+        import tomllib
+
+        from rproxy.config import parse_config
+        from rproxy.service._pool_update import update_pool
+
+        def config(limit: int) -> Any:
+            text = f"""
+[pools.db]
+backends = [{{ address = "127.0.0.1:9001", max_connections = {limit} }}]
+[[listeners]]
+name = "l"
+listen = "tcp:0"
+pool = "db"
+"""
+            return parse_config(tomllib.loads(text), "c.toml").pool("db")
+
+        first = self.connected("a")
+        waiting = self.attempt("b")
+        update_pool(self.pool, config(1), config(2), None)
+        self.clock.advance(0)
+        self.assertIs(waiting.state, AttemptState.CONNECTING)
+        waiting.cancel()
+        first.release()
+
+    def test_requests_in_flight_include_the_queued_for_the_budget(self) -> None:
+        """The retry budget counts waiters among the requests in flight."""
+        self.pool.add(Backend("127.0.0.1", 9002, max_connections=1))
+        self.pool.policy = evolve(self.pool.policy, retry_budget=0.5, min_retries=0)
+        first, second = self.connected("a"), self.connected("b")
+        waiting = self.attempt("c")
+        # 2 holding a backend + 1 queued + the one asking: half of 4 is 2.
+        self.assertTrue(self.pool.take_retry())
+        self.assertTrue(self.pool.take_retry())
+        self.assertFalse(self.pool.take_retry())
+        for attempt in (waiting, first, second):
+            attempt.cancel()
+
     def test_failed_connect_after_the_queue_tries_the_next(self) -> None:
         """A waiter served whose connect fails retries like any attempt,
         waiting again while the rest are full."""
@@ -296,6 +372,45 @@ class HTTPQueueTests(SynchronousTestCase):
         self.assertEqual((event["status"], event["refused_by"]), (503, QUEUE_TIMEOUT))
         self.harness.backend_responds(OK)
 
+    def test_full_queue_answers_503_naming_it(self) -> None:
+        """One request more than queue_max waiting gets 503 at once."""
+        self.pool.policy = evolve(self.pool.policy, queue_max=1)
+        self.harness.request("GET", "/a")
+        waiting = self.harness.request("GET", "/b")
+        refused = self.harness.request("GET", "/c")
+        self.assertEqual(refused.response().status, 503)
+        self.assertEqual(self.harness.access[-1]["refused_by"], QUEUE_FULL)
+        self.assertEqual(waiting.received, b"")
+        self.harness.backend_responds(OK)
+        self.clock.advance(0)
+        self.harness.backend_responds(OK)
+        self.assertEqual(waiting.response().status, 200)
+
+    def test_http_and_tcp_fronts_share_the_pools_queue(self) -> None:
+        """A TCP listener and an HTTP listener on one pool wait in one
+        queue, in the order they came."""
+        tcp = TCPProxyFactory(
+            self.pool, self.clock, listener="raw", endpoint_for=self.harness.endpoints
+        )
+        self.harness.request("GET", "/a")
+        kept = self.harness.endpoints.last
+        raw = connect(
+            tcp.buildProtocol(IPv4Address("TCP", "192.0.2.9", 4000)),
+            HalfCloseTransport(),
+        )
+        http = self.harness.request("GET", "/b")
+        self.assertEqual(len(self.pool.queue), 2)
+        kept.respond(OK)
+        self.clock.advance(0)
+        self.assertEqual(len(self.pool.queue), 1)  # the TCP connection went first
+        server = self.harness.endpoints.last.succeed()
+        self.assertEqual(http.received, b"")
+        raw.loseConnection()
+        server.loseConnection()
+        self.clock.advance(0)
+        kept.respond(OK)  # on the connection /a gave back
+        self.assertEqual(http.response().status, 200)
+
     def test_client_closing_while_queued_leaves_the_queue(self) -> None:
         """A client that goes away (a FIN or a lost connection) while its
         request waits takes it out of the queue at once."""
@@ -362,6 +477,20 @@ class TCPQueueTests(SynchronousTestCase):
             self.clock.advance(3.0)
         self.assertTrue(second.disconnecting)
         self.assertEqual(access[-1]["ended"], "queue timeout")
+        first.loseConnection()
+        server.loseConnection()
+
+    def test_full_queue_closes_the_connection_at_once(self) -> None:
+        """A connection finding queue_max waiting is closed at once."""
+        self.pool.policy = evolve(self.pool.policy, queue_max=1)
+        first = self.client()
+        server = self.endpoints.last.succeed()
+        waiting = self.client()
+        with captured_access() as access:
+            refused = self.client()
+        self.assertTrue(refused.disconnecting)
+        self.assertEqual(access[-1]["ended"], "queue full")
+        waiting.finish(Failure(ConnectionLost()))
         first.loseConnection()
         server.loseConnection()
 

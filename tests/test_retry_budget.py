@@ -112,6 +112,23 @@ class RetryBudgetTests(SynchronousTestCase):
             attempt.cancel()
         self.assertEqual(self.pool.retries_active, 0)
 
+    def test_a_reset_before_any_answer_takes_from_the_budget(self) -> None:
+        """retry() after a connection failed counts as a retry too."""
+        self.pool.policy = PoolPolicy(retry_budget=0.0, min_retries=0)
+        attempt = self.attempt()
+        self.endpoints.last.succeed()
+        attempt.retry("reset before any answer")
+        self.assertEqual((attempt.refused, self.gave_up), (RETRY_BUDGET, [BAD_GATEWAY]))
+
+    def test_refused_after_a_connect_timeout_gives_504(self) -> None:
+        """The failure the client gets is the last one's: 504 for a timeout."""
+        self.pool.policy = PoolPolicy(
+            retry_budget=0.0, min_retries=0, connect_timeout=1.0
+        )
+        attempt = self.attempt()
+        self.clock.advance(1.0)
+        self.assertEqual((attempt.refused, self.gave_up), (RETRY_BUDGET, [504]))
+
     def test_no_budget_retries_every_try(self) -> None:
         """Without retry_budget every attempt has its connect_tries."""
         self.pool.policy = PoolPolicy()

@@ -176,3 +176,16 @@ def test_hash_ring_ignores_slow_start() -> None:
     after = [ramping.pick(key).name for key in keys]  # type: ignore[union-attr]
     assert after == before
     assert set(after) == {"a", "b"}
+
+
+def test_rising_on_its_checks_ramps() -> None:
+    """A backend that passes rise checks after being down ramps."""
+    pool, _ = ramping_pool(SmoothWeighted())
+    back = pool.get("b")
+    for _ in range(3):
+        pool.record_check(back, False, "refused")
+    assert not back.healthy
+    for _ in range(2):
+        pool.record_check(back, True, "passed")
+    assert back.healthy
+    assert list(pool.ramps) == [back]
