@@ -98,7 +98,7 @@ class BackendAttempt:
     One client connection's or request's way to a backend of C{pool}.
 
     @param pool: where backends come from and outcomes go.
-    @param clock: times connects out.
+    @param clock: times connects and waits in the queue out.
     @param endpoint_for: makes the endpoint to a backend (with the PROXY
         header to send first, when the policy sends one).
     @param factory_for: the protocol factory for a connect to a backend.
@@ -197,8 +197,9 @@ class BackendAttempt:
 
     def start(self) -> None:
         """
-        Try the first backend.  C{connected} or C{gave_up} may be called
-        before this returns.
+        Try the first backend (or wait in the pool's queue for one to have
+        room).  C{connected} or C{gave_up} may be called before this
+        returns.
         """
         if self.state is not _READY or self.tried:
             raise RuntimeError(f"attempt already started ({self.state.value})")
@@ -334,7 +335,7 @@ class BackendAttempt:
         self.state = _QUEUED
         queue.join(self, self._clock)
         self._queue_timer = self._clock.callLater(
-            policy.queue_timeout, self._queue_timed_out
+            policy.queue_timeout, self.stop_waiting
         )
         if pool.candidates(self.tried):
             queue.kick()  # room already (the queue's turns are due)
@@ -358,11 +359,16 @@ class BackendAttempt:
         if timer is not None and timer.active():
             timer.cancel()
 
-    def _queue_timed_out(self) -> None:
-        self._queue_timer = None
-        queue = self.pool.queue
-        queue.leave(self)
-        queue.timeouts_total += 1
+    def stop_waiting(self) -> None:
+        """
+        The wait in the queue has lasted long enough (C{queue_timeout}, or
+        the caller's own timeout): leave the queue and give up with 503
+        (L{QUEUE_TIMEOUT}).
+        """
+        if self.state is not _QUEUED:
+            raise RuntimeError(f"not waiting in the queue ({self.state.value})")
+        self._leave_queue()
+        self.pool.queue.timeouts_total += 1
         self._give_up(NO_BACKEND, QUEUE_TIMEOUT)
 
     # Connecting ---------------------------------------------------------

@@ -3,10 +3,11 @@ of balancing for a while, whatever its health checks say.
 
 An L{OutlierDetector} watches one pool, as its pool's C{outlier} policy
 (L{rproxy.policy.OutlierPolicy}) says, read afresh on every 5xx so a reload
-applies at once (ejections under way end at their time).  It hears of each 5xx response a backend sent (from
-the HTTP exchange's counters, L{rproxy.http._record.count}) and of nothing
-else: other responses only move the backend's response counters, which it
-reads then, so the common path pays nothing for it.
+applies at once (ejections under way end at their time).  It hears of each
+5xx response a backend sent (from the HTTP exchange's counters,
+L{rproxy.http._record.count}) and of nothing else: other responses only move
+the backend's response counters, which it reads then, so the common path
+pays nothing for it.
 
   - A run of C{consecutive_5xx} 5xx responses with no other response
     between them ejects the backend.

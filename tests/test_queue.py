@@ -372,6 +372,21 @@ class HTTPQueueTests(SynchronousTestCase):
         self.assertEqual((event["status"], event["refused_by"]), (503, QUEUE_TIMEOUT))
         self.harness.backend_responds(OK)
 
+    def test_a_shorter_response_timeout_ends_the_wait_with_503(self) -> None:
+        """The pool's response timeout runs while a request waits: when it
+        comes first, the wait ends as a queue timeout (503), not a 408."""
+        self.pool.policy = evolve(
+            self.pool.policy, queue_timeout=100.0, response_timeout=10.0
+        )
+        first = self.harness.request("GET", "/a")
+        self.harness.endpoints.last.succeed()
+        waiting = self.harness.request("GET", "/b")
+        self.clock.advance(10.0)
+        self.assertEqual(waiting.response().status, 503)
+        self.assertEqual(self.harness.access[-1]["refused_by"], QUEUE_TIMEOUT)
+        self.assertEqual(self.pool.queue.timeouts_total, 1)
+        self.assertEqual(first.response().status, 504)  # its backend, silent
+
     def test_full_queue_answers_503_naming_it(self) -> None:
         """One request more than queue_max waiting gets 503 at once."""
         self.pool.policy = evolve(self.pool.policy, queue_max=1)

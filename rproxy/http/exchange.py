@@ -819,16 +819,20 @@ class Exchange:
         Nothing moved for the response timeout: a client that stopped
         sending its body gets 408, a request filter or a backend that has
         not decided or started answering 504, and a response that stalled
-        midway is cut.
+        midway is cut.  A request still waiting in its pool's queue ends
+        its wait there as if C{queue_timeout} had come (503).
         """
         if self.phase is _FILTERING:
             # A filter did not decide in time (the client is paused meanwhile).
             self.fail(504)
             return
+        attempt = self._attempt
+        if attempt is not None and attempt.state is AttemptState.QUEUED:
+            attempt.stop_waiting()
+            return
         if not self._request_ended and not self.response_started:
             self.fail(408)
             return
-        attempt = self._attempt
         if attempt is not None and attempt.state is AttemptState.CONNECTED:
             attempt.failed("no response in time")
         self._fail_upstream(504, "no response in time")
