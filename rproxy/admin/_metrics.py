@@ -20,7 +20,7 @@ from prometheus_client.metrics_core import (
 from prometheus_client.registry import Collector, CollectorRegistry
 from prometheus_client.utils import floatToGoString
 
-from rproxy.admin._status import listener_counters, listener_kind
+from rproxy.admin._status import listener_counters, listener_kind, refusals
 from rproxy.backends import BackendState, Pool
 from rproxy.service._listeners import ListenerService
 from rproxy.stats import STATUS_CLASSES
@@ -47,6 +47,7 @@ class ProxyCollector(Collector):
 
     def collect(self) -> Iterator[Metric]:
         yield from self._listener_metrics()
+        yield self._refusal_metrics()
         yield from self._backend_metrics(list(self._pools()))
 
     def _listener_metrics(self) -> Iterator[Metric]:
@@ -103,6 +104,21 @@ class ProxyCollector(Collector):
             body_timeouts.add_metric([name, "idle"], stats.request_body_timeouts)
             body_timeouts.add_metric([name, "slow"], stats.request_body_too_slow)
         yield from (info, connections, active, requests, received, sent, body_timeouts)
+
+    def _refusal_metrics(self) -> Metric:
+        refused = CounterMetricFamily(
+            "rproxy_listener_refused_total",
+            "Connections refused as they arrived, by reason (full: "
+            "max_connections; per_ip: max_connections_per_ip; rate: "
+            "accept_rate_per_ip; denied: the allow or deny list; fds: no file "
+            "descriptor to spare), and requests a route's allow or deny list "
+            "answered 403 (route_denied).",
+            labels=[*_LISTENER, "reason"],
+        )
+        for name, service in list(self._listeners.items()):
+            for reason, count in refusals(service).items():
+                refused.add_metric([name, reason], count)
+        return refused
 
     def _backend_metrics(self, pools: list[Pool]) -> Iterator[Metric]:
         members = GaugeMetricFamily(

@@ -22,6 +22,7 @@ from rproxy.http.filters import IHTTPFilter
 from rproxy.http.filters.acme import AcmeChallenges
 from rproxy.http.filters.redirect import HTTPSRedirect
 from rproxy.interfaces import IListenerFactory
+from rproxy.service._admission import admission_for
 from rproxy.service._build import (
     access_log_service,
     build_check,
@@ -222,6 +223,7 @@ class ProxyService(MultiService):
                 prepared.tls.get(spec.name),
                 spec.accept_proxy(new),
                 self.fds,
+                admission_for(spec.config),
             )
             service.setName(f"listener:{spec.name}")
             prepared.fresh[spec.name] = service
@@ -337,7 +339,9 @@ class ProxyService(MultiService):
                 continue
             factory = self._factory(spec, new, prepared.pools)
             tls = self._listener_tls(spec, prepared)
-            service.replace(factory, tls, spec.accept_proxy(new))
+            service.replace(
+                factory, tls, spec.accept_proxy(new), admission_for(spec.config)
+            )
             service.grace = new.shutdown_grace
             if before[name] != spec:
                 changes.append(f"listener {name} changed")

@@ -23,6 +23,7 @@ from rproxy.http.headers import ForwardingPolicy
 from rproxy.http.listener import HTTPSettings
 from rproxy.http.routing import Router
 from rproxy.interfaces import IHealthCheck
+from rproxy.service._admission import routes_with_access
 from rproxy.service._pool_update import TLSFor, new_backend, pool_policy
 from rproxy.tls import ServerCertificate, ServerTLS, backend_tls, load_certificate
 
@@ -164,7 +165,7 @@ def http_settings(
             ((b"Strict-Transport-Security", hsts.encode("ascii")),) if hsts else ()
         ),
         filters=(*filters, *listener.headers.filters()),
-        router=Router(listener.routes),
+        router=Router(routes_with_access(listener.routes)),
         policy=ForwardingPolicy(
             trusted=listener.trusted_proxies,
             x_forwarded=listener.x_forwarded,
