@@ -138,7 +138,7 @@ def render_combined(event: LogEvent) -> str:
 
     A TCP connection has no request: its request field is C{"TCP LISTENER"}
     and its status is how the connection ended.  An event with a
-    C{refused_by} ends with C{refused_by=...}.
+    C{refused_by} ends with C{refused_by="..."}.
     """
     when = _clf_time(event.get("log_time") or time.time())
     if event.get("method"):
@@ -160,7 +160,7 @@ def render_combined(event: LogEvent) -> str:
         f"upstream={'-' if upstream is None else f'{upstream:.3f}'} "
         f"duration={event.get('duration', 0.0):.3f}"
     )
-    return f"{line} refused_by={refused}" if refused else line
+    return f"{line} refused_by={_quoted(refused)}" if refused else line
 
 
 def render_json(event: LogEvent) -> str:

@@ -22,6 +22,8 @@ __all__ = ["DEFAULT_CAPACITY", "AcceptRate"]
 
 #: addresses an L{AcceptRate} remembers by default.
 DEFAULT_CAPACITY = 65536
+# A wait shorter than this is rounding in the sums of intervals, not a wait.
+_ROUNDING = 1e-9
 
 
 class AcceptRate:
@@ -67,7 +69,7 @@ class AcceptRate:
         if tat is None or tat < now:
             tat = now
         wait = tat - now - self.tolerance
-        if wait > 0.0:
+        if wait > _ROUNDING:
             tats.move_to_end(key)
             return wait
         tats[key] = tat + self.interval
