@@ -87,6 +87,12 @@ deny = ["10.1.2.3"]
     assert admission.addresses.refusal("10.1.2.3") == "deny"
 
 
+def test_host_bits_are_masked() -> None:
+    """An entry with host bits set means its network."""
+    (listener,) = parse(TCP + 'deny = ["10.0.0.1/8", "2001:db8::1/32"]\n').listeners
+    assert listener.admission.addresses.deny == nets("10.0.0.0/8", "2001:db8::/32")
+
+
 def test_no_keys_no_admission() -> None:
     """A listener without the keys has empty settings and no rules."""
     (listener,) = parse(HTTP).listeners
