@@ -29,8 +29,6 @@ class CacheSettings:
         fetch (request coalescing, as nginx's C{proxy_cache_lock}).
     @ivar lock_timeout: seconds a request waits for another's fetch before
         it goes to the backend itself.
-    @ivar lock_poll: seconds between looks at whether the fetch a request
-        waits for was given up (its client went away).
     @ivar hit_for_pass: seconds a key whose response could not be stored
         is fetched without coalescing (so requests for it do not queue).
     @ivar default_ttl: the heuristic freshness of a response that has no
@@ -63,7 +61,6 @@ class CacheSettings:
     max_object: int = field(default=8 << 20, validator=_non_negative)
     lock: bool = True
     lock_timeout: float = field(default=5.0, validator=_non_negative_float)
-    lock_poll: float = field(default=0.5, validator=validators.gt(0.0))
     hit_for_pass: float = field(default=120.0, validator=_non_negative_float)
     default_ttl: float = field(default=0.0, validator=_non_negative_float)
     heuristic_fraction: float = field(default=0.1, validator=_non_negative_float)
