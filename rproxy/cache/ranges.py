@@ -40,9 +40,9 @@ def byte_range(value: bytes, length: int) -> tuple[int, int] | str | None:
             return UNSATISFIABLE
         return max(0, length - suffix), length - 1
     first = int(m[1])
-    last = int(m[2]) if m[2] else length - 1
-    if last < first:
+    if m[2] and int(m[2]) < first:
         return None
     if first >= length:
         return UNSATISFIABLE
+    last = int(m[2]) if m[2] else length - 1
     return first, min(last, length - 1)

@@ -109,3 +109,223 @@ class DiskTierTests(_Case):
         self.assertEqual(client.received, b"")
         route.store.read_all()
         self.assertEqual(client.response().body, b"hello")
+
+
+class VaryTests(_Case):
+    def test_variants_are_kept_per_request_value(self) -> None:
+        """Vary: Accept-Language stores one variant per language; each is served to its own."""
+        route = self.route()
+        vary = [("Cache-Control", "max-age=60"), ("Vary", "Accept-Language")]
+        for lang, body in (("en", b"hello"), ("fr", b"bonjour")):
+            client = route.harness.request("GET", "/a", [("Accept-Language", lang)])
+            route.harness.backend_responds(route.response(body, vary))
+            self.assertEqual(client.response().body, body)
+        status = None
+        for lang, body in (("EN", b"hello"), ("fr", b"bonjour")):
+            got = route.harness.request(
+                "GET", "/a", [("Accept-Language", lang)]
+            ).response()
+            self.assertEqual(got.body, body)
+            status = got.header(b"cache-status")
+        self.assertEqual(status, b"rproxy; hit; ttl=60")
+        self.assertEqual(route.backend_requests, 2)
+
+    def test_other_variant_is_a_vary_miss(self) -> None:
+        """A request matching no stored variant is forwarded as fwd=vary-miss."""
+        route = self.route()
+        vary = [("Cache-Control", "max-age=60"), ("Vary", "Accept-Language")]
+        client = route.harness.request("GET", "/a", [("Accept-Language", "en")])
+        route.harness.backend_responds(route.response(b"hello", vary))
+        client.response()
+        client = route.harness.request("GET", "/a", [("Accept-Language", "de")])
+        route.harness.backend_responds(route.response(b"hallo", vary))
+        self.assertEqual(
+            client.response().header(b"cache-status"),
+            b"rproxy; fwd=vary-miss; fwd-status=200; stored",
+        )
+
+    def test_vary_star_is_never_stored(self) -> None:
+        """Vary: * responses are passed on and not stored."""
+        route = self.route()
+        client = route.harness.request("GET", "/a")
+        route.harness.backend_responds(
+            route.response(headers=[("Cache-Control", "max-age=60"), ("Vary", "*")])
+        )
+        self.assertIn(b"detail=vary-star", client.response().header(b"cache-status") or b"")
+        self.assertEqual(route.store.objects, 0)
+
+
+class ConditionalClientTests(_Case):
+    ETAGGED = (("Cache-Control", "max-age=60"), ("ETag", '"v1"'))
+
+    def test_matching_if_none_match_gets_304_from_the_cache(self) -> None:
+        """A client holding the stored ETag gets 304 with no body and no backend."""
+        route = self.route()
+        self.fill(route, headers=self.ETAGGED)
+        client = route.harness.request("GET", "/a", [("If-None-Match", 'W/"v1", "x"')])
+        got = client.response()
+        self.assertEqual(got.status, 304)
+        self.assertEqual(got.header(b"etag"), b'"v1"')
+        self.assertIsNone(got.header(b"content-length"))
+        self.assertEqual(route.backend_requests, 1)
+
+    def test_if_modified_since_not_modified(self) -> None:
+        """If-Modified-Since at or after the stored Last-Modified gets 304."""
+        route = self.route()
+        lm = "Tue, 14 Nov 2023 22:13:20 GMT"
+        self.fill(route, headers=[("Cache-Control", "max-age=60"), ("Last-Modified", lm)])
+        got = route.harness.request("GET", "/a", [("If-Modified-Since", lm)]).response()
+        self.assertEqual(got.status, 304)
+
+    def test_miss_strips_client_validators_and_answers_304_itself(self) -> None:
+        """On a miss the backend is asked for the whole response (stored); the client gets 304."""
+        route = self.route()
+        client = route.harness.request("GET", "/a", [("If-None-Match", '"v1"')])
+        attempt = route.harness.backend_responds(route.response(headers=self.ETAGGED))
+        self.assertNotIn(b"if-none-match", attempt.received.lower())
+        got = client.response()
+        self.assertEqual((got.status, got.body), (304, b""))
+        self.assertEqual(route.store.variants(b"http://example.com/a")[0].body, b"hello")
+        self.assertEqual(route.harness.request("GET", "/a").response().body, b"hello")
+
+
+class RevalidationTests(_Case):
+    HEADERS = (("Cache-Control", "max-age=10"), ("ETag", '"v1"'), ("X-Version", "1"))
+
+    def test_stale_response_is_revalidated_and_a_304_merged(self) -> None:
+        """A stale response is revalidated with If-None-Match; on 304 its body is served with the new fields."""
+        route = self.route()
+        self.fill(route, headers=self.HEADERS)
+        route.clock.advance(20)
+        client = route.harness.request("GET", "/a")
+        attempt = route.harness.endpoints.last
+        self.assertIn(b'If-None-Match: "v1"', attempt.received)
+        route.harness.backend_responds(
+            route.response(
+                b"",
+                [("Cache-Control", "max-age=100"), ("ETag", '"v1"'), ("X-Version", "2")],
+                status="304 Not Modified",
+            ).replace(b"Content-Length: 0\r\n", b"")
+        )
+        got = client.response()
+        self.assertEqual((got.status, got.body), (200, b"hello"))
+        self.assertEqual(got.header(b"x-version"), b"2")
+        self.assertEqual(
+            got.header(b"cache-status"),
+            b"rproxy; fwd=stale; fwd-status=304; ttl=100",
+        )
+        self.assertEqual(route.cache.counters["revalidated"], 1)
+        # The stored response was updated: fresh again, with the new field.
+        hit = route.harness.request("GET", "/a").response()
+        self.assertEqual(hit.header(b"x-version"), b"2")
+        self.assertEqual(hit.header(b"age"), b"0")
+
+    def test_backend_connection_is_reused_after_a_304(self) -> None:
+        """Serving the stored body in the 304's place keeps the backend connection."""
+        route = self.route()
+        self.fill(route, headers=self.HEADERS)
+        route.clock.advance(20)
+        client = route.harness.request("GET", "/a")
+        route.harness.backend_responds(
+            route.response(b"", self.HEADERS, status="304 Not Modified").replace(
+                b"Content-Length: 0\r\n", b""
+            )
+        )
+        client.response()
+        attempts = len(route.harness.endpoints.attempts)
+        route.clock.advance(20)
+        route.harness.request("GET", "/a")
+        self.assertEqual(len(route.harness.endpoints.attempts), attempts)
+
+    def test_new_response_replaces_the_stale_one(self) -> None:
+        """A 200 to a revalidation replaces the stored response."""
+        route = self.route()
+        self.fill(route, headers=self.HEADERS)
+        route.clock.advance(20)
+        client = route.harness.request("GET", "/a")
+        route.harness.backend_responds(route.response(b"new!", self.HEADERS))
+        self.assertEqual(client.response().body, b"new!")
+        self.assertEqual(route.harness.request("GET", "/a").response().body, b"new!")
+        self.assertEqual(route.store.objects, 1)
+
+    def test_client_no_cache_revalidates_a_fresh_response(self) -> None:
+        """Cache-Control: no-cache from the client sends a fresh response to be validated (fwd=request)."""
+        route = self.route()
+        self.fill(route, headers=self.HEADERS)
+        client = route.harness.request("GET", "/a", [("Cache-Control", "no-cache")])
+        route.harness.backend_responds(
+            route.response(b"", self.HEADERS, status="304 Not Modified").replace(
+                b"Content-Length: 0\r\n", b""
+            )
+        )
+        self.assertIn(b"fwd=request", client.response().header(b"cache-status") or b"")
+
+
+class InvalidationTests(_Case):
+    def test_post_invalidates_the_url_and_same_origin_location(self) -> None:
+        """A POST's 2xx drops the stored /a and the /b its Location names, not other hosts'."""
+        route = self.route()
+        self.fill(route, "/a")
+        self.fill(route, "/b")
+        self.fill(route, "/c")
+        client = route.harness.request("POST", "/a", body=b"x")
+        route.harness.backend_responds(
+            route.response(
+                b"ok",
+                [("Location", "/b"), ("Content-Location", "http://other.example/c")],
+            )
+        )
+        self.assertEqual(client.response().status, 200)
+        self.assertEqual(route.store.variants(b"http://example.com/a"), [])
+        self.assertEqual(route.store.variants(b"http://example.com/b"), [])
+        self.assertEqual(len(route.store.variants(b"http://example.com/c")), 1)
+        self.assertEqual(route.cache.counters["invalidated"], 2)
+
+    def test_error_response_does_not_invalidate(self) -> None:
+        """A DELETE answered 404 leaves the stored response."""
+        route = self.route()
+        self.fill(route, "/a")
+        client = route.harness.request("DELETE", "/a")
+        route.harness.backend_responds(route.response(b"no", [], status="404 Not Found"))
+        client.response()
+        self.assertEqual(len(route.store.variants(b"http://example.com/a")), 1)
+
+
+class RangeTests(_Case):
+    def test_single_range_is_served_from_the_stored_body(self) -> None:
+        """Range: bytes=1-3 gets 206 with Content-Range from the cache."""
+        route = self.route()
+        self.fill(route)
+        got = route.harness.request("GET", "/a", [("Range", "bytes=1-3")]).response()
+        self.assertEqual((got.status, got.body), (206, b"ell"))
+        self.assertEqual(got.header(b"content-range"), b"bytes 1-3/5")
+
+    def test_unsatisfiable_range_is_416(self) -> None:
+        """A range past the end gets 416 with the length."""
+        route = self.route()
+        self.fill(route)
+        got = route.harness.request("GET", "/a", [("Range", "bytes=9-")]).response()
+        self.assertEqual(got.status, 416)
+        self.assertEqual(got.header(b"content-range"), b"bytes */5")
+
+    def test_several_ranges_get_the_whole_response(self) -> None:
+        """Range with two ranges is answered 200 with the whole body."""
+        route = self.route()
+        self.fill(route)
+        got = route.harness.request("GET", "/a", [("Range", "bytes=0-1,3-4")]).response()
+        self.assertEqual((got.status, got.body), (200, b"hello"))
+
+    def test_range_miss_is_passed_through_and_not_stored(self) -> None:
+        """A Range request on a miss goes to the backend with its Range; the 206 is not stored."""
+        route = self.route()
+        client = route.harness.request("GET", "/a", [("Range", "bytes=0-1")])
+        attempt = route.harness.backend_responds(
+            route.response(
+                b"he",
+                [("Cache-Control", "max-age=60"), ("Content-Range", "bytes 0-1/5")],
+                status="206 Partial Content",
+            )
+        )
+        self.assertIn(b"Range: bytes=0-1", attempt.received)
+        self.assertEqual(client.response().status, 206)
+        self.assertEqual(route.store.objects, 0)
