@@ -33,7 +33,9 @@ class CachedRoute:
         self.clock = Clock()
         self.clock.advance(START)
         self.store = store if store is not None else FakeStore()
-        self.cache = Cache("static", settings or CacheSettings(), self.store, self.clock)
+        self.cache = Cache(
+            "static", settings or CacheSettings(), self.store, self.clock
+        )
         route = Route(pool="web", filters=[*filters, CacheFilter(self.cache)])
         self.harness = HTTPHarness([route], clock=self.clock)
 

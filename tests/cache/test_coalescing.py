@@ -24,7 +24,7 @@ class _Case(SynchronousTestCase):
 
 class CoalescingTests(_Case):
     def test_concurrent_misses_make_one_backend_request(self) -> None:
-        """Five concurrent misses: one goes to the backend, four wait and are served from the store."""
+        """Five concurrent misses: one backend request, four served from the store."""
         route = self.route()
         clients = [route.harness.request("GET", "/a") for _ in range(5)]
         self.assertEqual(len(route.harness.endpoints.attempts), 1)
@@ -39,7 +39,7 @@ class CoalescingTests(_Case):
         self.assertEqual(route.cache.coalescer.fetches, {})
 
     def test_waiters_go_to_the_backend_after_the_lock_timeout(self) -> None:
-        """A waiter whose leader has not answered in lock_timeout goes to the backend itself."""
+        """A waiter goes to the backend itself after lock_timeout."""
         route = self.route(CacheSettings(lock_timeout=2.0))
         route.harness.request("GET", "/a")
         waiter = route.harness.request("GET", "/a")
@@ -52,7 +52,7 @@ class CoalescingTests(_Case):
         route.harness.endpoints.attempts[0].respond(route.response())
 
     def test_uncacheable_answer_releases_waiters_and_marks_hit_for_pass(self) -> None:
-        """An uncacheable answer sends the waiters to the backend, and later requests do not wait."""
+        """An uncacheable answer releases the waiters; later requests do not wait."""
         route = self.route()
         leader = route.harness.request("GET", "/a")
         waiters = [route.harness.request("GET", "/a") for _ in range(2)]
@@ -60,7 +60,8 @@ class CoalescingTests(_Case):
         route.harness.backend_responds(route.response(b"mine", private))
         self.assertEqual(leader.response().body, b"mine")
         self.assertEqual(len(route.harness.endpoints.attempts), 3)
-        for attempt, waiter in zip(route.harness.endpoints.attempts[1:], waiters):
+        others = route.harness.endpoints.attempts[1:]
+        for attempt, waiter in zip(others, waiters, strict=True):
             attempt.respond(route.response(b"yours", private))
             self.assertEqual(waiter.response().body, b"yours")
         self.assertEqual(route.cache.counters["pass"], 1)
@@ -74,7 +75,9 @@ class CoalescingTests(_Case):
         """After hit_for_pass seconds, concurrent misses coalesce again."""
         route = self.route(CacheSettings(hit_for_pass=30.0))
         client = route.harness.request("GET", "/a")
-        route.harness.backend_responds(route.response(b"x", [("Cache-Control", "no-store")]))
+        route.harness.backend_responds(
+            route.response(b"x", [("Cache-Control", "no-store")])
+        )
         client.response()
         route.clock.advance(31)
         route.harness.request("GET", "/a")
@@ -83,7 +86,7 @@ class CoalescingTests(_Case):
         route.harness.backend_responds(route.response())
 
     def test_leader_client_gone_releases_waiters(self) -> None:
-        """When the leader's client goes away mid-response, its waiters go to the backend at once."""
+        """The leader's client gone mid-response: its waiters go on at once."""
         route = self.route()
         leader = route.harness.request("GET", "/a")
         waiter = route.harness.request("GET", "/a")
@@ -96,7 +99,7 @@ class CoalescingTests(_Case):
         self.assertEqual(route.cache.coalescer.fetches, {})
 
     def test_client_gone_mid_tee_drops_the_tee(self) -> None:
-        """A client that leaves mid-response leaves nothing stored and no state behind."""
+        """A client gone mid-response leaves nothing stored and no state behind."""
         route = self.route()
         client = route.harness.request("GET", "/a")
         state = weakref.ref(client.protocol.exchange.notes[NOTE])
@@ -114,7 +117,7 @@ class CoalescingTests(_Case):
         self.assertEqual(route.cache.coalescer.fetches, {})
 
     def test_large_response_streams_through_unstored(self) -> None:
-        """A body past max_object is passed on whole, not stored, and marks the key for pass."""
+        """A body past max_object passes whole, unstored, and marks the key."""
         route = self.route(CacheSettings(max_object=4))
         client = route.harness.request("GET", "/a")
         route.harness.backend_responds(route.response(b"0123456789", chunked=True))
@@ -133,7 +136,7 @@ class StaleWhileRevalidateTests(_Case):
     )
 
     def test_stale_response_is_served_and_refreshed_in_the_background(self) -> None:
-        """Within stale-while-revalidate the stale response is served at once and revalidated behind it."""
+        """Within stale-while-revalidate: served stale, revalidated behind it."""
         route = self.route()
         client = route.harness.request("GET", "/a")
         route.harness.backend_responds(route.response(headers=self.HEADERS))
@@ -196,7 +199,7 @@ class StaleIfErrorTests(_Case):
         return route
 
     def test_5xx_is_replaced_by_the_stale_response(self) -> None:
-        """A 503 from the backend is answered with the stale response within stale-if-error."""
+        """A backend's 503 is replaced by the stale response (stale-if-error)."""
         route = self.stale_route()
         client = route.harness.request("GET", "/a")
         route.harness.backend_responds(
@@ -210,7 +213,7 @@ class StaleIfErrorTests(_Case):
         )
 
     def test_connect_failure_is_replaced_by_the_stale_response(self) -> None:
-        """A backend that cannot be connected to: the stale response is served instead of 502."""
+        """A refused connect: the stale response is served instead of 502."""
         route = self.stale_route()
         client = route.harness.request("GET", "/a")
         for _ in range(3):
@@ -236,7 +239,9 @@ class StaleIfErrorTests(_Case):
         route = self.stale_route()
         route.clock.advance(100)
         client = route.harness.request("GET", "/a")
-        route.harness.backend_responds(route.response(b"down", [], status="503 Service Unavailable"))
+        route.harness.backend_responds(
+            route.response(b"down", [], status="503 Service Unavailable")
+        )
         self.assertEqual(client.response().status, 503)
 
     def test_must_revalidate_forbids_it(self) -> None:
@@ -252,9 +257,13 @@ class StaleIfErrorTests(_Case):
         """The cache's stale_if_error setting covers responses without the directive."""
         route = self.route(CacheSettings(stale_if_error=30))
         client = route.harness.request("GET", "/a")
-        route.harness.backend_responds(route.response(headers=[("Cache-Control", "max-age=1")]))
+        route.harness.backend_responds(
+            route.response(headers=[("Cache-Control", "max-age=1")])
+        )
         client.response()
         route.clock.advance(5)
         client = route.harness.request("GET", "/a")
-        route.harness.backend_responds(route.response(b"", [], status="502 Bad Gateway"))
+        route.harness.backend_responds(
+            route.response(b"", [], status="502 Bad Gateway")
+        )
         self.assertEqual(client.response().body, b"hello")

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from rproxy.cache.settings import CacheSettings
 from tests.cache.fakes import FakeStore
 from tests.cache.helpers import CachedRoute
 
@@ -27,7 +26,7 @@ class _Case(SynchronousTestCase):
 
 class HitTests(_Case):
     def test_second_request_is_served_without_the_backend(self) -> None:
-        """A fresh stored response answers the next request; the backend is not asked."""
+        """A fresh stored response answers the next request without the backend."""
         route = self.route()
         self.fill(route)
         attempts = len(route.harness.endpoints.attempts)
@@ -113,7 +112,7 @@ class DiskTierTests(_Case):
 
 class VaryTests(_Case):
     def test_variants_are_kept_per_request_value(self) -> None:
-        """Vary: Accept-Language stores one variant per language; each is served to its own."""
+        """Vary: Accept-Language keeps one variant per language, each served."""
         route = self.route()
         vary = [("Cache-Control", "max-age=60"), ("Vary", "Accept-Language")]
         for lang, body in (("en", b"hello"), ("fr", b"bonjour")):
@@ -151,7 +150,9 @@ class VaryTests(_Case):
         route.harness.backend_responds(
             route.response(headers=[("Cache-Control", "max-age=60"), ("Vary", "*")])
         )
-        self.assertIn(b"detail=vary-star", client.response().header(b"cache-status") or b"")
+        self.assertIn(
+            b"detail=vary-star", client.response().header(b"cache-status") or b""
+        )
         self.assertEqual(route.store.objects, 0)
 
 
@@ -173,19 +174,23 @@ class ConditionalClientTests(_Case):
         """If-Modified-Since at or after the stored Last-Modified gets 304."""
         route = self.route()
         lm = "Tue, 14 Nov 2023 22:13:20 GMT"
-        self.fill(route, headers=[("Cache-Control", "max-age=60"), ("Last-Modified", lm)])
+        self.fill(
+            route, headers=[("Cache-Control", "max-age=60"), ("Last-Modified", lm)]
+        )
         got = route.harness.request("GET", "/a", [("If-Modified-Since", lm)]).response()
         self.assertEqual(got.status, 304)
 
     def test_miss_strips_client_validators_and_answers_304_itself(self) -> None:
-        """On a miss the backend is asked for the whole response (stored); the client gets 304."""
+        """A conditional miss fetches the whole response; the client gets 304."""
         route = self.route()
         client = route.harness.request("GET", "/a", [("If-None-Match", '"v1"')])
         attempt = route.harness.backend_responds(route.response(headers=self.ETAGGED))
         self.assertNotIn(b"if-none-match", attempt.received.lower())
         got = client.response()
         self.assertEqual((got.status, got.body), (304, b""))
-        self.assertEqual(route.store.variants(b"http://example.com/a")[0].body, b"hello")
+        self.assertEqual(
+            route.store.variants(b"http://example.com/a")[0].body, b"hello"
+        )
         self.assertEqual(route.harness.request("GET", "/a").response().body, b"hello")
 
 
@@ -193,7 +198,7 @@ class RevalidationTests(_Case):
     HEADERS = (("Cache-Control", "max-age=10"), ("ETag", '"v1"'), ("X-Version", "1"))
 
     def test_stale_response_is_revalidated_and_a_304_merged(self) -> None:
-        """A stale response is revalidated with If-None-Match; on 304 its body is served with the new fields."""
+        """Stale: revalidated; on 304 the stored body goes with the new fields."""
         route = self.route()
         self.fill(route, headers=self.HEADERS)
         route.clock.advance(20)
@@ -203,7 +208,11 @@ class RevalidationTests(_Case):
         route.harness.backend_responds(
             route.response(
                 b"",
-                [("Cache-Control", "max-age=100"), ("ETag", '"v1"'), ("X-Version", "2")],
+                [
+                    ("Cache-Control", "max-age=100"),
+                    ("ETag", '"v1"'),
+                    ("X-Version", "2"),
+                ],
                 status="304 Not Modified",
             ).replace(b"Content-Length: 0\r\n", b"")
         )
@@ -249,7 +258,7 @@ class RevalidationTests(_Case):
         self.assertEqual(route.store.objects, 1)
 
     def test_client_no_cache_revalidates_a_fresh_response(self) -> None:
-        """Cache-Control: no-cache from the client sends a fresh response to be validated (fwd=request)."""
+        """A client's no-cache validates a fresh response (fwd=request)."""
         route = self.route()
         self.fill(route, headers=self.HEADERS)
         client = route.harness.request("GET", "/a", [("Cache-Control", "no-cache")])
@@ -263,7 +272,7 @@ class RevalidationTests(_Case):
 
 class InvalidationTests(_Case):
     def test_post_invalidates_the_url_and_same_origin_location(self) -> None:
-        """A POST's 2xx drops the stored /a and the /b its Location names, not other hosts'."""
+        """A POST's 2xx drops /a and the /b of its Location, not other hosts'."""
         route = self.route()
         self.fill(route, "/a")
         self.fill(route, "/b")
@@ -286,7 +295,9 @@ class InvalidationTests(_Case):
         route = self.route()
         self.fill(route, "/a")
         client = route.harness.request("DELETE", "/a")
-        route.harness.backend_responds(route.response(b"no", [], status="404 Not Found"))
+        route.harness.backend_responds(
+            route.response(b"no", [], status="404 Not Found")
+        )
         client.response()
         self.assertEqual(len(route.store.variants(b"http://example.com/a")), 1)
 
@@ -312,11 +323,13 @@ class RangeTests(_Case):
         """Range with two ranges is answered 200 with the whole body."""
         route = self.route()
         self.fill(route)
-        got = route.harness.request("GET", "/a", [("Range", "bytes=0-1,3-4")]).response()
+        got = route.harness.request(
+            "GET", "/a", [("Range", "bytes=0-1,3-4")]
+        ).response()
         self.assertEqual((got.status, got.body), (200, b"hello"))
 
     def test_range_miss_is_passed_through_and_not_stored(self) -> None:
-        """A Range request on a miss goes to the backend with its Range; the 206 is not stored."""
+        """A Range miss goes to the backend as it is; the 206 is not stored."""
         route = self.route()
         client = route.harness.request("GET", "/a", [("Range", "bytes=0-1")])
         attempt = route.harness.backend_responds(
