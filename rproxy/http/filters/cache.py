@@ -30,19 +30,19 @@ from rproxy.cache.coalescing import ABANDONED, ERROR, STORED, UNCACHEABLE, Fetch
 from rproxy.cache.conditional import (
     evaluate,
     merge_not_modified,
+    not_modified_headers,
     revalidation_headers,
     without_validators,
 )
 from rproxy.cache.control import (
-    Directives,
     field_values,
-    parse_cache_control,
     response_policy,
 )
 from rproxy.cache.entry import StoredResponse
 from rproxy.cache.freshness import Use
 from rproxy.cache.invalidation import SAFE_METHODS, invalidated_keys, invalidates
 from rproxy.cache.keys import cache_key
+from rproxy.cache.request import RequestState, Tee, request_directives
 from rproxy.cache.shared import Cache
 from rproxy.cache.status import FIELD, CacheStatus
 from rproxy.cache.storing import not_storable, stored_headers
@@ -74,62 +74,6 @@ _RANGE = frozenset({b"range", b"if-range"})
 _DONE = Phase.DONE
 
 
-class _State:
-    """What the filter knows of one request (kept in its exchange's notes)."""
-
-    __slots__ = (
-        "__weakref__",
-        "background",
-        "check_client",
-        "client_headers",
-        "directives",
-        "fetch",
-        "key",
-        "method",
-        "pending",
-        "replace",
-        "request_time",
-        "revalidating",
-        "stale",
-        "status",
-        "store",
-        "tee",
-        "tee_size",
-        "unsafe",
-    )
-
-    def __init__(self, key: bytes, method: bytes, headers: Fields, now: float):
-        self.key = key
-        self.method = method
-        self.client_headers = headers
-        self.request_time = now
-        self.directives: Directives = {}
-        self.status = CacheStatus()
-        self.unsafe = self.background = self.revalidating = False
-        self.store = self.check_client = False
-        self.stale: StoredResponse | None = None
-        self.fetch: Fetch | None = None
-        self.pending: StoredResponse | None = None
-        self.tee: list[bytes] | None = None
-        self.tee_size = 0
-        #: what is sent in place of the backend's body: the answer and the
-        #: stored response it is cut from.
-        self.replace: tuple[Answer, StoredResponse] | None = None
-
-
-def request_directives(headers: Fields) -> Directives:
-    """
-    A request's cache directives (C{Pragma: no-cache} counts as
-    C{Cache-Control: no-cache} where there is no C{Cache-Control}).
-    """
-    values = field_values(headers, b"cache-control")
-    if values:
-        return parse_cache_control(values)
-    if any(b"no-cache" in p.lower() for p in field_values(headers, b"pragma")):
-        return {b"no-cache": None}
-    return {}
-
-
 class CacheFilter(HTTPFilter):
     """
     Caches a route's responses in C{cache} (see the module docstring).
@@ -145,7 +89,7 @@ class CacheFilter(HTTPFilter):
     def request_head(self, exchange: Exchange, head: RequestHead) -> Step:
         cache = self.cache
         key = cache_key(exchange.settings.scheme, head.host, head.target)
-        state = _State(key, head.method, head.headers, cache.clock.seconds())
+        state = RequestState(key, head.method, head.headers, cache.clock.seconds())
         notes = exchange.notes
         notes[NOTE] = state
         if head.method not in _LOOKED_UP or head.upgrade is not None:
@@ -160,7 +104,11 @@ class CacheFilter(HTTPFilter):
         return self._lookup(exchange, head, state, None)
 
     def _lookup(
-        self, exchange: Exchange, head: RequestHead, state: _State, waited: str | None
+        self,
+        exchange: Exchange,
+        head: RequestHead,
+        state: RequestState,
+        waited: str | None,
     ) -> Step:
         if exchange.phase is _DONE:
             return None  # the client went away while it waited
@@ -208,7 +156,7 @@ class CacheFilter(HTTPFilter):
         self,
         exchange: Exchange,
         head: RequestHead,
-        state: _State,
+        state: RequestState,
         others: bool,
         waited: str | None,
     ) -> Step:
@@ -232,7 +180,7 @@ class CacheFilter(HTTPFilter):
         return None
 
     def _fetch(
-        self, head: RequestHead, state: _State, stale: StoredResponse | None
+        self, head: RequestHead, state: RequestState, stale: StoredResponse | None
     ) -> None:
         """Forward the request as the cache's own fetch of a whole response."""
         cache, client = self.cache, state.client_headers
@@ -253,14 +201,14 @@ class CacheFilter(HTTPFilter):
         )
         state.check_client = len(head.headers) != len(client) or state.revalidating
 
-    def _wait(self, exchange: Exchange, head: RequestHead, state: _State) -> Step:
+    def _wait(self, exchange: Exchange, head: RequestHead, state: RequestState) -> Step:
         state.status.collapsed = True
         waiting = self.cache.coalescer.wait(state.key)
         return waiting.addCallback(
             lambda outcome: self._lookup(exchange, head, state, outcome)
         )
 
-    def _refresh(self, head: RequestHead, state: _State, fetch: Fetch) -> Step:
+    def _refresh(self, head: RequestHead, state: RequestState, fetch: Fetch) -> Step:
         # A background refresh (stale-while-revalidate): revalidate, store.
         cache = self.cache
         state.background = True
@@ -273,7 +221,7 @@ class CacheFilter(HTTPFilter):
         return None
 
     def _refresh_later(
-        self, exchange: Exchange, head: RequestHead, state: _State
+        self, exchange: Exchange, head: RequestHead, state: RequestState
     ) -> None:
         coalescer = self.cache.coalescer
         if coalescer.under_way(state.key):
@@ -294,7 +242,7 @@ class CacheFilter(HTTPFilter):
         self,
         exchange: Exchange,
         head: RequestHead,
-        state: _State,
+        state: RequestState,
         entry: StoredResponse,
         age: float,
     ) -> LocalReply | Deferred[LocalReply | None]:
@@ -328,7 +276,7 @@ class CacheFilter(HTTPFilter):
     # Responses --------------------------------------------------------
 
     def response_head(self, exchange: Exchange, head: ResponseHead) -> None:
-        state: _State | None = exchange.notes.get(NOTE)
+        state: RequestState | None = exchange.notes.get(NOTE)
         if state is None:
             return
         cache = self.cache
@@ -364,7 +312,7 @@ class CacheFilter(HTTPFilter):
             cache.coalescer.finish(fetch, UNCACHEABLE)
         self._mark(head, status)
 
-    def _begin_store(self, head: ResponseHead, state: _State, now: float) -> None:
+    def _begin_store(self, head: ResponseHead, state: RequestState, now: float) -> None:
         cache = self.cache
         settings = cache.settings
         policy = response_policy(head.headers, settings.targets)
@@ -386,7 +334,7 @@ class CacheFilter(HTTPFilter):
             self._uncacheable(state)
             return
         vary = vary_names(head.headers) or ()
-        state.pending = StoredResponse(
+        pending = StoredResponse(
             state.key,
             vary,
             request_variant(vary, state.client_headers),
@@ -397,23 +345,20 @@ class CacheFilter(HTTPFilter):
             now,
             0,
         )
-        state.tee = []
+        state.tee = Tee(pending, cache.max_object)
         state.status.stored = True
-        if state.check_client and not state.background:
-            fields = state.pending.headers
-            if evaluate(state.method, state.client_headers, fields) == 304:
-                # The client has this response: tell it so, and store it.
-                state.replace = (
-                    Answer(304, b"Not Modified", [], None, None),
-                    state.pending,
-                )
-                head.status, head.reason = 304, b"Not Modified"
-                head.headers = [
-                    f for f in head.headers if f[0].lower() != b"content-length"
-                ]
-                head.body, head.content_length = "none", None
+        if (
+            state.check_client
+            and not state.background
+            and evaluate(state.method, state.client_headers, pending.headers) == 304
+        ):
+            # The client has this response: tell it so, and store it.
+            state.replace = (Answer(304, b"Not Modified", [], None, None), pending)
+            head.status, head.reason = 304, b"Not Modified"
+            head.headers = not_modified_headers(head.headers)
+            head.body, head.content_length = "none", None
 
-    def _uncacheable(self, state: _State) -> None:
+    def _uncacheable(self, state: RequestState) -> None:
         fetch, state.fetch = state.fetch, None
         coalescer = self.cache.coalescer
         if fetch is not None:
@@ -422,7 +367,7 @@ class CacheFilter(HTTPFilter):
             coalescer.finish(fetch, UNCACHEABLE)
 
     def _revalidated(
-        self, head: ResponseHead, state: _State, stale: StoredResponse, now: float
+        self, head: ResponseHead, state: RequestState, stale: StoredResponse, now: float
     ) -> None:
         cache = self.cache
         merged = merge_not_modified(stale.headers, head.headers)
@@ -440,7 +385,7 @@ class CacheFilter(HTTPFilter):
             self._in_place(head, state, stale, verdict.age)
 
     def _in_place(
-        self, head: ResponseHead, state: _State, entry: StoredResponse, age: float
+        self, head: ResponseHead, state: RequestState, entry: StoredResponse, age: float
     ) -> None:
         """Answer from C{entry} in the backend's response's place."""
         state.store = False
@@ -465,24 +410,19 @@ class CacheFilter(HTTPFilter):
         head.headers.append((FIELD, status.render(self.cache.settings.status_name)))
 
     def response_body(self, exchange: Exchange, data: Data) -> Data:
-        state: _State | None = exchange.notes.get(NOTE)
+        state: RequestState | None = exchange.notes.get(NOTE)
         if state is None:
             return data
         tee = state.tee
-        if tee is not None:
-            state.tee_size += len(data)
-            if state.tee_size > self.cache.max_object:
-                state.tee = state.pending = None
-                state.status.detail = "too-large"
-                self._uncacheable(state)
-            else:
-                tee.append(bytes(data))
+        if tee is not None and not tee.feed(data):
+            state.tee = None
+            self._uncacheable(state)
         return b"" if state.replace is not None else data
 
     def response_end(
         self, exchange: Exchange, trailers: list[tuple[bytes, bytes]]
     ) -> Data | Deferred[Data]:
-        state: _State | None = exchange.notes.get(NOTE)
+        state: RequestState | None = exchange.notes.get(NOTE)
         if state is None:
             return b""
         if state.tee is not None:
@@ -498,12 +438,11 @@ class CacheFilter(HTTPFilter):
             return body.addCallback(built.cut)
         return built.cut(body)
 
-    def _store(self, state: _State, trailers: list[tuple[bytes, bytes]]) -> None:
-        cache, entry, tee = self.cache, state.pending, state.tee
-        state.tee = state.pending = None
-        assert entry is not None and tee is not None
-        body = b"".join(tee)
-        entry.body, entry.length, entry.trailers = body, len(body), list(trailers)
+    def _store(self, state: RequestState, trailers: list[tuple[bytes, bytes]]) -> None:
+        cache, tee = self.cache, state.tee
+        assert tee is not None
+        state.tee = None
+        entry = tee.finish(trailers)
         if state.stale is not None and (
             state.stale.vary != entry.vary or state.stale.variant != entry.variant
         ):
@@ -520,7 +459,7 @@ def _local(built: Answer, body: bytes) -> LocalReply:
     return LocalReply(built.status, built.headers, body, built.reason)
 
 
-def _gateway_timeout(state: _State, cache: Cache) -> LocalReply:
+def _gateway_timeout(state: RequestState, cache: Cache) -> LocalReply:
     # only-if-cached and nothing usable stored (RFC 9111 §5.2.1.7).
     state.status.detail = "only-if-cached"
     return LocalReply(
