@@ -94,7 +94,7 @@ class CacheIntegrationTests(TestCase):
 
     @inlineCallbacks
     def test_stale_response_replaces_a_failed_connect(self) -> Any:
-        """With the backend stopped, a stale response within stale-if-error is served."""
+        """With the backend stopped, a stale response is served (stale-if-error)."""
         status, body, _ = yield self.get("/stale")
         self.assertEqual(status, 200)
         yield self.stop_backend()

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from twisted.trial.unittest import SynchronousTestCase
 
+from rproxy.cache.settings import CacheSettings
 from tests.cache.fakes import FakeStore
 from tests.cache.helpers import CachedRoute
 
@@ -342,3 +343,138 @@ class RangeTests(_Case):
         self.assertIn(b"Range: bytes=0-1", attempt.received)
         self.assertEqual(client.response().status, 206)
         self.assertEqual(route.store.objects, 0)
+
+
+class OuterFilterTests(_Case):
+    def test_filters_before_the_cache_see_its_hits(self) -> None:
+        """A response-headers filter before the cache applies to hits too."""
+        from rproxy.http.filters.headers import ResponseHeaders
+
+        added = ResponseHeaders(add=[(b"X-Outer", b"yes")])
+        route = self.route(filters=[added])
+        self.fill(route)
+        got = route.harness.request("GET", "/a").response()
+        self.assertEqual(got.header(b"x-outer"), b"yes")
+        self.assertIn(b"hit", got.header(b"cache-status") or b"")
+
+
+class RequestDirectiveTests(_Case):
+    def test_only_if_cached_miss_is_504(self) -> None:
+        """only-if-cached with nothing stored: 504, no backend."""
+        route = self.route()
+        client = route.harness.request(
+            "GET", "/a", [("Cache-Control", "only-if-cached")]
+        )
+        self.assertEqual(client.response().status, 504)
+        self.assertEqual(route.harness.endpoints.attempts, [])
+
+    def test_authorization_needs_an_explicit_permission(self) -> None:
+        """A request with Authorization gets no stored response lacking public."""
+        route = self.route()
+        self.fill(route)
+        client = route.harness.request("GET", "/a", [("Authorization", "Basic eA==")])
+        route.harness.backend_responds(route.response(b"for you"))
+        got = client.response()
+        self.assertEqual(got.body, b"for you")
+        self.assertIn(b"detail=authorization", got.header(b"cache-status") or b"")
+
+    def test_head_revalidates_a_stale_response(self) -> None:
+        """A HEAD for a stale response revalidates it; the 304 refreshes it."""
+        route = self.route()
+        self.fill(route, headers=[("Cache-Control", "max-age=1"), ("ETag", '"e"')])
+        route.clock.advance(5)
+        client = route.harness.request("HEAD", "/a")
+        attempt = route.harness.endpoints.last
+        self.assertIn(b"HEAD /a", attempt.received.split(b"\r\n\r\n")[-2])
+        route.harness.backend_responds(
+            route.response(
+                b"",
+                [("Cache-Control", "max-age=60"), ("ETag", '"e"')],
+                "304 Not Modified",
+            ).replace(b"Content-Length: 0\r\n", b"")
+        )
+        got = client.response(head=True)
+        self.assertEqual((got.status, got.header(b"content-length")), (200, b"5"))
+        self.assertEqual(route.harness.request("GET", "/a").response().body, b"hello")
+        self.assertEqual(route.cache.counters["hit"], 1)
+
+
+class DiskBodyTests(_Case):
+    def test_revalidated_body_is_read_from_disk(self) -> None:
+        """After a 304 the stored body is read from the disk tier and sent."""
+        route = self.route(store=FakeStore(disk=True))
+        self.fill(route, headers=[("Cache-Control", "max-age=1"), ("ETag", '"e"')])
+        route.clock.advance(5)
+        client = route.harness.request("GET", "/a")
+        route.harness.backend_responds(
+            route.response(
+                b"",
+                [("Cache-Control", "max-age=60"), ("ETag", '"e"')],
+                "304 Not Modified",
+            ).replace(b"Content-Length: 0\r\n", b"")
+        )
+        route.store.read_all()
+        got = client.response()
+        self.assertEqual((got.status, got.body), (200, b"hello"))
+
+
+class AdminTests(_Case):
+    def test_purge_and_snapshot(self) -> None:
+        """purge(url) and purge_prefix drop stored responses; snapshot counts them."""
+        route = self.route()
+        self.fill(route, "/a")
+        self.fill(route, "/b/1")
+        self.fill(route, "/b/2")
+        snapshot = route.cache.snapshot()
+        self.assertEqual((snapshot["objects"], snapshot["stored"]), (3, 3))
+        self.assertEqual(route.cache.purge("http://EXAMPLE.com/a"), 1)
+        self.assertEqual(route.cache.purge_prefix("http://example.com/b/"), 2)
+        self.assertEqual(route.cache.snapshot()["purged"], 3)
+        self.assertEqual(route.store.objects, 0)
+
+
+class StoredFieldsTests(_Case):
+    def test_fields_named_by_connection_are_not_stored(self) -> None:
+        """Connection: a, b — a and b are neither passed on nor stored; c is."""
+        route = self.route()
+        self.fill(
+            route,
+            headers=[
+                ("Cache-Control", "max-age=60"),
+                ("Connection", "a, b"),
+                ("a", "1"),
+                ("b", "2"),
+                ("c", "3"),
+            ],
+        )
+        got = route.harness.request("GET", "/a").response()
+        names = {name.lower() for name, _ in got.headers}
+        self.assertIn(b"c", names)
+        self.assertFalse(names & {b"a", b"b", b"connection"})
+
+    def test_no_cache_with_field_names_strips_them_from_hits(self) -> None:
+        """no-cache="Set-Cookie": the hit is served at once, without Set-Cookie."""
+        route = self.route()
+        self.fill(
+            route,
+            headers=[
+                ("Cache-Control", 'max-age=60, no-cache="Set-Cookie"'),
+                ("Set-Cookie", "s=1"),
+            ],
+        )
+        got = route.harness.request("GET", "/a").response()
+        self.assertIsNone(got.header(b"set-cookie"))
+        self.assertEqual(route.backend_requests, 1)
+
+    def test_set_cookie_strip_keeps_it_on_the_miss_only(self) -> None:
+        """set_cookie = "strip": the miss keeps Set-Cookie, hits do not get it."""
+        route = self.route(CacheSettings(set_cookie="strip"))
+        client = route.harness.request("GET", "/a")
+        route.harness.backend_responds(
+            route.response(
+                headers=[("Cache-Control", "max-age=60"), ("Set-Cookie", "s=1")]
+            )
+        )
+        self.assertEqual(client.response().header(b"set-cookie"), b"s=1")
+        got = route.harness.request("GET", "/a").response()
+        self.assertIsNone(got.header(b"set-cookie"))
