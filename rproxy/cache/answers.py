@@ -10,11 +10,16 @@ appended; it never holds framing fields (the caller frames the body)."""
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Sequence, Set
 
 from attrs import frozen
 
-from rproxy.cache.conditional import evaluate, if_range_holds, not_modified_headers
+from rproxy.cache.conditional import (
+    PRECONDITIONS,
+    evaluate,
+    if_range_holds,
+    not_modified_headers,
+)
 from rproxy.cache.control import field_values
 from rproxy.cache.entry import StoredResponse
 from rproxy.cache.ranges import UNSATISFIABLE, byte_range
@@ -64,22 +69,32 @@ def answer(
     request_headers: Sequence[tuple[bytes, bytes]],
     age: float,
     cache_status: bytes,
+    names: Set[bytes] | None = None,
 ) -> Answer:
     """
     The answer to a C{method} request with C{request_headers} from C{entry},
     whose current age is C{age}.
+
+    @param names: the lower-case names of C{request_headers}, if known (to
+        skip looking for fields the request does not have).
     """
     stored = [f for f in entry.headers if f[0].lower() not in _REPLACED]
     stored.append((b"Age", b"%d" % max(0, math.floor(age))))
     stored.append((FIELD, cache_status))
-    condition = evaluate(method, request_headers, entry.headers)
+    condition = None
+    if names is None or not names.isdisjoint(PRECONDITIONS):
+        condition = evaluate(method, request_headers, entry.headers)
     if condition == 304:
         return Answer(304, b"Not Modified", not_modified_headers(stored), None, None)
     if condition == 412:
         return Answer(412, b"Precondition Failed", [(FIELD, cache_status)], None, 0)
     length = entry.length
     head_only = method == b"HEAD"
-    ranges = field_values(request_headers, b"range")
+    ranges = (
+        field_values(request_headers, b"range")
+        if names is None or b"range" in names
+        else None
+    )
     if (
         ranges
         and method == b"GET"

@@ -27,6 +27,7 @@ from rproxy.cache.control import field_values
 from rproxy.cache.dates import parse_date
 
 __all__ = [
+    "PRECONDITIONS",
     "entity_tags",
     "evaluate",
     "if_range_holds",
@@ -40,6 +41,10 @@ __all__ = [
 
 Fields = Sequence[tuple[bytes, bytes]]
 
+#: the request fields that make a request conditional (If-Range aside).
+PRECONDITIONS = frozenset(
+    {b"if-match", b"if-none-match", b"if-modified-since", b"if-unmodified-since"}
+)
 _CLIENT_VALIDATORS = frozenset({b"if-none-match", b"if-modified-since"})
 _NOT_UPDATED = frozenset({b"content-length", b"transfer-encoding", b"cache-status"})
 #: representation metadata a 304 need not carry (RFC 9110 §15.4.5).

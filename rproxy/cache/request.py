@@ -19,15 +19,17 @@ __all__ = ["RequestState", "Tee", "request_directives"]
 Fields = list[tuple[bytes, bytes]]
 
 
-def request_directives(headers: Fields) -> Directives:
+def request_directives(headers: Fields, names: frozenset[bytes]) -> Directives:
     """
     A request's cache directives (C{Pragma: no-cache} counts as
-    C{Cache-Control: no-cache} where there is no C{Cache-Control}).
+    C{Cache-Control: no-cache} where there is no C{Cache-Control}), given
+    the lower-case C{names} of its fields.
     """
-    values = field_values(headers, b"cache-control")
-    if values:
-        return parse_cache_control(values)
-    if any(b"no-cache" in p.lower() for p in field_values(headers, b"pragma")):
+    if b"cache-control" in names:
+        return parse_cache_control(field_values(headers, b"cache-control"))
+    if b"pragma" in names and any(
+        b"no-cache" in p.lower() for p in field_values(headers, b"pragma")
+    ):
         return {b"no-cache": None}
     return {}
 
@@ -77,6 +79,7 @@ class RequestState:
     @ivar key: its primary cache key.
     @ivar client_headers: its fields as the client sent them (the fields
         sent upstream may differ: validators replaced).
+    @ivar names: the lower-case names of those fields.
     @ivar request_time: when the cache's request went upstream.
     @ivar status: this cache's C{Cache-Status} member for the response.
     @ivar unsafe: an unsafe method: a non-error response invalidates.
@@ -96,6 +99,7 @@ class RequestState:
     key: bytes
     method: bytes
     client_headers: Fields
+    names: frozenset[bytes]
     request_time: float
     directives: Directives = field(factory=dict)
     status: CacheStatus = field(factory=CacheStatus)

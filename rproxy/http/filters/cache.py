@@ -35,7 +35,6 @@ from rproxy.cache.conditional import (
     without_validators,
 )
 from rproxy.cache.control import (
-    field_values,
     response_policy,
 )
 from rproxy.cache.entry import StoredResponse
@@ -89,7 +88,9 @@ class CacheFilter(HTTPFilter):
     def request_head(self, exchange: Exchange, head: RequestHead) -> Step:
         cache = self.cache
         key = cache_key(exchange.settings.scheme, head.host, head.target)
-        state = RequestState(key, head.method, head.headers, cache.clock.seconds())
+        headers = head.headers
+        names = frozenset([name.lower() for name, _ in headers])
+        state = RequestState(key, head.method, headers, names, cache.clock.seconds())
         notes = exchange.notes
         notes[NOTE] = state
         if head.method not in _LOOKED_UP or head.upgrade is not None:
@@ -97,7 +98,7 @@ class CacheFilter(HTTPFilter):
             state.status.fwd = "method"
             cache.count("bypass")
             return None
-        state.directives = request_directives(head.headers)
+        state.directives = request_directives(headers, names)
         refresh = notes.get(REFRESH)
         if refresh is not None:
             return self._refresh(head, state, refresh)
@@ -115,7 +116,7 @@ class CacheFilter(HTTPFilter):
         cache = self.cache
         now = cache.clock.seconds()
         entry, others = cache.lookup(state.key, state.client_headers)
-        if entry is not None and field_values(state.client_headers, b"authorization"):
+        if entry is not None and b"authorization" in state.names:
             policy = cache.policy(entry)
             if not any(
                 d in policy for d in (b"public", b"s-maxage", b"must-revalidate")
@@ -164,7 +165,7 @@ class CacheFilter(HTTPFilter):
         if b"only-if-cached" in state.directives and cache.settings.client_directives:
             return _gateway_timeout(state, cache)
         coalescer = cache.coalescer
-        ranged = bool(field_values(state.client_headers, b"range"))
+        ranged = b"range" in state.names
         if (
             waited is None
             and not ranged
@@ -253,6 +254,7 @@ class CacheFilter(HTTPFilter):
             state.client_headers,
             age,
             state.status.render(cache.settings.status_name),
+            state.names,
         )
         head_only = state.method == b"HEAD"
         if not built.needs_body and not (head_only and built.length):
@@ -395,6 +397,7 @@ class CacheFilter(HTTPFilter):
             state.client_headers,
             age,
             state.status.render(self.cache.settings.status_name),
+            state.names,
         )
         head.status, head.reason = built.status, built.reason
         head.headers = list(built.headers)
