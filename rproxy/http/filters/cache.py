@@ -95,7 +95,7 @@ class CacheFilter(HTTPFilter):
         notes[NOTE] = state
         if head.method not in _LOOKED_UP or head.upgrade is not None:
             state.unsafe = head.method not in SAFE_METHODS
-            state.status.fwd = "method"
+            state.status.fwd = "method" if head.upgrade is None else "bypass"
             cache.count("bypass")
             return None
         state.directives = request_directives(headers, names)
@@ -279,7 +279,7 @@ class CacheFilter(HTTPFilter):
 
     def response_head(self, exchange: Exchange, head: ResponseHead) -> None:
         state: RequestState | None = exchange.notes.get(NOTE)
-        if state is None:
+        if state is None or head.status == 101:
             return
         cache = self.cache
         now = cache.clock.seconds()
