@@ -49,11 +49,11 @@ COUNTERS = (
 class Store(Protocol):
     """
     What a cache keeps its responses in (the memory and disk tiers of
-    L{rproxy.cache.store}).
+    L{rproxy.cache.store}); for L{Cache.snapshot} it also has C{bytes} and
+    C{objects}, or C{memory_bytes}, C{disk_bytes}, C{memory_objects} and
+    C{disk_objects}.
     """
 
-    bytes: int
-    objects: int
     max_object: int
 
     def variants(self, key: builtins.bytes) -> list[StoredResponse]:
@@ -62,13 +62,24 @@ class Store(Protocol):
     def body(self, entry: StoredResponse) -> builtins.bytes | Deferred[builtins.bytes]:
         """The body of C{entry}, at once or when the disk tier read it."""
 
-    def put(self, entry: StoredResponse) -> None:
+    def put(self, entry: StoredResponse) -> object:
         """Store C{entry}, replacing the same key and variant."""
 
-    def update(self, entry: StoredResponse, headers: Fields) -> None:
-        """C{entry}'s fields are now C{headers} (after a 304)."""
+    def update(
+        self,
+        entry: StoredResponse,
+        headers: Fields,
+        *,
+        request_time: float | None = None,
+        response_time: float | None = None,
+    ) -> StoredResponse | None:
+        """
+        After a 304: C{entry}'s fields are now C{headers}, and its times
+        those given; the updated response (the store owns what it holds:
+        C{entry} itself is not changed), or C{None} if it no longer holds it.
+        """
 
-    def remove(self, entry: StoredResponse) -> None:
+    def remove(self, entry: StoredResponse) -> object:
         """Drop C{entry}."""
 
     def purge(self, key: builtins.bytes) -> int:
@@ -215,8 +226,15 @@ class Cache:
         The counters, and the bytes and objects the store holds.
         """
         out = dict(self.counters)
-        out["bytes"] = self.store.bytes
-        out["objects"] = self.store.objects
+        store = self.store
+        for name in ("bytes", "objects"):
+            # A tiered store counts each tier; another store in all.
+            tiers = [f"{tier}_{name}" for tier in ("memory", "disk")]
+            if all(hasattr(store, tier) for tier in tiers):
+                for tier in tiers:
+                    out[tier] = int(getattr(store, tier))
+            else:
+                out[name] = int(getattr(store, name, 0))
         out["fetching"] = len(self.coalescer.fetches)
         return out
 

@@ -4,6 +4,7 @@ read through Deferreds the test fires."""
 
 from __future__ import annotations
 
+from attrs import evolve
 from twisted.internet.defer import Deferred
 
 from rproxy.cache.entry import Fields, StoredResponse
@@ -59,9 +60,31 @@ class FakeStore:
             self.bodies[id(entry)] = entry.body
             entry.body = None
 
-    def update(self, entry: StoredResponse, headers: Fields) -> None:
+    def update(
+        self,
+        entry: StoredResponse,
+        headers: Fields,
+        *,
+        request_time: float | None = None,
+        response_time: float | None = None,
+    ) -> StoredResponse | None:
+        """A new entry with the new fields and times, in C{entry}'s place."""
         self.updates += 1
-        entry.headers = headers
+        same = self.entries.get(entry.key, [])
+        if entry not in same:
+            return None
+        new = evolve(
+            entry,
+            headers=headers,
+            request_time=entry.request_time if request_time is None else request_time,
+            response_time=entry.response_time
+            if response_time is None
+            else response_time,
+        )
+        same[same.index(entry)] = new
+        if id(entry) in self.bodies:
+            self.bodies[id(new)] = self.bodies[id(entry)]
+        return new
 
     def remove(self, entry: StoredResponse) -> None:
         same = self.entries.get(entry.key, [])

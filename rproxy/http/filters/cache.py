@@ -21,6 +21,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from attrs import evolve
 from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 
@@ -373,18 +374,20 @@ class CacheFilter(HTTPFilter):
     ) -> None:
         cache = self.cache
         merged = merge_not_modified(stale.headers, head.headers)
-        stale.request_time, stale.response_time = state.request_time, now
-        cache.store.update(stale, merged)
-        stale.headers = merged
+        # The store owns what it holds: it gives back the updated response.
+        fresh = cache.store.update(
+            stale, merged, request_time=state.request_time, response_time=now
+        ) or evolve(stale, headers=merged, request_time=state.request_time,
+                    response_time=now)  # fmt: skip
         cache.count("revalidated")
         cache.coalescer.clear_pass(state.key)
         fetch, state.fetch = state.fetch, None
         if fetch is not None:
             cache.coalescer.finish(fetch, STORED)
-        verdict = cache.judge(stale, {}, now)
+        verdict = cache.judge(fresh, {}, now)
         state.status.ttl = verdict.ttl
         if not state.background:
-            self._in_place(head, state, stale, verdict.age)
+            self._in_place(head, state, fresh, verdict.age)
 
     def _in_place(
         self, head: ResponseHead, state: RequestState, entry: StoredResponse, age: float
