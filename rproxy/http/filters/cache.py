@@ -375,10 +375,10 @@ class CacheFilter(HTTPFilter):
         cache = self.cache
         merged = merge_not_modified(stale.headers, head.headers)
         # The store owns what it holds: it gives back the updated response.
-        fresh = cache.store.update(
-            stale, merged, request_time=state.request_time, response_time=now
-        ) or evolve(stale, headers=merged, request_time=state.request_time,
-                    response_time=now)  # fmt: skip
+        asked = state.request_time
+        fresh = cache.store.update(stale, merged, request_time=asked, response_time=now)
+        if fresh is None:  # gone from the store meanwhile: serve it anyway
+            fresh = evolve(stale, headers=merged, request_time=asked, response_time=now)
         cache.count("revalidated")
         cache.coalescer.clear_pass(state.key)
         fetch, state.fetch = state.fetch, None
