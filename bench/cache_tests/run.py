@@ -29,6 +29,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -209,6 +210,18 @@ def summarize(
         results=dict(results),
         timed_out=timed_out,
     )
+
+
+def with_dependencies(tests: Mapping[str, TestInfo], ids: Sequence[str]) -> list[str]:
+    """C{ids} and every test they depend on, directly or not."""
+    wanted: list[str] = []
+    todo = list(ids)
+    while todo:
+        test_id = todo.pop()
+        if test_id not in wanted:
+            wanted.append(test_id)
+            todo += tests[test_id].depends_on
+    return sorted(wanted)
 
 
 def load_expected(path: Path) -> dict[str, str]:
@@ -566,8 +579,9 @@ def run_target(
     keep: bool = False,
     directory: Path | None = None,
 ) -> Summary:
-    """Run the suite (or the tests C{ids}) against C{target} in front of the
-    suite's origin; the client is stopped after C{timeout} seconds."""
+    """Run the suite (or the tests C{ids}, and those they depend on) against
+    C{target} in front of the suite's origin; the client is stopped after
+    C{timeout} seconds."""
     directory = directory or suite_dir()
     suite_version = check_suite(directory)
     node()
@@ -582,7 +596,11 @@ def run_target(
             port, version = start_cache(target, procs, origin)
             started = time.monotonic()
             results, timed_out = run_client(
-                directory, f"http://127.0.0.1:{port}", work, timeout, ids
+                directory,
+                f"http://127.0.0.1:{port}",
+                work,
+                timeout,
+                with_dependencies(tests, ids),
             )
             seconds = time.monotonic() - started
         finally:
@@ -597,6 +615,30 @@ def run_target(
             timed_out=timed_out,
             selected=ids,
         )
+
+
+def serve(target: str, directory: Path | None = None) -> None:
+    """Start the origin and C{target} in front of it and wait for Ctrl-C
+    (to run the suite's own client by hand, one test at a time)."""
+    directory = directory or suite_dir()
+    check_suite(directory)
+    with _workdir(keep=True) as work:
+        procs = Processes(work)
+        try:
+            origin = start_origin(procs, directory)
+            port, version = start_cache(target, procs, origin)
+            print(
+                f"{target} ({version}) on http://127.0.0.1:{port}, origin on "
+                f"{origin}; logs in {work}; try:\n  cd {directory} && "
+                f"npm_config_base=http://127.0.0.1:{port} npm_config_id=TEST_ID "
+                "node --no-warnings cli.mjs\nCtrl-C stops.",
+                flush=True,
+            )
+            with contextlib.suppress(KeyboardInterrupt, SystemExit):
+                while all(proc.poll() is None for _, proc in procs.started):
+                    time.sleep(0.5)
+        finally:
+            procs.stop()
 
 
 def show(summary: Summary) -> str:
@@ -633,9 +675,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="write the run's required failures as an expected-failures file",
     )
     parser.add_argument("--keep", action="store_true", help="keep logs and results")
+    parser.add_argument(
+        "--serve",
+        action="store_true",
+        help="only start the origin and the (first) target, until Ctrl-C",
+    )
     parser.add_argument("ids", nargs="*", help="run these tests only")
     args = parser.parse_args(argv)
+    # SIGTERM unwinds like Ctrl-C, so the processes started are stopped.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     targets = [t.strip() for t in args.target.split(",") if t.strip()]
+    if args.serve:
+        try:
+            serve(targets[0])
+        except SuiteError as e:
+            print(f"{targets[0]}: {e}", file=sys.stderr)
+            return 2
+        return 0
     summaries = {}
     status = 0
     for target in targets:

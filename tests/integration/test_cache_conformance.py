@@ -150,6 +150,12 @@ class HarnessTests(SynchronousTestCase):
         self.assertEqual(comparison.unknown, ["basic", "gone"])
         self.assertFalse(run.compare(summary, {"stale": "why", "setup": "why"}))
 
+    def test_chosen_tests_run_with_their_dependencies(self) -> None:
+        """Running some tests only runs the tests they depend on too."""
+        tests = _tests(a=("check",), b=("optimal", "a"), c=("required", "b"))
+        self.assertEqual(run.with_dependencies(tests, ["c"]), ["a", "b", "c"])
+        self.assertEqual(run.with_dependencies(tests, ["a"]), ["a"])
+
     def test_expected_file_round_trip(self) -> None:
         """The expected-failures file run.py writes for a run matches that run."""
         results = {"basic": True, "fresh": True, "stale": ["X", 'a "quoted" y']}
