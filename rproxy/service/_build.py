@@ -5,7 +5,7 @@ together, at start and on reload."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Literal
 
 from OpenSSL import SSL
@@ -24,6 +24,7 @@ from rproxy.http.listener import HTTPSettings
 from rproxy.http.routing import Router
 from rproxy.interfaces import IHealthCheck
 from rproxy.service._admission import routes_with_access
+from rproxy.service._caches import route_with_filters
 from rproxy.service._pool_update import TLSFor, new_backend, pool_policy
 from rproxy.tls import ServerCertificate, ServerTLS, backend_tls, load_certificate
 
@@ -144,6 +145,7 @@ def http_settings(
     filters: Sequence[IHTTPFilter] = (),
     *,
     tls: bool | None = None,
+    caches: Mapping[str, Any] = {},
 ) -> HTTPSettings:
     """
     The settings of an HTTP listener, with each pool's backend timeouts and
@@ -153,6 +155,7 @@ def http_settings(
         redirect to https), before its header rewriting.
     @param tls: whether the connections are TLS; by default, whether the
         listener has C{tls}.
+    @param caches: the running caches routes name, by name.
     """
     timeouts = config.timeouts
     via = b"1.1 rproxy" if listener.via else None
@@ -165,7 +168,10 @@ def http_settings(
             ((b"Strict-Transport-Security", hsts.encode("ascii")),) if hsts else ()
         ),
         filters=(*filters, *listener.headers.filters()),
-        router=Router(routes_with_access(listener.routes)),
+        # A route's address lists go first, before its cache can answer.
+        router=Router(
+            routes_with_access([route_with_filters(r, caches) for r in listener.routes])
+        ),
         policy=ForwardingPolicy(
             trusted=listener.trusted_proxies,
             x_forwarded=listener.x_forwarded,
