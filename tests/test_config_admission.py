@@ -263,3 +263,32 @@ def test_a_changed_list_file_changes_the_config(tmp_path: Path) -> None:
     after = parse(text, source).listeners[0]
     assert before != after
     assert after.admission.addresses.deny == nets("192.0.2.2/32")
+
+
+def test_a_routes_lists_go_before_its_cache() -> None:
+    """On a route with a cache and a list, the list's filter comes first:
+    a refused client is never answered from the cache."""
+    from twisted.internet.testing import MemoryReactorClock
+
+    from rproxy.http.filters.cache import CacheFilter
+    from rproxy.service._build import http_settings
+    from rproxy.service._caches import RunningCaches
+
+    config = parse(
+        HTTP.replace('pool = "web"\n', "", 1)
+        + """
+[[listeners.routes]]
+pool = "web"
+cache = "static"
+deny = ["192.0.2.0/24"]
+
+[caches.static]
+memory = "1MiB"
+"""
+    )
+    caches = RunningCaches(MemoryReactorClock())
+    settings = http_settings(
+        config, config.listeners[0], caches=caches.prepare(config.caches)
+    )
+    (route,) = settings.router.routes  # type: ignore[attr-defined]
+    assert [type(one) for one in route.filters] == [ClientAccess, CacheFilter]
