@@ -23,10 +23,12 @@ Three parts, all on data the script makes (deterministic):
   of the proxy, the figure that a loaded machine disturbs least.
 
 Every loop is bounded: each proxy row runs for ``--seconds`` or
-``--requests`` requests, whichever ends first, after a short warm-up; every
-process is stopped at the end.  Linux only (taskset, /proc).
+``--requests`` requests, whichever ends first, after a short warm-up, and
+the rows are measured ``--repeat`` times in interleaved rounds (both proxies
+run throughout, idle when not measured), the median reported; every process
+is stopped at the end.  Linux only (taskset, /proc).
 
-    python bench/compress_bench.py                  # about a minute
+    python bench/compress_bench.py                  # about two minutes
     python bench/compress_bench.py --seconds 3 --parts proxy
 """
 
@@ -46,7 +48,7 @@ import tempfile
 import time
 import zlib
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -59,6 +61,7 @@ sys.path.insert(0, str(REPO))
 from rproxy.http._encoders import new_encoder  # noqa: E402
 from rproxy.http.filters.compress import DEFAULT_LEVELS, SLICE  # noqa: E402
 
+CODINGS = ("identity", "gzip", "br", "zstd")
 LEVELS = {"gzip": (1, 4, 5, 6, 9), "br": (3, 4, 5, 6, 7), "zstd": (1, 3, 6, 9, 12)}
 DECODE: dict[str, Callable[[bytes], bytes]] = {
     "identity": lambda data: data,
@@ -126,10 +129,28 @@ reactor.run()
 # Data -----------------------------------------------------------------------
 
 
-def _words(rng: random.Random) -> Callable[[], str]:
+def _words(rng: random.Random, vocabulary: int = 3000) -> Callable[[], str]:
+    """
+    Words drawn from a made-up vocabulary with the skew of real text (the
+    word of rank r is drawn in proportion to 1/r).
+    """
     syllables = ["ka", "lo", "mi", "ne", "ru", "sa", "to", "vi", "zo", "pe", "an"]
-    syllables += ["el", "or", "us", "in", "et"]
-    return lambda: "".join(rng.choice(syllables) for _ in range(rng.randint(2, 5)))
+    syllables += ["el", "or", "us", "in", "et", "da", "fu", "gra", "sh", "th"]
+    made = (
+        "".join(rng.choice(syllables) for _ in range(rng.randint(1, 4)))
+        for _ in range(vocabulary * 2)
+    )
+    words = list(dict.fromkeys(made))[:vocabulary]  # in order: no hash order
+    rng.shuffle(words)
+    weights = [1 / rank for rank in range(1, len(words) + 1)]
+    pool: list[str] = []
+
+    def word() -> str:
+        if not pool:
+            pool.extend(rng.choices(words, weights, k=4096))
+        return pool.pop()
+
+    return word
 
 
 def api_json(size: int = 1 << 20, seed: int = 1) -> bytes:
@@ -350,31 +371,44 @@ def part_proxy(args: argparse.Namespace, data: bytes) -> list[dict[str, Any]]:
     (root / "front.conf").write_text(
         FRONT_CONF.format(root=root, port=front, backend=backend)
     )
-    rows = []
     env_python = [sys.executable, "-c", RPROXY, str(proxy), str(backend)]
     os.environ["PYTHONPATH"] = str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")
+    runs: dict[tuple[str, str], list[dict[str, Any]]] = {}
     try:
-        with started([nginx, "-p", str(root), "-c", str(root / "backend.conf")],
-                     args.load_cpu, root / "backend.log", backend):  # fmt: skip
-            targets = [("rproxy", env_python, proxy, root / "rproxy.log",
-                        ("identity", "gzip", "br", "zstd"))]  # fmt: skip
+        with ExitStack() as stack:
+            stack.enter_context(
+                started([nginx, "-p", str(root), "-c", str(root / "backend.conf")],
+                        args.load_cpu, root / "backend.log", backend)
+            )  # fmt: skip
+            pid = stack.enter_context(
+                started(env_python, args.proxy_cpu, root / "rproxy.log", proxy)
+            )
+            rows = [("rproxy", pid, proxy, coding) for coding in CODINGS]
             if os.path.exists(nginx) and not args.no_nginx:
                 command = [nginx, "-p", str(root), "-c", str(root / "front.conf")]
-                targets.append((f"nginx {nginx_version(nginx)}", command, front,
-                                root / "front.log", ("identity", "gzip")))  # fmt: skip
-            for name, command, port, log, codings in targets:
-                with started(command, args.proxy_cpu, log, port) as pid:
-                    for coding in codings:
-                        cpu = cpu_seconds(pid)
-                        row = fetch_loop(port, coding, data, args.seconds,
-                                         args.requests, args.warm)  # fmt: skip
-                        used = (cpu_seconds(pid) - cpu) / row["seconds"]
-                        row["proxy_cpu"] = used
-                        row["mb_cpu_s"] = row["mb_s"] / used if used else 0.0
-                        rows.append({"proxy": name, "coding": coding, **row})
+                pid = stack.enter_context(
+                    started(command, args.proxy_cpu, root / "front.log", front)
+                )
+                name = f"nginx {nginx_version(nginx)}"
+                rows += [(name, pid, front, coding) for coding in ("identity", "gzip")]
+            # Interleaved rounds: drift on a shared machine hits every row.
+            for _ in range(args.repeat):
+                for name, pid, port, coding in rows:
+                    cpu = cpu_seconds(pid)
+                    run = fetch_loop(port, coding, data, args.seconds,
+                                     args.requests, args.warm)  # fmt: skip
+                    used = (cpu_seconds(pid) - cpu) / run["seconds"]
+                    run["proxy_cpu"] = used
+                    run["mb_cpu_s"] = run["mb_s"] / used if used else 0.0
+                    runs.setdefault((name, coding), []).append(run)
     finally:
         shutil.rmtree(root, ignore_errors=True)
-    return rows
+    return [
+        {"proxy": name, "coding": coding,
+         **{key: statistics.median(run[key] for run in found) for key in found[0]},
+         "runs": found}
+        for (name, coding), found in runs.items()
+    ]  # fmt: skip
 
 
 def nginx_version(nginx: str) -> str:
@@ -409,6 +443,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--requests", type=int, default=2000)
     parser.add_argument("--warm", type=int, default=5)
+    parser.add_argument("--repeat", type=int, default=3, help="proxy rounds")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--proxy-cpu", type=int, default=1)
     parser.add_argument("--load-cpu", type=int, default=0)
@@ -439,8 +474,9 @@ def main() -> None:
     os.sched_setaffinity(0, {args.load_cpu} if "proxy" in parts else in_process)
     if "proxy" in parts:
         results["proxy"] = rows = part_proxy(args, data)
-        print(f"\n== proxy: 1 MiB JSON, one client, one connection, {args.seconds:g} s;"
-              " MB/s of decoded body; mb_cpu_s: MB per proxy CPU-second")  # fmt: skip
+        print(f"\n== proxy: 1 MiB JSON, one client, one connection, median of"
+              f" {args.repeat} interleaved runs of {args.seconds:g} s; MB/s of decoded"
+              " body; mb_cpu_s: MB per proxy CPU-second")  # fmt: skip
         table(rows, ("proxy", "14"), ("coding", "8"), ("req_s", "7.1f"),
               ("mb_s", "7.1f"), ("wire_bytes", "10"), ("proxy_cpu", "9.0%"),
               ("mb_cpu_s", "8.1f"))  # fmt: skip

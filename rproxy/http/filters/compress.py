@@ -91,12 +91,21 @@ DEFAULT_TYPES = (
     "application/*+xml",
     "image/svg+xml",
 )
-#: the level of each coding unless the settings say otherwise (measured:
-#: see bench/compress_bench.py).
+#: the level of each coding unless the settings say otherwise, measured
+#: with bench/compress_bench.py on 1 MiB of JSON and on HTML pages: gzip 6
+#: is zlib's and nginx's usual level (9 saves 1-2% for twice the CPU); br 5
+#: codes 5-8% smaller than gzip 6 for about its CPU (4 is 5-7% bigger, 6
+#: saves 1-2% for a quarter more CPU); zstd 3 codes about as small as gzip
+#: 6 for a fifth of its CPU.
 DEFAULT_LEVELS = {"gzip": 6, "br": 5, "zstd": 3}
-#: the codings used, the preferred first, unless the settings say otherwise.
+#: the codings used, the preferred first, unless the settings say otherwise:
+#: zstd first as the cheapest for one reactor thread to code (a client that
+#: accepts it accepts br too), then br, then gzip, which every client takes.
 DEFAULT_PREFER = ("zstd", "br", "gzip")
-#: the smallest Content-Length compressed unless the settings say otherwise.
+#: the smallest Content-Length compressed unless the settings say otherwise:
+#: at 256 bytes a coding saves about 50, which the Content-Encoding field
+#: and chunked framing take back; at 512 it saves about 40% (200 bytes) for
+#: 10-35 microseconds of CPU.
 MIN_LENGTH = 512
 #: the most body bytes coded in one go.
 SLICE = 1 << 16
