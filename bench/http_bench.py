@@ -76,7 +76,15 @@ from tcp_throughput import environment as tcp_environment
 
 REPO = Path(__file__).resolve().parent.parent
 RESULTS = REPO / "bench" / "results"
-TARGETS = ("direct", "rproxy", "haproxy", "nginx", "twisted")
+TARGETS = (
+    "direct",
+    "rproxy",
+    "haproxy",
+    "nginx",
+    "twisted",
+    "rproxy-cache",
+    "nginx-cache",
+)
 PROXIES = TARGETS[1:]
 HOST = "127.0.0.1"
 READY_TIMEOUT = 20.0  # seconds a started process gets to listen
@@ -84,7 +92,13 @@ GET_TIMEOUT = 5.0  # seconds for each test GET before a run
 SMALL_BODY = b"hello\n"
 LARGE_SIZE = 64 * 1024
 # body name -> (URL path, body length)
-SIZES = {"small": ("/small", len(SMALL_BODY)), "64k": ("/64k", LARGE_SIZE)}
+SIZES = {
+    "small": ("/small", len(SMALL_BODY)),
+    "64k": ("/64k", LARGE_SIZE),
+    # The small body with Cache-Control: max-age=3600, for the cache targets
+    # (which store it on the test GET and answer every later one).
+    "cached": ("/cached", len(SMALL_BODY)),
+}
 # The goals rproxy is judged against (the HTTP issue).
 GOAL_VS_HAPROXY = {"small": 0.35, "64k": 0.5}
 GOAL_P99_MS = 5.0
@@ -309,6 +323,11 @@ def backend_argv(workdir: Path, port: int) -> list[str]:
         }}
         location = /64k {{
         }}
+        location = /cached {{
+            default_type text/plain;
+            add_header Cache-Control "max-age=3600";
+            return 200 "{body}";
+        }}
     }}
 }}
 """
@@ -316,8 +335,22 @@ def backend_argv(workdir: Path, port: int) -> list[str]:
     return nginx_argv(workdir, "backend", config)
 
 
-def rproxy_argv(workdir: Path, port: int, backend: int) -> list[str]:
+def rproxy_argv(
+    workdir: Path, port: int, backend: int, *, cache: bool = False
+) -> list[str]:
     config = workdir / "rproxy.toml"
+    routes = (
+        """
+[caches.bench]
+memory = "64MiB"
+
+[[listeners.routes]]
+pool = "web"
+cache = "bench"
+"""
+        if cache
+        else ""
+    )
     config.write_text(
         f"""\
 [pools.web]
@@ -331,9 +364,14 @@ name = "bench"
 protocol = "http"
 listen = "tcp:{port}:interface={HOST}"
 pool = "web"
-"""
+{routes}"""
     )
     return [*TWISTD, "-n", "--pidfile=", "rproxy", "--config", str(config)]
+
+
+def rproxy_cache_argv(workdir: Path, port: int, backend: int) -> list[str]:
+    """rproxy with a memory cache on its one route."""
+    return rproxy_argv(workdir, port, backend, cache=True)
 
 
 def haproxy_argv(workdir: Path, port: int, backend: int) -> list[str]:
@@ -360,9 +398,19 @@ listen bench
     return ["haproxy", "-db", "-f", str(config)]
 
 
-def nginx_proxy_argv(workdir: Path, port: int, backend: int) -> list[str]:
+def nginx_proxy_argv(
+    workdir: Path, port: int, backend: int, *, cache: bool = False
+) -> list[str]:
+    # proxy_cache with nginx's defaults otherwise: it follows Cache-Control.
+    cache_zone = (
+        f"    proxy_cache_path {workdir}/nginx-cache keys_zone=bench:16m;\n"
+        if cache
+        else ""
+    )
+    use_cache = "            proxy_cache bench;\n" if cache else ""
     config = (
         _nginx_common(workdir, "proxy")
+        + cache_zone
         + f"""\
     upstream backend {{
         server {HOST}:{backend};
@@ -375,7 +423,7 @@ def nginx_proxy_argv(workdir: Path, port: int, backend: int) -> list[str]:
             proxy_pass http://backend;
             proxy_http_version 1.1;
             proxy_set_header Connection "";
-        }}
+{use_cache}        }}
     }}
 }}
 """
@@ -410,11 +458,19 @@ def twisted_argv(workdir: Path, port: int, backend: int) -> list[str]:
     return [sys.executable, str(script), str(port), str(backend)]
 
 
+def nginx_cache_argv(workdir: Path, port: int, backend: int) -> list[str]:
+    """nginx with proxy_cache (a disk cache whose hot objects the kernel's
+    page cache holds)."""
+    return nginx_proxy_argv(workdir, port, backend, cache=True)
+
+
 PROXY_ARGV = {
     "rproxy": rproxy_argv,
     "haproxy": haproxy_argv,
     "nginx": nginx_proxy_argv,
     "twisted": twisted_argv,
+    "rproxy-cache": rproxy_cache_argv,
+    "nginx-cache": nginx_cache_argv,
 }
 
 
@@ -626,7 +682,7 @@ def measure(
         if target != "direct":
             port = plan.proxy_ports[target]
             argv = PROXY_ARGV[target](procs.workdir, port, plan.backend_port)
-            env = twistd_env() if target == "rproxy" else None
+            env = twistd_env() if target.startswith("rproxy") else None
             proxy = procs.start(target, argv, plan.proxy_cpu, env)
             started.append(proxy)
             wait_ready(proxy, port, path, length, TargetError)
@@ -725,6 +781,9 @@ RATIOS = (
     ("haproxy", "direct"),
     ("nginx", "direct"),
     ("twisted", "direct"),
+    ("rproxy-cache", "rproxy"),
+    ("rproxy-cache", "nginx-cache"),
+    ("nginx-cache", "nginx"),
 )
 
 

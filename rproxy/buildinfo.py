@@ -40,6 +40,7 @@ MYPYC_MODULES: tuple[str, ...] = (
     "rproxy.http.exchange",
     "rproxy.http._h1_writer",
     "rproxy.http.h1",
+    "rproxy.http.subrequest",
     "rproxy.http.routing",
     "rproxy.backends",
 )

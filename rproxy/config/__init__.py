@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterable, Mapping
 from attrs import field, frozen, validators
 
 from rproxy.config._admin import AdminConfig, parse_admin
+from rproxy.config._caches import CacheConfig, DiskTierConfig, parse_caches
 from rproxy.config._listeners import PROTOCOLS, ListenerConfig, parse_listeners
 from rproxy.config._pools import (
     BALANCE_NAMES,
@@ -57,9 +58,11 @@ __all__ = [
     "AdminConfig",
     "BackendConfig",
     "BackendTLSConfig",
+    "CacheConfig",
     "CertificateConfig",
     "Config",
     "ConfigError",
+    "DiskTierConfig",
     "HealthConfig",
     "KeepAliveConfig",
     "ListenerConfig",
@@ -121,6 +124,7 @@ class Config:
     access_log: AccessLogConfig | None = None
     acme: AcmeConfig | None = None
     admin: AdminConfig | None = None
+    caches: tuple[CacheConfig, ...] = ()
 
     def pool(self, name: str) -> PoolConfig:
         """
@@ -185,7 +189,16 @@ def parse_config(data: Mapping[str, object], source: str) -> Config:
         problems,
         "",
         data,
-        ("pools", "listeners", "timeouts", "shutdown", "access_log", "acme", "admin"),
+        (
+            "pools",
+            "listeners",
+            "caches",
+            "timeouts",
+            "shutdown",
+            "access_log",
+            "acme",
+            "admin",
+        ),
     )
 
     timeouts = parse_timeouts(top.table("timeouts", TIMEOUT_KEYS), Timeouts())
@@ -203,7 +216,8 @@ def parse_config(data: Mapping[str, object], source: str) -> Config:
     acme = parse_acme(top, source)
     admin = parse_admin(top, source)
     pools = parse_pools(top, timeouts)
-    listeners = parse_listeners(top, pools, acme="acme" in top)
+    caches = parse_caches(top, source)
+    listeners = parse_listeners(top, pools, caches, acme="acme" in top)
     if acme is not None:
         _check_acme_listeners(top, listeners)
 
@@ -218,6 +232,7 @@ def parse_config(data: Mapping[str, object], source: str) -> Config:
         access_log=access_log,
         acme=acme,
         admin=admin,
+        caches=tuple(cache for cache in caches.values() if cache is not None),
     )
 
 

@@ -8,12 +8,13 @@ under its key path (C{listeners[0].routes[1].host}).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from functools import partial
 from typing import TYPE_CHECKING
 
 from attrs import Attribute, field, frozen, validators
 
+from rproxy.config._compress import parse_compress
 from rproxy.config._headers import HEADER_KEYS, parse_header_rules
 from rproxy.config._tls import ListenerTLSConfig, parse_listener_tls, parse_sni_routes
 from rproxy.config._validate import (
@@ -165,11 +166,23 @@ class ListenerConfig:
 
 
 _LISTENER_KEYS = (*model_keys(ListenerConfig, "headers"), *HEADER_KEYS[:3])
-_ROUTE_KEYS = ("host", "path_prefix", "strip_prefix", "pool", *HEADER_KEYS)
+_ROUTE_KEYS = (
+    "host",
+    "path_prefix",
+    "strip_prefix",
+    "pool",
+    "cache",
+    "compress",
+    *HEADER_KEYS,
+)
 
 
 def parse_listeners(
-    top: Table, pools: Mapping[str, PoolConfig | None], *, acme: bool = False
+    top: Table,
+    pools: Mapping[str, PoolConfig | None],
+    caches: Collection[str] = (),
+    *,
+    acme: bool = False,
 ) -> list[ListenerConfig]:
     """
     Every valid listener in the C{listeners} array of C{top}; the problems
@@ -197,7 +210,7 @@ def parse_listeners(
                 )
             else:
                 first_use[name] = index
-        listener = _listener(table, name, pools, acme)
+        listener = _listener(table, name, pools, caches, acme)
         # One with problems is not built: the model could refuse it.
         if listener is not None and len(top.problems.lines) == found:
             listeners.append(listener())
@@ -205,7 +218,11 @@ def parse_listeners(
 
 
 def _listener(
-    table: Table, name: str | None, pools: Mapping[str, PoolConfig | None], acme: bool
+    table: Table,
+    name: str | None,
+    pools: Mapping[str, PoolConfig | None],
+    caches: Collection[str],
+    acme: bool,
 ) -> Callable[[], ListenerConfig] | None:
     """
     Check the rest of one listener; return what builds its model if it has
@@ -267,7 +284,7 @@ def _listener(
     pool = table.get("pool", string, None)
     if pool is not None:
         _check_pool(table, pool, pools, tcp=False)
-    routes = _routes(table, pools)
+    routes = _routes(table, pools, caches)
     if "pool" not in table and not table.data.get("routes"):
         table.report(
             "pool",
@@ -358,7 +375,9 @@ def _removable_header(value: object) -> str:
     return name
 
 
-def _routes(table: Table, pools: Mapping[str, PoolConfig | None]) -> list[Route]:
+def _routes(
+    table: Table, pools: Mapping[str, PoolConfig | None], caches: Collection[str]
+) -> list[Route]:
     if "routes" not in table:
         return []
     raw = table.data["routes"]
@@ -370,7 +389,7 @@ def _routes(table: Table, pools: Mapping[str, PoolConfig | None]) -> list[Route]
     first_use: dict[tuple[str | None, str | None], int] = {}
     for index, entry in enumerate(raw):
         route_table = Table.open(table.problems, item(path, index), entry, _ROUTE_KEYS)
-        route = None if route_table is None else _route(route_table, pools)
+        route = None if route_table is None else _route(route_table, pools, caches)
         if route is None:
             continue
         key = (route.host, route.path_prefix)
@@ -386,7 +405,9 @@ def _routes(table: Table, pools: Mapping[str, PoolConfig | None]) -> list[Route]
     return routes
 
 
-def _route(table: Table, pools: Mapping[str, PoolConfig | None]) -> Route | None:
+def _route(
+    table: Table, pools: Mapping[str, PoolConfig | None], caches: Collection[str]
+) -> Route | None:
     """
     One route, its fields checked one by one so that L{Route}'s complaints
     land on the key they are about.
@@ -397,6 +418,13 @@ def _route(table: Table, pools: Mapping[str, PoolConfig | None]) -> Route | None
     strip = table.get("strip_prefix", boolean, False)
     pool = table.require("pool", string)
     headers = parse_header_rules(table)
+    cache = table.get("cache", string, None)
+    if cache is not None and cache not in caches:
+        hint = did_you_mean(cache, caches) or (
+            f"caches are {quoted(caches)}" if caches else "there is no [caches.NAME]"
+        )
+        table.report("cache", f"no cache named {cache!r}; {hint}")
+    compress = parse_compress(table)
     _try_route(table, "host", lambda: Route(_PROBE, host=host))
     prefix_ok = prefix is not None or "path_prefix" not in table
     if prefix_ok and _try_route(
@@ -411,7 +439,9 @@ def _route(table: Table, pools: Mapping[str, PoolConfig | None]) -> Route | None
         _check_pool(table, pool, pools, tcp=False)
     if pool is None or len(table.problems.lines) != found:
         return None
-    return Route(pool, host, prefix, strip, headers=headers)
+    return Route(
+        pool, host, prefix, strip, headers=headers, cache=cache, compress=compress
+    )
 
 
 def _try_route(table: Table, key: str, build: Callable[[], Route]) -> bool:

@@ -125,6 +125,39 @@ def non_negative_int(value: object) -> int:
     return value
 
 
+_SIZE = re.compile(r"\s*(\d+)\s*(B|KiB|MiB|GiB|TiB|kB|KB|MB|GB|TB)?\s*", re.ASCII)
+_UNITS = {
+    None: 1,
+    "B": 1,
+    "KiB": 1 << 10,
+    "MiB": 1 << 20,
+    "GiB": 1 << 30,
+    "TiB": 1 << 40,
+    "kB": 10**3,
+    "KB": 10**3,
+    "MB": 10**6,
+    "GB": 10**9,
+    "TB": 10**12,
+}
+
+
+def byte_size(value: object) -> int:
+    """
+    A size in bytes: a positive integer, or a string with a unit
+    (C{"256MiB"}, C{"10GiB"}, C{"512KiB"}, C{"1GB"}).
+    """
+    if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+        return value
+    if isinstance(value, str) and (match := _SIZE.fullmatch(value)):
+        size = int(match[1]) * _UNITS[match[2]]
+        if size > 0:
+            return size
+    raise ValueError(
+        "must be a size in bytes: a positive integer or a string such as "
+        f"'512KiB', '256MiB' or '10GiB', got {show(value)}"
+    )
+
+
 def port_number(value: object) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or not 0 < value < 65536:
         raise ValueError(f"must be a port number 1-65535, got {show(value)}")

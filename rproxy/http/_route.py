@@ -103,6 +103,10 @@ class Route:
         before its C{filters}.
     @ivar filters: filters (L{rproxy.http.filters.IHTTPFilter}) for the
         requests this route takes, after the listener's.
+    @ivar cache: the name of the cache (C{[caches.NAME]}) its responses go
+        through; the service puts the cache's filter in C{filters}.
+    @ivar compress: its response compression settings
+        (L{rproxy.http.filters.compress.CompressSettings}), likewise.
     """
 
     pool: str = field(validator=_check_pool)
@@ -111,6 +115,8 @@ class Route:
     strip_prefix: bool = field(default=False, validator=_check_strip)
     headers: HeaderRules = field(factory=HeaderRules)
     filters: tuple[Any, ...] = field(default=(), converter=tuple)
+    cache: str | None = None
+    compress: Any = None
 
     def all_filters(self) -> tuple[Any, ...]:
         """

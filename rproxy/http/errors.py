@@ -22,12 +22,20 @@ REASONS = {
 
 
 @cache
+def error_body(status: int) -> bytes:
+    """
+    The plain-text body of rproxy's own C{status} answer.
+    """
+    return f"{status} {REASONS.get(status, 'Error')}\n".encode("ascii")
+
+
+@cache
 def error_response(status: int) -> bytes:
     """
     The whole response for C{status}, closing the connection.
     """
     reason = REASONS.get(status, "Error")
-    body = f"{status} {reason}\n".encode("ascii")
+    body = error_body(status)
     head = (
         f"HTTP/1.1 {status} {reason}\r\n"
         "Content-Type: text/plain; charset=utf-8\r\n"

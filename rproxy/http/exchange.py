@@ -26,6 +26,7 @@ from rproxy._fastwrite import Data
 from rproxy.attempts import AttemptState, BackendAttempt
 from rproxy.backends import Backend, Pool
 from rproxy.http._record import count, emit
+from rproxy.http.errors import error_body
 from rproxy.http.filters import LocalReply
 from rproxy.http.filters._chain import (
     BODY,
@@ -112,6 +113,9 @@ class Exchange:
     @ivar status: what the client got: a status, or C{"-"} before anything.
     @ivar notes: a dict filters may keep their own per-request state in
         (made on first use).
+    @ivar upstream_error: why rproxy answers itself because the backend
+        failed (the response filters see that answer as a response head),
+        or C{None}.
     """
 
     # What most exchanges never change is a class default: an exchange is
@@ -150,6 +154,10 @@ class Exchange:
     _paused_upstream: Any = None
     _notes: dict[str, Any] | None = None
     _recorded: bool = False
+    upstream_error: str | None = None
+    #: the response is rproxy's own (a filter's answer or an error), not a
+    #: backend's.
+    _local: bool = False
 
     def __init__(
         self, codec: H1Connection, settings: HTTPSettings, request: RequestHead | None
@@ -343,7 +351,7 @@ class Exchange:
         attempt = self._attempt
         assert attempt is not None
         self.backend = attempt.backend  # the last one tried, if any
-        self.fail(status)
+        self._fail_upstream(status, _GAVE_UP.get(status, "backend failed"))
 
     def _upstream_factory(self, backend: Backend) -> UpstreamFactory:
         attempt = self._attempt
@@ -465,11 +473,13 @@ class Exchange:
         else:
             self._end_response(value)
 
-    def pipe_local(self, side: int, reply: LocalReply) -> None:
+    def pipe_local(self, side: int, reply: LocalReply, hook: Any) -> None:
+        chain = self._chain if self.route is not None else self.settings.filters
+        through = chain.outer(hook)
         if side == REQUEST:
-            self.reply(reply)
+            self.reply(reply, through)
         else:
-            self._replace_response(reply)
+            self._replace_response(reply, through)
 
     def pipe_failed(self, failure: Failure) -> None:
         self._filter_failed(failure)
@@ -516,6 +526,10 @@ class Exchange:
         self.phase = _DONE
         codec = self.codec
         codec.send_end(trailers)
+        if self._local:
+            self.record()
+            codec.exchange_done(self)
+            return
         upstream = self.upstream
         self.upstream = None
         attempt = self._attempt
@@ -557,7 +571,7 @@ class Exchange:
             attempt.release()
         else:
             attempt.failed(reason)
-        self.fail(status)
+        self._fail_upstream(status, reason)
 
     # Protocol switches -------------------------------------------------------
 
@@ -646,45 +660,110 @@ class Exchange:
 
     # Local answers and failures ----------------------------------------------
 
-    def reply(self, reply: LocalReply) -> None:
+    def reply(self, reply: LocalReply, through: FilterChain = NO_FILTERS) -> None:
         """
-        Answer C{reply} instead of proxying (a filter's answer).
+        Answer C{reply} instead of proxying (a filter's answer), through the
+        response hooks of the filters C{through} (those before the filter
+        that answered).
         """
         if self.phase is _DONE:
             return
         self._drop_upstream()
         if self._requests is not None:
             self._requests.close()
-        request = self.request
+        status, body = reply.status, reply.body
         headers = list(reply.headers)
-        headers.append((b"Content-Length", b"%d" % len(reply.body)))
+        if status < 200 or status in (204, 304):
+            body = b""  # these never have a body
+        else:
+            headers.append((b"Content-Length", b"%d" % len(body)))
         head = ResponseHead(
-            reply.status,
-            reply.reason if reply.reason is not None else _reason(reply.status),
+            status,
+            reply.reason if reply.reason is not None else _reason(status),
             (1, 1),
             headers,
-            body="length" if reply.body else "none",
-            content_length=len(reply.body),
+            body="length" if body else "none",
+            content_length=len(body),
         )
+        request = self.request
         if request is not None and request.method == b"HEAD":
             head.body = "none"
+        self._send_local(head, body if head.body != "none" else b"", through)
+
+    def _send_local(
+        self, head: ResponseHead, body: bytes, through: FilterChain
+    ) -> None:
+        # An answer of rproxy's own: through the response hooks of
+        # C{through}, or straight to the codec.
         self.response = head
         self.phase = _DONE
+        self._local = True
+        if self._responses is not None:
+            self._responses.close()
+        if through.responses:
+            pipe = self._responses = Pipe(
+                self,
+                RESPONSE,
+                (through.response_head, through.response_body, through.response_end),
+            )
+            pipe.push(HEAD, head)
+            if body:
+                self.bytes_out += len(body)
+                pipe.push(BODY, body)
+            pipe.push(END, [])
+            return
+        self._responses = None
         self._start_response(head)
-        if head.body != "none":
-            self.bytes_out += len(reply.body)
-            self.codec.send_body(reply.body)
-        self.codec.send_end([])
-        self.record()
-        self.codec.exchange_done(self)
+        if body:
+            self.bytes_out += len(body)
+            self.codec.send_body(body)
+        self._end_response([])
 
-    def _replace_response(self, reply: LocalReply) -> None:
+    def _replace_response(self, reply: LocalReply, through: FilterChain) -> None:
         # A response filter answered instead of the backend: the backend
         # connection is not reused (its response is not read to its end).
         upstream = self.upstream
         if upstream is not None:
             upstream.reusable = False
-        self.reply(reply)
+        if self._local and not self.response_started:
+            # In place of rproxy's own answer (an error for a failed
+            # backend), which was not sent.
+            self.phase = _PROXYING
+        self.upstream_error = None
+        self.reply(reply, through)
+
+    def _fail_upstream(self, status: int, reason: str) -> None:
+        """
+        The backend failed (C{reason}) before the client saw a response:
+        where the route has response filters, they see rproxy's answer
+        C{status} as a response head (a cache may serve a stale response in
+        its place); otherwise, or once the response has begun, L{fail}.
+        """
+        chain = self._chain
+        if not chain.response_head or self.response_started or self.phase is _DONE:
+            self.fail(status)
+            return
+        self.upstream_error = reason
+        self._drop_upstream()
+        if self._requests is not None:
+            self._requests.close()
+        body = error_body(status)
+        head = ResponseHead(
+            status,
+            _reason(status),
+            (1, 1),
+            [
+                (b"Content-Type", b"text/plain; charset=utf-8"),
+                (b"Content-Length", b"%d" % len(body)),
+            ],
+            body="length",
+            content_length=len(body),
+        )
+        request = self.request
+        if request is not None and request.method == b"HEAD":
+            head.body = "none"
+            body = b""
+        self._send_local(head, body, chain)
 
     def fail(self, status: int) -> None:
         """
@@ -729,7 +808,7 @@ class Exchange:
         attempt = self._attempt
         if attempt is not None and attempt.state is AttemptState.CONNECTED:
             attempt.failed("no response in time")
-        self.fail(504)
+        self._fail_upstream(504, "no response in time")
 
     def _filter_failed(self, failure: Failure) -> None:
         log.failure(
@@ -775,6 +854,14 @@ class Exchange:
             if pipe is not None:
                 pipe.close()
         self._requests = self._responses = None
+
+
+#: the reasons for the statuses a gave-up attempt answers.
+_GAVE_UP = {
+    502: "connect failed",
+    503: "no backend available",
+    504: "connect timed out",
+}
 
 
 def _reason(status: int) -> bytes:

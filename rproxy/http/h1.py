@@ -416,9 +416,12 @@ class H1Connection(StreamProtocol):
         keep_alive = request.keep_alive and (
             not self._closing or self._more_before_eof()
         )
-        if self._state == BODY and exchange.phase is _DONE:
+        if (self._state == BODY and exchange.phase is _DONE) or (
+            exchange.upstream_error is not None
+        ):
             # A local answer before the request body was read: the rest of
-            # the body is not read, so the connection cannot go on.
+            # the body is not read, so the connection cannot go on.  After
+            # rproxy's own error for a failed backend it does not either.
             keep_alive = False
         self._writer.head(head, request, keep_alive)
 

@@ -41,6 +41,12 @@ class Response:
                 return value
         return None
 
+    def headers_named(self, name: bytes) -> list[bytes]:
+        """
+        The values of every field called C{name} (any case), in order.
+        """
+        return [value for key, value in self.headers if key.lower() == name.lower()]
+
 
 def parse_responses(
     data: bytes, *, closed: bool = False, head: bool = False

@@ -46,6 +46,7 @@ class FilterChain:
     """
 
     __slots__ = (
+        "_outer",
         "filters",
         "request_body",
         "request_end",
@@ -70,6 +71,21 @@ class FilterChain:
         self.responses = bool(
             self.response_head or self.response_body or self.response_end
         )
+        self._outer: dict[int, FilterChain] = {}
+
+    def outer(self, hook: Hook | None) -> FilterChain:
+        """
+        The chain of the filters before the one whose C{hook} this is (in
+        request order): those a response that filter makes goes through.
+        """
+        owner = getattr(hook, "__self__", None)
+        found = self._outer.get(id(owner))
+        if found is None:
+            index = next((i for i, one in enumerate(self.filters) if one is owner), -1)
+            if index <= 0:
+                return NO_FILTERS  # the first filter, or not one of these
+            found = self._outer[id(owner)] = FilterChain(self.filters[:index])
+        return found
 
     def __add__(self, other: FilterChain) -> FilterChain:
         return FilterChain(self.filters + other.filters)
@@ -132,8 +148,8 @@ class PipeOwner(TypingProtocol):
     def pipe_deliver(self, side: int, kind: int, value: Any) -> None:
         """An event went through every hook."""
 
-    def pipe_local(self, side: int, reply: LocalReply) -> None:
-        """A head hook answered locally; the pipe has ended."""
+    def pipe_local(self, side: int, reply: LocalReply, hook: Hook) -> None:
+        """A head hook (C{hook}) answered locally; the pipe has ended."""
 
     def pipe_failed(self, failure: Failure) -> None:
         """A hook raised or its Deferred failed; the pipe has ended."""
@@ -243,7 +259,7 @@ class Pipe:
                 return True
             if isinstance(result, LocalReply):
                 self.close()
-                self._owner.pipe_local(self.side, result)
+                self._owner.pipe_local(self.side, result, self.hooks[HEAD][index - 1])
                 return False
             self._fail(Failure(TypeError(f"a head hook returned {result!r}")))
             return False
