@@ -22,6 +22,7 @@ from zope.interface.verify import verifyObject
 from rproxy.config import ConfigError
 from rproxy.http import _encoders
 from rproxy.http._codings import choose_coding
+from rproxy.http.filters import HTTPFilter, LocalReply
 from rproxy.http.filters import compress as compress_module
 from rproxy.http.filters.compress import (
     DEFAULT_LEVELS,
@@ -546,6 +547,26 @@ class SliceTests(_Case):
         self.assertEqual(turns, list(range(slices)))
         self.assert_compressed(client.response(), "zstd", body)
 
+    def test_a_big_local_answer_is_compressed(self) -> None:
+        """A filter after Compress answering with a 1 MiB body (as a cache
+        hit does) gets it compressed, a slice per turn, and whole."""
+        body = (PAGE * (1 + (1 << 20) // len(PAGE)))[: 1 << 20]
+
+        class Stored(HTTPFilter):
+            def request_head(self, exchange: Any, head: Any) -> LocalReply:
+                return LocalReply(200, [(b"Content-Type", b"text/html")], body)
+
+        harness = HTTPHarness([Route(pool="web", filters=[Compress(), Stored()])])
+        self.addCleanup(harness.close)
+        client = harness.request("GET", "/", headers=[("Accept-Encoding", "br")])
+        turns = 0
+        while not client.responses()[0].complete:
+            turns += 1
+            one_turn(harness.clock)
+        self.assertEqual(turns, len(body) // SLICE - 1)
+        self.assert_compressed(client.response(), "br", body)
+        self.assertEqual(harness.endpoints.attempts, [])
+
     def test_slicing_stops_when_the_client_goes(self) -> None:
         """A client that closes while its body is being coded stops the
         coding: no further turns are scheduled."""
@@ -606,6 +627,12 @@ class ConfigTests(SynchronousTestCase):
         with self.assertRaises(ConfigError) as caught:
             compress_settings(table, self.where)
         return caught.exception.errors
+
+    def test_the_error_is_a_value_error_too(self) -> None:
+        """The ConfigError raised may be caught as a ValueError."""
+        with self.assertRaises(ValueError) as caught:
+            compress_settings({"min_length": "big"}, self.where)
+        self.assertIsInstance(caught.exception, ConfigError)
 
     def test_a_full_table(self) -> None:
         """Every key read into the settings."""

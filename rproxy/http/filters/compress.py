@@ -44,6 +44,7 @@ stated type.  When the body is compressed:
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -211,12 +212,13 @@ def compress_settings(table: Mapping[str, Any], where: str) -> CompressSettings:
     @param where: the file and key path of C{table}, as messages begin
         (C{"rproxy.toml: listeners[0].routes[1].compress"}).
     @raise rproxy.config.ConfigError: listing every problem, each line
-        C{"<where>.<key>: problem"}.
+        C{"<where>.<key>: problem"} (the error is a C{ValueError} too).
     """
     # Imported here: rproxy.config imports the route model, which may come
     # to import this module.
-    from rproxy.config import ConfigError
     from rproxy.config._validate import Problems, Table, non_negative_int, one_of
+
+    error = _settings_error()
 
     class _Under(Problems):
         def add(self, path: str, problem: str) -> None:
@@ -231,7 +233,7 @@ def compress_settings(table: Mapping[str, Any], where: str) -> CompressSettings:
             f"{where}: must be a table, as compress = "
             '{ types = ["text/*", "application/json"], min_length = 512 }'
         ]
-        raise ConfigError(problems.lines)
+        raise error(problems.lines)
     types: tuple[str, ...] = DEFAULT_TYPES
     need = 'list the media types to compress, as types = ["text/*"]'
     if "types" in read and read.nonempty("types", list, need) is not None:
@@ -250,8 +252,23 @@ def compress_settings(table: Mapping[str, Any], where: str) -> CompressSettings:
         if len(set(prefer)) != len(prefer):
             read.report("prefer", "names a coding more than once")
     if problems.lines:
-        raise ConfigError(problems.lines)
+        raise error(problems.lines)
     return CompressSettings(types, min_length, levels, prefer)
+
+
+@functools.cache
+def _settings_error() -> type[Exception]:
+    """
+    The error L{compress_settings} raises: a L{rproxy.config.ConfigError}
+    that callers may also catch as a C{ValueError}, as they catch a bad
+    value.
+    """
+    from rproxy.config import ConfigError
+
+    class CompressSettingsError(ConfigError, ValueError):
+        """Compression settings in a config file cannot be used."""
+
+    return CompressSettingsError
 
 
 class _Stream:
@@ -262,6 +279,20 @@ class _Stream:
     def __init__(self, encoder: Encoder, flush_each: bool) -> None:
         self.encoder = encoder
         self.flush_each = flush_each
+
+
+def _client_gone(exchange: Exchange) -> bool:
+    """
+    Whether the client connection of C{exchange} is closing or closed.  (Not
+    the exchange's phase: a local answer, a cache hit say, is C{DONE} while
+    its body still goes through the filters.)
+    """
+    transport = exchange.codec.transport
+    return bool(
+        transport is None
+        or getattr(transport, "disconnecting", False)
+        or getattr(transport, "disconnected", False)
+    )
 
 
 class Compress(HTTPFilter):
@@ -365,10 +396,8 @@ class Compress(HTTPFilter):
     ) -> Deferred[Data]:
         """
         Code C{data} one L{SLICE} per reactor turn; the Deferred fires with
-        all it gave (never, if the exchange ends meanwhile).
+        all it gave (never, if the client has gone meanwhile).
         """
-        from rproxy.http.exchange import Phase  # imports the route model
-
         done: Deferred[Data] = Deferred()
         encoder = stream.encoder
         parts = [encoder.compress(data[:SLICE])]
@@ -376,7 +405,7 @@ class Compress(HTTPFilter):
 
         def next_slice() -> None:
             nonlocal offset
-            if exchange.phase is Phase.DONE:
+            if _client_gone(exchange):
                 return
             parts.append(encoder.compress(data[offset : offset + SLICE]))
             offset += SLICE
