@@ -10,6 +10,7 @@ runs on the hot path.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator, Mapping
+from typing import Any
 
 from prometheus_client.metrics_core import (
     CounterMetricFamily,
@@ -41,13 +42,45 @@ class ProxyCollector(Collector):
         self,
         pools: Callable[[], Iterable[Pool]],
         listeners: Mapping[str, ListenerService],
+        caches: Mapping[str, Any] | None = None,
     ) -> None:
         self._pools = pools
         self._listeners = listeners
+        self._caches = caches if caches is not None else {}
 
     def collect(self) -> Iterator[Metric]:
         yield from self._listener_metrics()
         yield from self._backend_metrics(list(self._pools()))
+        yield from self._cache_metrics()
+
+    def _cache_metrics(self) -> Iterator[Metric]:
+        events = CounterMetricFamily(
+            "rproxy_cache_events_total",
+            "What a cache did with requests, by event: hit (a fresh stored "
+            "response), miss, stale (served stale), revalidated (a 304 "
+            "refreshed a stored response), bypass (not for the cache), "
+            "pass (hit-for-pass), collapsed (waited for another's fetch), "
+            "lock_timeout, stored, refresh (background), invalidated, purged.",
+            labels=["cache", "event"],
+        )
+        held = GaugeMetricFamily(
+            "rproxy_cache_bytes",
+            "Bytes of responses a cache holds, by tier.",
+            labels=["cache", "tier"],
+        )
+        objects = GaugeMetricFamily(
+            "rproxy_cache_objects",
+            "Responses a cache holds, by tier.",
+            labels=["cache", "tier"],
+        )
+        for name, cache in list(self._caches.items()):
+            snapshot = cache.snapshot()
+            for event, count in cache.counters.items():
+                events.add_metric([name, event], count)
+            for tier in ("memory", "disk"):
+                held.add_metric([name, tier], snapshot.get(f"{tier}_bytes", 0))
+                objects.add_metric([name, tier], snapshot.get(f"{tier}_objects", 0))
+        yield from (events, held, objects)
 
     def _listener_metrics(self) -> Iterator[Metric]:
         info = GaugeMetricFamily(

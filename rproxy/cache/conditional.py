@@ -10,8 +10,10 @@ Decisions worth knowing:
     date the origin did not give as a validator may not match its clock);
     the client's own C{If-None-Match} / C{If-Modified-Since} are replaced.
   - A 304's fields replace the stored fields of the same names, except
-    C{Content-Length} (and the framing fields, which are never stored);
-    C{Cache-Status} of a later cache is not kept.
+    C{Content-Length} (and the framing fields, which are never stored) and
+    those describing the stored content (C{ETag}, C{Content-Encoding},
+    C{Content-Range}, C{Content-MD5}); C{Cache-Status} of a later cache is
+    not kept.
   - Preconditions in RFC 9110 §13.2.2's order: C{If-Match}, else
     C{If-Unmodified-Since} (412 when false); then C{If-None-Match} (weak
     comparison), else C{If-Modified-Since} for GET and HEAD (304 when
@@ -46,7 +48,20 @@ PRECONDITIONS = frozenset(
     {b"if-match", b"if-none-match", b"if-modified-since", b"if-unmodified-since"}
 )
 _CLIENT_VALIDATORS = frozenset({b"if-none-match", b"if-modified-since"})
-_NOT_UPDATED = frozenset({b"content-length", b"transfer-encoding", b"cache-status"})
+#: fields a 304 does not update: framing, and those describing the stored
+#: content itself, which a 304 cannot change (RFC 9111 §3.2 lets a cache
+#: keep them "to assure integrity of the stored response").
+_NOT_UPDATED = frozenset(
+    {
+        b"content-length",
+        b"transfer-encoding",
+        b"cache-status",
+        b"content-encoding",
+        b"content-range",
+        b"content-md5",
+        b"etag",
+    }
+)
 #: representation metadata a 304 need not carry (RFC 9110 §15.4.5).
 _NOT_IN_304 = frozenset(
     {b"content-length", b"content-type", b"content-range", b"transfer-encoding"}

@@ -124,6 +124,8 @@ class Cache:
         self.store = store
         self.clock = clock
         self.counters: dict[str, int] = dict.fromkeys(COUNTERS, 0)
+        #: the cache was closed (a reload dropped it).
+        self.closed = False
         self.coalescer = Coalescer(
             clock, settings.lock_timeout, settings.hit_for_pass, self.count
         )
@@ -240,4 +242,5 @@ class Cache:
 
     def close(self) -> None:
         """Release every request waiting for a fetch (the cache goes)."""
+        self.closed = True
         self.coalescer.close()

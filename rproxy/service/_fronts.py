@@ -46,6 +46,8 @@ class FrontContext:
     redirect: Callable[[str], IHTTPFilter]
     #: the descriptor budget TCP and SNI fronts splice against.
     fds: FdBudget | None = None
+    #: the caches routes name (L{rproxy.cache.shared.Cache}), by name.
+    caches: Mapping[str, Any] = {}
 
     def pool(self, name: str) -> Pool:
         """
@@ -70,7 +72,7 @@ def http_front(spec: ListenerSpec, context: FrontContext) -> IListenerFactory:
         settings = http_settings(config, listener, redirect, tls=False)
     else:
         filters = challenges if listener.tls is None else ()
-        settings = http_settings(config, listener, filters)
+        settings = http_settings(config, listener, filters, caches=context.caches)
     return HTTPProxyFactory(context.registry, context.reactor, settings)
 
 
