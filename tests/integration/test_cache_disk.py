@@ -17,7 +17,7 @@ BODY = b"stored before the restart\n" * 100
 class _Origin(BaseHTTPRequestHandler):
     """Answers every GET with BODY, fresh for ten minutes."""
 
-    def do_GET(self) -> None:  # noqa: N802 (the stdlib's name)
+    def do_GET(self) -> None:
         self.send_response(200)
         self.send_header("Content-Type", "text/plain")
         self.send_header("Cache-Control", "max-age=600")
