@@ -25,7 +25,7 @@ from rproxy.cache.entry import StoredResponse
 from rproxy.cache.ranges import UNSATISFIABLE, byte_range
 from rproxy.cache.status import FIELD
 
-__all__ = ["Answer", "answer"]
+__all__ = ["Answer", "answer", "served_headers"]
 
 Fields = list[tuple[bytes, bytes]]
 
@@ -63,6 +63,14 @@ class Answer:
         return body[first : last + 1]
 
 
+def served_headers(headers: Sequence[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
+    """
+    The stored fields a response from the cache carries, before its C{Age}
+    and C{Cache-Status}: all but those and the framing fields.
+    """
+    return [f for f in headers if f[0].lower() not in _REPLACED]
+
+
 def answer(
     entry: StoredResponse,
     method: bytes,
@@ -78,7 +86,7 @@ def answer(
     @param names: the lower-case names of C{request_headers}, if known (to
         skip looking for fields the request does not have).
     """
-    stored = [f for f in entry.headers if f[0].lower() not in _REPLACED]
+    stored = served_headers(entry.headers)
     stored.append((b"Age", b"%d" % max(0, math.floor(age))))
     stored.append((FIELD, cache_status))
     condition = None

@@ -13,6 +13,7 @@ from typing import Protocol
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorTime
 
+from rproxy.cache.answers import served_headers
 from rproxy.cache.coalescing import Coalescer
 from rproxy.cache.control import Directives, Policy, response_policy
 from rproxy.cache.entry import Fields, StoredResponse
@@ -25,9 +26,10 @@ from rproxy.cache.freshness import (
 )
 from rproxy.cache.keys import url_key
 from rproxy.cache.settings import CacheSettings
+from rproxy.cache.status import item
 from rproxy.cache.variants import vary_matches
 
-__all__ = ["COUNTERS", "Cache", "Store"]
+__all__ = ["COUNTERS", "Cache", "Facts", "Store"]
 
 #: the counters a cache keeps, as L{Cache.snapshot} names them.
 COUNTERS = (
@@ -79,6 +81,9 @@ class Store(Protocol):
         C{entry} itself is not changed), or C{None} if it no longer holds it.
         """
 
+    def touch(self, entry: StoredResponse) -> None:
+        """C{entry} was just used (for the least-recently-used order)."""
+
     def remove(self, entry: StoredResponse) -> object:
         """Drop C{entry}."""
 
@@ -89,10 +94,24 @@ class Store(Protocol):
         """Drop every entry whose key starts with C{prefix}; how many."""
 
 
-class _Facts:
-    """What a stored response's fields say, worked out once per fields."""
+class Facts:
+    """
+    What a stored response's fields say, worked out once per fields.
 
-    __slots__ = ("headers", "initial_age", "lifetime", "policy")
+    @ivar served: the fields a hit is answered with, before its C{Age} and
+        C{Cache-Status} (those and the framing fields left out).
+    @ivar revalidate: the response must be revalidated on every use (an
+        unqualified C{no-cache}).
+    """
+
+    __slots__ = (
+        "headers",
+        "initial_age",
+        "lifetime",
+        "policy",
+        "revalidate",
+        "served",
+    )
 
     def __init__(
         self, headers: Fields, policy: Policy, lifetime: float, initial_age: float
@@ -101,6 +120,10 @@ class _Facts:
         self.policy = policy
         self.lifetime = lifetime
         self.initial_age = initial_age
+        self.served = served_headers(headers)
+        self.revalidate = (
+            b"no-cache" in policy and policy.directives[b"no-cache"] is None
+        )
 
 
 class Cache:
@@ -126,10 +149,12 @@ class Cache:
         self.counters: dict[str, int] = dict.fromkeys(COUNTERS, 0)
         #: the cache was closed (a reload dropped it).
         self.closed = False
+        #: how a fresh hit's Cache-Status begins (its ttl follows).
+        self.hit_status = (item(settings.status_name) + "; hit; ttl=").encode("latin-1")
         self.coalescer = Coalescer(
             clock, settings.lock_timeout, settings.hit_for_pass, self.count
         )
-        self._facts: weakref.WeakKeyDictionary[StoredResponse, _Facts] = (
+        self._facts: weakref.WeakKeyDictionary[StoredResponse, Facts] = (
             weakref.WeakKeyDictionary()
         )
 
@@ -160,7 +185,11 @@ class Cache:
         """The directives that govern C{entry}."""
         return self._facts_of(entry).policy
 
-    def _facts_of(self, entry: StoredResponse) -> _Facts:
+    def facts(self, entry: StoredResponse) -> Facts:
+        """What C{entry}'s fields say (worked out once per fields)."""
+        return self._facts_of(entry)
+
+    def _facts_of(self, entry: StoredResponse) -> Facts:
         facts = self._facts.get(entry)
         if facts is None or facts.headers is not entry.headers:
             headers = entry.headers
@@ -171,7 +200,7 @@ class Cache:
             initial = corrected_initial_age(
                 headers, entry.request_time, entry.response_time
             )
-            facts = self._facts[entry] = _Facts(headers, policy, lifetime, initial)
+            facts = self._facts[entry] = Facts(headers, policy, lifetime, initial)
         return facts
 
     def age(self, entry: StoredResponse, now: float) -> float:

@@ -16,7 +16,7 @@ FIELD = b"Cache-Status"
 _TOKEN = re.compile(r"[A-Za-z*][!#$%&'*+\-.^_`|~0-9A-Za-z:/]*")
 
 
-def _item(text: str) -> str:
+def item(text: str) -> str:
     """C{text} as a Structured Field token if it is one, else a string."""
     if _TOKEN.fullmatch(text):
         return text
@@ -52,7 +52,7 @@ class CacheStatus:
         """
         The member as the cache called C{name} writes it.
         """
-        parts = [_item(name)]
+        parts = [item(name)]
         if self.hit:
             parts.append("hit")
         if self.fwd is not None:
@@ -66,5 +66,5 @@ class CacheStatus:
         if self.collapsed:
             parts.append("collapsed")
         if self.detail is not None:
-            parts.append("detail=" + _item(self.detail))
+            parts.append("detail=" + item(self.detail))
         return "; ".join(parts).encode("latin-1")

@@ -25,6 +25,8 @@ class FakeStore:
         self.bodies: dict[int, bytes] = {}
         self.reads: list[tuple[Deferred[bytes], StoredResponse]] = []
         self.updates = 0
+        #: the entries served, in order (L{touch}).
+        self.touched: list[StoredResponse] = []
 
     @property
     def bytes(self) -> int:
@@ -33,6 +35,9 @@ class FakeStore:
     @property
     def objects(self) -> int:
         return sum(len(v) for v in self.entries.values())
+
+    def touch(self, entry: StoredResponse) -> None:
+        self.touched.append(entry)
 
     def variants(self, key: bytes) -> list[StoredResponse]:
         return list(self.entries.get(key, ()))

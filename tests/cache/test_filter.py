@@ -64,6 +64,33 @@ class HitTests(_Case):
         got = route.harness.request("GET", "/a").response()
         self.assertEqual(got.header(b"cache-status"), b"rproxy; hit; ttl=50")
 
+    def test_plain_hits_match_what_the_full_rules_answer(self) -> None:
+        """A plain GET's hit (the fast way) has the same status, fields and
+        body as one the full rules answer (a request with an unrelated
+        Pragma takes those), with a Vary that matches (neither has the
+        field)."""
+        route = self.route()
+        self.fill(
+            route,
+            headers=[("Cache-Control", "max-age=60"), ("Vary", "Accept-Language")],
+        )
+        route.clock.advance(7)
+        fast = route.harness.request("GET", "/a").response()
+        full = route.harness.request("GET", "/a", headers=[("Pragma", "x")]).response()
+        self.assertEqual((fast.status, fast.body), (full.status, full.body))
+        self.assertEqual(fast.headers, full.headers)
+        self.assertEqual(fast.header(b"age"), b"7")
+        self.assertEqual(route.cache.counters["hit"], 2)
+
+    def test_hits_mark_the_response_as_used(self) -> None:
+        """Each hit touches the stored response (its place in the LRU)."""
+        route = self.route()
+        self.fill(route)
+        route.harness.request("GET", "/a").response()
+        route.harness.request("GET", "/a", headers=[("Pragma", "x")]).response()
+        entry = route.store.variants(b"http://example.com/a")[0]
+        self.assertEqual(route.store.touched, [entry, entry])
+
     def test_chunked_response_is_stored_and_served_with_a_length(self) -> None:
         """A chunked body is stored whole and served with Content-Length."""
         route = self.route()

@@ -19,6 +19,7 @@ requests invalidate what they changed.
 
 from __future__ import annotations
 
+import math
 from typing import TYPE_CHECKING, Any
 
 from attrs import evolve
@@ -46,7 +47,7 @@ from rproxy.cache.request import RequestState, Tee, request_directives
 from rproxy.cache.shared import Cache
 from rproxy.cache.status import FIELD, CacheStatus
 from rproxy.cache.storing import not_storable, stored_headers
-from rproxy.cache.variants import request_variant, vary_names
+from rproxy.cache.variants import request_variant, vary_matches, vary_names
 from rproxy.http.exchange import Phase
 from rproxy.http.filters import HTTPFilter, LocalReply, Step
 from rproxy.http.framing import RequestHead, ResponseHead
@@ -72,6 +73,21 @@ _ERRORS = frozenset({500, 502, 503, 504})
 #: request fields the cache's own fetch of a whole response leaves out.
 _RANGE = frozenset({b"range", b"if-range"})
 _DONE = Phase.DONE
+#: request fields that take a GET off the fast way to a fresh hit (each
+#: needs the full rules: directives, credentials, ranges, preconditions).
+_NOT_PLAIN = frozenset(
+    {
+        b"cache-control",
+        b"pragma",
+        b"authorization",
+        b"range",
+        b"if-range",
+        b"if-match",
+        b"if-none-match",
+        b"if-modified-since",
+        b"if-unmodified-since",
+    }
+)
 
 
 class CacheFilter(HTTPFilter):
@@ -87,6 +103,14 @@ class CacheFilter(HTTPFilter):
     # Requests ---------------------------------------------------------
 
     def request_head(self, exchange: Exchange, head: RequestHead) -> Step:
+        if head.method == b"GET" and head.upgrade is None:
+            for name, _ in head.headers:
+                if name.lower() in _NOT_PLAIN:
+                    break
+            else:
+                hit = self._fresh_hit(exchange, head)
+                if hit is not None:
+                    return hit
         cache = self.cache
         key = cache_key(exchange.settings.scheme, head.host, head.target)
         headers = head.headers
@@ -104,6 +128,40 @@ class CacheFilter(HTTPFilter):
         if refresh is not None:
             return self._refresh(head, state, refresh)
         return self._lookup(exchange, head, state, None)
+
+    def _fresh_hit(self, exchange: Exchange, head: RequestHead) -> LocalReply | None:
+        """
+        The answer to a plain GET (no directives, credentials, ranges or
+        preconditions) from a fresh response held in memory, or None for
+        the full rules: what most hits are, the same answer as those rules
+        give, for a fraction of their cost.
+        """
+        if REFRESH in exchange.notes:
+            return None
+        cache = self.cache
+        key = cache_key(exchange.settings.scheme, head.host, head.target)
+        for entry in cache.store.variants(key):
+            if entry.vary and not vary_matches(entry.vary, entry.variant, head.headers):
+                continue
+            body = entry.body
+            if body is None:
+                return None  # on disk only: the full rules read it
+            facts = cache.facts(entry)
+            if facts.revalidate:
+                return None
+            age = facts.initial_age + max(
+                0.0, cache.clock.seconds() - entry.response_time
+            )
+            ttl = facts.lifetime - age
+            if ttl <= 0:
+                return None
+            cache.count("hit")
+            cache.store.touch(entry)
+            headers = list(facts.served)
+            headers.append((b"Age", b"%d" % age))
+            headers.append((FIELD, cache.hit_status + b"%d" % math.floor(ttl)))
+            return LocalReply(entry.status, headers, body, entry.reason)
+        return None
 
     def _lookup(
         self,
@@ -260,6 +318,8 @@ class CacheFilter(HTTPFilter):
         head_only = state.method == b"HEAD"
         if not built.needs_body and not (head_only and built.length):
             return _local(built, b"")
+        if entry.body is not None:
+            cache.store.touch(entry)
         body = entry.body if entry.body is not None else cache.store.body(entry)
         if isinstance(body, Deferred):
 
