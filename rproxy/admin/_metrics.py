@@ -23,6 +23,7 @@ from prometheus_client.utils import floatToGoString
 
 from rproxy.admin._status import listener_counters, listener_kind, refusals
 from rproxy.backends import BackendState, Pool
+from rproxy.service._auth import auth_filters
 from rproxy.service._listeners import ListenerService
 from rproxy.stats import STATUS_CLASSES
 
@@ -53,6 +54,23 @@ class ProxyCollector(Collector):
         yield self._refusal_metrics()
         yield from self._backend_metrics(list(self._pools()))
         yield from self._cache_metrics()
+        yield self._auth_metrics()
+
+    def _auth_metrics(self) -> Metric:
+        counted = CounterMetricFamily(
+            "rproxy_forward_auth_total",
+            "Requests a route's forward auth decided, by outcome: allowed (a "
+            "2xx, or a remembered one), cached (allowed from a remembered "
+            "2xx; also counted in allowed), denied (the auth service's 401, "
+            "403 or 3xx passed on), errors (any other answer, no answer or a "
+            "timeout: 503).",
+            labels=[*_LISTENER, "route", "outcome"],
+        )
+        for name, service in list(self._listeners.items()):
+            for route, found in auth_filters(service):
+                for outcome, count in found.counters.items():
+                    counted.add_metric([name, route, outcome], count)
+        return counted
 
     def _cache_metrics(self) -> Iterator[Metric]:
         events = CounterMetricFamily(

@@ -21,6 +21,7 @@ from rproxy.config._admission import (
     parse_address_lists,
     parse_admission,
 )
+from rproxy.config._auth import parse_auth
 from rproxy.config._compress import parse_compress
 from rproxy.config._headers import HEADER_KEYS, parse_header_rules
 from rproxy.config._tls import ListenerTLSConfig, parse_listener_tls, parse_sni_routes
@@ -187,6 +188,7 @@ _ROUTE_KEYS = (
     "pool",
     "cache",
     "compress",
+    "auth",
     *HEADER_KEYS,
     *ACCESS_KEYS,
 )
@@ -444,6 +446,7 @@ def _route(
         table.report("cache", f"no cache named {cache!r}; {hint}")
     compress = parse_compress(table)
     access = parse_address_lists(table)
+    auth = parse_auth(table)
     _try_route(table, "host", lambda: Route(_PROBE, host=host))
     prefix_ok = prefix is not None or "path_prefix" not in table
     if prefix_ok and _try_route(
@@ -467,6 +470,7 @@ def _route(
         cache=cache,
         compress=compress,
         access=access or None,
+        auth=auth,
     )
 
 

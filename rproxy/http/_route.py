@@ -111,6 +111,9 @@ class Route:
         (L{rproxy.config._admission.AddressListsConfig}), checked on each
         request's client address; the service puts their filter
         (L{rproxy.http.filters.access.ClientAccess}) first in C{filters}.
+    @ivar auth: its forward auth (L{rproxy.http.filters.auth.AuthSettings});
+        the service puts its filter (L{rproxy.http.filters.auth.ForwardAuth})
+        before the cache's, after the address lists'.
     """
 
     pool: str = field(validator=_check_pool)
@@ -122,6 +125,7 @@ class Route:
     cache: str | None = None
     compress: Any = None
     access: Any = None
+    auth: Any = None
 
     def all_filters(self) -> tuple[Any, ...]:
         """

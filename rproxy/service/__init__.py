@@ -23,6 +23,7 @@ from rproxy.http.filters.acme import AcmeChallenges
 from rproxy.http.filters.redirect import HTTPSRedirect
 from rproxy.interfaces import IListenerFactory
 from rproxy.service._admission import admission_for
+from rproxy.service._auth import RunningAuth
 from rproxy.service._build import (
     access_log_service,
     build_check,
@@ -100,6 +101,7 @@ class ProxyService(MultiService):
         self._retiring: set[Deferred[None]] = set()
         self.fds = FdBudget(soft_fd_limit(), now=reactor.seconds)
         self.caches = RunningCaches(reactor)
+        self.auth = RunningAuth(reactor)
         self._apply(None, config)
 
     # Applying a config --------------------------------------------------
@@ -158,6 +160,7 @@ class ProxyService(MultiService):
         changes = self._apply_pools(old, new, prepared)
         changes += self._apply_listeners(old, new, prepared)
         changes += self.caches.commit(new.caches, prepared.caches)
+        self.auth.commit()
         self._apply_rest(old, new, prepared)
         self.config = new
         if old is not None:
@@ -434,6 +437,7 @@ class ProxyService(MultiService):
             self._redirect_filter,
             self.fds,
             prepared.caches,
+            self.auth,
         )
         return build_front(spec, context)
 
@@ -491,6 +495,7 @@ class ProxyService(MultiService):
 
         def close_caches(result: object) -> Deferred[Any]:
             # After the listeners drained: nothing is storing any more.
-            return self.caches.close().addBoth(lambda _: result)
+            closing = gatherResults([self.caches.close(), self.auth.close()])
+            return closing.addBoth(lambda _: result)
 
         return stopping.addBoth(close_caches).addBoth(stop_log)

@@ -6,6 +6,7 @@ together, at start and on reload."""
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
+from functools import partial
 from typing import Any, Literal
 
 from OpenSSL import SSL
@@ -146,6 +147,7 @@ def http_settings(
     *,
     tls: bool | None = None,
     caches: Mapping[str, Any] = {},
+    auth: Any = None,
 ) -> HTTPSettings:
     """
     The settings of an HTTP listener, with each pool's backend timeouts and
@@ -156,8 +158,11 @@ def http_settings(
     @param tls: whether the connections are TLS; by default, whether the
         listener has C{tls}.
     @param caches: the running caches routes name, by name.
+    @param auth: the running forward-auth filters
+        (L{rproxy.service._auth.RunningAuth}), for routes with C{auth}.
     """
     timeouts = config.timeouts
+    for_route = None if auth is None else partial(auth.filter_for, listener.name)
     via = b"1.1 rproxy" if listener.via else None
     secure = listener.tls is not None if tls is None else tls
     hsts = listener.tls.hsts if secure and listener.tls is not None else None
@@ -170,7 +175,9 @@ def http_settings(
         filters=(*filters, *listener.headers.filters()),
         # A route's address lists go first, before its cache can answer.
         router=Router(
-            routes_with_access([route_with_filters(r, caches) for r in listener.routes])
+            routes_with_access(
+                [route_with_filters(r, caches, for_route) for r in listener.routes]
+            )
         ),
         policy=ForwardingPolicy(
             trusted=listener.trusted_proxies,
