@@ -107,6 +107,13 @@ class Route:
         through; the service puts the cache's filter in C{filters}.
     @ivar compress: its response compression settings
         (L{rproxy.http.filters.compress.CompressSettings}), likewise.
+    @ivar access: its allow and deny lists
+        (L{rproxy.config._admission.AddressListsConfig}), checked on each
+        request's client address; the service puts their filter
+        (L{rproxy.http.filters.access.ClientAccess}) first in C{filters}.
+    @ivar auth: its forward auth (L{rproxy.http.filters.auth.AuthSettings});
+        the service puts its filter (L{rproxy.http.filters.auth.ForwardAuth})
+        before the cache's, after the address lists'.
     """
 
     pool: str = field(validator=_check_pool)
@@ -117,6 +124,8 @@ class Route:
     filters: tuple[Any, ...] = field(default=(), converter=tuple)
     cache: str | None = None
     compress: Any = None
+    access: Any = None
+    auth: Any = None
 
     def all_filters(self) -> tuple[Any, ...]:
         """

@@ -14,7 +14,7 @@ from twisted.logger import Logger
 from rproxy._fds import FdBudget, kept_alive_most, raise_fd_limit, soft_fd_limit
 from rproxy.accesslog import AccessLogService
 from rproxy.acme.challenges import Challenges
-from rproxy.backends import Backend, Pool, Registry
+from rproxy.backends import Backend, Registry
 from rproxy.config import Config, ConfigError, PoolConfig, load_config
 from rproxy.config._admin import AdminConfig
 from rproxy.health import HealthMonitor
@@ -22,6 +22,8 @@ from rproxy.http.filters import IHTTPFilter
 from rproxy.http.filters.acme import AcmeChallenges
 from rproxy.http.filters.redirect import HTTPSRedirect
 from rproxy.interfaces import IListenerFactory
+from rproxy.service._admission import admission_for
+from rproxy.service._auth import RunningAuth
 from rproxy.service._build import (
     access_log_service,
     build_check,
@@ -32,6 +34,7 @@ from rproxy.service._build import (
     server_tls,
     tls_problem,
 )
+from rproxy.service._caches import RunningCaches
 from rproxy.service._fronts import FrontContext, build_front
 from rproxy.service._listeners import ListenerService
 from rproxy.service._pool_update import TLSFor, update_pool
@@ -97,6 +100,8 @@ class ProxyService(MultiService):
         self._obtained: dict[tuple[str, ...], ServerCertificate] = {}
         self._retiring: set[Deferred[None]] = set()
         self.fds = FdBudget(soft_fd_limit(), now=reactor.seconds)
+        self.caches = RunningCaches(reactor)
+        self.auth = RunningAuth(reactor)
         self._apply(None, config)
 
     # Applying a config --------------------------------------------------
@@ -154,6 +159,8 @@ class ProxyService(MultiService):
         prepared = self._prepare(old, new)
         changes = self._apply_pools(old, new, prepared)
         changes += self._apply_listeners(old, new, prepared)
+        changes += self.caches.commit(new.caches, prepared.caches)
+        self.auth.commit()
         self._apply_rest(old, new, prepared)
         self.config = new
         if old is not None:
@@ -166,6 +173,7 @@ class ProxyService(MultiService):
 
     def _prepare(self, old: Config | None, new: Config) -> Prepared:
         prepared = Prepared(specs=listener_specs(new))
+        prepared.caches = self.caches.prepare(new.caches)
         problems = []
         old_pools = {} if old is None else {p.name: p for p in old.pools}
         for pool in new.pools:
@@ -212,7 +220,7 @@ class ProxyService(MultiService):
             running = self.listeners.get(spec.name)
             if running is not None and running.description == spec.listen:
                 continue
-            factory = self._factory(spec, new, prepared.pools)
+            factory = self._factory(spec, new, prepared)
             service = ListenerService(
                 spec.name,
                 spec.listen,
@@ -222,6 +230,7 @@ class ProxyService(MultiService):
                 prepared.tls.get(spec.name),
                 spec.accept_proxy(new),
                 self.fds,
+                admission_for(spec.config),
             )
             service.setName(f"listener:{spec.name}")
             prepared.fresh[spec.name] = service
@@ -256,6 +265,7 @@ class ProxyService(MultiService):
             self.reactor,
             # Looked up when asked for, so an embedder may replace it.
             lambda: self.reload(),
+            caches=self.caches.caches,
         )
         admin.setName("admin")
         return admin
@@ -335,9 +345,11 @@ class ProxyService(MultiService):
                 if spec is None:
                     changes.append(f"listener {name} removed")
                 continue
-            factory = self._factory(spec, new, prepared.pools)
+            factory = self._factory(spec, new, prepared)
             tls = self._listener_tls(spec, prepared)
-            service.replace(factory, tls, spec.accept_proxy(new))
+            service.replace(
+                factory, tls, spec.accept_proxy(new), admission_for(spec.config)
+            )
             service.grace = new.shutdown_grace
             if before[name] != spec:
                 changes.append(f"listener {name} changed")
@@ -410,7 +422,7 @@ class ProxyService(MultiService):
         return (AcmeChallenges(self.challenges),)
 
     def _factory(
-        self, spec: ListenerSpec, config: Config, new_pools: dict[str, Pool]
+        self, spec: ListenerSpec, config: Config, prepared: Prepared
     ) -> IListenerFactory:
         """
         A new factory for C{spec} (a running listener decides whether it
@@ -420,10 +432,12 @@ class ProxyService(MultiService):
             config,
             self.registry,
             self.reactor,
-            new_pools,
+            prepared.pools,
             self._challenge_filters(config),
             self._redirect_filter,
             self.fds,
+            prepared.caches,
+            self.auth,
         )
         return build_front(spec, context)
 
@@ -479,4 +493,9 @@ class ProxyService(MultiService):
                 access_log.stopService()
             return result
 
-        return stopping.addBoth(stop_log)
+        def close_caches(result: object) -> Deferred[Any]:
+            # After the listeners drained: nothing is storing any more.
+            closing = gatherResults([self.caches.close(), self.auth.close()])
+            return closing.addBoth(lambda _: result)
+
+        return stopping.addBoth(close_caches).addBoth(stop_log)

@@ -5,7 +5,8 @@ together, at start and on reload."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from functools import partial
 from typing import Any, Literal
 
 from OpenSSL import SSL
@@ -24,6 +25,8 @@ from rproxy.http.listener import HTTPSettings
 from rproxy.http.routing import Router
 from rproxy.interfaces import IHealthCheck
 from rproxy.outlier import OutlierDetector
+from rproxy.service._admission import routes_with_access
+from rproxy.service._caches import route_with_filters
 from rproxy.service._pool_update import TLSFor, new_backend, pool_policy
 from rproxy.tls import ServerCertificate, ServerTLS, backend_tls, load_certificate
 
@@ -146,6 +149,8 @@ def http_settings(
     filters: Sequence[IHTTPFilter] = (),
     *,
     tls: bool | None = None,
+    caches: Mapping[str, Any] = {},
+    auth: Any = None,
 ) -> HTTPSettings:
     """
     The settings of an HTTP listener, with each pool's backend timeouts and
@@ -155,8 +160,12 @@ def http_settings(
         redirect to https), before its header rewriting.
     @param tls: whether the connections are TLS; by default, whether the
         listener has C{tls}.
+    @param caches: the running caches routes name, by name.
+    @param auth: the running forward-auth filters
+        (L{rproxy.service._auth.RunningAuth}), for routes with C{auth}.
     """
     timeouts = config.timeouts
+    for_route = None if auth is None else partial(auth.filter_for, listener.name)
     via = b"1.1 rproxy" if listener.via else None
     secure = listener.tls is not None if tls is None else tls
     hsts = listener.tls.hsts if secure and listener.tls is not None else None
@@ -167,7 +176,12 @@ def http_settings(
             ((b"Strict-Transport-Security", hsts.encode("ascii")),) if hsts else ()
         ),
         filters=(*filters, *listener.headers.filters()),
-        router=Router(listener.routes),
+        # A route's address lists go first, before its cache can answer.
+        router=Router(
+            routes_with_access(
+                [route_with_filters(r, caches, for_route) for r in listener.routes]
+            )
+        ),
         policy=ForwardingPolicy(
             trusted=listener.trusted_proxies,
             x_forwarded=listener.x_forwarded,

@@ -46,6 +46,10 @@ class FrontContext:
     redirect: Callable[[str], IHTTPFilter]
     #: the descriptor budget TCP and SNI fronts splice against.
     fds: FdBudget | None = None
+    #: the caches routes name (L{rproxy.cache.shared.Cache}), by name.
+    caches: Mapping[str, Any] = {}
+    #: the running forward-auth filters (L{rproxy.service._auth.RunningAuth}).
+    auth: Any = None
 
     def pool(self, name: str) -> Pool:
         """
@@ -67,10 +71,14 @@ def http_front(spec: ListenerSpec, context: FrontContext) -> IListenerFactory:
     challenges = context.challenges
     if spec.redirect:
         redirect = (*challenges, context.redirect(listener.name))
-        settings = http_settings(config, listener, redirect, tls=False)
+        settings = http_settings(
+            config, listener, redirect, tls=False, auth=context.auth
+        )
     else:
         filters = challenges if listener.tls is None else ()
-        settings = http_settings(config, listener, filters)
+        settings = http_settings(
+            config, listener, filters, caches=context.caches, auth=context.auth
+        )
     return HTTPProxyFactory(context.registry, context.reactor, settings)
 
 
