@@ -4,10 +4,11 @@ written as combined-style text or JSON lines.
 The protocols hand events (with the stable keys C{client}, C{listener},
 C{pool}, C{backend}, C{status}, C{bytes_in}, C{bytes_out}, C{duration}, and
 for HTTP C{method}, C{path}, C{version}, C{referer}, C{user_agent},
-C{upstream_time}) to L{access_events}, and build them only when something
-observes it: the L{AccessLog} the config asks for, or an embedder's
-observer.  They do not go through Twisted's global log, so a busy proxy with
-no access log pays nothing for one.  Lines are written through a buffer that
+C{upstream_time}, and C{refused_by} when a rule or limiter refused it) to
+L{access_events}, and build them only when something observes it: the
+L{AccessLog} the config asks for, or an embedder's observer.  They do not go
+through Twisted's global log, so a busy proxy with no access log pays
+nothing for one.  Lines are written through a buffer that
 is flushed every second, and the file is reopened when it has been moved away
 (logrotate without C{copytruncate}); C{path = "-"} writes to standard output.
 """
@@ -92,6 +93,7 @@ _JSON_KEYS = (
     "duration",
     "referer",
     "user_agent",
+    "refused_by",
 )
 _MONTHS = (
     "Jan", "Feb", "Mar", "Apr", "May", "Jun",
@@ -155,6 +157,11 @@ def render_combined(event: LogEvent) -> str:
         f"bytes_in={_plain(event.get('bytes_in'))} "
         f"upstream={'-' if upstream is None else f'{upstream:.3f}'} "
         f"duration={event.get('duration', 0.0):.3f}"
+        + (
+            f" refused_by={_quoted(refused)}"
+            if (refused := event.get("refused_by"))
+            else ""
+        )
     )
 
 

@@ -107,6 +107,9 @@ class Route:
         through; the service puts the cache's filter in C{filters}.
     @ivar compress: its response compression settings
         (L{rproxy.http.filters.compress.CompressSettings}), likewise.
+    @ivar rules: the name of the request rule set (C{[rules.NAME]}) its
+        requests go through; the service puts its filter first in
+        C{filters}.
     """
 
     pool: str = field(validator=_check_pool)
@@ -117,6 +120,7 @@ class Route:
     filters: tuple[Any, ...] = field(default=(), converter=tuple)
     cache: str | None = None
     compress: Any = None
+    rules: str | None = None
 
     def all_filters(self) -> tuple[Any, ...]:
         """

@@ -14,13 +14,14 @@ from twisted.logger import Logger
 from rproxy._fds import FdBudget, kept_alive_most, raise_fd_limit, soft_fd_limit
 from rproxy.accesslog import AccessLogService
 from rproxy.acme.challenges import Challenges
-from rproxy.backends import Backend, Pool, Registry
+from rproxy.backends import Backend, Registry
 from rproxy.config import Config, ConfigError, PoolConfig, load_config
 from rproxy.config._admin import AdminConfig
 from rproxy.health import HealthMonitor
 from rproxy.http.filters import IHTTPFilter
 from rproxy.http.filters.acme import AcmeChallenges
 from rproxy.http.filters.redirect import HTTPSRedirect
+from rproxy.http.filters.rules import RuleSet
 from rproxy.interfaces import IListenerFactory
 from rproxy.service._build import (
     access_log_service,
@@ -41,6 +42,7 @@ from rproxy.service._reload_plan import (
     ReloadError,
     listener_specs,
 )
+from rproxy.service._rules import build_rule_sets, rule_changes
 from rproxy.tls import ServerCertificate, ServerTLS
 
 if TYPE_CHECKING:
@@ -96,6 +98,8 @@ class ProxyService(MultiService):
         self._client_tls: dict[str, TLSFor] = {}
         self._obtained: dict[tuple[str, ...], ServerCertificate] = {}
         self._retiring: set[Deferred[None]] = set()
+        #: the request rule sets in use, by name.
+        self.rule_sets: dict[str, RuleSet] = {}
         self.fds = FdBudget(soft_fd_limit(), now=reactor.seconds)
         self._apply(None, config)
 
@@ -155,6 +159,9 @@ class ProxyService(MultiService):
         changes = self._apply_pools(old, new, prepared)
         changes += self._apply_listeners(old, new, prepared)
         self._apply_rest(old, new, prepared)
+        if old is not None:
+            changes += rule_changes(self.rule_sets, prepared.rules)
+        self.rule_sets = prepared.rules
         self.config = new
         if old is not None:
             changes += [
@@ -166,6 +173,7 @@ class ProxyService(MultiService):
 
     def _prepare(self, old: Config | None, new: Config) -> Prepared:
         prepared = Prepared(specs=listener_specs(new))
+        prepared.rules = build_rule_sets(new.rules, self.rule_sets, self.reactor)
         problems = []
         old_pools = {} if old is None else {p.name: p for p in old.pools}
         for pool in new.pools:
@@ -212,7 +220,7 @@ class ProxyService(MultiService):
             running = self.listeners.get(spec.name)
             if running is not None and running.description == spec.listen:
                 continue
-            factory = self._factory(spec, new, prepared.pools)
+            factory = self._factory(spec, new, prepared)
             service = ListenerService(
                 spec.name,
                 spec.listen,
@@ -335,7 +343,7 @@ class ProxyService(MultiService):
                 if spec is None:
                     changes.append(f"listener {name} removed")
                 continue
-            factory = self._factory(spec, new, prepared.pools)
+            factory = self._factory(spec, new, prepared)
             tls = self._listener_tls(spec, prepared)
             service.replace(factory, tls, spec.accept_proxy(new))
             service.grace = new.shutdown_grace
@@ -410,7 +418,7 @@ class ProxyService(MultiService):
         return (AcmeChallenges(self.challenges),)
 
     def _factory(
-        self, spec: ListenerSpec, config: Config, new_pools: dict[str, Pool]
+        self, spec: ListenerSpec, config: Config, prepared: Prepared
     ) -> IListenerFactory:
         """
         A new factory for C{spec} (a running listener decides whether it
@@ -420,10 +428,11 @@ class ProxyService(MultiService):
             config,
             self.registry,
             self.reactor,
-            new_pools,
+            prepared.pools,
             self._challenge_filters(config),
             self._redirect_filter,
             self.fds,
+            prepared.rules,
         )
         return build_front(spec, context)
 

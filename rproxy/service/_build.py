@@ -5,7 +5,7 @@ together, at start and on reload."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Literal
 
 from OpenSSL import SSL
@@ -18,12 +18,14 @@ from rproxy.config import Config, HealthConfig, ListenerConfig, PoolConfig
 from rproxy.config._tls import BackendTLSConfig, ListenerTLSConfig
 from rproxy.health import HTTPCheck, TCPCheck
 from rproxy.http.filters import IHTTPFilter
+from rproxy.http.filters.rules import RuleSet
 from rproxy.http.framing import Limits
 from rproxy.http.headers import ForwardingPolicy
 from rproxy.http.listener import HTTPSettings
 from rproxy.http.routing import Router
 from rproxy.interfaces import IHealthCheck
 from rproxy.service._pool_update import TLSFor, new_backend, pool_policy
+from rproxy.service._rules import with_rules
 from rproxy.tls import ServerCertificate, ServerTLS, backend_tls, load_certificate
 
 __all__ = [
@@ -143,6 +145,7 @@ def http_settings(
     filters: Sequence[IHTTPFilter] = (),
     *,
     tls: bool | None = None,
+    rules: Mapping[str, RuleSet] | None = None,
 ) -> HTTPSettings:
     """
     The settings of an HTTP listener, with each pool's backend timeouts and
@@ -152,6 +155,7 @@ def http_settings(
         redirect to https), before its header rewriting.
     @param tls: whether the connections are TLS; by default, whether the
         listener has C{tls}.
+    @param rules: the request rule sets its routes may name.
     """
     timeouts = config.timeouts
     via = b"1.1 rproxy" if listener.via else None
@@ -164,7 +168,7 @@ def http_settings(
             ((b"Strict-Transport-Security", hsts.encode("ascii")),) if hsts else ()
         ),
         filters=(*filters, *listener.headers.filters()),
-        router=Router(listener.routes),
+        router=Router(with_rules(listener.routes, rules or {})),
         policy=ForwardingPolicy(
             trusted=listener.trusted_proxies,
             x_forwarded=listener.x_forwarded,

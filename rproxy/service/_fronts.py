@@ -14,6 +14,7 @@ from rproxy._fds import FdBudget
 from rproxy.backends import Pool, Registry
 from rproxy.config import Config
 from rproxy.http.filters import IHTTPFilter
+from rproxy.http.filters.rules import RuleSet
 from rproxy.http.listener import HTTPProxyFactory
 from rproxy.interfaces import IListenerFactory
 from rproxy.service._build import http_settings
@@ -46,6 +47,8 @@ class FrontContext:
     redirect: Callable[[str], IHTTPFilter]
     #: the descriptor budget TCP and SNI fronts splice against.
     fds: FdBudget | None = None
+    #: the request rule sets routes may name, by name.
+    rules: Mapping[str, RuleSet] = {}
 
     def pool(self, name: str) -> Pool:
         """
@@ -70,7 +73,7 @@ def http_front(spec: ListenerSpec, context: FrontContext) -> IListenerFactory:
         settings = http_settings(config, listener, redirect, tls=False)
     else:
         filters = challenges if listener.tls is None else ()
-        settings = http_settings(config, listener, filters)
+        settings = http_settings(config, listener, filters, rules=context.rules)
     return HTTPProxyFactory(context.registry, context.reactor, settings)
 
 

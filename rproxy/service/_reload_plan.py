@@ -11,6 +11,7 @@ from rproxy.accesslog import AccessLogService
 from rproxy.backends import Pool
 from rproxy.config import Config, ListenerConfig
 from rproxy.config._tls import ListenerTLSConfig
+from rproxy.http.filters.rules import RuleSet
 from rproxy.service._listeners import ListenerService
 from rproxy.service._pool_update import TLSFor
 from rproxy.tls import ServerTLS
@@ -92,3 +93,5 @@ class Prepared:
     fresh: dict[str, ListenerService] = Factory(dict)
     access_log: AccessLogService | None = None
     admin: AdminService | None = None
+    #: the request rule sets of the new config, by name.
+    rules: dict[str, RuleSet] = Factory(dict)
