@@ -177,13 +177,19 @@ class _RuleReader:
         The rule at C{key} (C{"deny[2]"}); C{action} for a shorthand's
         element, None to read it from the table.
         """
-        keys = _RULE_KEYS if action is None else _RULE_KEYS[:1] + _RULE_KEYS[2:]
-        table = Table.open(self.table.problems, f"{self.table.path}.{key}", data, keys)
+        path = f"{self.table.path}.{key}"
+        table = Table.open(self.table.problems, path, data, _RULE_KEYS)
         if table is None:
             return None
         found = len(table.problems.lines)
         if action is None:
             action = table.require("action", one_of(ACTIONS))
+        elif "action" in table:
+            table.report(
+                "action",
+                f"a {action} = [...] rule takes its action from the array; "
+                "write action in a [[rules.NAME.rule]] table",
+            )
         name = table.get("name", string, f"{self.name}.{key}")
         conditions = self.conditions(table)
         for action_key, needs in _ACTION_KEYS.items():

@@ -109,7 +109,8 @@ class Tarpit:
     """
     The requests a rule set's tarpit rules hold: each for its rule's
     seconds, then its connection is dropped (no response).  At most
-    C{max_held} at once: one more is dropped at once (C{overflows}).
+    C{max_held} at once: one more is dropped at once (C{overflows}; at the
+    reactor's next turn).
     A request whose client left meanwhile is let go when its time is up.
     """
 
@@ -125,15 +126,16 @@ class Tarpit:
         which fires with C{result} once the connection is dropped).
         """
         done: Deferred[T] = Deferred()
-        if self.held >= self.max_held:
+        held = self.held < self.max_held
+        if held:
+            self.held += 1
+        else:
             self.overflows += 1
-            _drop(exchange)
-            done.callback(result)
-            return done
-        self.held += 1
+            seconds = 0  # dropped at the next turn, once the hook returned
 
         def release() -> None:
-            self.held -= 1
+            if held:
+                self.held -= 1
             _drop(exchange)
             done.callback(result)
 
