@@ -47,6 +47,7 @@ from rproxy.http.filters.rules import (
     RuleSetConfig,
     compile_list,
     compile_regex,
+    compile_rules,
     read_list,
 )
 
@@ -149,7 +150,13 @@ def _rule_set(
     held = table.get("tarpit_max_held", positive_int, 100)
     if len(table.problems.lines) != found:
         return None
-    return RuleSetConfig(name, tuple(r for _, r in rules if r is not None), held)
+    rule_set = RuleSetConfig(name, tuple(r for _, r in rules if r is not None), held)
+    try:
+        compile_rules(rule_set)
+    except ValueError as error:
+        table.problems.add(table.path, str(error))
+        return None
+    return rule_set
 
 
 def _array(table: Table, key: str) -> list[object]:

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from rproxy.http.filters.rules import NetworkSet, compile_regex
-from rproxy.http.filters.rules._match import client_address
+from rproxy.http.filters.rules._view import client_address
 from tests.rules.support import Rig, write
 
 
@@ -317,3 +317,29 @@ def test_regexes_match_bytes_as_latin_1() -> None:
     assert compile_regex("^a.b$")(b"a\xffb")
     assert compile_regex("\\xc0\\xae")(b"/\xc0\xae/")
     assert not compile_regex("^a.b$")(b"a\xc3\xa9b")  # two bytes, two characters
+
+
+def test_client_is_the_proxy_headers_source(rig_for: type[Rig]) -> None:
+    """Behind a trusted proxy sending PROXY headers, the client a rule sees
+    is the header's source address, not the proxy's."""
+    from rproxy.proxyprotocol.accept import ProxyHeaderFactory
+    from rproxy.testing import HalfCloseTransport, connect
+
+    rig = deny(rig_for, 'client = "203.0.113.0/24"')
+    inner = rig.harness.factory
+    front = ProxyHeaderFactory(
+        inner, ["192.0.2.7"], rig.clock, connections=inner.connections
+    )
+    for source, verdict in [("203.0.113.9", 403), ("198.51.100.1", "passed")]:
+        asked = len(rig.harness.endpoints.attempts)
+        proto = front.buildProtocol(None)
+        transport = connect(proto, HalfCloseTransport("192.0.2.7"))
+        proto.dataReceived(
+            f"PROXY TCP4 {source} 10.0.0.1 5555 80\r\n".encode()
+            + b"GET / HTTP/1.1\r\nHost: a\r\n\r\n"
+        )
+        if verdict == "passed":
+            assert len(rig.harness.endpoints.attempts) == asked + 1
+        else:
+            assert transport.value().startswith(b"HTTP/1.1 403 ")
+        transport.loseConnection()

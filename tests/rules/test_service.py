@@ -6,6 +6,7 @@ set of the moment it began), unchanged rules keep their hit counts, and
 from __future__ import annotations
 
 import tomllib
+from pathlib import Path
 
 from prometheus_client.exposition import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
@@ -13,7 +14,7 @@ from twisted.internet.address import IPv4Address
 from twisted.internet.testing import MemoryReactorClock
 
 from rproxy.admin._metrics import ProxyCollector, metrics_registry
-from rproxy.config import Config, parse_config
+from rproxy.config import Config, load_config, parse_config
 from rproxy.http.filters.rules import RulesFilter
 from rproxy.http.listener import HTTPProxyFactory
 from rproxy.service import ProxyService
@@ -140,3 +141,19 @@ def test_metrics_show_each_rules_hits() -> None:
     assert samples[("rproxy_rule_hits_total", other)] == 0
     assert samples[("rproxy_rules_tarpit_held", (("rules", "t"),))] == 0
     assert samples[("rproxy_rules_tarpit_overflows_total", (("rules", "t"),))] == 0
+
+
+def test_reload_reads_list_files_again(tmp_path: Path) -> None:
+    """A list file is read again on reload: a set whose file changed is
+    compiled again with the new entries."""
+    (tmp_path / "bots.txt").write_text("sqlmap\n")
+    text = CONFIG.replace(
+        "deny = [\n", 'deny = [\n  { header = "User-Agent", list = "bots.txt" },\n'
+    )
+    (tmp_path / "c.toml").write_text(text)
+    service = ProxyService(load_config(tmp_path / "c.toml"), MemoryReactorClock())
+    request = b"GET /guarded/x HTTP/1.1\r\nHost: a\r\nUser-Agent: nikto\r\n\r\n"
+    assert not send(service, request).value()
+    (tmp_path / "bots.txt").write_text("sqlmap\nnikto\n")
+    assert service.reload() == []
+    assert send(service, request).value().startswith(b"HTTP/1.1 403 ")

@@ -22,11 +22,10 @@ from rproxy.http.filters.rules._engine import (
     RulesFilter,
     RuleStats,
     Tarpit,
+    compile_rules,
     rule_sets_in,
 )
 from rproxy.http.filters.rules._match import (
-    NetworkSet,
-    RequestView,
     compile_condition,
     compile_list,
     compile_regex,
@@ -44,6 +43,7 @@ from rproxy.http.filters.rules._model import (
     RuleConfig,
     RuleSetConfig,
 )
+from rproxy.http.filters.rules._view import NetworkSet, RequestView
 
 __all__ = [
     "ACTIONS",
@@ -68,6 +68,7 @@ __all__ = [
     "compile_condition",
     "compile_list",
     "compile_regex",
+    "compile_rules",
     "read_list",
     "rule_sets_in",
 ]

@@ -14,8 +14,9 @@ from twisted.logger import Logger
 
 from rproxy.http.errors import error_body
 from rproxy.http.filters import PLAIN_TEXT, HTTPFilter, LocalReply, Step
-from rproxy.http.filters.rules._match import Check, RequestView, compile_condition
+from rproxy.http.filters.rules._match import Check, Patterns, compile_condition
 from rproxy.http.filters.rules._model import TERMINAL, RuleConfig, RuleSetConfig
+from rproxy.http.filters.rules._view import RequestView
 from rproxy.http.framing import RequestHead
 
 if TYPE_CHECKING:
@@ -29,6 +30,7 @@ __all__ = [
     "RuleStats",
     "RulesFilter",
     "Tarpit",
+    "compile_rules",
 ]
 
 log = Logger(namespace="rproxy.rules")
@@ -78,7 +80,12 @@ class Rule:
         "terminal",
     )
 
-    def __init__(self, config: RuleConfig, stats: RuleStats | None = None) -> None:
+    def __init__(
+        self,
+        config: RuleConfig,
+        stats: RuleStats | None = None,
+        patterns: Patterns | None = None,
+    ) -> None:
         self.config = config
         self.name = config.name
         self.action = config.action
@@ -91,7 +98,7 @@ class Rule:
             if condition.subject == "body":
                 self.body_over = condition.limit
             else:
-                checks.append(compile_condition(condition))
+                checks.append(compile_condition(condition, patterns))
         self.checks = tuple(checks)
         self.reply = LocalReply(config.status, PLAIN_TEXT, error_body(config.status))
         self.fields = tuple(
@@ -160,6 +167,25 @@ class _BodyWatch:
         self.seen = 0
 
 
+def compile_rules(
+    config: RuleSetConfig, stats: Mapping[str, RuleStats] | None = None
+) -> tuple[Rule, ...]:
+    """
+    The compiled rules of C{config}, their regexes and lists in one pattern
+    bank per subject; C{stats} are those to keep, by rule name.
+
+    @raise ValueError: if RE2 cannot compile the patterns of a subject.
+    """
+    stats = stats or {}
+    patterns = Patterns()
+    for rule in config.rules:
+        for condition in rule.conditions:
+            patterns.reserve(condition)
+    rules = tuple(Rule(rule, stats.get(rule.name), patterns) for rule in config.rules)
+    patterns.compile()
+    return rules
+
+
 class RuleSet:
     """
     The compiled rules of one C{[rules.NAME]}, in order, with a filter
@@ -170,6 +196,8 @@ class RuleSet:
         passed).
     @param tarpit: the tarpit to share with an earlier version of the set,
         so that its bound holds across reloads.
+    @raise ValueError: if RE2 cannot compile the set's patterns (each was
+        checked when the config was read; together they may not fit).
     """
 
     def __init__(
@@ -182,8 +210,7 @@ class RuleSet:
     ) -> None:
         self.config = config
         self.name = config.name
-        stats = stats or {}
-        self.rules = tuple(Rule(rule, stats.get(rule.name)) for rule in config.rules)
+        self.rules = compile_rules(config, stats)
         if tarpit is None:
             tarpit = Tarpit(clock, config.tarpit_max_held)
         tarpit.max_held = config.tarpit_max_held

@@ -1,45 +1,37 @@
-"""Compiled conditions: what a request looks like to the rules
-(L{RequestView}, each part worked out once and only when a rule asks) and
-the tests built from L{Condition}s (L{compile_condition}).
+"""Compiled conditions: the tests built from L{Condition}s
+(L{compile_condition}), each a small function of a L{RequestView}.
 
-Regular expressions run in RE2 (C{google-re2}), whose matching time is
-linear in the text whatever the pattern, so no rule can be made into a
-ReDoS.  They match bytes in Latin-1 mode: each byte is one character, so an
+Regular expressions and lists run in RE2 (C{google-re2}), whose matching
+time is linear in the text whatever the pattern, so no rule can be made into
+a ReDoS.  They match bytes in Latin-1 mode: each byte is one character, so an
 invalid UTF-8 byte cannot make C{.} stop matching; non-ASCII text in a
-pattern matches its UTF-8 bytes.
+pattern matches its UTF-8 bytes.  The patterns of a rule set on one subject
+share one RE2 set (L{PatternBank}): one pass over the text answers them all.
 """
 
 from __future__ import annotations
 
-import ipaddress
 from collections.abc import Callable, Iterable
-from functools import lru_cache
-from typing import TYPE_CHECKING, Any
+from operator import attrgetter
+from typing import Any
 
 import re2  # type: ignore[import-untyped]  # google-re2 ships no type hints
-from twisted.internet.interfaces import INegotiated
 
 from rproxy.http.filters.rules._model import Condition
-from rproxy.http.framing import RequestHead
-from rproxy.http.paths import decode_query, normalise_path, split_target
-
-if TYPE_CHECKING:
-    from rproxy.http.exchange import Exchange
+from rproxy.http.filters.rules._view import NetworkSet, RequestView
 
 __all__ = [
     "Check",
-    "NetworkSet",
-    "RequestView",
-    "client_address",
+    "PatternBank",
+    "Patterns",
     "compile_condition",
     "compile_list",
     "compile_regex",
     "read_list",
 ]
 
-Address = ipaddress.IPv4Address | ipaddress.IPv6Address
 #: one compiled condition.
-Check = Callable[["RequestView"], bool]
+Check = Callable[[RequestView], bool]
 #: one compiled comparison of a subject's bytes.
 Compare = Callable[[bytes], bool]
 
@@ -47,6 +39,19 @@ _OPTIONS = re2.Options()
 _OPTIONS.encoding = re2.Options.Encoding.LATIN1
 _OPTIONS.never_capture = True  # only whether it matches is asked
 _OPTIONS.log_errors = False  # a bad pattern is a config error, not stderr noise
+
+#: the text of each subject a text condition may test.
+_SUBJECTS: dict[str, Callable[[RequestView], bytes]] = {
+    "method": attrgetter("head.method"),
+    "path": attrgetter("path"),
+    "query": attrgetter("query"),
+    "sni": attrgetter("sni"),
+}
+
+
+def _reason(error: Exception, default: str) -> str:
+    reason = error.args[0] if error.args else default
+    return reason.decode("utf-8", "replace") if isinstance(reason, bytes) else reason
 
 
 def compile_regex(pattern: str) -> Compare:
@@ -59,35 +64,32 @@ def compile_regex(pattern: str) -> Compare:
     try:
         compiled = re2.compile(pattern.encode("utf-8"), _OPTIONS)
     except re2.error as error:
-        reason = error.args[0] if error.args else "not a pattern"
-        if isinstance(reason, bytes):
-            reason = reason.decode("utf-8", "replace")
+        reason = _reason(error, "not a pattern")
         raise ValueError(f"invalid regex {pattern!r}: {reason}") from None
     search = compiled.search
-    empty = search(b"") is not None
+    return lambda text: search(text) is not None
 
-    def found(text: bytes) -> bool:
-        return search(text) is not None if text else empty
 
-    return found
+def _list_pattern(values: Iterable[str]) -> bytes | None:
+    """One RE2 alternation finding any of C{values}, ignoring ASCII case."""
+    escaped = [re2.escape(value.encode("utf-8")) for value in values]
+    return b"(?i)(?:" + b"|".join(escaped) + b")" if escaped else None
 
 
 def compile_list(values: Iterable[str]) -> Compare:
     """
-    Whether a text contains any of C{values}, ignoring ASCII case: one RE2
-    alternation (a list of hundreds costs one pass over the text).
+    Whether a text contains any of C{values}, ignoring ASCII case.
+
+    @raise ValueError: if the list is too large for RE2 to compile.
     """
-    escaped = [re2.escape(value.encode("utf-8")) for value in values]
-    if not escaped:
+    pattern = _list_pattern(values)
+    if pattern is None:
         return lambda text: False
     try:
-        compiled = re2.compile(b"(?i)(?:" + b"|".join(escaped) + b")", _OPTIONS)
+        search = re2.compile(pattern, _OPTIONS).search
     except re2.error as error:  # too large for RE2's memory budget
-        reason = error.args[0] if error.args else "cannot be compiled"
-        if isinstance(reason, bytes):
-            reason = reason.decode("utf-8", "replace")
+        reason = _reason(error, "cannot be compiled")
         raise ValueError(f"the list cannot be compiled: {reason}") from None
-    search = compiled.search
     return lambda text: search(text) is not None
 
 
@@ -109,165 +111,135 @@ def read_list(path: str) -> tuple[str, ...]:
     return tuple(line for line in stripped if line and not line.startswith("#"))
 
 
-class NetworkSet:
+class PatternBank:
     """
-    IP networks, IPv4 and IPv6, for membership tests that cost one set
-    lookup per prefix length in use, however many networks there are.
-    """
+    The regexes and lists of a rule set that test one subject, in one RE2
+    set.  A bank that several conditions share keeps what it found in the
+    request's view, so the text is searched once.
 
-    def __init__(self, networks: Iterable[str]) -> None:
-        tables: dict[int, dict[int, set[int]]] = {4: {}, 6: {}}
-        for text in networks:
-            network = ipaddress.ip_network(text, strict=False)
-            bits = network.max_prefixlen
-            shift = bits - network.prefixlen
-            keys = tables[network.version].setdefault(shift, set())
-            keys.add(int(network.network_address) >> shift)
-        self._tables = {
-            version: tuple((shift, frozenset(keys)) for shift, keys in table.items())
-            for version, table in tables.items()
-        }
-
-    def __contains__(self, address: Address) -> bool:
-        value = int(address)
-        return any(
-            value >> shift in keys for shift, keys in self._tables[address.version]
-        )
-
-
-@lru_cache(maxsize=4096)
-def client_address(text: str) -> Address | None:
-    """
-    The client address C{text} as an address (an IPv4-mapped IPv6 address as
-    its IPv4 one, a zone left out), or None if it is none (a Unix socket).
-    """
-    try:
-        address = ipaddress.ip_address(text.partition("%")[0])
-    except ValueError:
-        return None
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped:
-        return address.ipv4_mapped
-    return address
-
-
-def server_name(exchange: Any) -> bytes:
-    """
-    The server name the client asked for in its TLS handshake (SNI),
-    lowercase; empty without TLS or without SNI.
-    """
-    transport = getattr(exchange.codec, "transport", None)
-    handle = getattr(transport, "getHandle", None)
-    if handle is None or not INegotiated.providedBy(transport):
-        return b""
-    get = getattr(handle(), "get_servername", None)
-    name = get() if get is not None else None
-    return name.lower().rstrip(b".") if name else b""
-
-
-class RequestView:
-    """
-    A request head as the rules see it; each part is worked out once, when
-    a rule first asks for it.
+    @ivar users: the conditions that test with it (counted before they are
+        compiled: a bank of one needs no sharing).
     """
 
-    __slots__ = (
-        "_cookies",
-        "_fields",
-        "_path",
-        "_query",
-        "_sni",
-        "_target",
-        "exchange",
-        "head",
-    )
+    def __init__(self, texts: Callable[[RequestView], list[bytes]]) -> None:
+        self._set = re2.Set.SearchSet(_OPTIONS)
+        self.match: Callable[[bytes], list[int] | None] = self._set.Match
+        self.texts = texts
+        self.users = 0
+        self.size = 0
 
-    def __init__(self, exchange: Exchange, head: RequestHead) -> None:
-        self.exchange = exchange
-        self.head = head
-        self._target: tuple[bytes, bytes] | None = None
-        self._path: tuple[bytes, bool] | None = None
-        self._query: bytes | None = None
-        self._fields: dict[bytes, list[bytes]] | None = None
-        self._cookies: dict[bytes, list[bytes]] | None = None
-        self._sni: bytes | None = None
+    def add(self, pattern: bytes) -> int:
+        """Add C{pattern}; its index in what L{matches} returns."""
+        try:
+            index: int = self._set.Add(pattern)
+        except re2.error:
+            raise ValueError(f"RE2 refuses {pattern!r}") from None
+        self.size += 1
+        return index
 
-    def _split(self) -> tuple[bytes, bytes]:
-        if self._target is None:
-            self._target = split_target(self.head.target)
-        return self._target
+    def compile(self) -> None:
+        """
+        Ready it for matching, once every pattern is added.
 
-    def _normalised(self) -> tuple[bytes, bool]:
-        if self._path is None:
-            self._path = normalise_path(self._split()[0])
-        return self._path
+        @raise ValueError: if RE2 cannot fit them in its memory budget.
+        """
+        if not self.size:
+            return
+        try:
+            self._set.Compile()
+        except re2.error:
+            raise ValueError(
+                "the patterns on one subject are too large for RE2 to compile"
+            ) from None
 
-    @property
-    def path(self) -> bytes:
-        """The normalised path (L{rproxy.http.paths.normalise_path})."""
-        return self._normalised()[0]
+    def matches(self, view: RequestView) -> set[int]:
+        """The indexes of the patterns that match the subject of C{view}."""
+        cache = view.matched
+        if cache is None:
+            cache = view.matched = {}
+        found = cache.get(self)
+        if found is None:
+            match = self.match
+            union: set[int] = set()
+            for text in self.texts(view):
+                union.update(match(text) or ())
+            found = cache[self] = union
+        return found
 
-    @property
-    def traversal(self) -> bool:
-        """Whether the decoded path had dot segments."""
-        return self._normalised()[1]
 
-    @property
-    def query(self) -> bytes:
-        """The query, decoded once (L{rproxy.http.paths.decode_query})."""
-        if self._query is None:
-            self._query = decode_query(self._split()[1])
-        return self._query
+class Patterns:
+    """
+    The pattern banks of one rule set, one per subject (and field name).
+    Conditions are L{reserve}d first, then compiled, then the banks.
+    """
 
-    @property
-    def method(self) -> bytes:
-        return self.head.method
+    def __init__(self) -> None:
+        self._banks: dict[tuple[str, str | None], PatternBank] = {}
 
-    @property
-    def sni(self) -> bytes:
-        if self._sni is None:
-            self._sni = server_name(self.exchange)
-        return self._sni
+    def bank(self, condition: Condition) -> PatternBank:
+        """The bank of C{condition}'s subject."""
+        subject, name = condition.subject, condition.name
+        key = (subject, name.lower() if subject == "header" and name else name)
+        found = self._banks.get(key)
+        if found is None:
+            if subject == "header":
+                field = (name or "").lower().encode("ascii")
+                found = PatternBank(lambda view: view.fields(field))
+            elif subject == "cookie":
+                cookie = (name or "").encode("ascii")
+                found = PatternBank(lambda view: view.cookies(cookie))
+            else:
+                get = _SUBJECTS[subject]
+                found = PatternBank(lambda view: [get(view)])
+            self._banks[key] = found
+        return found
 
-    @property
-    def client(self) -> Address | None:
-        return client_address(self.exchange.client)
+    def reserve(self, condition: Condition) -> None:
+        """Count C{condition} as a user of its bank if it has patterns."""
+        if condition.operator in ("regex", "list"):
+            self.bank(condition).users += 1
 
-    @property
-    def header_bytes(self) -> int:
-        """The size of the header fields: name, value and 4 (C{": "} and
-        CRLF) for each."""
-        return sum(len(name) + len(value) + 4 for name, value in self.head.headers)
+    def compile(self) -> None:
+        for bank in self._banks.values():
+            bank.compile()
 
-    def fields(self, name: bytes) -> list[bytes]:
-        """The values of the fields called C{name} (lowercase)."""
-        if self._fields is None:
-            self._fields = {}
-            for field_name, value in self.head.headers:
-                self._fields.setdefault(field_name.lower(), []).append(value)
-        return self._fields.get(name, [])
 
-    def cookies(self, name: bytes) -> list[bytes]:
-        """The values of the cookies called C{name} (case matters)."""
-        if self._cookies is None:
-            self._cookies = {}
-            for header in self.fields(b"cookie"):
-                for pair in header.split(b";"):
-                    key, equals, value = pair.strip().partition(b"=")
-                    if equals:
-                        self._cookies.setdefault(key, []).append(value)
-        return self._cookies.get(name, [])
+def _pattern_check(patterns: Patterns, condition: Condition) -> Check:
+    """A regex or list condition, through its subject's bank."""
+    bank = patterns.bank(condition)
+    if condition.operator == "regex":
+        for pattern in condition.values:
+            compile_regex(pattern)  # a message that names the pattern
+        indexes = [bank.add(pattern.encode("utf-8")) for pattern in condition.values]
+    else:
+        alternation = _list_pattern(condition.values)
+        if alternation is None:
+            return lambda view: False
+        indexes = [bank.add(alternation)]
+    if bank.users > 1:
+        if len(indexes) == 1:
+            (index,) = indexes
+            return lambda view: index in bank.matches(view)
+        return lambda view: not bank.matches(view).isdisjoint(indexes)
+    # The bank is this condition's alone: any match is one of its patterns.
+    match = bank.match
+    if condition.subject in _SUBJECTS:
+        get = _SUBJECTS[condition.subject]
+        return lambda view: match(get(view)) is not None
+    texts = bank.texts
+
+    def any_field(view: RequestView) -> bool:
+        for text in texts(view):  # noqa: SIM110 (a generator costs more)
+            if match(text) is not None:
+                return True
+        return False
+
+    return any_field
 
 
 def _compare(condition: Condition) -> Compare:
     operator = condition.operator
     values = [value.encode("utf-8") for value in condition.values]
-    if operator == "regex":
-        tests = [compile_regex(pattern) for pattern in condition.values]
-        if len(tests) == 1:
-            return tests[0]
-        return lambda text: any(test(text) for test in tests)
-    if operator == "list":
-        return compile_list(condition.values)
     fold = condition.ignore_case
     if fold:
         values = [value.lower() for value in values]
@@ -291,40 +263,53 @@ def _compare(condition: Condition) -> Compare:
     raise ValueError(f"unknown operator {operator!r}")
 
 
-def _text_check(subject: str, compare: Compare) -> Check:
-    get = _GETTERS[subject]
+def _text_check(condition: Condition) -> Check:
+    get = _SUBJECTS[condition.subject]
+    if condition.operator == "equals" and not condition.ignore_case:
+        members = frozenset(value.encode("utf-8") for value in condition.values)
+        return lambda view: get(view) in members
+    compare = _compare(condition)
     return lambda view: compare(get(view))
 
 
-_GETTERS: dict[str, Callable[[RequestView], bytes]] = {
-    "method": lambda view: view.head.method,
-    "path": lambda view: view.path,
-    "query": lambda view: view.query,
-    "sni": lambda view: view.sni,
-}
+def _field_check(condition: Condition) -> Check:
+    assert condition.name is not None
+    name = condition.name.encode("ascii")
+    if condition.subject == "header":
+        name = name.lower()
+    values_of: Any = (
+        RequestView.fields if condition.subject == "header" else RequestView.cookies
+    )
+    if condition.operator == "present":
+        flag = condition.flag
+        return lambda view: bool(values_of(view, name)) is flag
+    test = _compare(condition)
+    return lambda view: any(test(value) for value in values_of(view, name))
 
 
-def compile_condition(condition: Condition) -> Check:
+def compile_condition(condition: Condition, patterns: Patterns | None = None) -> Check:
     """
     The test C{condition} describes (a body-size condition is not one: the
-    rule set counts bodies itself).
+    rule set counts bodies itself).  Its regexes and lists go into
+    C{patterns}, whose conditions were all L{Patterns.reserve}d first and
+    which the caller compiles once every condition is in; by default into
+    banks of its own, compiled at once.
 
     @raise ValueError: for a bad regex or network, saying which.
     """
+    if patterns is None:
+        patterns = Patterns()
+        patterns.reserve(condition)
+        check = compile_condition(condition, patterns)
+        patterns.compile()
+        return check
     subject, operator = condition.subject, condition.operator
-    if subject in _GETTERS:
-        return _text_check(subject, _compare(condition))
+    if operator in ("regex", "list") and subject in (*_SUBJECTS, "header", "cookie"):
+        return _pattern_check(patterns, condition)
+    if subject in _SUBJECTS:
+        return _text_check(condition)
     if subject in ("header", "cookie"):
-        assert condition.name is not None
-        name = condition.name.encode("ascii")
-        if subject == "header":
-            name = name.lower()
-        values_of = RequestView.fields if subject == "header" else RequestView.cookies
-        if operator == "present":
-            flag = condition.flag
-            return lambda view: bool(values_of(view, name)) is flag
-        compare = _compare(condition)
-        return lambda view: any(compare(value) for value in values_of(view, name))
+        return _field_check(condition)
     if subject == "client":
         networks = NetworkSet(condition.values)
 
