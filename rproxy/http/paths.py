@@ -16,26 +16,9 @@ for C{%2e}, C{%2f} or C{%5c} in the normalised path.
 
 from __future__ import annotations
 
-from typing import NamedTuple
 from urllib.parse import unquote_to_bytes
 
-__all__ = ["NormalisedPath", "decode_query", "normalise_path", "split_target"]
-
-
-class NormalisedPath(NamedTuple):
-    """
-    A path as rules see it.
-
-    @ivar path: decoded once, C{\\} read as C{/}, empty segments (C{//})
-        merged, C{.} and C{..} segments removed (a C{..} at the root stays
-        at the root); a final dot segment leaves a trailing C{/}.
-    @ivar dot_segments: the decoded path had a C{.} or C{..} segment (also
-        one with parameters, C{..;x}, as Tomcat reads them): the client
-        wrote a path that climbs or wanders, which no link produces.
-    """
-
-    path: bytes
-    dot_segments: bool
+__all__ = ["decode_query", "normalise_path", "split_target"]
 
 
 def split_target(target: bytes) -> tuple[bytes, bytes]:
@@ -47,23 +30,31 @@ def split_target(target: bytes) -> tuple[bytes, bytes]:
     return path, query
 
 
-def normalise_path(path: bytes) -> NormalisedPath:
+def normalise_path(path: bytes) -> tuple[bytes, bool]:
     """
-    C{path} (a request path, without the query) decoded and resolved once,
-    as L{NormalisedPath} says.  Anything not starting with C{/} once
-    decoded (the C{*} of C{OPTIONS *}) is returned decoded only.
+    C{path} (a request path, without the query) as rules see it, and
+    whether it had dot segments.
+
+    The path is decoded once, C{\\} read as C{/}, empty segments (C{//})
+    merged, C{.} and C{..} segments removed (a C{..} at the root stays at
+    the root; a final dot segment leaves a trailing C{/}).  A dot segment is
+    also one with parameters (C{..;x}), as Tomcat reads them; a path that
+    had one climbs or wanders, which no link produces.  Anything not
+    starting with C{/} once decoded (the C{*} of C{OPTIONS *}) is returned
+    decoded only.
     """
+    # bytes.find, not "in": "in" tries the needle as an int first.
     if (
-        b"%" not in path
-        and b"\\" not in path
-        and b"//" not in path
-        and b"/." not in path
+        path.find(b"/.") < 0
+        and path.find(b"//") < 0
+        and path.find(b"%") < 0
+        and path.find(b"\\") < 0
     ):
-        return NormalisedPath(path, False)  # the common case: nothing to do
+        return path, False  # the common case: nothing to do
     decoded = unquote_to_bytes(path) if b"%" in path else path
     decoded = decoded.replace(b"\\", b"/")
     if decoded[:1] != b"/":
-        return NormalisedPath(decoded, False)
+        return decoded, False
     out: list[bytes] = []
     dots = False
     segments = decoded.split(b"/")[1:]
@@ -81,7 +72,7 @@ def normalise_path(path: bytes) -> NormalisedPath:
             continue
         if index == last:
             out.append(b"")  # a final "/", "/." or "/.." leaves a trailing "/"
-    return NormalisedPath(b"/" + b"/".join(out), dots)
+    return b"/" + b"/".join(out), dots
 
 
 def decode_query(query: bytes) -> bytes:
@@ -89,6 +80,6 @@ def decode_query(query: bytes) -> bytes:
     A query string (after the C{?}) decoded once as a form would be:
     C{+} is a space, then escapes are decoded (so C{%2B} is C{+}).
     """
-    if b"+" in query:
+    if query.find(b"+") >= 0:
         query = query.replace(b"+", b" ")
-    return unquote_to_bytes(query) if b"%" in query else query
+    return unquote_to_bytes(query) if query.find(b"%") >= 0 else query
