@@ -348,3 +348,24 @@ def test_header_limits(rigs: list[Rig]) -> None:
     assert r.refused_by() == "t.max_headers"
     assert r.verdict(headers=[("A", "x" * 80)]) == 431
     assert r.refused_by() == "t.max_header_bytes"
+
+
+def test_access_log_lines_name_the_refusing_rule() -> None:
+    """The combined and JSON access log lines carry refused_by when a rule
+    refused the request, and nothing more when none did."""
+    from rproxy.accesslog import render_combined, render_json
+
+    event = {
+        "client": "192.0.2.7",
+        "method": "GET",
+        "path": "/x",
+        "version": "HTTP/1.1",
+        "status": 403,
+        "bytes_out": 10,
+        "duration": 0.001,
+        "refused_by": "waf.traversal",
+    }
+    assert render_combined(event).endswith(' refused_by="waf.traversal"')
+    assert '"refused_by":"waf.traversal"' in render_json(event)
+    del event["refused_by"]
+    assert "refused_by" not in render_combined(event) + render_json(event)

@@ -107,10 +107,6 @@ class Rule:
         )
         self.remove = frozenset(name.lower() for name, _ in self.fields)
 
-    def matches(self, view: RequestView) -> bool:
-        """Whether every condition but the body's size passes."""
-        return all(check(view) for check in self.checks)
-
 
 class Tarpit:
     """

@@ -309,7 +309,9 @@ def compile_condition(condition: Condition, patterns: Patterns | None = None) ->
         patterns.compile()
         return check
     subject, operator = condition.subject, condition.operator
-    if operator in ("regex", "list") and subject in (*_SUBJECTS, "header", "cookie"):
+    if operator in ("regex", "list") and (
+        subject in _SUBJECTS or subject in ("header", "cookie")
+    ):
         return _pattern_check(patterns, condition)
     if subject in _SUBJECTS:
         return _text_check(condition)
