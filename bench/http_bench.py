@@ -371,6 +371,7 @@ def rproxy_argv(
 memory = "64MiB"
 
 [[listeners.routes]]
+path_prefix = "/"
 pool = "web"
 cache = "bench"
 """

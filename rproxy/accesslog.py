@@ -4,11 +4,11 @@ written as combined-style text or JSON lines.
 The protocols hand events (with the stable keys C{client}, C{listener},
 C{pool}, C{backend}, C{status}, C{bytes_in}, C{bytes_out}, C{duration}, and
 for HTTP C{method}, C{path}, C{version}, C{referer}, C{user_agent},
-C{upstream_time}, and C{refused_by} when a rule or limiter refused it) to
-L{access_events}, and build them only when something observes it: the
-L{AccessLog} the config asks for, or an embedder's observer.  They do not go
-through Twisted's global log, so a busy proxy with no access log pays
-nothing for one.  Lines are written through a buffer that
+C{upstream_time}; C{refused_by} when a limit, list or rule refused it, naming
+which) to L{access_events}, and build them only when something
+observes it: the L{AccessLog} the config asks for, or an embedder's
+observer.  They do not go through Twisted's global log, so a busy proxy with
+no access log pays nothing for one.  Lines are written through a buffer that
 is flushed every second, and the file is reopened when it has been moved away
 (logrotate without C{copytruncate}); C{path = "-"} writes to standard output.
 """
@@ -137,7 +137,8 @@ def render_combined(event: LogEvent) -> str:
         CLIENT - - [TIME] "REQUEST" STATUS BYTES "REFERER" "UA" pool=.. ...
 
     A TCP connection has no request: its request field is C{"TCP LISTENER"}
-    and its status is how the connection ended.
+    and its status is how the connection ended.  An event with a
+    C{refused_by} ends with C{refused_by="..."}.
     """
     when = _clf_time(event.get("log_time") or time.time())
     if event.get("method"):
@@ -149,7 +150,8 @@ def render_combined(event: LogEvent) -> str:
         request = f"TCP {event.get('listener', '')}"
         status = _quoted(event.get("status"))
     upstream = event.get("upstream_time")
-    return (
+    refused = event.get("refused_by")
+    line = (
         f"{_plain(event.get('client'))} - - [{when}] {_quoted(request)} {status} "
         f"{_plain(event.get('bytes_out'))} {_quoted(event.get('referer'))} "
         f"{_quoted(event.get('user_agent'))} pool={_plain(event.get('pool'))} "
@@ -157,12 +159,8 @@ def render_combined(event: LogEvent) -> str:
         f"bytes_in={_plain(event.get('bytes_in'))} "
         f"upstream={'-' if upstream is None else f'{upstream:.3f}'} "
         f"duration={event.get('duration', 0.0):.3f}"
-        + (
-            f" refused_by={_quoted(refused)}"
-            if (refused := event.get("refused_by"))
-            else ""
-        )
     )
+    return f"{line} refused_by={_quoted(refused)}" if refused else line
 
 
 def render_json(event: LogEvent) -> str:

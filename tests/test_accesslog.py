@@ -83,6 +83,17 @@ def test_json_has_time_and_stable_keys() -> None:
     }
 
 
+def test_a_refusal_names_what_refused_it() -> None:
+    """An event with refused_by ends its combined line with it, quoted, and
+    has it in JSON."""
+    event = dict(TCP_EVENT, status="refused", refused_by="max_connections_per_ip")
+    assert render_combined(event).endswith(
+        'duration=1.500 refused_by="max_connections_per_ip"'
+    )
+    assert json.loads(render_json(event))["refused_by"] == "max_connections_per_ip"
+    assert "refused_by" not in render_combined(TCP_EVENT)
+
+
 @pytest.fixture
 def clock() -> Clock:
     return Clock()

@@ -10,6 +10,7 @@ runs on the hot path.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator, Mapping
+from typing import Any
 
 from prometheus_client.metrics_core import (
     CounterMetricFamily,
@@ -20,7 +21,7 @@ from prometheus_client.metrics_core import (
 from prometheus_client.registry import Collector, CollectorRegistry
 from prometheus_client.utils import floatToGoString
 
-from rproxy.admin._status import listener_counters, listener_kind
+from rproxy.admin._status import listener_counters, listener_kind, refusals
 from rproxy.backends import BackendState, Pool
 from rproxy.service._listeners import ListenerService
 from rproxy.service._rules import live_rule_sets
@@ -42,14 +43,47 @@ class ProxyCollector(Collector):
         self,
         pools: Callable[[], Iterable[Pool]],
         listeners: Mapping[str, ListenerService],
+        caches: Mapping[str, Any] | None = None,
     ) -> None:
         self._pools = pools
         self._listeners = listeners
+        self._caches = caches if caches is not None else {}
 
     def collect(self) -> Iterator[Metric]:
         yield from self._listener_metrics()
+        yield self._refusal_metrics()
         yield from self._backend_metrics(list(self._pools()))
         yield from self._rule_metrics()
+        yield from self._cache_metrics()
+
+    def _cache_metrics(self) -> Iterator[Metric]:
+        events = CounterMetricFamily(
+            "rproxy_cache_events_total",
+            "What a cache did with requests, by event: hit (a fresh stored "
+            "response), miss, stale (served stale), revalidated (a 304 "
+            "refreshed a stored response), bypass (not for the cache), "
+            "pass (hit-for-pass), collapsed (waited for another's fetch), "
+            "lock_timeout, stored, refresh (background), invalidated, purged.",
+            labels=["cache", "event"],
+        )
+        held = GaugeMetricFamily(
+            "rproxy_cache_bytes",
+            "Bytes of responses a cache holds, by tier.",
+            labels=["cache", "tier"],
+        )
+        objects = GaugeMetricFamily(
+            "rproxy_cache_objects",
+            "Responses a cache holds, by tier.",
+            labels=["cache", "tier"],
+        )
+        for name, cache in list(self._caches.items()):
+            snapshot = cache.snapshot()
+            for event, count in cache.counters.items():
+                events.add_metric([name, event], count)
+            for tier in ("memory", "disk"):
+                held.add_metric([name, tier], snapshot.get(f"{tier}_bytes", 0))
+                objects.add_metric([name, tier], snapshot.get(f"{tier}_objects", 0))
+        yield from (events, held, objects)
 
     def _listener_metrics(self) -> Iterator[Metric]:
         info = GaugeMetricFamily(
@@ -105,6 +139,21 @@ class ProxyCollector(Collector):
             body_timeouts.add_metric([name, "idle"], stats.request_body_timeouts)
             body_timeouts.add_metric([name, "slow"], stats.request_body_too_slow)
         yield from (info, connections, active, requests, received, sent, body_timeouts)
+
+    def _refusal_metrics(self) -> Metric:
+        refused = CounterMetricFamily(
+            "rproxy_listener_refused_total",
+            "Connections refused as they arrived, by reason (full: "
+            "max_connections; per_ip: max_connections_per_ip; rate: "
+            "accept_rate_per_ip; denied: the allow or deny list; fds: no file "
+            "descriptor to spare), and requests a route's allow or deny list "
+            "answered 403 (route_denied).",
+            labels=[*_LISTENER, "reason"],
+        )
+        for name, service in list(self._listeners.items()):
+            for reason, count in refusals(service).items():
+                refused.add_metric([name, reason], count)
+        return refused
 
     def _backend_metrics(self, pools: list[Pool]) -> Iterator[Metric]:
         members = GaugeMetricFamily(

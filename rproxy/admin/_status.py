@@ -17,7 +17,7 @@ from rproxy.backends import Backend, Pool
 from rproxy.service._listeners import ListenerService
 from rproxy.stats import STATUS_CLASSES, ListenerStats
 
-__all__ = ["RateSampler", "Snapshot", "listener_kind", "snapshot"]
+__all__ = ["RateSampler", "Snapshot", "listener_kind", "refusals", "snapshot"]
 
 #: what a rate is kept under: ("listener", name) or ("backend", pool, name).
 RateKey = tuple[str, ...]
@@ -41,6 +41,16 @@ def listener_counters(service: ListenerService) -> tuple[int, int, int]:
     stats: ListenerStats = factory.stats
     active = len(factory.connections)
     return stats.connections_closed + active, active, sum(stats.requests)
+
+
+def refusals(service: ListenerService) -> dict[str, int]:
+    """
+    A listener's refusals by reason: those of L{REFUSALS}, and C{fds}
+    (closed at accept for want of file descriptors).
+    """
+    counts = dict(service.factory.stats.refused)
+    counts["fds"] = service.refused
+    return counts
 
 
 class RateSampler:
@@ -176,6 +186,10 @@ def listener_status(
     C{request_body_timeouts} and C{request_body_too_slow} count the HTTP
     requests answered 408 because the client left too long between two
     reads of its body, or sent it under the listener's minimum rate.
+    C{refused_full}, C{refused_per_ip}, C{refused_rate}, C{refused_denied}
+    and C{refused_fds} count the connections refused as they arrived (see
+    L{rproxy.admission}), C{refused_route_denied} the requests a route's
+    address lists answered 403.
     """
     factory = service.factory
     serves = factory.describe()
@@ -202,6 +216,7 @@ def listener_status(
         "bytes_out": stats.bytes_out,
         "request_body_timeouts": stats.request_body_timeouts,
         "request_body_too_slow": stats.request_body_too_slow,
+        **{f"refused_{reason}": count for reason, count in refusals(service).items()},
     }
 
 

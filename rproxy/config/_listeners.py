@@ -14,6 +14,13 @@ from typing import TYPE_CHECKING
 
 from attrs import Attribute, field, frozen, validators
 
+from rproxy.config._admission import (
+    ACCESS_KEYS,
+    ADMISSION_KEYS,
+    AdmissionConfig,
+    parse_address_lists,
+    parse_admission,
+)
 from rproxy.config._compress import parse_compress
 from rproxy.config._headers import HEADER_KEYS, parse_header_rules
 from rproxy.config._tls import ListenerTLSConfig, parse_listener_tls, parse_sni_routes
@@ -112,6 +119,8 @@ class ListenerConfig:
     @ivar accept_proxy: every connection starts with a PROXY protocol header
         (v1 or v2, before any TLS) from one of C{trusted_proxies}, whose
         source address is then the client's; any other connection is closed.
+    @ivar admission: connection limits and address lists, enforced as each
+        connection arrives (either protocol).
     @ivar trusted_proxies: addresses and networks (C{"10.0.0.0/8"},
         C{"::1"}), as written, of the proxies in front: those allowed to
         send a PROXY header (C{accept_proxy}) and, on http listeners, those
@@ -148,6 +157,7 @@ class ListenerConfig:
     sni_routes: tuple[tuple[str, str], ...] = field(default=(), kw_only=True)
     trusted_proxies: tuple[str, ...] = field(default=(), kw_only=True)
     accept_proxy: bool = field(default=False, kw_only=True, validator=_check_accept)
+    admission: AdmissionConfig = field(factory=AdmissionConfig, kw_only=True)
     x_forwarded: bool = field(default=True, kw_only=True)
     forwarded: bool = field(default=False, kw_only=True)
     via: bool = field(default=False, kw_only=True)
@@ -165,7 +175,11 @@ class ListenerConfig:
     max_target: int = field(default=8192, kw_only=True, validator=_positive)
 
 
-_LISTENER_KEYS = (*model_keys(ListenerConfig, "headers"), *HEADER_KEYS[:3])
+_LISTENER_KEYS = (
+    *model_keys(ListenerConfig, "headers", "admission"),
+    *HEADER_KEYS[:3],
+    *ADMISSION_KEYS,
+)
 _ROUTE_KEYS = (
     "host",
     "path_prefix",
@@ -175,6 +189,7 @@ _ROUTE_KEYS = (
     "compress",
     "rules",
     *HEADER_KEYS,
+    *ACCESS_KEYS,
 )
 
 
@@ -238,6 +253,7 @@ def _listener(
         protocol = "http" if "protocol" in table else "tcp"
     source = table.problems.source
     tls = parse_listener_tls(table, source, http=protocol == "http", acme=acme)
+    admission = parse_admission(table)
     if protocol == "tcp":
         for key in HTTP_ONLY_KEYS:
             if key in table:
@@ -279,6 +295,7 @@ def _listener(
             sni_routes=sni_routes,
             accept_proxy=accept_proxy,
             trusted_proxies=trusted,
+            admission=admission,
         )
     if "sni_routes" in table:
         table.report("sni_routes", 'only for protocol = "tcp" listeners')
@@ -309,6 +326,7 @@ def _listener(
         tls=tls,
         accept_proxy=accept_proxy,
         trusted_proxies=trusted,
+        admission=admission,
         x_forwarded=table.get("x_forwarded", boolean, True),
         forwarded=table.get("forwarded", boolean, False),
         via=table.get("via", boolean, False),
@@ -433,6 +451,7 @@ def _route(
         )
         table.report("cache", f"no cache named {cache!r}; {hint}")
     compress = parse_compress(table)
+    access = parse_address_lists(table)
     rules = _named(table, "rules", rule_sets, "[rules.NAME]")
     _try_route(table, "host", lambda: Route(_PROBE, host=host))
     prefix_ok = prefix is not None or "path_prefix" not in table
@@ -456,6 +475,7 @@ def _route(
         headers=headers,
         cache=cache,
         compress=compress,
+        access=access or None,
         rules=rules,
     )
 

@@ -73,6 +73,6 @@ def emit(exchange: Exchange) -> None:
         duration=exchange.clock.seconds() - exchange.started,
         referer=header(request.headers, b"referer") if request else None,
         user_agent=header(request.headers, b"user-agent") if request else None,
-        # the rule or limiter that refused the request, if one did.
+        # What answered instead of the backend, when a filter refused it.
         refused_by=notes.get("refused_by") if notes else None,
     )

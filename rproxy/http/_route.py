@@ -107,6 +107,10 @@ class Route:
         through; the service puts the cache's filter in C{filters}.
     @ivar compress: its response compression settings
         (L{rproxy.http.filters.compress.CompressSettings}), likewise.
+    @ivar access: its allow and deny lists
+        (L{rproxy.config._admission.AddressListsConfig}), checked on each
+        request's client address; the service puts their filter
+        (L{rproxy.http.filters.access.ClientAccess}) first in C{filters}.
     @ivar rules: the name of the request rule set (C{[rules.NAME]}) its
         requests go through; the service puts its filter first in
         C{filters}.
@@ -120,6 +124,7 @@ class Route:
     filters: tuple[Any, ...] = field(default=(), converter=tuple)
     cache: str | None = None
     compress: Any = None
+    access: Any = None
     rules: str | None = None
 
     def all_filters(self) -> tuple[Any, ...]:

@@ -23,6 +23,7 @@ from rproxy.http.filters.acme import AcmeChallenges
 from rproxy.http.filters.redirect import HTTPSRedirect
 from rproxy.http.filters.rules import RuleSet
 from rproxy.interfaces import IListenerFactory
+from rproxy.service._admission import admission_for
 from rproxy.service._build import (
     access_log_service,
     build_check,
@@ -33,6 +34,7 @@ from rproxy.service._build import (
     server_tls,
     tls_problem,
 )
+from rproxy.service._caches import RunningCaches
 from rproxy.service._fronts import FrontContext, build_front
 from rproxy.service._listeners import ListenerService
 from rproxy.service._pool_update import TLSFor, update_pool
@@ -101,6 +103,7 @@ class ProxyService(MultiService):
         #: the request rule sets in use, by name.
         self.rule_sets: dict[str, RuleSet] = {}
         self.fds = FdBudget(soft_fd_limit(), now=reactor.seconds)
+        self.caches = RunningCaches(reactor)
         self._apply(None, config)
 
     # Applying a config --------------------------------------------------
@@ -158,6 +161,7 @@ class ProxyService(MultiService):
         prepared = self._prepare(old, new)
         changes = self._apply_pools(old, new, prepared)
         changes += self._apply_listeners(old, new, prepared)
+        changes += self.caches.commit(new.caches, prepared.caches)
         self._apply_rest(old, new, prepared)
         if old is not None:
             changes += rule_changes(self.rule_sets, prepared.rules)
@@ -173,6 +177,7 @@ class ProxyService(MultiService):
 
     def _prepare(self, old: Config | None, new: Config) -> Prepared:
         prepared = Prepared(specs=listener_specs(new))
+        prepared.caches = self.caches.prepare(new.caches)
         prepared.rules = build_rule_sets(new.rules, self.rule_sets, self.reactor)
         problems = []
         old_pools = {} if old is None else {p.name: p for p in old.pools}
@@ -230,6 +235,7 @@ class ProxyService(MultiService):
                 prepared.tls.get(spec.name),
                 spec.accept_proxy(new),
                 self.fds,
+                admission_for(spec.config),
             )
             service.setName(f"listener:{spec.name}")
             prepared.fresh[spec.name] = service
@@ -264,6 +270,7 @@ class ProxyService(MultiService):
             self.reactor,
             # Looked up when asked for, so an embedder may replace it.
             lambda: self.reload(),
+            caches=self.caches.caches,
         )
         admin.setName("admin")
         return admin
@@ -345,7 +352,9 @@ class ProxyService(MultiService):
                 continue
             factory = self._factory(spec, new, prepared)
             tls = self._listener_tls(spec, prepared)
-            service.replace(factory, tls, spec.accept_proxy(new))
+            service.replace(
+                factory, tls, spec.accept_proxy(new), admission_for(spec.config)
+            )
             service.grace = new.shutdown_grace
             if before[name] != spec:
                 changes.append(f"listener {name} changed")
@@ -432,6 +441,7 @@ class ProxyService(MultiService):
             self._challenge_filters(config),
             self._redirect_filter,
             self.fds,
+            prepared.caches,
             prepared.rules,
         )
         return build_front(spec, context)
@@ -488,4 +498,8 @@ class ProxyService(MultiService):
                 access_log.stopService()
             return result
 
-        return stopping.addBoth(stop_log)
+        def close_caches(result: object) -> Deferred[Any]:
+            # After the listeners drained: nothing is storing any more.
+            return self.caches.close().addBoth(lambda _: result)
+
+        return stopping.addBoth(close_caches).addBoth(stop_log)

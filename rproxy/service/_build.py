@@ -24,6 +24,8 @@ from rproxy.http.headers import ForwardingPolicy
 from rproxy.http.listener import HTTPSettings
 from rproxy.http.routing import Router
 from rproxy.interfaces import IHealthCheck
+from rproxy.service._admission import routes_with_access
+from rproxy.service._caches import route_with_filters
 from rproxy.service._pool_update import TLSFor, new_backend, pool_policy
 from rproxy.service._rules import with_rules
 from rproxy.tls import ServerCertificate, ServerTLS, backend_tls, load_certificate
@@ -145,6 +147,7 @@ def http_settings(
     filters: Sequence[IHTTPFilter] = (),
     *,
     tls: bool | None = None,
+    caches: Mapping[str, Any] = {},
     rules: Mapping[str, RuleSet] | None = None,
 ) -> HTTPSettings:
     """
@@ -155,6 +158,7 @@ def http_settings(
         redirect to https), before its header rewriting.
     @param tls: whether the connections are TLS; by default, whether the
         listener has C{tls}.
+    @param caches: the running caches routes name, by name.
     @param rules: the request rule sets its routes may name.
     """
     timeouts = config.timeouts
@@ -168,7 +172,16 @@ def http_settings(
             ((b"Strict-Transport-Security", hsts.encode("ascii")),) if hsts else ()
         ),
         filters=(*filters, *listener.headers.filters()),
-        router=Router(with_rules(listener.routes, rules or {})),
+        # A route's address lists go first, then its rules, before its
+        # cache can answer.
+        router=Router(
+            routes_with_access(
+                with_rules(
+                    [route_with_filters(r, caches) for r in listener.routes],
+                    rules or {},
+                )
+            )
+        ),
         policy=ForwardingPolicy(
             trusted=listener.trusted_proxies,
             x_forwarded=listener.x_forwarded,

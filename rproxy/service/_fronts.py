@@ -47,6 +47,8 @@ class FrontContext:
     redirect: Callable[[str], IHTTPFilter]
     #: the descriptor budget TCP and SNI fronts splice against.
     fds: FdBudget | None = None
+    #: the caches routes name (L{rproxy.cache.shared.Cache}), by name.
+    caches: Mapping[str, Any] = {}
     #: the request rule sets routes may name, by name.
     rules: Mapping[str, RuleSet] = {}
 
@@ -73,7 +75,9 @@ def http_front(spec: ListenerSpec, context: FrontContext) -> IListenerFactory:
         settings = http_settings(config, listener, redirect, tls=False)
     else:
         filters = challenges if listener.tls is None else ()
-        settings = http_settings(config, listener, filters, rules=context.rules)
+        settings = http_settings(
+            config, listener, filters, caches=context.caches, rules=context.rules
+        )
     return HTTPProxyFactory(context.registry, context.reactor, settings)
 
 
