@@ -16,7 +16,9 @@ from zope.interface import implementer
 
 from rproxy.config import Config, parse_config
 from rproxy.http.filters.rules import RuleSet, RuleSetConfig
-from rproxy.http.routing import Route
+from rproxy.http.headers import ForwardingPolicy
+from rproxy.http.listener import HTTPSettings
+from rproxy.http.routing import Route, Router
 from rproxy.testing import Client, HalfCloseTransport, HTTPHarness, connect
 from rproxy.testing._http import request_bytes
 
@@ -80,11 +82,18 @@ class Rig:
         source: str = "/etc/rproxy/c.toml",
         filters: Sequence[Any] = (),
         listener_filters: Sequence[Any] = (),
+        trusted: Sequence[str] = (),
     ) -> None:
         self.clock = Clock()
         self.rules = RuleSet(rules_config(text, source), self.clock)
         route = Route("web", filters=[self.rules.filter, *filters])
-        self.harness = HTTPHarness([route], filters=listener_filters, clock=self.clock)
+        settings = HTTPSettings(
+            "front",
+            Router([route]),
+            filters=listener_filters,
+            policy=ForwardingPolicy(trusted=tuple(trusted)),
+        )
+        self.harness = HTTPHarness(settings=settings, clock=self.clock)
         self.logged: list[LogEvent] = []
         globalLogPublisher.addObserver(self._log)
 

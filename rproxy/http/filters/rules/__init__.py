@@ -43,7 +43,7 @@ from rproxy.http.filters.rules._model import (
     RuleConfig,
     RuleSetConfig,
 )
-from rproxy.http.filters.rules._view import NetworkSet, RequestView
+from rproxy.http.filters.rules._view import RequestView
 
 __all__ = [
     "ACTIONS",
@@ -56,7 +56,6 @@ __all__ = [
     "TEXT_SUBJECTS",
     "BodyRulesFilter",
     "Condition",
-    "NetworkSet",
     "RequestView",
     "Rule",
     "RuleConfig",

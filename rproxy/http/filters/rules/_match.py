@@ -12,13 +12,15 @@ share one RE2 set (L{PatternBank}): one pass over the text answers them all.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from ipaddress import ip_network
 from operator import attrgetter
 from typing import Any
 
 import re2  # type: ignore[import-untyped]  # google-re2 ships no type hints
 
+from rproxy.admission.networks import AddressList
 from rproxy.http.filters.rules._model import Condition
-from rproxy.http.filters.rules._view import NetworkSet, RequestView
+from rproxy.http.filters.rules._view import RequestView
 
 __all__ = [
     "Check",
@@ -132,6 +134,9 @@ class PatternBank:
         self.texts = texts
         self.users = 0
         self.size = 0
+        #: whether any of its patterns matches an empty text (no query, an
+        #: empty field): then no search is needed.
+        self.on_empty = False
 
     def add(self, pattern: bytes) -> int:
         """Add C{pattern}; its index in what L{matches} returns."""
@@ -156,6 +161,7 @@ class PatternBank:
             raise ValueError(
                 "the patterns on one subject are too large for RE2 to compile"
             ) from None
+        self.on_empty = bool(self.match(b""))
 
     def matches(self, view: RequestView) -> set[int]:
         """The indexes of the patterns that match the subject of C{view}."""
@@ -230,12 +236,17 @@ def _pattern_check(patterns: Patterns, condition: Condition) -> Check:
     match = bank.match
     if condition.subject in _SUBJECTS:
         get = _SUBJECTS[condition.subject]
-        return lambda view: bool(match(get(view)))
+
+        def one(view: RequestView) -> bool:
+            text = get(view)
+            return bool(match(text)) if text else bank.on_empty
+
+        return one
     texts = bank.texts
 
     def any_field(view: RequestView) -> bool:
         for text in texts(view):  # noqa: SIM110 (a generator costs more)
-            if match(text):
+            if bool(match(text)) if text else bank.on_empty:
                 return True
         return False
 
@@ -318,13 +329,12 @@ def compile_condition(condition: Condition, patterns: Patterns | None = None) ->
     if subject in ("header", "cookie"):
         return _field_check(condition)
     if subject == "client":
-        networks = NetworkSet(condition.values)
-
-        def inside(view: RequestView) -> bool:
-            address = view.client
-            return address is not None and address in networks
-
-        return inside
+        # A deny-only list: it refuses exactly the addresses in a network.
+        networks = AddressList(
+            deny=[ip_network(value, strict=False) for value in condition.values]
+        )
+        refusal = networks.refusal
+        return lambda view: refusal(view.client) is not None
     if subject == "traversal":
         flag = condition.flag
         return lambda view: view.traversal is flag

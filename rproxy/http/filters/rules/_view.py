@@ -5,61 +5,18 @@ a rule asks for it."""
 
 from __future__ import annotations
 
-import ipaddress
-from collections.abc import Iterable
-from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
 from twisted.internet.interfaces import INegotiated
 
+from rproxy.http.client_address import client_address
 from rproxy.http.framing import RequestHead
 from rproxy.http.paths import decode_query, normalise_path
 
 if TYPE_CHECKING:
     from rproxy.http.exchange import Exchange
 
-__all__ = ["Address", "NetworkSet", "RequestView", "client_address", "server_name"]
-
-Address = ipaddress.IPv4Address | ipaddress.IPv6Address
-
-
-class NetworkSet:
-    """
-    IP networks, IPv4 and IPv6, for membership tests that cost one set
-    lookup per prefix length in use, however many networks there are.
-    """
-
-    def __init__(self, networks: Iterable[str]) -> None:
-        tables: dict[int, dict[int, set[int]]] = {4: {}, 6: {}}
-        for text in networks:
-            network = ipaddress.ip_network(text, strict=False)
-            shift = network.max_prefixlen - network.prefixlen
-            keys = tables[network.version].setdefault(shift, set())
-            keys.add(int(network.network_address) >> shift)
-        self._tables = {
-            version: tuple((shift, frozenset(keys)) for shift, keys in table.items())
-            for version, table in tables.items()
-        }
-
-    def __contains__(self, address: Address) -> bool:
-        value = int(address)
-        tables = self._tables[address.version]
-        return any(value >> shift in keys for shift, keys in tables)
-
-
-@lru_cache(maxsize=4096)
-def client_address(text: str) -> Address | None:
-    """
-    The client address C{text} as an address (an IPv4-mapped IPv6 address as
-    its IPv4 one, a zone left out), or None if it is none (a Unix socket).
-    """
-    try:
-        address = ipaddress.ip_address(text.partition("%")[0])
-    except ValueError:
-        return None
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped:
-        return address.ipv4_mapped
-    return address
+__all__ = ["RequestView", "server_name"]
 
 
 def server_name(exchange: Any) -> bytes:
@@ -147,9 +104,14 @@ class RequestView:
         return sni
 
     @property
-    def client(self) -> Address | None:
-        """The client's address, or None if it has none."""
-        return client_address(self.exchange.client)
+    def client(self) -> str:
+        """
+        The client's address: the connection's peer (after a PROXY header,
+        the address it announced), or behind a trusted proxy the nearest
+        untrusted address in C{X-Forwarded-For}
+        (L{rproxy.http.client_address}).
+        """
+        return client_address(self.exchange)
 
     @property
     def header_bytes(self) -> int:
