@@ -157,3 +157,22 @@ def test_reload_reads_list_files_again(tmp_path: Path) -> None:
     (tmp_path / "bots.txt").write_text("sqlmap\nnikto\n")
     assert service.reload() == []
     assert send(service, request).value().startswith(b"HTTP/1.1 403 ")
+
+
+def test_route_filter_order() -> None:
+    """On a route, its address lists run first, then its rules, then its
+    cache."""
+    from rproxy.http.filters.access import ClientAccess
+    from rproxy.http.filters.cache import CacheFilter
+
+    text = (
+        CONFIG.replace(
+            'rules = "t"\n', 'rules = "t"\ncache = "c"\nallow = ["10.0.0.0/8"]\n'
+        )
+        + '\n[caches.c]\nmemory = "1MiB"\nmax_object = "64KiB"\n'
+    )
+    service = ProxyService(config(text), MemoryReactorClock())
+    settings = factory(service).settings
+    guarded = settings.router.routes[0]  # type: ignore[attr-defined]
+    kinds = [type(one) for one in settings.chain_for(guarded).filters]
+    assert kinds == [ClientAccess, RulesFilter, CacheFilter]
