@@ -39,6 +39,7 @@ import json
 import os
 import re
 import resource
+import shutil
 import signal
 import statistics
 import subprocess
@@ -84,6 +85,7 @@ TARGETS = (
     "twisted",
     "rproxy-cache",
     "nginx-cache",
+    "rproxy-rules",
 )
 PROXIES = TARGETS[1:]
 HOST = "127.0.0.1"
@@ -335,8 +337,32 @@ def backend_argv(workdir: Path, port: int) -> list[str]:
     return nginx_argv(workdir, "backend", config)
 
 
+#: the five request rules of the traffic-control issue's example, on the
+#: rproxy-rules target's one route.
+RULES = """
+[rules.bench]
+deny = [
+  { method = ["TRACE", "TRACK"] },
+  { path_regex = '(?i)\\.\\./|%2e%2e' },
+  { header = "User-Agent", list = "bad-bots.txt" },
+  { query_regex = "(?i)union\\\\s+select" },
+]
+max_body = "10MiB"
+
+[[listeners.routes]]
+path_prefix = "/"
+pool = "web"
+rules = "bench"
+"""
+
+
 def rproxy_argv(
-    workdir: Path, port: int, backend: int, *, cache: bool = False
+    workdir: Path,
+    port: int,
+    backend: int,
+    *,
+    cache: bool = False,
+    rules: bool = False,
 ) -> list[str]:
     config = workdir / "rproxy.toml"
     routes = (
@@ -352,6 +378,9 @@ cache = "bench"
         if cache
         else ""
     )
+    if rules:
+        shutil.copy(REPO / "examples" / "rules" / "bad-bots.txt", workdir)
+        routes += RULES
     config.write_text(
         f"""\
 [pools.web]
@@ -373,6 +402,11 @@ pool = "web"
 def rproxy_cache_argv(workdir: Path, port: int, backend: int) -> list[str]:
     """rproxy with a memory cache on its one route."""
     return rproxy_argv(workdir, port, backend, cache=True)
+
+
+def rproxy_rules_argv(workdir: Path, port: int, backend: int) -> list[str]:
+    """rproxy with five request rules on its one route."""
+    return rproxy_argv(workdir, port, backend, rules=True)
 
 
 def haproxy_argv(workdir: Path, port: int, backend: int) -> list[str]:
@@ -472,6 +506,7 @@ PROXY_ARGV = {
     "twisted": twisted_argv,
     "rproxy-cache": rproxy_cache_argv,
     "nginx-cache": nginx_cache_argv,
+    "rproxy-rules": rproxy_rules_argv,
 }
 
 
@@ -785,6 +820,7 @@ RATIOS = (
     ("rproxy-cache", "rproxy"),
     ("rproxy-cache", "nginx-cache"),
     ("nginx-cache", "nginx"),
+    ("rproxy-rules", "rproxy"),
 )
 
 

@@ -4,7 +4,7 @@ written as combined-style text or JSON lines.
 The protocols hand events (with the stable keys C{client}, C{listener},
 C{pool}, C{backend}, C{status}, C{bytes_in}, C{bytes_out}, C{duration}, and
 for HTTP C{method}, C{path}, C{version}, C{referer}, C{user_agent},
-C{upstream_time}; C{refused_by} when a limit or list refused it, naming
+C{upstream_time}; C{refused_by} when a limit, list or rule refused it, naming
 which) to L{access_events}, and build them only when something
 observes it: the L{AccessLog} the config asks for, or an embedder's
 observer.  They do not go through Twisted's global log, so a busy proxy with

@@ -44,6 +44,9 @@ MYPYC_MODULES: tuple[str, ...] = (
     "rproxy.http.routing",
     "rproxy.backends",
     "rproxy.queueing",
+    "rproxy.http.paths",
+    "rproxy.http.filters.rules._view",
+    "rproxy.http.filters.rules._match",
 )
 
 COMPILED = "compiled (mypyc)"

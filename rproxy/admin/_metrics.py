@@ -26,6 +26,7 @@ from rproxy.admin._status import listener_counters, listener_kind, refusals
 from rproxy.backends import BackendState, Pool
 from rproxy.service._auth import auth_filters
 from rproxy.service._listeners import ListenerService
+from rproxy.service._rules import live_rule_sets
 from rproxy.stats import STATUS_CLASSES
 
 __all__ = ["ProxyCollector", "metrics_registry"]
@@ -55,6 +56,7 @@ class ProxyCollector(Collector):
         yield self._refusal_metrics()
         yield from self._backend_metrics(list(self._pools()))
         yield from protection_metrics(list(self._pools()))
+        yield from self._rule_metrics()
         yield from self._cache_metrics()
         yield self._auth_metrics()
 
@@ -301,6 +303,31 @@ class ProxyCollector(Collector):
             check_duration,
             latency,
         )
+
+    def _rule_metrics(self) -> Iterator[Metric]:
+        hits = CounterMetricFamily(
+            "rproxy_rule_hits_total",
+            "Requests a request rule matched (a log rule's are dry-run hits).",
+            labels=["rules", "rule", "action"],
+        )
+        held = GaugeMetricFamily(
+            "rproxy_rules_tarpit_held",
+            "Requests a rule set's tarpit rules hold now.",
+            labels=["rules"],
+        )
+        overflows = CounterMetricFamily(
+            "rproxy_rules_tarpit_overflows_total",
+            "Requests a tarpit rule dropped at once: the set held its most.",
+            labels=["rules"],
+        )
+        for rule_set in live_rule_sets(self._listeners):
+            for rule in rule_set.rules:
+                hits.add_metric(
+                    [rule_set.name, rule.name, rule.action], rule.stats.hits
+                )
+            held.add_metric([rule_set.name], rule_set.tarpit.held)
+            overflows.add_metric([rule_set.name], rule_set.tarpit.overflows)
+        yield from (hits, held, overflows)
 
 
 def metrics_registry(collector: ProxyCollector) -> CollectorRegistry:

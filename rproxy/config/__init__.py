@@ -31,6 +31,7 @@ from rproxy.config._pools import (
     parse_pools,
     parse_timeouts,
 )
+from rproxy.config._rules import parse_rules
 from rproxy.config._tls import (
     AcmeConfig,
     BackendTLSConfig,
@@ -47,6 +48,7 @@ from rproxy.config._validate import (
     one_of,
     string,
 )
+from rproxy.http.filters.rules import RuleSetConfig
 
 __all__ = [
     "ACCESS_LOG_FORMATS",
@@ -68,6 +70,7 @@ __all__ = [
     "ListenerConfig",
     "ListenerTLSConfig",
     "PoolConfig",
+    "RuleSetConfig",
     "Timeouts",
     "load_config",
     "parse_config",
@@ -125,6 +128,7 @@ class Config:
     acme: AcmeConfig | None = None
     admin: AdminConfig | None = None
     caches: tuple[CacheConfig, ...] = ()
+    rules: tuple[RuleSetConfig, ...] = ()
 
     def pool(self, name: str) -> PoolConfig:
         """
@@ -193,6 +197,7 @@ def parse_config(data: Mapping[str, object], source: str) -> Config:
             "pools",
             "listeners",
             "caches",
+            "rules",
             "timeouts",
             "shutdown",
             "access_log",
@@ -217,7 +222,8 @@ def parse_config(data: Mapping[str, object], source: str) -> Config:
     admin = parse_admin(top, source)
     pools = parse_pools(top, timeouts)
     caches = parse_caches(top, source)
-    listeners = parse_listeners(top, pools, caches, acme="acme" in top)
+    rules = parse_rules(top, source, timeouts)
+    listeners = parse_listeners(top, pools, caches, rules, acme="acme" in top)
     if acme is not None:
         _check_acme_listeners(top, listeners)
 
@@ -233,6 +239,7 @@ def parse_config(data: Mapping[str, object], source: str) -> Config:
         acme=acme,
         admin=admin,
         caches=tuple(cache for cache in caches.values() if cache is not None),
+        rules=tuple(one for one in rules.values() if one is not None),
     )
 
 

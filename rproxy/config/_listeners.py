@@ -189,6 +189,7 @@ _ROUTE_KEYS = (
     "cache",
     "compress",
     "auth",
+    "rules",
     *HEADER_KEYS,
     *ACCESS_KEYS,
 )
@@ -198,6 +199,7 @@ def parse_listeners(
     top: Table,
     pools: Mapping[str, PoolConfig | None],
     caches: Collection[str] = (),
+    rules: Collection[str] = (),
     *,
     acme: bool = False,
 ) -> list[ListenerConfig]:
@@ -227,7 +229,7 @@ def parse_listeners(
                 )
             else:
                 first_use[name] = index
-        listener = _listener(table, name, pools, caches, acme)
+        listener = _listener(table, name, pools, (caches, rules), acme)
         # One with problems is not built: the model could refuse it.
         if listener is not None and len(top.problems.lines) == found:
             listeners.append(listener())
@@ -238,7 +240,7 @@ def _listener(
     table: Table,
     name: str | None,
     pools: Mapping[str, PoolConfig | None],
-    caches: Collection[str],
+    named: tuple[Collection[str], Collection[str]],
     acme: bool,
 ) -> Callable[[], ListenerConfig] | None:
     """
@@ -303,7 +305,7 @@ def _listener(
     pool = table.get("pool", string, None)
     if pool is not None:
         _check_pool(table, pool, pools, tcp=False)
-    routes = _routes(table, pools, caches)
+    routes = _routes(table, pools, named)
     if "pool" not in table and not table.data.get("routes"):
         table.report(
             "pool",
@@ -396,7 +398,9 @@ def _removable_header(value: object) -> str:
 
 
 def _routes(
-    table: Table, pools: Mapping[str, PoolConfig | None], caches: Collection[str]
+    table: Table,
+    pools: Mapping[str, PoolConfig | None],
+    named: tuple[Collection[str], Collection[str]],
 ) -> list[Route]:
     if "routes" not in table:
         return []
@@ -409,7 +413,7 @@ def _routes(
     first_use: dict[tuple[str | None, str | None], int] = {}
     for index, entry in enumerate(raw):
         route_table = Table.open(table.problems, item(path, index), entry, _ROUTE_KEYS)
-        route = None if route_table is None else _route(route_table, pools, caches)
+        route = None if route_table is None else _route(route_table, pools, named)
         if route is None:
             continue
         key = (route.host, route.path_prefix)
@@ -426,12 +430,16 @@ def _routes(
 
 
 def _route(
-    table: Table, pools: Mapping[str, PoolConfig | None], caches: Collection[str]
+    table: Table,
+    pools: Mapping[str, PoolConfig | None],
+    named: tuple[Collection[str], Collection[str]],
 ) -> Route | None:
     """
     One route, its fields checked one by one so that L{Route}'s complaints
-    land on the key they are about.
+    land on the key they are about; C{named} are the caches and the rule
+    sets the file declares.
     """
+    caches, rule_sets = named
     found = len(table.problems.lines)
     host = table.get("host", string, None)
     prefix = table.get("path_prefix", string, None)
@@ -447,6 +455,7 @@ def _route(
     compress = parse_compress(table)
     access = parse_address_lists(table)
     auth = parse_auth(table)
+    rules = _named(table, "rules", rule_sets, "[rules.NAME]")
     _try_route(table, "host", lambda: Route(_PROBE, host=host))
     prefix_ok = prefix is not None or "path_prefix" not in table
     if prefix_ok and _try_route(
@@ -471,7 +480,21 @@ def _route(
         compress=compress,
         access=access or None,
         auth=auth,
+        rules=rules,
     )
+
+
+def _named(table: Table, key: str, names: Collection[str], how: str) -> str | None:
+    """
+    The name C{key} gives, reported unless it is one of C{names}.
+    """
+    name = table.get(key, string, None)
+    if name is not None and name not in names:
+        hint = did_you_mean(name, names) or (
+            f"the names are {quoted(names)}" if names else f"there is no {how}"
+        )
+        table.report(key, f"no {key} set named {name!r}; {hint}")
+    return name
 
 
 def _try_route(table: Table, key: str, build: Callable[[], Route]) -> bool:

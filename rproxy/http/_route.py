@@ -114,6 +114,9 @@ class Route:
     @ivar auth: its forward auth (L{rproxy.http.filters.auth.AuthSettings});
         the service puts its filter (L{rproxy.http.filters.auth.ForwardAuth})
         before the cache's, after the address lists'.
+    @ivar rules: the name of the request rule set (C{[rules.NAME]}) its
+        requests go through; the service puts its filter first in
+        C{filters}.
     """
 
     pool: str = field(validator=_check_pool)
@@ -126,6 +129,7 @@ class Route:
     compress: Any = None
     access: Any = None
     auth: Any = None
+    rules: str | None = None
 
     def all_filters(self) -> tuple[Any, ...]:
         """

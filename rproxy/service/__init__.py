@@ -21,6 +21,7 @@ from rproxy.health import HealthMonitor
 from rproxy.http.filters import IHTTPFilter
 from rproxy.http.filters.acme import AcmeChallenges
 from rproxy.http.filters.redirect import HTTPSRedirect
+from rproxy.http.filters.rules import RuleSet
 from rproxy.interfaces import IListenerFactory
 from rproxy.service._admission import admission_for
 from rproxy.service._auth import RunningAuth
@@ -44,6 +45,7 @@ from rproxy.service._reload_plan import (
     ReloadError,
     listener_specs,
 )
+from rproxy.service._rules import build_rule_sets, rule_changes
 from rproxy.tls import ServerCertificate, ServerTLS
 
 if TYPE_CHECKING:
@@ -99,6 +101,8 @@ class ProxyService(MultiService):
         self._client_tls: dict[str, TLSFor] = {}
         self._obtained: dict[tuple[str, ...], ServerCertificate] = {}
         self._retiring: set[Deferred[None]] = set()
+        #: the request rule sets in use, by name.
+        self.rule_sets: dict[str, RuleSet] = {}
         self.fds = FdBudget(soft_fd_limit(), now=reactor.seconds)
         self.caches = RunningCaches(reactor)
         self.auth = RunningAuth(reactor)
@@ -162,6 +166,9 @@ class ProxyService(MultiService):
         changes += self.caches.commit(new.caches, prepared.caches)
         self.auth.commit()
         self._apply_rest(old, new, prepared)
+        if old is not None:
+            changes += rule_changes(self.rule_sets, prepared.rules)
+        self.rule_sets = prepared.rules
         self.config = new
         if old is not None:
             changes += [
@@ -174,6 +181,7 @@ class ProxyService(MultiService):
     def _prepare(self, old: Config | None, new: Config) -> Prepared:
         prepared = Prepared(specs=listener_specs(new))
         prepared.caches = self.caches.prepare(new.caches)
+        prepared.rules = build_rule_sets(new.rules, self.rule_sets, self.reactor)
         problems = []
         old_pools = {} if old is None else {p.name: p for p in old.pools}
         for pool in new.pools:
@@ -438,6 +446,7 @@ class ProxyService(MultiService):
             self.fds,
             prepared.caches,
             self.auth,
+            prepared.rules,
         )
         return build_front(spec, context)
 

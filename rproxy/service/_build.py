@@ -19,6 +19,7 @@ from rproxy.config import Config, HealthConfig, ListenerConfig, PoolConfig
 from rproxy.config._tls import BackendTLSConfig, ListenerTLSConfig
 from rproxy.health import HTTPCheck, TCPCheck
 from rproxy.http.filters import IHTTPFilter
+from rproxy.http.filters.rules import RuleSet
 from rproxy.http.framing import Limits
 from rproxy.http.headers import ForwardingPolicy
 from rproxy.http.listener import HTTPSettings
@@ -28,6 +29,7 @@ from rproxy.outlier import OutlierDetector
 from rproxy.service._admission import routes_with_access
 from rproxy.service._caches import route_with_filters
 from rproxy.service._pool_update import TLSFor, new_backend, pool_policy
+from rproxy.service._rules import with_rules
 from rproxy.tls import ServerCertificate, ServerTLS, backend_tls, load_certificate
 
 __all__ = [
@@ -151,6 +153,7 @@ def http_settings(
     tls: bool | None = None,
     caches: Mapping[str, Any] = {},
     auth: Any = None,
+    rules: Mapping[str, RuleSet] | None = None,
 ) -> HTTPSettings:
     """
     The settings of an HTTP listener, with each pool's backend timeouts and
@@ -163,6 +166,7 @@ def http_settings(
     @param caches: the running caches routes name, by name.
     @param auth: the running forward-auth filters
         (L{rproxy.service._auth.RunningAuth}), for routes with C{auth}.
+    @param rules: the request rule sets its routes may name.
     """
     timeouts = config.timeouts
     for_route = None if auth is None else partial(auth.filter_for, listener.name)
@@ -176,10 +180,14 @@ def http_settings(
             ((b"Strict-Transport-Security", hsts.encode("ascii")),) if hsts else ()
         ),
         filters=(*filters, *listener.headers.filters()),
-        # A route's address lists go first, before its cache can answer.
+        # A route's address lists go first, then its rules, before its
+        # cache can answer.
         router=Router(
             routes_with_access(
-                [route_with_filters(r, caches, for_route) for r in listener.routes]
+                with_rules(
+                    [route_with_filters(r, caches, for_route) for r in listener.routes],
+                    rules or {},
+                )
             )
         ),
         policy=ForwardingPolicy(

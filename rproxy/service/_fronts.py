@@ -14,6 +14,7 @@ from rproxy._fds import FdBudget
 from rproxy.backends import Pool, Registry
 from rproxy.config import Config
 from rproxy.http.filters import IHTTPFilter
+from rproxy.http.filters.rules import RuleSet
 from rproxy.http.listener import HTTPProxyFactory
 from rproxy.interfaces import IListenerFactory
 from rproxy.service._build import http_settings
@@ -50,6 +51,8 @@ class FrontContext:
     caches: Mapping[str, Any] = {}
     #: the running forward-auth filters (L{rproxy.service._auth.RunningAuth}).
     auth: Any = None
+    #: the request rule sets routes may name, by name.
+    rules: Mapping[str, RuleSet] = {}
 
     def pool(self, name: str) -> Pool:
         """
@@ -77,7 +80,12 @@ def http_front(spec: ListenerSpec, context: FrontContext) -> IListenerFactory:
     else:
         filters = challenges if listener.tls is None else ()
         settings = http_settings(
-            config, listener, filters, caches=context.caches, auth=context.auth
+            config,
+            listener,
+            filters,
+            caches=context.caches,
+            auth=context.auth,
+            rules=context.rules,
         )
     return HTTPProxyFactory(context.registry, context.reactor, settings)
 

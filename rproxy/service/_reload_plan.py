@@ -11,6 +11,7 @@ from rproxy.accesslog import AccessLogService
 from rproxy.backends import Pool
 from rproxy.config import Config, ListenerConfig
 from rproxy.config._tls import ListenerTLSConfig
+from rproxy.http.filters.rules import RuleSet
 from rproxy.service._listeners import ListenerService
 from rproxy.service._pool_update import TLSFor
 from rproxy.tls import ServerTLS
@@ -94,3 +95,5 @@ class Prepared:
     admin: AdminService | None = None
     #: the caches the new config uses, by name (kept or new).
     caches: dict[str, Any] = Factory(dict)
+    #: the request rule sets of the new config, by name.
+    rules: dict[str, RuleSet] = Factory(dict)
