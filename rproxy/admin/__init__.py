@@ -153,6 +153,8 @@ class AdminService(Service):
     @param reload: reads the config again and applies it, returning its
         problems (empty when the new config is in use).  Called at request
         time, so it may be any callable that looks up the real one then.
+    @param limits: the running rate limits by name (their counters are in
+        the metrics); looked up at every scrape.
     @param sample_interval: seconds between counter samples for the rates.
     @param head_timeout: seconds a client has to send a whole request, from
         connecting or from its previous answer; then it is closed.
@@ -175,6 +177,7 @@ class AdminService(Service):
         reactor: Any,
         reload: Callable[[], list[str]] = _no_reload,
         *,
+        limits: Mapping[str, Any] | None = None,
         sample_interval: float = SAMPLE_INTERVAL,
         head_timeout: float = HEAD_TIMEOUT,
     ) -> None:
@@ -185,7 +188,9 @@ class AdminService(Service):
         self.clock: IReactorTime = reactor
         self.reload = reload
         self.rates = RateSampler(reactor)
-        self.metrics = metrics_registry(ProxyCollector(self._pools, listeners))
+        self.metrics = metrics_registry(
+            ProxyCollector(self._pools, listeners, limits=limits)
+        )
         self.site = _AdminSite(
             AdminResource(self), timeout=head_timeout, reactor=reactor
         )

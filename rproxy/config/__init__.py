@@ -18,6 +18,7 @@ from attrs import field, frozen, validators
 
 from rproxy.config._admin import AdminConfig, parse_admin
 from rproxy.config._caches import CacheConfig, DiskTierConfig, parse_caches
+from rproxy.config._limits import LimitConfig, parse_limits
 from rproxy.config._listeners import PROTOCOLS, ListenerConfig, parse_listeners
 from rproxy.config._pools import (
     BALANCE_NAMES,
@@ -65,6 +66,7 @@ __all__ = [
     "DiskTierConfig",
     "HealthConfig",
     "KeepAliveConfig",
+    "LimitConfig",
     "ListenerConfig",
     "ListenerTLSConfig",
     "PoolConfig",
@@ -125,6 +127,7 @@ class Config:
     acme: AcmeConfig | None = None
     admin: AdminConfig | None = None
     caches: tuple[CacheConfig, ...] = ()
+    limits: tuple[LimitConfig, ...] = ()
 
     def pool(self, name: str) -> PoolConfig:
         """
@@ -193,6 +196,7 @@ def parse_config(data: Mapping[str, object], source: str) -> Config:
             "pools",
             "listeners",
             "caches",
+            "limits",
             "timeouts",
             "shutdown",
             "access_log",
@@ -217,7 +221,8 @@ def parse_config(data: Mapping[str, object], source: str) -> Config:
     admin = parse_admin(top, source)
     pools = parse_pools(top, timeouts)
     caches = parse_caches(top, source)
-    listeners = parse_listeners(top, pools, caches, acme="acme" in top)
+    limits = parse_limits(top, timeouts.response)
+    listeners = parse_listeners(top, pools, caches, limits, acme="acme" in top)
     if acme is not None:
         _check_acme_listeners(top, listeners)
 
@@ -233,6 +238,7 @@ def parse_config(data: Mapping[str, object], source: str) -> Config:
         acme=acme,
         admin=admin,
         caches=tuple(cache for cache in caches.values() if cache is not None),
+        limits=tuple(limit for limit in limits.values() if limit is not None),
     )
 
 

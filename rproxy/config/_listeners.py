@@ -16,6 +16,7 @@ from attrs import Attribute, field, frozen, validators
 
 from rproxy.config._compress import parse_compress
 from rproxy.config._headers import HEADER_KEYS, parse_header_rules
+from rproxy.config._limits import LimitConfig, parse_limit_names
 from rproxy.config._tls import ListenerTLSConfig, parse_listener_tls, parse_sni_routes
 from rproxy.config._validate import (
     Table,
@@ -58,6 +59,7 @@ HTTP_ONLY_KEYS = (
     "max_header_size",
     "max_headers",
     "max_target",
+    "limit",
 )
 
 # Response headers that frame the body: removing them would desynchronise it.
@@ -137,6 +139,8 @@ class ListenerConfig:
     @ivar max_header_size: the largest request head in bytes (431 above).
     @ivar max_headers: the most header fields in a request (431 above).
     @ivar max_target: the longest request target in bytes (414 above).
+    @ivar limit: the names of the rate limits every request is checked
+        against, before it is routed (a route's own follow).
     """
 
     name: str
@@ -163,6 +167,7 @@ class ListenerConfig:
     max_header_size: int = field(default=16384, kw_only=True, validator=_positive)
     max_headers: int = field(default=100, kw_only=True, validator=_positive)
     max_target: int = field(default=8192, kw_only=True, validator=_positive)
+    limit: tuple[str, ...] = field(default=(), kw_only=True)
 
 
 _LISTENER_KEYS = (*model_keys(ListenerConfig, "headers"), *HEADER_KEYS[:3])
@@ -173,6 +178,7 @@ _ROUTE_KEYS = (
     "pool",
     "cache",
     "compress",
+    "limit",
     *HEADER_KEYS,
 )
 
@@ -181,6 +187,7 @@ def parse_listeners(
     top: Table,
     pools: Mapping[str, PoolConfig | None],
     caches: Collection[str] = (),
+    limits: Mapping[str, LimitConfig | None] | None = None,
     *,
     acme: bool = False,
 ) -> list[ListenerConfig]:
@@ -210,7 +217,7 @@ def parse_listeners(
                 )
             else:
                 first_use[name] = index
-        listener = _listener(table, name, pools, caches, acme)
+        listener = _listener(table, name, pools, caches, limits or {}, acme)
         # One with problems is not built: the model could refuse it.
         if listener is not None and len(top.problems.lines) == found:
             listeners.append(listener())
@@ -222,6 +229,7 @@ def _listener(
     name: str | None,
     pools: Mapping[str, PoolConfig | None],
     caches: Collection[str],
+    limits: Mapping[str, LimitConfig | None],
     acme: bool,
 ) -> Callable[[], ListenerConfig] | None:
     """
@@ -284,7 +292,7 @@ def _listener(
     pool = table.get("pool", string, None)
     if pool is not None:
         _check_pool(table, pool, pools, tcp=False)
-    routes = _routes(table, pools, caches)
+    routes = _routes(table, pools, caches, limits)
     if "pool" not in table and not table.data.get("routes"):
         table.report(
             "pool",
@@ -318,6 +326,7 @@ def _listener(
         max_header_size=table.get("max_header_size", positive_int, 16384),
         max_headers=table.get("max_headers", positive_int, 100),
         max_target=table.get("max_target", positive_int, 8192),
+        limit=parse_limit_names(table, limits, listener=True),
     )
     if name is None or listen is None:
         return None
@@ -376,7 +385,10 @@ def _removable_header(value: object) -> str:
 
 
 def _routes(
-    table: Table, pools: Mapping[str, PoolConfig | None], caches: Collection[str]
+    table: Table,
+    pools: Mapping[str, PoolConfig | None],
+    caches: Collection[str],
+    limits: Mapping[str, LimitConfig | None],
 ) -> list[Route]:
     if "routes" not in table:
         return []
@@ -389,7 +401,9 @@ def _routes(
     first_use: dict[tuple[str | None, str | None], int] = {}
     for index, entry in enumerate(raw):
         route_table = Table.open(table.problems, item(path, index), entry, _ROUTE_KEYS)
-        route = None if route_table is None else _route(route_table, pools, caches)
+        route = (
+            None if route_table is None else _route(route_table, pools, caches, limits)
+        )
         if route is None:
             continue
         key = (route.host, route.path_prefix)
@@ -406,7 +420,10 @@ def _routes(
 
 
 def _route(
-    table: Table, pools: Mapping[str, PoolConfig | None], caches: Collection[str]
+    table: Table,
+    pools: Mapping[str, PoolConfig | None],
+    caches: Collection[str],
+    limits: Mapping[str, LimitConfig | None],
 ) -> Route | None:
     """
     One route, its fields checked one by one so that L{Route}'s complaints
@@ -425,6 +442,7 @@ def _route(
         )
         table.report("cache", f"no cache named {cache!r}; {hint}")
     compress = parse_compress(table)
+    limit = parse_limit_names(table, limits, listener=False)
     _try_route(table, "host", lambda: Route(_PROBE, host=host))
     prefix_ok = prefix is not None or "path_prefix" not in table
     if prefix_ok and _try_route(
@@ -440,7 +458,14 @@ def _route(
     if pool is None or len(table.problems.lines) != found:
         return None
     return Route(
-        pool, host, prefix, strip, headers=headers, cache=cache, compress=compress
+        pool,
+        host,
+        prefix,
+        strip,
+        headers=headers,
+        cache=cache,
+        compress=compress,
+        limit=limit,
     )
 
 

@@ -55,6 +55,7 @@ def emit(exchange: Exchange) -> None:
         return
     request = exchange.request
     pool, backend = exchange.pool, exchange.backend
+    notes = exchange._notes
     access_events.emit(
         "{client} {method} {path} {status}",
         client=exchange.client,
@@ -72,4 +73,6 @@ def emit(exchange: Exchange) -> None:
         duration=exchange.clock.seconds() - exchange.started,
         referer=header(request.headers, b"referer") if request else None,
         user_agent=header(request.headers, b"user-agent") if request else None,
+        # What refused the request (a filter's name), when one did.
+        refused_by=notes.get("refused_by") if notes else None,
     )

@@ -107,6 +107,8 @@ class Route:
         through; the service puts the cache's filter in C{filters}.
     @ivar compress: its response compression settings
         (L{rproxy.http.filters.compress.CompressSettings}), likewise.
+    @ivar limit: the names of the rate limits (C{[limits.NAME]}) its
+        requests are checked against, likewise.
     """
 
     pool: str = field(validator=_check_pool)
@@ -117,6 +119,7 @@ class Route:
     filters: tuple[Any, ...] = field(default=(), converter=tuple)
     cache: str | None = None
     compress: Any = None
+    limit: tuple[str, ...] = ()
 
     def all_filters(self) -> tuple[Any, ...]:
         """

@@ -14,7 +14,7 @@ from twisted.logger import Logger
 from rproxy._fds import FdBudget, kept_alive_most, raise_fd_limit, soft_fd_limit
 from rproxy.accesslog import AccessLogService
 from rproxy.acme.challenges import Challenges
-from rproxy.backends import Backend, Pool, Registry
+from rproxy.backends import Backend, Registry
 from rproxy.config import Config, ConfigError, PoolConfig, load_config
 from rproxy.config._admin import AdminConfig
 from rproxy.health import HealthMonitor
@@ -33,6 +33,7 @@ from rproxy.service._build import (
     tls_problem,
 )
 from rproxy.service._fronts import FrontContext, build_front
+from rproxy.service._limits import RunningLimits
 from rproxy.service._listeners import ListenerService
 from rproxy.service._pool_update import TLSFor, update_pool
 from rproxy.service._reload_plan import (
@@ -97,6 +98,7 @@ class ProxyService(MultiService):
         self._obtained: dict[tuple[str, ...], ServerCertificate] = {}
         self._retiring: set[Deferred[None]] = set()
         self.fds = FdBudget(soft_fd_limit(), now=reactor.seconds)
+        self.limits = RunningLimits(reactor)
         self._apply(None, config)
 
     # Applying a config --------------------------------------------------
@@ -154,6 +156,7 @@ class ProxyService(MultiService):
         prepared = self._prepare(old, new)
         changes = self._apply_pools(old, new, prepared)
         changes += self._apply_listeners(old, new, prepared)
+        changes += self.limits.commit(new.limits, prepared.limits)
         self._apply_rest(old, new, prepared)
         self.config = new
         if old is not None:
@@ -166,6 +169,7 @@ class ProxyService(MultiService):
 
     def _prepare(self, old: Config | None, new: Config) -> Prepared:
         prepared = Prepared(specs=listener_specs(new))
+        prepared.limits = self.limits.prepare(new.limits)
         problems = []
         old_pools = {} if old is None else {p.name: p for p in old.pools}
         for pool in new.pools:
@@ -212,7 +216,7 @@ class ProxyService(MultiService):
             running = self.listeners.get(spec.name)
             if running is not None and running.description == spec.listen:
                 continue
-            factory = self._factory(spec, new, prepared.pools)
+            factory = self._factory(spec, new, prepared)
             service = ListenerService(
                 spec.name,
                 spec.listen,
@@ -256,6 +260,7 @@ class ProxyService(MultiService):
             self.reactor,
             # Looked up when asked for, so an embedder may replace it.
             lambda: self.reload(),
+            limits=self.limits.limiters,
         )
         admin.setName("admin")
         return admin
@@ -335,7 +340,7 @@ class ProxyService(MultiService):
                 if spec is None:
                     changes.append(f"listener {name} removed")
                 continue
-            factory = self._factory(spec, new, prepared.pools)
+            factory = self._factory(spec, new, prepared)
             tls = self._listener_tls(spec, prepared)
             service.replace(factory, tls, spec.accept_proxy(new))
             service.grace = new.shutdown_grace
@@ -410,7 +415,7 @@ class ProxyService(MultiService):
         return (AcmeChallenges(self.challenges),)
 
     def _factory(
-        self, spec: ListenerSpec, config: Config, new_pools: dict[str, Pool]
+        self, spec: ListenerSpec, config: Config, prepared: Prepared
     ) -> IListenerFactory:
         """
         A new factory for C{spec} (a running listener decides whether it
@@ -420,10 +425,11 @@ class ProxyService(MultiService):
             config,
             self.registry,
             self.reactor,
-            new_pools,
+            prepared.pools,
             self._challenge_filters(config),
             self._redirect_filter,
             self.fds,
+            prepared.limits,
         )
         return build_front(spec, context)
 
@@ -463,11 +469,12 @@ class ProxyService(MultiService):
     def startService(self) -> None:
         if self.access_log is not None:
             self.access_log.startService()
+        self.limits.start()
         super().startService()
         # After binding: the listening sockets count as open.
         self.fds.resize_to(raise_fd_limit(kept_alive=kept_alive_most(self.config)))
 
-    def stopService(self) -> Deferred[None]:
+    def stopService(self) -> Deferred[Any]:
         stopping: Deferred[Any] = super().stopService()
         if self._retiring:
             # Listeners a reload removed may still be draining.
@@ -479,4 +486,8 @@ class ProxyService(MultiService):
                 access_log.stopService()
             return result
 
-        return stopping.addBoth(stop_log)
+        def stop_limits(result: object) -> Deferred[object]:
+            # After the listeners drained: no request checks a store now.
+            return self.limits.stop().addBoth(lambda _: result)
+
+        return stopping.addBoth(stop_limits).addBoth(stop_log)

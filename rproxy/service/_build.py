@@ -5,7 +5,7 @@ together, at start and on reload."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Literal
 
 from OpenSSL import SSL
@@ -23,6 +23,8 @@ from rproxy.http.headers import ForwardingPolicy
 from rproxy.http.listener import HTTPSettings
 from rproxy.http.routing import Router
 from rproxy.interfaces import IHealthCheck
+from rproxy.limits.limiter import Limiter
+from rproxy.service._limits import limit_filters, route_with_limits
 from rproxy.service._pool_update import TLSFor, new_backend, pool_policy
 from rproxy.tls import ServerCertificate, ServerTLS, backend_tls, load_certificate
 
@@ -143,6 +145,7 @@ def http_settings(
     filters: Sequence[IHTTPFilter] = (),
     *,
     tls: bool | None = None,
+    limits: Mapping[str, Limiter] | None = None,
 ) -> HTTPSettings:
     """
     The settings of an HTTP listener, with each pool's backend timeouts and
@@ -152,6 +155,8 @@ def http_settings(
         redirect to https), before its header rewriting.
     @param tls: whether the connections are TLS; by default, whether the
         listener has C{tls}.
+    @param limits: the running rate limits the listener and its routes
+        name, by name.
     """
     timeouts = config.timeouts
     via = b"1.1 rproxy" if listener.via else None
@@ -163,8 +168,12 @@ def http_settings(
         add_response_headers=(
             ((b"Strict-Transport-Security", hsts.encode("ascii")),) if hsts else ()
         ),
-        filters=(*filters, *listener.headers.filters()),
-        router=Router(listener.routes),
+        filters=(
+            *filters,
+            *limit_filters(listener.limit, limits or {}),
+            *listener.headers.filters(),
+        ),
+        router=Router([route_with_limits(r, limits or {}) for r in listener.routes]),
         policy=ForwardingPolicy(
             trusted=listener.trusted_proxies,
             x_forwarded=listener.x_forwarded,

@@ -16,6 +16,7 @@ from rproxy.config import Config
 from rproxy.http.filters import IHTTPFilter
 from rproxy.http.listener import HTTPProxyFactory
 from rproxy.interfaces import IListenerFactory
+from rproxy.limits.limiter import Limiter
 from rproxy.service._build import http_settings
 from rproxy.service._reload_plan import ListenerSpec
 from rproxy.tcp import TCPProxyFactory
@@ -46,6 +47,8 @@ class FrontContext:
     redirect: Callable[[str], IHTTPFilter]
     #: the descriptor budget TCP and SNI fronts splice against.
     fds: FdBudget | None = None
+    #: the rate limits (kept or new) HTTP listeners and routes name.
+    limits: Mapping[str, Limiter] = {}
 
     def pool(self, name: str) -> Pool:
         """
@@ -70,7 +73,7 @@ def http_front(spec: ListenerSpec, context: FrontContext) -> IListenerFactory:
         settings = http_settings(config, listener, redirect, tls=False)
     else:
         filters = challenges if listener.tls is None else ()
-        settings = http_settings(config, listener, filters)
+        settings = http_settings(config, listener, filters, limits=context.limits)
     return HTTPProxyFactory(context.registry, context.reactor, settings)
 
 

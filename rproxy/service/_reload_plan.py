@@ -3,7 +3,7 @@ made before anything changes, and the error that refuses a reload."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from attrs import Factory, define, frozen
 
@@ -92,3 +92,5 @@ class Prepared:
     fresh: dict[str, ListenerService] = Factory(dict)
     access_log: AccessLogService | None = None
     admin: AdminService | None = None
+    #: the rate limits the new config uses, by name (kept or new).
+    limits: dict[str, Any] = Factory(dict)
