@@ -66,20 +66,23 @@ class RunningLimits:
         not change, a new one otherwise.  Nothing connects yet.
         """
         prepared = {}
+        stores = dict(self.stores)
         for config in configs:
             running = self.limiters.get(config.name)
             if running is not None and self._configs.get(config.name) == config:
                 prepared[config.name] = running
             else:
-                prepared[config.name] = self._build(config)
+                prepared[config.name] = self._build(config, stores)
         return prepared
 
-    def _build(self, config: LimitConfig) -> Limiter:
+    def _build(
+        self, config: LimitConfig, stores: dict[RedisAddress, RedisStore]
+    ) -> Limiter:
         store = None
         if config.store is not None:
-            store = self.stores.get(config.store)
+            store = stores.get(config.store)
             if store is None:
-                store = RedisStore(config.store, self.reactor)
+                store = stores[config.store] = RedisStore(config.store, self.reactor)
         return Limiter(
             config.name,
             config.rate,
