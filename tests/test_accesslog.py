@@ -83,6 +83,18 @@ def test_json_has_time_and_stable_keys() -> None:
     }
 
 
+def test_a_refused_request_names_what_refused_it() -> None:
+    """A request a filter refused ends its combined line with refused_by and
+    has the key in JSON; others have neither."""
+    event = dict(TCP_EVENT, method="GET", path="/", version="HTTP/1.1", status=429)
+    refused = dict(event, refused_by="limit:per_ip")
+    assert render_combined(refused) == render_combined(event) + (
+        ' refused_by="limit:per_ip"'
+    )
+    assert json.loads(render_json(refused))["refused_by"] == "limit:per_ip"
+    assert "refused_by" not in json.loads(render_json(event))
+
+
 @pytest.fixture
 def clock() -> Clock:
     return Clock()
