@@ -207,3 +207,19 @@ def test_redis_address_reads_host_port_db_and_password() -> None:
     address = RedisAddress.parse("redis://:p%40ss@[::1]:7000/3")
     assert address == RedisAddress("::1", 7000, 3, "p@ss")
     assert str(address) == "redis://[::1]:7000/3"
+
+
+def test_readme_example_is_a_valid_config() -> None:
+    """The README's rate limit example parses (with a pool for it to use)
+    into what it says."""
+    import re
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    found = re.search(r"<!-- example: limits -->\n```toml\n(.*?)```", readme, re.DOTALL)
+    assert found is not None
+    text = '[pools.web]\nbackends = ["127.0.0.1:8001"]\n' + found[1]
+    config = parse_config(tomllib.loads(text), "README.md")
+    assert config.limits == (LimitConfig("per_ip", Rate(20, 1), 40),)
+    assert config.listeners[0].limit == ("per_ip",)
+    assert config.listeners[0].routes[0].limit == ("per_ip",)

@@ -26,6 +26,7 @@ from twisted.internet.interfaces import IReactorTime
 __all__ = [
     "BYTES_PER_KEY",
     "PERIODS",
+    "SLACK",
     "Decision",
     "LocalLimiter",
     "Rate",
@@ -39,7 +40,7 @@ PERIODS = {"s": 1, "m": 60, "h": 3600}
 
 #: slack in comparisons, in seconds: sums of float intervals drift by far
 #: less, and a microsecond is below any clock a decision is made on.
-_SLACK = 1e-6
+SLACK = 1e-6
 
 #: the most one key costs a L{LocalLimiter}, in bytes: for IPv4 address
 #: keys (10 to 15 characters) on CPython 3.11, tracemalloc measures about
@@ -126,7 +127,7 @@ def gcra(
         same as before for a refused request, C{now} or later).
     """
     start = now if tat is None or tat < now else tat
-    if start - now > tolerance + _SLACK:
+    if start - now > tolerance + SLACK:
         return False, start
     return True, start + interval
 
@@ -141,10 +142,10 @@ def decision(
     """
     if not allowed:
         return Decision(False, 0.0, 0, backlog, max(backlog - tolerance, 0.0))
-    if backlog > tolerance + _SLACK:
+    if backlog > tolerance + SLACK:
         remaining = 0
     else:
-        remaining = int((tolerance - backlog) / interval + _SLACK) + 1
+        remaining = int((tolerance - backlog) / interval + SLACK) + 1
     return Decision(True, max(backlog - interval, 0.0), remaining, backlog, 0.0)
 
 
@@ -185,10 +186,14 @@ class LocalLimiter:
     def __contains__(self, key: str) -> bool:
         return key in self._tats
 
-    def check(self, key: str) -> Decision:
+    def take(self, key: str) -> float:
         """
-        Check one request for C{key} now, and count it if it is allowed
-        (L{gcra} then L{decision}, inlined: this runs per request).
+        Check one request for C{key} now, and count it if it is allowed:
+        the cheapest form of L{check}, for the per-request path.
+
+        @return: for an allowed request, the seconds the key is ahead of now
+            after it (more than 0); for a refused one, minus the seconds it
+            is ahead (less than 0).  L{decision} tells the rest.
         """
         now = self._now()
         tats = self._tats
@@ -200,17 +205,19 @@ class LocalLimiter:
             tats.move_to_end(key)
             if tat < now:
                 tat = now
-        interval, tolerance = self.interval, self.tolerance
         early = tat - now
-        if early > tolerance + _SLACK:
-            return Decision(False, 0.0, 0, early, early - tolerance)
+        if early > self.tolerance + SLACK:
+            return -early
+        interval = self.interval
         tats[key] = tat + interval
-        backlog = early + interval
-        if backlog > tolerance + _SLACK:
-            remaining = 0
-        else:
-            remaining = int((tolerance - backlog) / interval + _SLACK) + 1
-        return Decision(True, early, remaining, backlog, 0.0)
+        return early + interval
+
+    def check(self, key: str) -> Decision:
+        """
+        Check one request for C{key} now, and count it if it is allowed.
+        """
+        backlog = self.take(key)
+        return decision(backlog > 0, abs(backlog), self.interval, self.tolerance)
 
     def refund(self, key: str) -> None:
         """
@@ -245,4 +252,4 @@ def ceil_seconds(seconds: float) -> int:
     C{seconds} rounded up to whole seconds, as C{Retry-After} and the
     RateLimit fields carry them (a part of a second left is one more).
     """
-    return max(math.ceil(seconds - _SLACK), 0)
+    return max(math.ceil(seconds - SLACK), 0)

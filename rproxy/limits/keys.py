@@ -80,7 +80,7 @@ def client_ip(exchange: Exchange) -> str | None:
         request = exchange.request
         if request is not None:
             peer = real_client(peer, request.headers, policy)
-    return address_group(peer)
+    return peer if ":" not in peer else address_group(peer)
 
 
 def route_key(exchange: Exchange) -> str | None:

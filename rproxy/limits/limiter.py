@@ -10,7 +10,7 @@ from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorTime
 from twisted.python.failure import Failure
 
-from rproxy.limits.gcra import Decision, LocalLimiter, Rate, decision
+from rproxy.limits.gcra import SLACK, Decision, LocalLimiter, Rate, decision
 from rproxy.limits.keys import RequestKey, request_key
 from rproxy.limits.store import RedisStore
 
@@ -125,11 +125,27 @@ class Limiter:
         """
         store = self.store
         if store is None:
-            return self._counted(self.local.check(key))
+            backlog = self.take(key)
+            return decision(backlog > 0, abs(backlog), self.interval, self.tolerance)
         asked = store.check(self._store_key + key, self.interval, self.tolerance)
         if asked is None:
             return self._fallback(key)
         return asked.addCallbacks(self._answered, self._failed, errbackArgs=(key,))
+
+    def take(self, key: str) -> float:
+        """
+        Check and count one request for C{key} in the local state (what
+        L{check} does without a store, in the cheapest form: see
+        L{LocalLimiter.take} for what the number says).
+        """
+        backlog = self.local.take(key)
+        if backlog > 0:
+            self.allowed += 1
+            if self.delays and backlog - self.interval > SLACK:
+                self.delayed += 1
+        else:
+            self.rejected += 1
+        return backlog
 
     def refund(self, key: str) -> None:
         """
@@ -143,7 +159,7 @@ class Limiter:
     def _counted(self, decided: Decision) -> Decision:
         if decided.allowed:
             self.allowed += 1
-            if self.delays and decided.delay > 0:
+            if self.delays and decided.delay > SLACK:
                 self.delayed += 1
         else:
             self.rejected += 1
@@ -162,6 +178,16 @@ class Limiter:
             self.rejected += 1
             return None
         return self._counted(self.local.check(key))
+
+    def remaining(self, backlog: float) -> int:
+        """
+        How many more requests could come now for a key C{backlog} seconds
+        ahead (after an allowed request).
+        """
+        tolerance = self.tolerance
+        if backlog > tolerance + SLACK:
+            return 0
+        return int((tolerance - backlog) / self.interval + SLACK) + 1
 
     def __repr__(self) -> str:
         return f"<Limiter {self.name} {self.rate} burst {self.burst} {self.mode}>"

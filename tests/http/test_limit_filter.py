@@ -12,6 +12,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from zope.interface.verify import verifyObject
 
 from rproxy.http.filters import IHTTPFilter
+from rproxy.http.filters._chain import FilterChain
 from rproxy.http.filters.limits import RateLimit
 from rproxy.http.headers import ForwardingPolicy
 from rproxy.http.listener import HTTPSettings
@@ -167,6 +168,13 @@ class RejectTests(_Case):
         self.assertIsNone(client.response().header(b"ratelimit"))
         refused = harness.request("GET", "/").response()
         self.assertEqual(refused.header(b"ratelimit"), b'"per_ip";r=0;t=60')
+
+    def test_without_fields_the_filter_has_no_response_hook(self) -> None:
+        """headers = false leaves responses out of the filter altogether:
+        its chain has no response hook to run."""
+        quiet = FilterChain([RateLimit(self.limiter(headers=False))])
+        loud = FilterChain([RateLimit(self.limiter())])
+        self.assertEqual((quiet.responses, loud.responses), (False, True))
 
     def test_each_client_has_its_own_quota(self) -> None:
         """Requests are counted per client address."""

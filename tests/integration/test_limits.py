@@ -8,6 +8,10 @@ from __future__ import annotations
 import http.client
 import http.server
 import json
+import os
+import re
+import signal
+import socket
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -15,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.helpers import RunningProxy, proxy
+from tests.integration.helpers import RunningProxy, drain, proxy
 from tests.integration.redis import RedisServer, have_redis
 
 needs_redis = pytest.mark.skipif(not have_redis(), reason="no redis-server here")
@@ -135,6 +139,62 @@ rate = "1/h"
     assert all("refused_by" not in e for e in events if e["status"] == 200)
 
 
+PROXY_CONFIG = """
+[pools.web]
+backends = ["127.0.0.1:{web}"]
+[pools.web.health]
+check = "none"
+
+[limits.per_ip]
+rate = "1/h"
+
+[[listeners]]
+name = "web"
+protocol = "http"
+listen = "tcp:0:interface=127.0.0.1"
+pool = "web"
+accept_proxy = true
+trusted_proxies = ["127.0.0.1"]
+limit = ["per_ip"]
+"""
+
+
+def proxied_get(running: RunningProxy, source: str) -> int:
+    """
+    One GET behind a PROXY v1 header saying it came from C{source}; the
+    status answered.
+    """
+    with socket.create_connection(
+        ("127.0.0.1", running.ports["web"]), timeout=20
+    ) as sock:
+        sock.sendall(
+            f"PROXY TCP4 {source} 127.0.0.1 40000 80\r\n".encode()
+            + b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+        )
+        answer = drain(sock)
+    return int(answer.split(b" ", 2)[1])
+
+
+def test_the_proxy_protocols_source_is_the_key(tmp_path: Path) -> None:
+    """On a listener that accepts PROXY headers, each source address the
+    header gives has its own quota (the connections all come from
+    127.0.0.1)."""
+    with web_backend() as web:
+        config = tmp_path / "rproxy.toml"
+        config.write_text(PROXY_CONFIG.format(web=web))
+        with proxy(config) as running:
+            statuses = [
+                proxied_get(running, source)
+                for source in (
+                    "203.0.113.1",
+                    "203.0.113.2",
+                    "203.0.113.1",
+                    "203.0.113.3",
+                )
+            ]
+    assert statuses == [200, 200, 429, 200]
+
+
 def redis_limits(redis: RedisServer, rate: str, burst: int) -> str:
     store = f"redis://127.0.0.1:{redis.port}/0"
     return f"""
@@ -180,12 +240,49 @@ def test_two_processes_share_one_limit_through_redis(tmp_path: Path) -> None:
                 for index in range(10):
                     running = first if index % 2 == 0 else second
                     statuses.append(get(running, "/api/x")[0].status)
+                stats = (redis.command(b"INFO", b"commandstats") or b"").decode()
     finally:
         redis.stop()
+    # One script per check: sent once per connection, then by its SHA1.
+    assert calls(stats, "evalsha") == 8
+    assert calls(stats, "eval") == 2
     assert statuses == [200] * 5 + [429] * 5
     # The second process let two through, then refused: its own local
     # state alone would have let it pass five.
     assert statuses[1::2] == [200, 200, 429, 429, 429]
+
+
+def calls(commandstats: str, command: str) -> int:
+    """How many times Redis ran C{command}, from INFO commandstats."""
+    found = re.search(rf"^cmdstat_{command}:calls=(\d+)", commandstats, re.MULTILINE)
+    return int(found[1]) if found else 0
+
+
+@needs_redis
+def test_redis_that_stops_answering_is_left_after_the_timeout(tmp_path: Path) -> None:
+    """A Redis that accepts but does not answer (stopped with SIGSTOP): the
+    request waiting on it is decided locally once the 0.5 s reply timeout
+    drops the connection, and the outage is logged once."""
+    redis = RedisServer(tmp_path)
+    redis.start()
+    try:
+        with web_backend() as web:
+            config = tmp_path / "rproxy.toml"
+            config.write_text(config_text(web, redis_limits(redis, "1/h", 2)))
+            with proxy(config) as running:
+                wait_for_clients(redis, 1)
+                assert redis.proc is not None
+                os.kill(redis.proc.pid, signal.SIGSTOP)
+                try:
+                    stalled = [r.status for r in get(running, "/api/x", 2)]
+                    running.wait_for("is unreachable")
+                finally:
+                    os.kill(redis.proc.pid, signal.SIGCONT)
+                output = running.stop()
+    finally:
+        redis.stop()
+    assert stalled == [200, 200]
+    assert output.count("is unreachable") == 1
 
 
 @needs_redis

@@ -31,7 +31,7 @@ from twisted.internet.interfaces import IDelayedCall
 
 from rproxy.http.filters import PLAIN_TEXT, HTTPFilter, LocalReply, Step
 from rproxy.http.framing import RequestHead, ResponseHead
-from rproxy.limits.gcra import Decision, ceil_seconds
+from rproxy.limits.gcra import SLACK, Decision, ceil_seconds
 from rproxy.limits.limiter import Limiter
 
 if TYPE_CHECKING:
@@ -60,8 +60,14 @@ class RateLimit(HTTPFilter):
     Apply C{limiter} to each request (see the module's docstring).
 
     @param headers: add the RateLimit fields to allowed responses too (by
-        default, as C{limiter.headers} says).
+        default, as C{limiter.headers} says).  Without them the filter has
+        no response hook, so a response costs it nothing.
     """
+
+    def __new__(cls, limiter: Limiter, *, headers: bool | None = None) -> RateLimit:
+        if cls is RateLimit and (limiter.headers if headers is None else headers):
+            cls = _RateLimitFields
+        return super().__new__(cls)
 
     def __init__(self, limiter: Limiter, *, headers: bool | None = None) -> None:
         self.limiter = limiter
@@ -73,6 +79,9 @@ class RateLimit(HTTPFilter):
             b"RateLimit-Policy",
             b"%s;q=%d;w=%d" % (self._id, limiter.quota, limiter.window),
         )
+        self._remaining = self._id + b";r=%d;t=%d"
+        self._interval = limiter.interval
+        self._tolerance = limiter.tolerance
 
     # Requests ----------------------------------------------------------------
 
@@ -81,6 +90,16 @@ class RateLimit(HTTPFilter):
         key = limiter.key(exchange)
         if key is None:
             return None  # not counted (see rproxy.limits.keys)
+        if limiter.store is None:
+            # The per-request path: a number, not a Decision.
+            backlog = limiter.take(key)
+            if backlog <= 0:
+                return self._refuse(exchange, -backlog - limiter.tolerance)
+            if not limiter.delays:
+                if self.headers:
+                    exchange.notes[self._note] = backlog
+                return None
+            return self._allowed(exchange, key, backlog, None)
         decided = limiter.check(key)
         if isinstance(decided, Deferred):
             hold = _Hold(self, exchange, key)
@@ -99,19 +118,31 @@ class RateLimit(HTTPFilter):
             exchange.notes[REFUSED_BY] = self.name
             return LocalReply(503, (*PLAIN_TEXT, (b"Retry-After", b"1")), _UNAVAILABLE)
         if not decided.allowed:
-            exchange.notes[REFUSED_BY] = self.name
-            return self._too_many(decided)
+            return self._refuse(exchange, decided.retry_after)
+        return self._allowed(exchange, key, decided.reset, hold)
+
+    def _allowed(
+        self, exchange: Exchange, key: str, backlog: float, hold: _Hold | None
+    ) -> Step:
+        """
+        Let a request on that left its key C{backlog} seconds ahead: at
+        once, or in delay mode once it is on the rate.
+        """
         if self.headers:
-            exchange.notes[self._note] = decided
-        if decided.delay > 0 and self.limiter.delays:
-            if hold is None:
-                hold = _Hold(self, exchange, key)
-            hold.hold(decided.delay)
-            return hold.deferred
+            exchange.notes[self._note] = backlog
+        limiter = self.limiter
+        if limiter.delays:
+            early = backlog - limiter.interval
+            if early > SLACK:
+                if hold is None:
+                    hold = _Hold(self, exchange, key)
+                hold.hold(early)
+                return hold.deferred
         return None
 
-    def _too_many(self, decided: Decision) -> LocalReply:
-        seconds = b"%d" % max(ceil_seconds(decided.retry_after), 1)
+    def _refuse(self, exchange: Exchange, retry_after: float) -> LocalReply:
+        exchange.notes[REFUSED_BY] = self.name
+        seconds = b"%d" % max(ceil_seconds(retry_after), 1)
         return LocalReply(
             429,
             (
@@ -123,22 +154,26 @@ class RateLimit(HTTPFilter):
             _TOO_MANY,
         )
 
-    # Responses ---------------------------------------------------------------
+
+class _RateLimitFields(RateLimit):
+    """
+    A L{RateLimit} that adds the RateLimit fields to allowed responses.
+    """
 
     def response_head(self, exchange: Exchange, head: ResponseHead) -> None:
-        if not self.headers:
+        backlog = exchange.notes.get(self._note)
+        if backlog is None:
             return
-        decided = exchange.notes.get(self._note)
-        if decided is None:
-            return
-        head.headers.append(self._policy)
-        head.headers.append(
-            (
-                b"RateLimit",
-                b"%s;r=%d;t=%d"
-                % (self._id, decided.remaining, ceil_seconds(decided.reset)),
-            )
-        )
+        headers = head.headers
+        headers.append(self._policy)
+        # Limiter.remaining and ceil_seconds, inlined: once per response.
+        tolerance = self._tolerance
+        if backlog > tolerance + SLACK:
+            remaining = 0
+        else:
+            remaining = int((tolerance - backlog) / self._interval + SLACK) + 1
+        seconds = int(backlog) + (backlog % 1 > SLACK)
+        headers.append((b"RateLimit", self._remaining % (remaining, seconds)))
 
 
 class _Hold:
