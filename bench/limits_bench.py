@@ -10,8 +10,8 @@ one pooled backend connection on string transports, small responses), on a
 route without filters, with one C{RateLimit} (its rate never reached, so
 every request is checked and let on, with the RateLimit fields), and with
 one that adds no fields, and with a trivial filter (both head hooks, doing
-nothing: what the filter chain itself costs); interleaved rounds, medians, and the cost in % of
-the route without.
+nothing: what the filter chain itself costs); interleaved rounds, medians,
+and the cost in % of the route without.
 
 C{redis}: a redis-server of its own on a free port, and the Redis store's
 check (one EVALSHA of the GCRA script) timed one at a time (a request's
@@ -76,7 +76,9 @@ class _Trivial(HTTPFilter):
         return None
 
 
-def _setup(variant: str) -> tuple[Any, StringTransport, UpstreamProtocol, StringTransport]:
+def _setup(
+    variant: str,
+) -> tuple[Any, StringTransport, UpstreamProtocol, StringTransport]:
     clock = Clock()
     backend = Backend("127.0.0.1", 8001)
     pool = Pool("web", [backend], now=clock.seconds)
@@ -95,7 +97,9 @@ def _setup(variant: str) -> tuple[Any, StringTransport, UpstreamProtocol, String
     factory = HTTPProxyFactory(
         Registry([pool]),
         clock,
-        HTTPSettings(listener="front", router=Router([Route(pool="web", filters=filters)])),
+        HTTPSettings(
+            listener="front", router=Router([Route(pool="web", filters=filters)])
+        ),
         endpoint_for=lambda backend: None,  # type: ignore[arg-type,return-value]
     )
     upstream = UpstreamProtocol(backend)
