@@ -221,7 +221,6 @@ max_keys = {max_keys}
 name = "web"
 protocol = "http"
 listen = "tcp:0:interface=127.0.0.1"
-pool = "web"
 trusted_proxies = ["127.0.0.1"]
 
 [[listeners.routes]]
