@@ -345,6 +345,7 @@ def rproxy_argv(
 memory = "64MiB"
 
 [[listeners.routes]]
+path_prefix = "/"
 pool = "web"
 cache = "bench"
 """

@@ -12,7 +12,9 @@ from syscalls and the reactor.
 
 With C{--filters N}, the listener has N trivial filters (each looks at the
 request head and the response head and lets them through): what the filter
-chain costs a request.
+chain costs a request.  With C{--cache}, the route has a memory cache and
+the backend's response says C{max-age=3600}: the first request stores it,
+and every request timed is a hit, answered without the backend.
 """
 
 from __future__ import annotations
@@ -31,8 +33,13 @@ from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 
 from rproxy.backends import Backend, Pool, Registry
+from rproxy.cache.memory import MemoryStore
+from rproxy.cache.settings import CacheSettings
+from rproxy.cache.shared import Cache
+from rproxy.cache.store import TieredStore
 from rproxy.http.exchange import Exchange
 from rproxy.http.filters import HTTPFilter
+from rproxy.http.filters.cache import CacheFilter
 from rproxy.http.framing import RequestHead, ResponseHead
 from rproxy.http.listener import HTTPProxyFactory, HTTPSettings
 from rproxy.http.routing import Route, Router
@@ -44,6 +51,11 @@ RESPONSE = (
     b"Date: Mon, 23 Nov 2026 15:00:00 GMT\r\n"
     b"Content-Type: application/octet-stream\r\nContent-Length: 6\r\n"
     b"Connection: keep-alive\r\n\r\nhello\n"
+)
+#: RESPONSE's Date, in seconds since the epoch.
+DATE = 1795446000.0
+CACHEABLE = RESPONSE.replace(
+    b"Connection: keep-alive", b"Cache-Control: max-age=3600\r\nConnection: keep-alive"
 )
 
 
@@ -60,9 +72,14 @@ class Trivial(HTTPFilter):
 
 
 def setup(
-    filters: int = 0,
+    filters: int = 0, cache: bool = False
 ) -> tuple[object, StringTransport, UpstreamProtocol, StringTransport]:
     clock = Clock()
+    clock.advance(DATE)  # the response's Date, so a stored one is fresh
+    route_filters = []
+    if cache:
+        store = TieredStore(MemoryStore(64 << 20), None, 8 << 20)
+        route_filters.append(CacheFilter(Cache("bench", CacheSettings(), store, clock)))
     backend = Backend("127.0.0.1", 8001)
     pool = Pool("web", [backend], now=clock.seconds)
     factory = HTTPProxyFactory(
@@ -70,7 +87,7 @@ def setup(
         clock,
         HTTPSettings(
             listener="front",
-            router=Router([Route(pool="web")]),
+            router=Router([Route(pool="web", filters=route_filters)]),
             filters=[Trivial() for _ in range(filters)],
         ),
         endpoint_for=lambda backend: None,  # type: ignore[arg-type,return-value]
@@ -86,7 +103,9 @@ def setup(
     return front, front_transport, upstream, upstream_transport
 
 
-def run(requests: int, filters: int = 0) -> float:
+def run(requests: int, filters: int = 0, cache: bool = False) -> float:
+    if cache:
+        return run_hits(requests)
     front, front_transport, upstream, upstream_transport = setup(filters)
     received = front.dataReceived  # type: ignore[attr-defined]
     answer = upstream.dataReceived
@@ -105,19 +124,43 @@ def run(requests: int, filters: int = 0) -> float:
     return elapsed / requests * 1e6
 
 
+def run_hits(requests: int) -> float:
+    front, front_transport, upstream, upstream_transport = setup(cache=True)
+    received = front.dataReceived  # type: ignore[attr-defined]
+    received(REQUEST)  # the miss that stores it
+    upstream.dataReceived(CACHEABLE)
+    front_transport.clear()
+    upstream_transport.clear()
+    started = time.perf_counter()
+    for _ in range(requests):
+        received(REQUEST)
+        front_transport.clear()
+    elapsed = time.perf_counter() - started
+    received(REQUEST)
+    assert upstream_transport.value() == b"", "a hit asked the backend"
+    answer = front_transport.value()
+    assert b"Cache-Status: rproxy; hit" in answer and answer.endswith(b"hello\n"), (
+        answer
+    )
+    return elapsed / requests * 1e6
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--requests", type=int, default=200_000)
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--filters", type=int, default=0)
+    parser.add_argument("--cache", action="store_true", help="time cache hits")
     parser.add_argument("--profile", action="store_true")
     args = parser.parse_args()
     if args.profile:
         profiler = cProfile.Profile()
-        profiler.runcall(run, args.requests, args.filters)
+        profiler.runcall(run, args.requests, args.filters, args.cache)
         pstats.Stats(profiler).sort_stats("tottime").print_stats(25)
         return
-    times = sorted(run(args.requests, args.filters) for _ in range(args.repeat))
+    times = sorted(
+        run(args.requests, args.filters, args.cache) for _ in range(args.repeat)
+    )
     print(
         f"{times[len(times) // 2]:.2f} us per request (median of {args.repeat}, "
         f"min {times[0]:.2f}, max {times[-1]:.2f}), {args.requests} requests each"

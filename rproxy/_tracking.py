@@ -1,5 +1,6 @@
-"""Open client connections of one listener, for graceful shutdown, and the
-reload and shutdown part of a listener factory built on them."""
+"""Open client connections of one listener, for graceful shutdown and for
+per-client connection limits, and the reload and shutdown part of a listener
+factory built on them."""
 
 from __future__ import annotations
 
@@ -9,6 +10,8 @@ from typing import Protocol as TypingProtocol
 
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
+
+from rproxy.admission.networks import client_key
 
 if TYPE_CHECKING:
     from rproxy.backends import Backend
@@ -27,14 +30,27 @@ class Closeable(TypingProtocol):
         """
 
 
+def _client_of(connection: object) -> str:
+    transport = getattr(connection, "transport", None)
+    peer = transport.getPeer() if transport is not None else None
+    host = getattr(peer, "host", None)
+    return client_key(host) if isinstance(host, str) else ""
+
+
 class ConnectionTracker:
     """
     The set of a listener's open connections, and a way to wait until it
     empties within a grace period.
+
+    Each connection is also counted under its client's address as its
+    transport gives it when it is added (after a PROXY header, the
+    announced one), by L{client_key}: L{open_from} says how many are open
+    from one client.
     """
 
     def __init__(self) -> None:
-        self._open: set[Closeable] = set()
+        self._open: dict[Closeable, str] = {}
+        self._per_client: dict[str, int] = {}
         self._waiting: list[Deferred[None]] = []
 
     def __len__(self) -> int:
@@ -43,17 +59,36 @@ class ConnectionTracker:
     def __contains__(self, connection: object) -> bool:
         return connection in self._open
 
+    def open_from(self, key: str) -> int:
+        """
+        How many connections are open from the client L{client_key} calls
+        C{key}.
+        """
+        return self._per_client.get(key, 0)
+
     def add(self, connection: Closeable) -> None:
         """
         Count C{connection} as open.
         """
-        self._open.add(connection)
+        if connection in self._open:
+            return
+        key = self._open[connection] = _client_of(connection)
+        if key:
+            per_client = self._per_client
+            per_client[key] = per_client.get(key, 0) + 1
 
     def discard(self, connection: Closeable) -> None:
         """
         C{connection} has closed.
         """
-        self._open.discard(connection)
+        key = self._open.pop(connection, None)
+        if key:
+            per_client = self._per_client
+            left = per_client[key] - 1
+            if left:
+                per_client[key] = left
+            else:
+                del per_client[key]
         if not self._open:
             waiting, self._waiting = self._waiting, []
             for d in waiting:

@@ -4,8 +4,8 @@ written as combined-style text or JSON lines.
 The protocols hand events (with the stable keys C{client}, C{listener},
 C{pool}, C{backend}, C{status}, C{bytes_in}, C{bytes_out}, C{duration}, and
 for HTTP C{method}, C{path}, C{version}, C{referer}, C{user_agent},
-C{upstream_time}, and C{refused_by} naming the filter that refused a request,
-when one did) to L{access_events}, and build them only when something
+C{upstream_time}; C{refused_by} when a limit or list refused it, naming
+which) to L{access_events}, and build them only when something
 observes it: the L{AccessLog} the config asks for, or an embedder's
 observer.  They do not go through Twisted's global log, so a busy proxy with
 no access log pays nothing for one.  Lines are written through a buffer that
@@ -137,8 +137,8 @@ def render_combined(event: LogEvent) -> str:
         CLIENT - - [TIME] "REQUEST" STATUS BYTES "REFERER" "UA" pool=.. ...
 
     A TCP connection has no request: its request field is C{"TCP LISTENER"}
-    and its status is how the connection ended.  A request a filter refused
-    ends with C{refused_by="NAME"}.
+    and its status is how the connection ended.  An event with a
+    C{refused_by} ends with C{refused_by="..."}.
     """
     when = _clf_time(event.get("log_time") or time.time())
     if event.get("method"):
@@ -151,7 +151,7 @@ def render_combined(event: LogEvent) -> str:
         status = _quoted(event.get("status"))
     upstream = event.get("upstream_time")
     refused = event.get("refused_by")
-    return (
+    line = (
         f"{_plain(event.get('client'))} - - [{when}] {_quoted(request)} {status} "
         f"{_plain(event.get('bytes_out'))} {_quoted(event.get('referer'))} "
         f"{_quoted(event.get('user_agent'))} pool={_plain(event.get('pool'))} "
@@ -159,8 +159,8 @@ def render_combined(event: LogEvent) -> str:
         f"bytes_in={_plain(event.get('bytes_in'))} "
         f"upstream={'-' if upstream is None else f'{upstream:.3f}'} "
         f"duration={event.get('duration', 0.0):.3f}"
-        + (f" refused_by={_quoted(refused)}" if refused else "")
     )
+    return f"{line} refused_by={_quoted(refused)}" if refused else line
 
 
 def render_json(event: LogEvent) -> str:

@@ -14,6 +14,7 @@ from bisect import bisect_left
 __all__ = [
     "LATENCY_BUCKETS",
     "NO_RESPONSE",
+    "REFUSALS",
     "STATUS_CLASSES",
     "LatencyHistogram",
     "ListenerStats",
@@ -26,6 +27,11 @@ __all__ = [
 STATUS_CLASSES = ("1xx", "2xx", "3xx", "4xx", "5xx", "none")
 #: the index of C{none} in L{STATUS_CLASSES}.
 NO_RESPONSE = 5
+
+#: why a listener refused a connection at accept (see
+#: L{rproxy.admission.gate.REASONS}), or C{route_denied}: a request a
+#: route's address lists answered 403.
+REFUSALS = ("full", "per_ip", "rate", "denied", "route_denied")
 
 #: upper bounds, in seconds, of the upstream-latency histogram's buckets
 #: (Prometheus' own defaults); one more bucket holds everything slower.
@@ -125,12 +131,14 @@ class ListenerStats:
         client left too long between two reads of its body.
     @ivar request_body_too_slow: HTTP requests answered 408 because the body
         came more slowly than the listener's minimum rate.
+    @ivar refused: refusals by kind, per L{REFUSALS} entry.
     """
 
     __slots__ = (
         "bytes_in",
         "bytes_out",
         "connections_closed",
+        "refused",
         "request_body_timeouts",
         "request_body_too_slow",
         "requests",
@@ -143,6 +151,7 @@ class ListenerStats:
         self.bytes_out = 0
         self.request_body_timeouts = 0
         self.request_body_too_slow = 0
+        self.refused = dict.fromkeys(REFUSALS, 0)
 
     def connection_ended(self, bytes_in: int, bytes_out: int) -> None:
         """

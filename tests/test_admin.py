@@ -143,6 +143,7 @@ class ReadTests(_AdminCase):
         stats.connections_closed = 3
         stats.bytes_in, stats.bytes_out = 30, 400
         stats.request_body_timeouts, stats.request_body_too_slow = 2, 9
+        stats.refused["per_ip"], stats.refused["route_denied"] = 4, 6
         self.tcp.stats.connection_ended(11, 22)
 
     def test_status_json_shows_every_listener_pool_and_backend(self) -> None:
@@ -184,6 +185,12 @@ class ReadTests(_AdminCase):
                 "bytes_out": 400,
                 "request_body_timeouts": 2,
                 "request_body_too_slow": 9,
+                "refused_full": 0,
+                "refused_per_ip": 4,
+                "refused_rate": 0,
+                "refused_denied": 0,
+                "refused_route_denied": 6,
+                "refused_fds": 0,
             },
         )
         self.assertEqual(
@@ -227,6 +234,10 @@ class ReadTests(_AdminCase):
                 "state_age": 3.0,
                 "reason": "initial state",
                 "last_check": {"ok": True, "at": 1000.0, "age": 3.0, "duration": 0.004},
+                "ejected": False,
+                "ejected_until": None,
+                "ejections_total": 0,
+                "effective_weight": 2,
             },
         )
         self.assertEqual((b1["failures_total"], b1["last_check"]), (2, None))
@@ -364,6 +375,21 @@ class ReadTests(_AdminCase):
         )
         self.assertEqual(
             value("rproxy_listener_received_bytes_total", listener="raw"), 11
+        )
+        refused = {
+            reason: value("rproxy_listener_refused_total", reason=reason, **front)
+            for reason in ("full", "per_ip", "rate", "denied", "route_denied", "fds")
+        }
+        self.assertEqual(
+            refused,
+            {
+                "full": 0,
+                "per_ip": 4,
+                "rate": 0,
+                "denied": 0,
+                "route_denied": 6,
+                "fds": 0,
+            },
         )
 
     def test_request_bodies_cut_by_a_listener_are_counted(self) -> None:

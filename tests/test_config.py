@@ -26,6 +26,7 @@ from rproxy.config import (
     load_config,
     parse_config,
 )
+from rproxy.config._admission import AdmissionConfig
 from rproxy.http.filters.headers import HeaderRules
 from rproxy.http.routing import Route
 from rproxy.interfaces import IBalancer
@@ -1008,6 +1009,7 @@ def test_http_listener_gets_the_documented_defaults() -> None:
         "sni_routes": (),
         "trusted_proxies": (),
         "accept_proxy": False,
+        "admission": AdmissionConfig(),
         "x_forwarded": True,
         "forwarded": False,
         "via": False,

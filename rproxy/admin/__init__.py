@@ -177,6 +177,7 @@ class AdminService(Service):
         reactor: Any,
         reload: Callable[[], list[str]] = _no_reload,
         *,
+        caches: Mapping[str, Any] | None = None,
         limits: Mapping[str, Any] | None = None,
         sample_interval: float = SAMPLE_INTERVAL,
         head_timeout: float = HEAD_TIMEOUT,
@@ -187,9 +188,10 @@ class AdminService(Service):
         self.listeners = listeners
         self.clock: IReactorTime = reactor
         self.reload = reload
+        self.caches: Mapping[str, Any] = caches if caches is not None else {}
         self.rates = RateSampler(reactor)
         self.metrics = metrics_registry(
-            ProxyCollector(self._pools, listeners, limits=limits)
+            ProxyCollector(self._pools, listeners, self.caches, limits=limits)
         )
         self.site = _AdminSite(
             AdminResource(self), timeout=head_timeout, reactor=reactor
@@ -216,7 +218,14 @@ class AdminService(Service):
         """
         Every listener, pool and backend now, as the JSON status shows them.
         """
-        return snapshot(self.registry, self.listeners, self.rates, self.clock.seconds())
+        status = snapshot(
+            self.registry, self.listeners, self.rates, self.clock.seconds()
+        )
+        status["caches"] = [
+            {"name": name, **cache.snapshot()}
+            for name, cache in list(self.caches.items())
+        ]
+        return status
 
     def privilegedStartService(self) -> None:
         super().privilegedStartService()

@@ -21,8 +21,10 @@ from prometheus_client.metrics_core import (
 from prometheus_client.registry import Collector, CollectorRegistry
 from prometheus_client.utils import floatToGoString
 
-from rproxy.admin._status import listener_counters, listener_kind
+from rproxy.admin._protection import protection_metrics
+from rproxy.admin._status import listener_counters, listener_kind, refusals
 from rproxy.backends import BackendState, Pool
+from rproxy.service._auth import auth_filters
 from rproxy.service._listeners import ListenerService
 from rproxy.stats import STATUS_CLASSES
 
@@ -42,17 +44,68 @@ class ProxyCollector(Collector):
         self,
         pools: Callable[[], Iterable[Pool]],
         listeners: Mapping[str, ListenerService],
+        caches: Mapping[str, Any] | None = None,
         *,
         limits: Mapping[str, Any] | None = None,
     ) -> None:
         self._pools = pools
         self._listeners = listeners
+        self._caches = caches if caches is not None else {}
         self._limits = limits if limits is not None else {}
 
     def collect(self) -> Iterator[Metric]:
         yield from self._listener_metrics()
+        yield self._refusal_metrics()
         yield from self._backend_metrics(list(self._pools()))
+        yield from protection_metrics(list(self._pools()))
+        yield from self._cache_metrics()
+        yield self._auth_metrics()
         yield from self._limit_metrics()
+
+    def _auth_metrics(self) -> Metric:
+        counted = CounterMetricFamily(
+            "rproxy_forward_auth_total",
+            "Requests a route's forward auth decided, by outcome: allowed (a "
+            "2xx, or a remembered one), cached (allowed from a remembered "
+            "2xx; also counted in allowed), denied (the auth service's 401, "
+            "403 or 3xx passed on), errors (any other answer, no answer or a "
+            "timeout: 503).",
+            labels=[*_LISTENER, "route", "outcome"],
+        )
+        for name, service in list(self._listeners.items()):
+            for route, found in auth_filters(service):
+                for outcome, count in found.counters.items():
+                    counted.add_metric([name, route, outcome], count)
+        return counted
+
+    def _cache_metrics(self) -> Iterator[Metric]:
+        events = CounterMetricFamily(
+            "rproxy_cache_events_total",
+            "What a cache did with requests, by event: hit (a fresh stored "
+            "response), miss, stale (served stale), revalidated (a 304 "
+            "refreshed a stored response), bypass (not for the cache), "
+            "pass (hit-for-pass), collapsed (waited for another's fetch), "
+            "lock_timeout, stored, refresh (background), invalidated, purged.",
+            labels=["cache", "event"],
+        )
+        held = GaugeMetricFamily(
+            "rproxy_cache_bytes",
+            "Bytes of responses a cache holds, by tier.",
+            labels=["cache", "tier"],
+        )
+        objects = GaugeMetricFamily(
+            "rproxy_cache_objects",
+            "Responses a cache holds, by tier.",
+            labels=["cache", "tier"],
+        )
+        for name, cache in list(self._caches.items()):
+            snapshot = cache.snapshot()
+            for event, count in cache.counters.items():
+                events.add_metric([name, event], count)
+            for tier in ("memory", "disk"):
+                held.add_metric([name, tier], snapshot.get(f"{tier}_bytes", 0))
+                objects.add_metric([name, tier], snapshot.get(f"{tier}_objects", 0))
+        yield from (events, held, objects)
 
     def _limit_metrics(self) -> Iterator[Metric]:
         decisions = CounterMetricFamily(
@@ -134,6 +187,21 @@ class ProxyCollector(Collector):
             body_timeouts.add_metric([name, "idle"], stats.request_body_timeouts)
             body_timeouts.add_metric([name, "slow"], stats.request_body_too_slow)
         yield from (info, connections, active, requests, received, sent, body_timeouts)
+
+    def _refusal_metrics(self) -> Metric:
+        refused = CounterMetricFamily(
+            "rproxy_listener_refused_total",
+            "Connections refused as they arrived, by reason (full: "
+            "max_connections; per_ip: max_connections_per_ip; rate: "
+            "accept_rate_per_ip; denied: the allow or deny list; fds: no file "
+            "descriptor to spare), and requests a route's allow or deny list "
+            "answered 403 (route_denied).",
+            labels=[*_LISTENER, "reason"],
+        )
+        for name, service in list(self._listeners.items()):
+            for reason, count in refusals(service).items():
+                refused.add_metric([name, reason], count)
+        return refused
 
     def _backend_metrics(self, pools: list[Pool]) -> Iterator[Metric]:
         members = GaugeMetricFamily(

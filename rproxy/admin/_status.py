@@ -13,11 +13,12 @@ from typing import Any
 
 from twisted.internet.interfaces import IReactorTime
 
+from rproxy.admin._protection import backend_protection, pool_protection
 from rproxy.backends import Backend, Pool
 from rproxy.service._listeners import ListenerService
 from rproxy.stats import STATUS_CLASSES, ListenerStats
 
-__all__ = ["RateSampler", "Snapshot", "listener_kind", "snapshot"]
+__all__ = ["RateSampler", "Snapshot", "listener_kind", "refusals", "snapshot"]
 
 #: what a rate is kept under: ("listener", name) or ("backend", pool, name).
 RateKey = tuple[str, ...]
@@ -41,6 +42,16 @@ def listener_counters(service: ListenerService) -> tuple[int, int, int]:
     stats: ListenerStats = factory.stats
     active = len(factory.connections)
     return stats.connections_closed + active, active, sum(stats.requests)
+
+
+def refusals(service: ListenerService) -> dict[str, int]:
+    """
+    A listener's refusals by reason: those of L{REFUSALS}, and C{fds}
+    (closed at accept for want of file descriptors).
+    """
+    counts = dict(service.factory.stats.refused)
+    counts["fds"] = service.refused
+    return counts
 
 
 class RateSampler:
@@ -154,6 +165,7 @@ def pool_status(pool: Pool, now: float, rates: RateSampler) -> dict[str, Any]:
     backends = []
     for backend in pool.backends:
         entry = backend_status(backend, now)
+        entry.update(backend_protection(pool, backend))
         entry["connections_per_second"], entry["requests_per_second"] = rates.rate(
             ("backend", pool.name, backend.name)
         )
@@ -162,6 +174,7 @@ def pool_status(pool: Pool, now: float, rates: RateSampler) -> dict[str, Any]:
         "name": pool.name,
         "balancer": type(pool.balancer).__name__,
         "backends": backends,
+        **pool_protection(pool),
     }
 
 
@@ -176,6 +189,10 @@ def listener_status(
     C{request_body_timeouts} and C{request_body_too_slow} count the HTTP
     requests answered 408 because the client left too long between two
     reads of its body, or sent it under the listener's minimum rate.
+    C{refused_full}, C{refused_per_ip}, C{refused_rate}, C{refused_denied}
+    and C{refused_fds} count the connections refused as they arrived (see
+    L{rproxy.admission}), C{refused_route_denied} the requests a route's
+    address lists answered 403.
     """
     factory = service.factory
     serves = factory.describe()
@@ -202,6 +219,7 @@ def listener_status(
         "bytes_out": stats.bytes_out,
         "request_body_timeouts": stats.request_body_timeouts,
         "request_body_too_slow": stats.request_body_too_slow,
+        **{f"refused_{reason}": count for reason, count in refusals(service).items()},
     }
 
 

@@ -12,6 +12,7 @@ C{POST /pools/POOL/backends/BACKEND/enable}             back in rotation
 C{POST /pools/POOL/backends/BACKEND/weight?value=N}     new weight (or form
                                                         field C{value=N})
 C{POST /reload}                                         read the config again
+C{POST /caches/CACHE/purge?url=URL} (or C{prefix=URL})  drop stored responses
 =====================================================  =========================
 
 Control endpoints need C{Authorization: Bearer TOKEN} when a token is
@@ -114,6 +115,14 @@ class AdminResource(Resource):
                 self._allow(request, (b"POST",))
                 self._authorize(request)
                 return self._reload(request)
+            if (
+                len(segments) == 3
+                and segments[0] == "caches"
+                and segments[2] == "purge"
+            ):
+                self._allow(request, (b"POST",))
+                self._authorize(request)
+                return self._purge(request, segments[1])
             if (
                 len(segments) == 5
                 and segments[0] == "pools"
@@ -234,6 +243,32 @@ class AdminResource(Resource):
         answer: dict[str, Any] = {"pool": pool.name}
         answer.update(backend_status(backend, self._admin.clock.seconds()))
         return _json(request, 200, answer)
+
+    def _purge(self, request: Request, name: str) -> bytes:
+        cache = self._admin.caches.get(name)
+        if cache is None:
+            raise _AnswerError(404, f"no cache {name!r}")
+        args = request.args or {}
+        urls, prefixes = args.get(b"url", []), args.get(b"prefix", [])
+        if len(urls) + len(prefixes) != 1:
+            raise _AnswerError(
+                400, "give one url=URL or prefix=URL (an absolute http(s) URL)"
+            )
+        given = (urls or prefixes)[0].decode("latin-1")
+        if not given.startswith(("http://", "https://")):
+            raise _AnswerError(
+                400, f"{'url' if urls else 'prefix'} must be an absolute http(s) URL"
+            )
+        purged = cache.purge(given) if urls else cache.purge_prefix(given)
+        log.info(
+            "admin {peer}: cache {cache} purged {what} {given}: {purged} responses",
+            peer=_peer(request),
+            cache=name,
+            what="url" if urls else "prefix",
+            given=given,
+            purged=purged,
+        )
+        return _json(request, 200, {"cache": name, "purged": purged})
 
     def _reload(self, request: Request) -> bytes:
         log.info("admin {peer}: reload", peer=_peer(request))

@@ -39,7 +39,7 @@ class CacheConfig:
     @ivar memory: bytes of responses held in memory (a least-recently-used
         store).
     @ivar max_object: the largest response stored; larger ones stream
-        through uncached.
+        through uncached (by default 8 MiB, or C{memory} if smaller).
     @ivar disk: the optional second tier, which survives a restart.
     @ivar default_ttl: seconds of freshness for a response that gives none
         and that RFC 9111 lets a cache reuse heuristically; 0 for the RFC's
@@ -79,7 +79,8 @@ def _cache(table: Table, name: str, source: str) -> CacheConfig | None:
     found = len(table.problems.lines)
     defaults = CacheConfig(name)
     memory = table.get("memory", byte_size, defaults.memory)
-    max_object = table.get("max_object", byte_size, defaults.max_object)
+    # Unless given, objects may be as large as 8 MiB or the whole memory.
+    max_object = table.get("max_object", byte_size, min(defaults.max_object, memory))
     if max_object > memory:
         table.report(
             "max_object",

@@ -25,11 +25,10 @@ def parse_compress(table: Table) -> Any:
         return None
     from rproxy.http.filters.compress import compress_settings
 
+    where = f"{table.problems.source}: {child(table.path, 'compress')}"
     try:
-        return compress_settings(
-            {} if value is True else value, child(table.path, "compress")
-        )
+        return compress_settings({} if value is True else value, where)
     except ValueError as e:
-        for line in getattr(e, "errors", None) or [str(e)]:
-            table.report("compress", line)
+        # Each line already names the file and the key.
+        table.problems.lines.extend(getattr(e, "errors", None) or [f"{where}: {e}"])
         return None

@@ -14,6 +14,14 @@ from typing import TYPE_CHECKING
 
 from attrs import Attribute, field, frozen, validators
 
+from rproxy.config._admission import (
+    ACCESS_KEYS,
+    ADMISSION_KEYS,
+    AdmissionConfig,
+    parse_address_lists,
+    parse_admission,
+)
+from rproxy.config._auth import parse_auth
 from rproxy.config._compress import parse_compress
 from rproxy.config._headers import HEADER_KEYS, parse_header_rules
 from rproxy.config._limits import LimitConfig, parse_limit_names
@@ -114,6 +122,8 @@ class ListenerConfig:
     @ivar accept_proxy: every connection starts with a PROXY protocol header
         (v1 or v2, before any TLS) from one of C{trusted_proxies}, whose
         source address is then the client's; any other connection is closed.
+    @ivar admission: connection limits and address lists, enforced as each
+        connection arrives (either protocol).
     @ivar trusted_proxies: addresses and networks (C{"10.0.0.0/8"},
         C{"::1"}), as written, of the proxies in front: those allowed to
         send a PROXY header (C{accept_proxy}) and, on http listeners, those
@@ -152,6 +162,7 @@ class ListenerConfig:
     sni_routes: tuple[tuple[str, str], ...] = field(default=(), kw_only=True)
     trusted_proxies: tuple[str, ...] = field(default=(), kw_only=True)
     accept_proxy: bool = field(default=False, kw_only=True, validator=_check_accept)
+    admission: AdmissionConfig = field(factory=AdmissionConfig, kw_only=True)
     x_forwarded: bool = field(default=True, kw_only=True)
     forwarded: bool = field(default=False, kw_only=True)
     via: bool = field(default=False, kw_only=True)
@@ -170,7 +181,11 @@ class ListenerConfig:
     limit: tuple[str, ...] = field(default=(), kw_only=True)
 
 
-_LISTENER_KEYS = (*model_keys(ListenerConfig, "headers"), *HEADER_KEYS[:3])
+_LISTENER_KEYS = (
+    *model_keys(ListenerConfig, "headers", "admission"),
+    *HEADER_KEYS[:3],
+    *ADMISSION_KEYS,
+)
 _ROUTE_KEYS = (
     "host",
     "path_prefix",
@@ -179,7 +194,9 @@ _ROUTE_KEYS = (
     "cache",
     "compress",
     "limit",
+    "auth",
     *HEADER_KEYS,
+    *ACCESS_KEYS,
 )
 
 
@@ -244,6 +261,7 @@ def _listener(
         protocol = "http" if "protocol" in table else "tcp"
     source = table.problems.source
     tls = parse_listener_tls(table, source, http=protocol == "http", acme=acme)
+    admission = parse_admission(table)
     if protocol == "tcp":
         for key in HTTP_ONLY_KEYS:
             if key in table:
@@ -285,6 +303,7 @@ def _listener(
             sni_routes=sni_routes,
             accept_proxy=accept_proxy,
             trusted_proxies=trusted,
+            admission=admission,
         )
     if "sni_routes" in table:
         table.report("sni_routes", 'only for protocol = "tcp" listeners')
@@ -315,6 +334,7 @@ def _listener(
         tls=tls,
         accept_proxy=accept_proxy,
         trusted_proxies=trusted,
+        admission=admission,
         x_forwarded=table.get("x_forwarded", boolean, True),
         forwarded=table.get("forwarded", boolean, False),
         via=table.get("via", boolean, False),
@@ -443,6 +463,8 @@ def _route(
         table.report("cache", f"no cache named {cache!r}; {hint}")
     compress = parse_compress(table)
     limit = parse_limit_names(table, limits, listener=False)
+    access = parse_address_lists(table)
+    auth = parse_auth(table)
     _try_route(table, "host", lambda: Route(_PROBE, host=host))
     prefix_ok = prefix is not None or "path_prefix" not in table
     if prefix_ok and _try_route(
@@ -466,6 +488,8 @@ def _route(
         cache=cache,
         compress=compress,
         limit=limit,
+        access=access or None,
+        auth=auth,
     )
 
 

@@ -109,6 +109,13 @@ class Route:
         (L{rproxy.http.filters.compress.CompressSettings}), likewise.
     @ivar limit: the names of the rate limits (C{[limits.NAME]}) its
         requests are checked against, likewise.
+    @ivar access: its allow and deny lists
+        (L{rproxy.config._admission.AddressListsConfig}), checked on each
+        request's client address; the service puts their filter
+        (L{rproxy.http.filters.access.ClientAccess}) first in C{filters}.
+    @ivar auth: its forward auth (L{rproxy.http.filters.auth.AuthSettings});
+        the service puts its filter (L{rproxy.http.filters.auth.ForwardAuth})
+        before the cache's, after the address lists'.
     """
 
     pool: str = field(validator=_check_pool)
@@ -120,6 +127,8 @@ class Route:
     cache: str | None = None
     compress: Any = None
     limit: tuple[str, ...] = ()
+    access: Any = None
+    auth: Any = None
 
     def all_filters(self) -> tuple[Any, ...]:
         """

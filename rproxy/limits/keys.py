@@ -2,8 +2,8 @@
 C{key} (C{"client_ip"}, C{"header:NAME"}, C{"route"}, or a list of them)
 into a function from an exchange to a key string.
 
-  - C{client_ip}: the real client address (L{rproxy.http.clientaddr}: after
-    the PROXY protocol and trusted C{X-Forwarded-For}); IPv6 addresses
+  - C{client_ip}: the real client address (L{rproxy.http.client_address}:
+    after the PROXY protocol and trusted C{X-Forwarded-For}); IPv6 addresses
     grouped by their /64, as one host usually holds a whole /64.
   - C{header:NAME}: the first value of that request field.
   - C{route}: the route the request took (its host and path prefix), so
@@ -26,7 +26,7 @@ from collections.abc import Callable, Sequence
 from functools import lru_cache
 from typing import TYPE_CHECKING
 
-from rproxy.http.clientaddr import real_client
+from rproxy.http.client_address import client_address
 from rproxy.http.messages import header
 
 if TYPE_CHECKING:
@@ -75,11 +75,10 @@ def client_ip(exchange: Exchange) -> str | None:
     peer = exchange.client
     if not peer:
         return None
-    policy = exchange.settings.policy
-    if policy.trusted:
-        request = exchange.request
-        if request is not None:
-            peer = real_client(peer, request.headers, policy)
+    if exchange.settings.policy.trusted:
+        # Worked out once per exchange, shared with the address lists and
+        # forward auth.
+        peer = client_address(exchange)
     return peer if ":" not in peer else address_group(peer)
 
 

@@ -22,6 +22,8 @@ from rproxy.http.filters import IHTTPFilter
 from rproxy.http.filters.acme import AcmeChallenges
 from rproxy.http.filters.redirect import HTTPSRedirect
 from rproxy.interfaces import IListenerFactory
+from rproxy.service._admission import admission_for
+from rproxy.service._auth import RunningAuth
 from rproxy.service._build import (
     access_log_service,
     build_check,
@@ -32,6 +34,7 @@ from rproxy.service._build import (
     server_tls,
     tls_problem,
 )
+from rproxy.service._caches import RunningCaches
 from rproxy.service._fronts import FrontContext, build_front
 from rproxy.service._limits import RunningLimits
 from rproxy.service._listeners import ListenerService
@@ -98,6 +101,8 @@ class ProxyService(MultiService):
         self._obtained: dict[tuple[str, ...], ServerCertificate] = {}
         self._retiring: set[Deferred[None]] = set()
         self.fds = FdBudget(soft_fd_limit(), now=reactor.seconds)
+        self.caches = RunningCaches(reactor)
+        self.auth = RunningAuth(reactor)
         self.limits = RunningLimits(reactor)
         self._apply(None, config)
 
@@ -156,6 +161,8 @@ class ProxyService(MultiService):
         prepared = self._prepare(old, new)
         changes = self._apply_pools(old, new, prepared)
         changes += self._apply_listeners(old, new, prepared)
+        changes += self.caches.commit(new.caches, prepared.caches)
+        self.auth.commit()
         changes += self.limits.commit(new.limits, prepared.limits)
         self._apply_rest(old, new, prepared)
         self.config = new
@@ -169,6 +176,7 @@ class ProxyService(MultiService):
 
     def _prepare(self, old: Config | None, new: Config) -> Prepared:
         prepared = Prepared(specs=listener_specs(new))
+        prepared.caches = self.caches.prepare(new.caches)
         prepared.limits = self.limits.prepare(new.limits)
         problems = []
         old_pools = {} if old is None else {p.name: p for p in old.pools}
@@ -226,6 +234,7 @@ class ProxyService(MultiService):
                 prepared.tls.get(spec.name),
                 spec.accept_proxy(new),
                 self.fds,
+                admission_for(spec.config),
             )
             service.setName(f"listener:{spec.name}")
             prepared.fresh[spec.name] = service
@@ -260,6 +269,7 @@ class ProxyService(MultiService):
             self.reactor,
             # Looked up when asked for, so an embedder may replace it.
             lambda: self.reload(),
+            caches=self.caches.caches,
             limits=self.limits.limiters,
         )
         admin.setName("admin")
@@ -342,7 +352,9 @@ class ProxyService(MultiService):
                 continue
             factory = self._factory(spec, new, prepared)
             tls = self._listener_tls(spec, prepared)
-            service.replace(factory, tls, spec.accept_proxy(new))
+            service.replace(
+                factory, tls, spec.accept_proxy(new), admission_for(spec.config)
+            )
             service.grace = new.shutdown_grace
             if before[name] != spec:
                 changes.append(f"listener {name} changed")
@@ -429,6 +441,8 @@ class ProxyService(MultiService):
             self._challenge_filters(config),
             self._redirect_filter,
             self.fds,
+            prepared.caches,
+            self.auth,
             prepared.limits,
         )
         return build_front(spec, context)
@@ -486,8 +500,13 @@ class ProxyService(MultiService):
                 access_log.stopService()
             return result
 
+        def close_caches(result: object) -> Deferred[Any]:
+            # After the listeners drained: nothing is storing any more.
+            closing = gatherResults([self.caches.close(), self.auth.close()])
+            return closing.addBoth(lambda _: result)
+
         def stop_limits(result: object) -> Deferred[object]:
             # After the listeners drained: no request checks a store now.
             return self.limits.stop().addBoth(lambda _: result)
 
-        return stopping.addBoth(stop_limits).addBoth(stop_log)
+        return stopping.addBoth(close_caches).addBoth(stop_limits).addBoth(stop_log)

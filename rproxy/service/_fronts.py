@@ -47,6 +47,10 @@ class FrontContext:
     redirect: Callable[[str], IHTTPFilter]
     #: the descriptor budget TCP and SNI fronts splice against.
     fds: FdBudget | None = None
+    #: the caches routes name (L{rproxy.cache.shared.Cache}), by name.
+    caches: Mapping[str, Any] = {}
+    #: the running forward-auth filters (L{rproxy.service._auth.RunningAuth}).
+    auth: Any = None
     #: the rate limits (kept or new) HTTP listeners and routes name.
     limits: Mapping[str, Limiter] = {}
 
@@ -70,10 +74,19 @@ def http_front(spec: ListenerSpec, context: FrontContext) -> IListenerFactory:
     challenges = context.challenges
     if spec.redirect:
         redirect = (*challenges, context.redirect(listener.name))
-        settings = http_settings(config, listener, redirect, tls=False)
+        settings = http_settings(
+            config, listener, redirect, tls=False, auth=context.auth
+        )
     else:
         filters = challenges if listener.tls is None else ()
-        settings = http_settings(config, listener, filters, limits=context.limits)
+        settings = http_settings(
+            config,
+            listener,
+            filters,
+            caches=context.caches,
+            auth=context.auth,
+            limits=context.limits,
+        )
     return HTTPProxyFactory(context.registry, context.reactor, settings)
 
 

@@ -16,6 +16,8 @@ from twisted.protocols.tls import TLSMemoryBIOFactory, TLSMemoryBIOProtocol
 from twisted.python.failure import Failure
 
 from rproxy._fds import FdBudget
+from rproxy.admission import Admission
+from rproxy.admission.accept import AdmissionFactory, Refusals
 from rproxy.interfaces import IListenerFactory
 from rproxy.proxyprotocol.accept import ProxyHeaderFactory
 from rproxy.tls import ServerTLS
@@ -69,7 +71,12 @@ class ListenerService(Service):
     not is closed at once, and the listener logs when it starts refusing
     and when it accepts again.
 
+    With C{admission}, the listener's connection limits and address lists
+    are enforced when each connection arrives (L{AdmissionFactory}); a
+    reload may change them (L{replace}) and the accept rate carries on.
+
     @ivar refused: connections closed at accept for want of descriptors.
+    @ivar refusals: what the listener keeps about its other refusals.
     """
 
     def __init__(
@@ -82,9 +89,12 @@ class ListenerService(Service):
         tls: ServerTLS | None = None,
         accept_proxy: tuple[tuple[str, ...], float] | None = None,
         fds: FdBudget | None = None,
+        admission: Admission | None = None,
     ):
         self.listener = name
         self.fds = fds
+        self.admission = admission
+        self.refusals = Refusals(name)
         self.refused = 0
         self._refusing = 0
         self.description = description
@@ -109,6 +119,9 @@ class ListenerService(Service):
             # per response.
             tls.protocol = TLSMemoryBIOProtocol
             front = tls
+        proxied = self.accept_proxy is not None
+        if self.admission is not None and (self.admission.per_client or not proxied):
+            front = self._gate(front, accept=not proxied, client=True)
         if self.accept_proxy is not None:
             trusted, timeout = self.accept_proxy
             front = ProxyHeaderFactory(
@@ -120,23 +133,50 @@ class ListenerService(Service):
                 listener=self.listener,
                 stats=self.factory.stats,
             )
+            if self.admission is not None and self.admission.at_accept:
+                front = self._gate(front, accept=True, client=False)
         return front
+
+    def _gate(
+        self, front: IProtocolFactory, *, accept: bool, client: bool
+    ) -> IProtocolFactory:
+        assert self.admission is not None
+        factory = self.factory
+        protocol = factory.describe().protocol
+        return AdmissionFactory(
+            front,
+            self.admission,
+            connections=factory.connections,
+            stats=factory.stats,
+            clock=self._reactor,
+            refusals=self.refusals,
+            protocol="tcp" if protocol == "sni" else protocol,
+            answer_http=protocol == "http" and self.tls is None,
+            accept=accept,
+            client=client,
+            after_proxy=self.accept_proxy is not None and not accept,
+        )
 
     def replace(
         self,
         factory: IListenerFactory,
         tls: ServerTLS | None,
         accept_proxy: tuple[tuple[str, ...], float] | None = None,
+        admission: Admission | None = None,
     ) -> None:
         """
         Serve new connections with C{factory}'s settings, behind C{tls} if
-        not None, after a PROXY header if C{accept_proxy}.
+        not None, after a PROXY header if C{accept_proxy}, with the
+        connection limits and address lists of C{admission}.
         """
         if factory is not self.factory:
             # Open connections, and the listener's counters, carry over.
             self.factory = self.factory.reconfigure(factory)
         self.tls = tls
         self.accept_proxy = accept_proxy
+        if admission is not None and self.admission is not None:
+            admission.adopt(self.admission)
+        self.admission = admission
         self.front = self._front()
 
     def privilegedStartService(self) -> None:

@@ -92,5 +92,7 @@ class Prepared:
     fresh: dict[str, ListenerService] = Factory(dict)
     access_log: AccessLogService | None = None
     admin: AdminService | None = None
+    #: the caches the new config uses, by name (kept or new).
+    caches: dict[str, Any] = Factory(dict)
     #: the rate limits the new config uses, by name (kept or new).
     limits: dict[str, Any] = Factory(dict)
