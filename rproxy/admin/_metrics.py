@@ -46,10 +46,13 @@ class ProxyCollector(Collector):
         pools: Callable[[], Iterable[Pool]],
         listeners: Mapping[str, ListenerService],
         caches: Mapping[str, Any] | None = None,
+        *,
+        limits: Mapping[str, Any] | None = None,
     ) -> None:
         self._pools = pools
         self._listeners = listeners
         self._caches = caches if caches is not None else {}
+        self._limits = limits if limits is not None else {}
 
     def collect(self) -> Iterator[Metric]:
         yield from self._listener_metrics()
@@ -59,6 +62,7 @@ class ProxyCollector(Collector):
         yield from self._rule_metrics()
         yield from self._cache_metrics()
         yield self._auth_metrics()
+        yield from self._limit_metrics()
 
     def _auth_metrics(self) -> Metric:
         counted = CounterMetricFamily(
@@ -104,6 +108,32 @@ class ProxyCollector(Collector):
                 held.add_metric([name, tier], snapshot.get(f"{tier}_bytes", 0))
                 objects.add_metric([name, tier], snapshot.get(f"{tier}_objects", 0))
         yield from (events, held, objects)
+
+    def _limit_metrics(self) -> Iterator[Metric]:
+        decisions = CounterMetricFamily(
+            "rproxy_limit_requests_total",
+            "Requests a rate limit checked, by outcome: allowed (let on, at "
+            "once or after being held), delayed (of those, held first), "
+            "rejected (429, or 503 with its store down and fail = closed), "
+            "fallback (checked without the shared store: it was unreachable).",
+            labels=["limit", "outcome"],
+        )
+        held = GaugeMetricFamily(
+            "rproxy_limit_held_requests",
+            "Requests a delay-mode rate limit holds now.",
+            labels=["limit"],
+        )
+        keys = GaugeMetricFamily(
+            "rproxy_limit_keys",
+            "Keys a rate limit holds in this process's memory.",
+            labels=["limit"],
+        )
+        for name, limiter in list(self._limits.items()):
+            for outcome, count in limiter.counters().items():
+                decisions.add_metric([name, outcome], count)
+            held.add_metric([name], limiter.held)
+            keys.add_metric([name], len(limiter.local))
+        yield from (decisions, held, keys)
 
     def _listener_metrics(self) -> Iterator[Metric]:
         info = GaugeMetricFamily(

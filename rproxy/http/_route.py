@@ -107,6 +107,8 @@ class Route:
         through; the service puts the cache's filter in C{filters}.
     @ivar compress: its response compression settings
         (L{rproxy.http.filters.compress.CompressSettings}), likewise.
+    @ivar limit: the names of the rate limits (C{[limits.NAME]}) its
+        requests are checked against, likewise.
     @ivar access: its allow and deny lists
         (L{rproxy.config._admission.AddressListsConfig}), checked on each
         request's client address; the service puts their filter
@@ -127,6 +129,7 @@ class Route:
     filters: tuple[Any, ...] = field(default=(), converter=tuple)
     cache: str | None = None
     compress: Any = None
+    limit: tuple[str, ...] = ()
     access: Any = None
     auth: Any = None
     rules: str | None = None

@@ -25,9 +25,11 @@ from rproxy.http.headers import ForwardingPolicy
 from rproxy.http.listener import HTTPSettings
 from rproxy.http.routing import Router
 from rproxy.interfaces import IHealthCheck
+from rproxy.limits.limiter import Limiter
 from rproxy.outlier import OutlierDetector
 from rproxy.service._admission import routes_with_access
 from rproxy.service._caches import route_with_filters
+from rproxy.service._limits import limit_filters, route_with_limits
 from rproxy.service._pool_update import TLSFor, new_backend, pool_policy
 from rproxy.service._rules import with_rules
 from rproxy.tls import ServerCertificate, ServerTLS, backend_tls, load_certificate
@@ -151,6 +153,7 @@ def http_settings(
     filters: Sequence[IHTTPFilter] = (),
     *,
     tls: bool | None = None,
+    limits: Mapping[str, Limiter] | None = None,
     caches: Mapping[str, Any] = {},
     auth: Any = None,
     rules: Mapping[str, RuleSet] | None = None,
@@ -163,6 +166,8 @@ def http_settings(
         redirect to https), before its header rewriting.
     @param tls: whether the connections are TLS; by default, whether the
         listener has C{tls}.
+    @param limits: the running rate limits the listener and its routes
+        name, by name.
     @param caches: the running caches routes name, by name.
     @param auth: the running forward-auth filters
         (L{rproxy.service._auth.RunningAuth}), for routes with C{auth}.
@@ -179,13 +184,22 @@ def http_settings(
         add_response_headers=(
             ((b"Strict-Transport-Security", hsts.encode("ascii")),) if hsts else ()
         ),
-        filters=(*filters, *listener.headers.filters()),
-        # A route's address lists go first, then its rules, before its
-        # cache can answer.
+        filters=(
+            *filters,
+            *limit_filters(listener.limit, limits or {}),
+            *listener.headers.filters(),
+        ),
+        # A route's address lists go first, then its rules and its rate
+        # limits, before its forward auth and its cache can answer.
         router=Router(
             routes_with_access(
                 with_rules(
-                    [route_with_filters(r, caches, for_route) for r in listener.routes],
+                    [
+                        route_with_limits(
+                            route_with_filters(r, caches, for_route), limits or {}
+                        )
+                        for r in listener.routes
+                    ],
                     rules or {},
                 )
             )

@@ -17,6 +17,7 @@ from rproxy.http.filters import IHTTPFilter
 from rproxy.http.filters.rules import RuleSet
 from rproxy.http.listener import HTTPProxyFactory
 from rproxy.interfaces import IListenerFactory
+from rproxy.limits.limiter import Limiter
 from rproxy.service._build import http_settings
 from rproxy.service._reload_plan import ListenerSpec
 from rproxy.tcp import TCPProxyFactory
@@ -53,6 +54,8 @@ class FrontContext:
     auth: Any = None
     #: the request rule sets routes may name, by name.
     rules: Mapping[str, RuleSet] = {}
+    #: the rate limits (kept or new) HTTP listeners and routes name.
+    limits: Mapping[str, Limiter] = {}
 
     def pool(self, name: str) -> Pool:
         """
@@ -86,6 +89,7 @@ def http_front(spec: ListenerSpec, context: FrontContext) -> IListenerFactory:
             caches=context.caches,
             auth=context.auth,
             rules=context.rules,
+            limits=context.limits,
         )
     return HTTPProxyFactory(context.registry, context.reactor, settings)
 

@@ -166,7 +166,9 @@ class FakeAuthService:
         headers: tuple[tuple[bytes, bytes], ...] = (),
         body: bytes = b"",
     ) -> None:
-        self.calls[-1][2].callback(AuthAnswer(status, headers, body))
+        asked = self.calls[-1][2]
+        if not asked.called:  # not cancelled
+            asked.callback(AuthAnswer(status, headers, body))
 
     def fields(self, index: int = -1) -> dict[bytes, bytes]:
         return dict(self.calls[index][1])
@@ -316,15 +318,19 @@ class ForwardAuthFilterTests(SynchronousTestCase):
         self.assertTrue(client.closed)
 
     def test_a_client_gone_while_waiting(self) -> None:
-        """A client that leaves while the service decides: the late answer
-        goes nowhere, no backend is asked, no failure is logged."""
-        harness, service, _ = self.harness()
+        """A client that leaves while the service decides: the question is
+        cancelled (the exchange's pipe cancels what it waits on), a late
+        answer goes nowhere, no backend is asked, nothing is counted as an
+        error and no failure is logged."""
+        harness, service, auth = self.harness()
         client = harness.request("GET", "/app/")
         client.close()
+        self.assertEqual(service.cancelled, 1)
         service.answer(200)
         self.assertEqual(harness.endpoints.attempts, [])
         self.assertEqual(harness.failures, [])
         self.assertEqual(len(harness.access), 1)
+        self.assertEqual(auth.counters["errors"], 0)
 
     def test_an_allowed_answer_is_remembered_per_credential(self) -> None:
         """With cache on, a 2xx whose max-age allows it is reused for the

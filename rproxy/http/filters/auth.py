@@ -18,7 +18,7 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from attrs import field, frozen
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import CancelledError, Deferred
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
@@ -220,6 +220,11 @@ class ForwardAuth(HTTPFilter):
             return self._apply(exchange, head, decision)
 
         def failed(failure: Failure) -> LocalReply | None:
+            if failure.check(CancelledError):
+                # The exchange ended while the service decided (its client
+                # went away): the pipe cancelled the question; nothing to
+                # answer, count or log.
+                return None
             log.warn(
                 "auth service {url} did not answer: {reason}",
                 url=self.settings.url,
