@@ -84,6 +84,8 @@ TARGETS = (
     "twisted",
     "rproxy-cache",
     "nginx-cache",
+    "rproxy-limit",
+    "rproxy-limit-quiet",
 )
 PROXIES = TARGETS[1:]
 HOST = "127.0.0.1"
@@ -336,7 +338,12 @@ def backend_argv(workdir: Path, port: int) -> list[str]:
 
 
 def rproxy_argv(
-    workdir: Path, port: int, backend: int, *, cache: bool = False
+    workdir: Path,
+    port: int,
+    backend: int,
+    *,
+    cache: bool = False,
+    limit: str | None = None,
 ) -> list[str]:
     config = workdir / "rproxy.toml"
     routes = (
@@ -352,6 +359,19 @@ cache = "bench"
         if cache
         else ""
     )
+    if limit is not None:
+        # A rate wrk never reaches: every request is checked and let on.
+        routes = f"""
+[limits.bench]
+rate = "1000000/s"
+burst = 1000000
+{limit}
+
+[[listeners.routes]]
+path_prefix = "/"
+pool = "web"
+limit = ["bench"]
+"""
     config.write_text(
         f"""\
 [pools.web]
@@ -373,6 +393,16 @@ pool = "web"
 def rproxy_cache_argv(workdir: Path, port: int, backend: int) -> list[str]:
     """rproxy with a memory cache on its one route."""
     return rproxy_argv(workdir, port, backend, cache=True)
+
+
+def rproxy_limit_argv(workdir: Path, port: int, backend: int) -> list[str]:
+    """rproxy with one rate limit on its one route (RateLimit fields on)."""
+    return rproxy_argv(workdir, port, backend, limit="")
+
+
+def rproxy_limit_quiet_argv(workdir: Path, port: int, backend: int) -> list[str]:
+    """rproxy with one rate limit on its one route, headers = false."""
+    return rproxy_argv(workdir, port, backend, limit="headers = false")
 
 
 def haproxy_argv(workdir: Path, port: int, backend: int) -> list[str]:
@@ -472,6 +502,8 @@ PROXY_ARGV = {
     "twisted": twisted_argv,
     "rproxy-cache": rproxy_cache_argv,
     "nginx-cache": nginx_cache_argv,
+    "rproxy-limit": rproxy_limit_argv,
+    "rproxy-limit-quiet": rproxy_limit_quiet_argv,
 }
 
 
@@ -785,6 +817,8 @@ RATIOS = (
     ("rproxy-cache", "rproxy"),
     ("rproxy-cache", "nginx-cache"),
     ("nginx-cache", "nginx"),
+    ("rproxy-limit", "rproxy"),
+    ("rproxy-limit-quiet", "rproxy"),
 )
 
 
