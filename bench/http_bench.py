@@ -86,6 +86,8 @@ TARGETS = (
     "rproxy-cache",
     "nginx-cache",
     "rproxy-rules",
+    "rproxy-limit",
+    "rproxy-limit-quiet",
 )
 PROXIES = TARGETS[1:]
 HOST = "127.0.0.1"
@@ -363,6 +365,7 @@ def rproxy_argv(
     *,
     cache: bool = False,
     rules: bool = False,
+    limit: str | None = None,
 ) -> list[str]:
     config = workdir / "rproxy.toml"
     routes = (
@@ -381,6 +384,19 @@ cache = "bench"
     if rules:
         shutil.copy(REPO / "examples" / "rules" / "bad-bots.txt", workdir)
         routes += RULES
+    if limit is not None:
+        # A rate wrk never reaches: every request is checked and let on.
+        routes = f"""
+[limits.bench]
+rate = "1000000/s"
+burst = 1000000
+{limit}
+
+[[listeners.routes]]
+path_prefix = "/"
+pool = "web"
+limit = ["bench"]
+"""
     config.write_text(
         f"""\
 [pools.web]
@@ -407,6 +423,16 @@ def rproxy_cache_argv(workdir: Path, port: int, backend: int) -> list[str]:
 def rproxy_rules_argv(workdir: Path, port: int, backend: int) -> list[str]:
     """rproxy with five request rules on its one route."""
     return rproxy_argv(workdir, port, backend, rules=True)
+
+
+def rproxy_limit_argv(workdir: Path, port: int, backend: int) -> list[str]:
+    """rproxy with one rate limit on its one route (RateLimit fields on)."""
+    return rproxy_argv(workdir, port, backend, limit="")
+
+
+def rproxy_limit_quiet_argv(workdir: Path, port: int, backend: int) -> list[str]:
+    """rproxy with one rate limit on its one route, headers = false."""
+    return rproxy_argv(workdir, port, backend, limit="headers = false")
 
 
 def haproxy_argv(workdir: Path, port: int, backend: int) -> list[str]:
@@ -507,6 +533,8 @@ PROXY_ARGV = {
     "rproxy-cache": rproxy_cache_argv,
     "nginx-cache": nginx_cache_argv,
     "rproxy-rules": rproxy_rules_argv,
+    "rproxy-limit": rproxy_limit_argv,
+    "rproxy-limit-quiet": rproxy_limit_quiet_argv,
 }
 
 
@@ -821,6 +849,8 @@ RATIOS = (
     ("rproxy-cache", "nginx-cache"),
     ("nginx-cache", "nginx"),
     ("rproxy-rules", "rproxy"),
+    ("rproxy-limit", "rproxy"),
+    ("rproxy-limit-quiet", "rproxy"),
 )
 
 
