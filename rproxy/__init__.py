@@ -52,7 +52,8 @@ from rproxy.interfaces import (
     IRegistry,
     IRouter,
 )
-from rproxy.policy import HashKey, PoolPolicy
+from rproxy.outlier import OutlierDetector
+from rproxy.policy import HashKey, OutlierPolicy, PoolPolicy
 from rproxy.proxyprotocol import ProxyHeader, ProxyHeaderError
 from rproxy.proxyprotocol.accept import ProxyHeaderFactory
 from rproxy.service import ProxyService, ReloadError
@@ -93,6 +94,8 @@ __all__ = [
     "LeastConnections",
     "Limits",
     "LocalReply",
+    "OutlierDetector",
+    "OutlierPolicy",
     "Phase",
     "Pool",
     "PoolPolicy",

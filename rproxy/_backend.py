@@ -45,6 +45,11 @@ class AdminState(Enum):
     DISABLED = "disabled"
 
 
+# A module name for the member is_up reads on every pick: an Enum member
+# lookup costs several times a global one.
+_ENABLED = AdminState.ENABLED
+
+
 def parse_address(address: str) -> tuple[str, int]:
     """
     Split C{host:port} (IPv6 as C{[::1]:port}) into a host and a port.
@@ -123,6 +128,12 @@ class Backend:
     last_check_ok: bool | None = None
     last_check_at: float | None = None
     last_check_duration: float | None = None
+    #: taken out of balancing for answering too many 5xx (L{rproxy.outlier}),
+    #: whatever its health, until C{ejected_until} (seconds since epoch).
+    ejected: bool = False
+    ejected_until: float | None = None
+    #: how often it was ejected.
+    ejections_total: int = 0
     #: HTTP exchanges sent to it, by the class of its response
     #: (L{rproxy.stats.STATUS_CLASSES}; C{none}: it sent no response).
     responses: list[int] = field(factory=new_class_counts)
@@ -163,9 +174,9 @@ class Backend:
     @property
     def is_up(self) -> bool:
         """
-        Healthy and enabled: a candidate unless full.
+        Healthy, enabled and not ejected: a candidate unless full.
         """
-        return self.healthy and self.admin is AdminState.ENABLED
+        return self.healthy and self.admin is _ENABLED and not self.ejected
 
     @property
     def is_full(self) -> bool:

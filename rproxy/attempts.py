@@ -5,13 +5,18 @@ A L{BackendAttempt} picks a backend (with the caller's hash key), takes it
 (L{Pool.acquire}), asks the caller for a kept-alive connection to it or
 connects (timed out by the pool's policy on the injected clock), and on a
 failure reports it (L{Pool.report_failure}, one log event), gives the
-backend back and tries the next, up to C{policy.connect_tries}.  When none
-is left it gives up with the status an HTTP front answers: 503 when nothing
-could be tried, 504 when the last connect timed out, 502 otherwise.  The
-caller hears of a connection or of giving up through two callables, and
-says later how the connection went (L{BackendAttempt.succeeded},
-L{BackendAttempt.retry}, L{BackendAttempt.failed},
-L{BackendAttempt.release}) or that its client left
+backend back and tries the next, up to C{policy.connect_tries}.  When every
+backend left is at its C{max_connections}, it waits in the pool's queue
+(L{rproxy.queueing}) for one to have room, up to C{policy.queue_timeout}.
+A retry (to another backend after a failure) must fit in the pool's retry
+budget (L{rproxy.backends.Pool.take_retry}).  When nothing is left it gives
+up with the status an HTTP front answers: 503 when nothing could be tried
+(or the queue was full, or the wait in it timed out), 504 when the last
+connect timed out, 502 otherwise; C{refused} says which protection, if any,
+refused it.  The caller hears of a connection or of giving up through two
+callables, and says later how the connection went
+(L{BackendAttempt.succeeded}, L{BackendAttempt.retry},
+L{BackendAttempt.failed}, L{BackendAttempt.release}) or that its client left
 (L{BackendAttempt.cancel}).
 """
 
@@ -22,7 +27,7 @@ from enum import Enum
 from typing import Any
 
 from twisted.internet import defer, error
-from twisted.internet.interfaces import IProtocolFactory, IReactorTime
+from twisted.internet.interfaces import IDelayedCall, IProtocolFactory, IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
@@ -35,6 +40,9 @@ __all__ = [
     "BAD_GATEWAY",
     "CONNECT_TIMED_OUT",
     "NO_BACKEND",
+    "QUEUE_FULL",
+    "QUEUE_TIMEOUT",
+    "RETRY_BUDGET",
     "AttemptState",
     "BackendAttempt",
 ]
@@ -48,6 +56,12 @@ CONNECT_TIMED_OUT = 504
 #: giving up after any other failure.
 BAD_GATEWAY = 502
 
+#: what refused an attempt that gave up (its C{refused}): the pool's queue
+#: was full, the wait in it timed out, the retry budget had no room.
+QUEUE_FULL = "queue_full"
+QUEUE_TIMEOUT = "queue_timeout"
+RETRY_BUDGET = "retry_budget"
+
 #: how a connect that took too long fails: our own timeout on the connect
 #: Deferred, or the endpoint's.
 _CONNECT_TIMEOUTS = (defer.TimeoutError, error.TimeoutError)
@@ -60,6 +74,8 @@ class AttemptState(Enum):
 
     #: not started, or between a failure and the next try.
     READY = "ready"
+    #: waiting in the pool's queue for a backend to have room.
+    QUEUED = "queued"
     #: a connect to C{backend} is under way.
     CONNECTING = "connecting"
     #: C{backend} holds a connection for the caller (new or reused).
@@ -71,6 +87,7 @@ class AttemptState(Enum):
 # Module names for the members: an Enum member lookup costs ten times a
 # global one, and these run on every request.
 _READY = AttemptState.READY
+_QUEUED = AttemptState.QUEUED
 _CONNECTING = AttemptState.CONNECTING
 _CONNECTED = AttemptState.CONNECTED
 _DONE = AttemptState.DONE
@@ -81,7 +98,7 @@ class BackendAttempt:
     One client connection's or request's way to a backend of C{pool}.
 
     @param pool: where backends come from and outcomes go.
-    @param clock: times connects out.
+    @param clock: times connects and waits in the queue out.
     @param endpoint_for: makes the endpoint to a backend (with the PROXY
         header to send first, when the policy sends one).
     @param factory_for: the protocol factory for a connect to a backend.
@@ -105,6 +122,8 @@ class BackendAttempt:
         tried, once done).
     @ivar reused: whether the connection came from C{reuse}.
     @ivar status: why it gave up, once it has.
+    @ivar refused: what refused it, if a protection did (L{QUEUE_FULL},
+        L{QUEUE_TIMEOUT}, L{RETRY_BUDGET}).
     """
 
     # Defaults most attempts keep (one is made per connection or request).
@@ -118,6 +137,11 @@ class BackendAttempt:
     #: C{backend} was connected (and may have been released since).
     _had_connection: bool = False
     _failed_status: int = BAD_GATEWAY
+    refused: str | None = None
+    #: counted in the pool's retries under way.
+    _retrying: bool = False
+    #: the end of its wait in the queue.
+    _queue_timer: IDelayedCall | None = None
 
     def __init__(
         self,
@@ -154,12 +178,28 @@ class BackendAttempt:
         """
         return self.state is _CONNECTING
 
+    @property
+    def waiting(self) -> bool:
+        """
+        Whether it waits for a backend: in the queue or connecting.
+        """
+        state = self.state
+        return state is _QUEUED or state is _CONNECTING
+
+    @property
+    def choosy(self) -> bool:
+        """
+        Whether some backends are out of its reach (those tried).
+        """
+        return bool(self.tried)
+
     # What the caller asks -------------------------------------------------
 
     def start(self) -> None:
         """
-        Try the first backend.  C{connected} or C{gave_up} may be called
-        before this returns.
+        Try the first backend (or wait in the pool's queue for one to have
+        room).  C{connected} or C{gave_up} may be called before this
+        returns.
         """
         if self.state is not _READY or self.tried:
             raise RuntimeError(f"attempt already started ({self.state.value})")
@@ -190,7 +230,7 @@ class BackendAttempt:
         if self.state is _DONE and self._had_connection:
             self.state = _CONNECTED  # released already: report only
         self._lose(reason, forget=False)
-        self.state = _DONE
+        self._done()
 
     def succeeded(self) -> None:
         """
@@ -210,6 +250,8 @@ class BackendAttempt:
             self.pool.report_success(backend)
         self._give_back()
         self.state = _DONE
+        if self._retrying:
+            self._end_retry()
 
     def release(self) -> None:
         """
@@ -218,15 +260,20 @@ class BackendAttempt:
         """
         self._give_back()
         self.state = _DONE
+        if self._retrying:
+            self._end_retry()
 
     def cancel(self) -> None:
         """
         The client went away: stop a connect under way (not a failure of
-        the backend) and give the backend back.  Nothing is called back
-        after this; a connection that still arrives is aborted.
+        the backend) and give the backend back, or leave the queue.
+        Nothing is called back after this; a connection that still arrives
+        is aborted.
         """
         connecting, self._connecting = self._connecting, None
-        self.state = _DONE
+        if self.state is _QUEUED:
+            self._leave_queue()
+        self._done()
         self._give_back()
         if connecting is not None:
             connecting.cancel()
@@ -235,14 +282,102 @@ class BackendAttempt:
 
     def _next(self) -> None:
         backend = None
-        if len(self.tried) < self.policy.connect_tries:
-            backend = self.pool.pick(self._key, self.tried)
+        pool, tried, policy = self.pool, self.tried, self.policy
+        if len(tried) < policy.connect_tries:
+            if not tried and pool.queue.waiting and policy.queue_max:
+                # Others wait for room already: behind them.
+                self._wait()
+                return
+            backend = pool.pick(self._key, tried)
+            if backend is None and policy.queue_max and pool.only_full(tried):
+                self._wait()
+                return
         if backend is None:
-            self.state = _DONE
-            self.status = self._failed_status if self.tried else NO_BACKEND
-            self._gave_up(self.status)
+            self._give_up(self._failed_status if tried else NO_BACKEND)
             return
-        self.tried.append(backend)
+        self._use(backend)
+
+    def _give_up(self, status: int, refused: str | None = None) -> None:
+        self._done()
+        self.status = status
+        self.refused = refused
+        self._gave_up(status)
+
+    def _done(self) -> None:
+        self.state = _DONE
+        if self._retrying:
+            self._end_retry()
+
+    def _take_retry(self) -> bool:
+        if self.pool.take_retry():
+            self._retrying = True
+            return True
+        self._give_up(self._failed_status, RETRY_BUDGET)
+        return False
+
+    def _end_retry(self) -> None:
+        self._retrying = False
+        self.pool.end_retry()
+
+    # The queue ----------------------------------------------------------
+
+    def _wait(self) -> None:
+        """
+        Join the pool's queue until a backend has room, or refuse at once
+        if the queue is full.
+        """
+        pool, policy = self.pool, self.policy
+        queue = pool.queue
+        if len(queue) >= policy.queue_max:
+            queue.full_total += 1
+            self._give_up(NO_BACKEND, QUEUE_FULL)
+            return
+        self.state = _QUEUED
+        queue.join(self, self._clock)
+        self._queue_timer = self._clock.callLater(
+            policy.queue_timeout, self.stop_waiting
+        )
+        if pool.candidates(self.tried):
+            queue.kick()  # room already (the queue's turns are due)
+
+    def take_turn(self) -> bool:
+        """
+        The queue's turn (see L{rproxy.queueing.Waiter}): take a backend
+        with room, if there is one.
+        """
+        backend = self.pool.pick(self._key, self.tried)
+        if backend is None:
+            return False
+        self._leave_queue()
+        self.state = _READY
+        self._use(backend)
+        return True
+
+    def _leave_queue(self) -> None:
+        self.pool.queue.leave(self)
+        timer, self._queue_timer = self._queue_timer, None
+        if timer is not None and timer.active():
+            timer.cancel()
+
+    def stop_waiting(self) -> None:
+        """
+        The wait in the queue has lasted long enough (C{queue_timeout}, or
+        the caller's own timeout): leave the queue and give up with 503
+        (L{QUEUE_TIMEOUT}).
+        """
+        if self.state is not _QUEUED:
+            raise RuntimeError(f"not waiting in the queue ({self.state.value})")
+        self._leave_queue()
+        self.pool.queue.timeouts_total += 1
+        self._give_up(NO_BACKEND, QUEUE_TIMEOUT)
+
+    # Connecting ---------------------------------------------------------
+
+    def _use(self, backend: Backend) -> None:
+        tried = self.tried
+        if tried and not self._retrying and not self._take_retry():
+            return
+        tried.append(backend)
         self.backend = backend
         self.pool.acquire(backend)
         self._holding = True

@@ -4,13 +4,19 @@ This is the one shared model both front protocols read.  Protocols never keep
 their own list of backends: they ask a L{Pool} for one (L{Pool.pick}) and
 report what happened back to it (L{Pool.acquire}, L{Pool.release},
 L{Pool.report_failure}, L{Pool.report_success}).  Health checks report through
-L{Pool.record_check}.  Nothing here does I/O or schedules anything.
+L{Pool.record_check}.  A pool also holds what protects its backends: the queue
+of requests waiting for room (L{rproxy.queueing}), the slow starts of
+backends that came back, the count of retries under way (for the retry
+budget) and, when the service gives it one, its ejection detector
+(L{rproxy.outlier}).  Nothing here does I/O or schedules anything, except
+that room made in the pool kicks its queue.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable, Collection, Iterable, Iterator
+from typing import Any
 
 from twisted.logger import Logger
 from zope.interface import implementer
@@ -24,6 +30,8 @@ from rproxy._backend import (
 )
 from rproxy.interfaces import IBalancer, IRegistry
 from rproxy.policy import PoolPolicy
+from rproxy.protection import ramp_share, retries_allowed
+from rproxy.queueing import BackendQueue
 
 __all__ = [
     "AdminState",
@@ -95,6 +103,15 @@ class Pool:
         whole.
     @ivar version: grows whenever membership or a weight changes, so that
         balancers can rebuild what they derive from the membership.
+    @ivar queue: what waits for a backend to have room.
+    @ivar ramps: when each backend in a slow start began it (empty when
+        none is: balancers look at it before asking L{weight_of}).
+    @ivar retries_active: attempts retrying now (to another backend after
+        a failure), counted against the retry budget.
+    @ivar retries_total: retries made.
+    @ivar retries_refused: retries the budget refused.
+    @ivar outlier: the ejection detector reading this pool's responses
+        (L{rproxy.outlier.OutlierDetector}), or None.
     """
 
     def __init__(
@@ -120,6 +137,12 @@ class Pool:
         self.fall = fall
         self.policy = policy
         self.version = 0
+        self.queue = BackendQueue()
+        self.ramps: dict[Backend, float] = {}
+        self.retries_active = 0
+        self.retries_total = 0
+        self.retries_refused = 0
+        self.outlier: Any = None
         self._now = now
         self._backends: dict[str, Backend] = {}
         self._observers: list[StateObserver] = []
@@ -163,6 +186,9 @@ class Pool:
         touched.
         """
         backend = self._backends.pop(name)
+        self.ramps.pop(backend, None)
+        if self.outlier is not None:
+            self.outlier.forget(backend)
         self.version += 1
         return backend
 
@@ -201,6 +227,18 @@ class Pool:
             if b.backup and b.is_up and not b.is_full and b not in exclude
         ]
 
+    def only_full(self, exclude: Collection[Backend] = ()) -> bool:
+        """
+        Whether backends that may take traffic are left (apart from
+        C{exclude}) and have no room: all of them are at their
+        C{max_connections}, so that a wait in the queue may end well.
+        """
+        members = self._backends.values()
+        primaries_up = any(not b.backup and b.is_up for b in members)
+        # While a primary is up the primaries take traffic, else the backups.
+        usable = [b for b in members if b.is_up and b.backup is not primaries_up]
+        return any(b not in exclude for b in usable) and not self.candidates(exclude)
+
     def pick(
         self, key: str | None = None, exclude: Collection[Backend] = ()
     ) -> Backend | None:
@@ -228,6 +266,62 @@ class Pool:
         backend.active = max(backend.active - 1, 0)
         if backend.active == 0 and backend.admin is AdminState.DRAINING:
             self.set_admin(backend, AdminState.DISABLED, "drained")
+        queue = self.queue
+        if queue.waiting:
+            queue.kick()
+
+    # Protection -------------------------------------------------------
+
+    def weight_of(self, backend: Backend) -> float:
+        """
+        C{backend}'s weight now: less than its weight while its slow start
+        ramps it up (see L{rproxy.protection.ramp_share}).
+        """
+        began = self.ramps.get(backend)
+        if began is None:
+            return backend.weight
+        share = ramp_share(self._now() - began, self.policy.slow_start)
+        if share >= 1.0:
+            del self.ramps[backend]
+        return backend.weight * share
+
+    def start_ramp(self, backend: Backend) -> None:
+        """
+        C{backend} has come back: ramp its weight up over the policy's
+        C{slow_start} (if any), and let the queue try it.
+        """
+        if self.policy.slow_start > 0.0:
+            self.ramps[backend] = self._now()
+        self.queue.kick()
+
+    def take_retry(self) -> bool:
+        """
+        An attempt wants to retry (its first retry: later ones of the same
+        attempt go on under this one): whether the retry budget allows it
+        (counted in C{retries_active} until L{end_retry}) or refuses it.
+
+        The requests in flight are those holding a backend, the one asking
+        and those queued.
+        """
+        policy = self.policy
+        if policy.retry_budget is not None:
+            in_flight = sum(b.active for b in self._backends.values())
+            in_flight += len(self.queue) + 1
+            allowed = retries_allowed(
+                in_flight, policy.retry_budget, policy.min_retries
+            )
+            if allowed is not None and self.retries_active >= allowed:
+                self.retries_refused += 1
+                return False
+        self.retries_active += 1
+        self.retries_total += 1
+        return True
+
+    def end_retry(self) -> None:
+        """
+        A retrying attempt is done.
+        """
+        self.retries_active = max(self.retries_active - 1, 0)
 
     def report_failure(self, backend: Backend, reason: str) -> None:
         """
@@ -373,6 +467,13 @@ class Pool:
             return
         backend.changed_at = self._now()
         backend.reason = reason
+        if new is BackendState.UP:
+            if old is BackendState.DOWN or old is BackendState.DISABLED:
+                self.start_ramp(backend)
+            else:
+                self.queue.kick()
+        else:
+            self.ramps.pop(backend, None)
         emit = log.warn if new is BackendState.DOWN else log.info
         emit(
             "backend {backend} in pool {pool} is now {state}: {reason}",

@@ -8,10 +8,26 @@ smooth weighted counters, a hash ring), rebuilt when C{pool.version} changes.
 
 One balancer instance serves one pool.  Sharing one between pools is correct
 but throws away derived state (counters, ring) whenever the pool changes.
+
+Slow start (a pool's C{slow_start}: L{rproxy.backends.Pool.weight_of} ramps
+a backend that came back from a hundredth of its weight to all of it) means,
+for each strategy:
+
+  - L{SmoothWeighted}: the ramped weight is the weight, so the backend's
+    share of picks grows with it.
+  - L{LeastConnections} and L{TwoRandomChoices}: a ramping backend's load
+    is C{(active + 1) / ramped weight}, the load it would have with the
+    connection being placed (the others' is C{active / weight}), so it
+    takes a share of the concurrency that grows with its weight, instead of
+    every new connection while it has the fewest.
+  - L{RoundRobin} and L{ConsistentHash} do not apply it: the first ignores
+    weights, and the second owes its keys to the backend's ring points,
+    which a ramp would move twice.
 """
 
 from __future__ import annotations
 
+import math
 import random
 from bisect import bisect_left
 from collections.abc import Callable, Collection
@@ -36,6 +52,14 @@ __all__ = [
 def _less_loaded(a: Backend, b: Backend) -> bool:
     """Whether C{a.active / a.weight < b.active / b.weight}, in integers."""
     return a.active * b.weight < b.active * a.weight
+
+
+def _load(pool: Pool, backend: Backend) -> float:
+    """C{backend}'s load for least-connections with slow start (see above)."""
+    weight = pool.weight_of(backend)
+    if weight < backend.weight:
+        return (backend.active + 1) / weight
+    return backend.active / backend.weight
 
 
 def _hash64(text: str) -> int:
@@ -77,7 +101,7 @@ class SmoothWeighted:
     """
 
     def __init__(self) -> None:
-        self._current: dict[str, int] = {}
+        self._current: dict[str, float] = {}
         self._pool: Pool | None = None
         self._version = -1
 
@@ -90,13 +114,15 @@ class SmoothWeighted:
         if not candidates:
             return None
         current = self._current
-        total = 0
+        ramps = pool.ramps
+        total: float = 0
         best = candidates[0]
-        best_current = current.get(best.name, 0) + best.weight
+        best_current = -math.inf
         for backend in candidates:
-            value = current.get(backend.name, 0) + backend.weight
+            weight = pool.weight_of(backend) if ramps else backend.weight
+            value = current.get(backend.name, 0) + weight
             current[backend.name] = value
-            total += backend.weight
+            total += weight
             if value > best_current:
                 best, best_current = backend, value
         current[best.name] -= total
@@ -137,6 +163,14 @@ class LeastConnections:
             return None
         start = self._next % count
         best_index = start
+        if pool.ramps:
+            loads = [_load(pool, backend) for backend in candidates]
+            for offset in range(1, count):
+                index = (start + offset) % count
+                if loads[index] < loads[best_index]:
+                    best_index = index
+            self._next = best_index + 1
+            return candidates[best_index]
         best = candidates[start]
         for offset in range(1, count):
             index = (start + offset) % count
@@ -171,6 +205,8 @@ class TwoRandomChoices:
         if second >= first:
             second += 1
         a, b = candidates[first], candidates[second]
+        if pool.ramps:
+            return b if _load(pool, b) < _load(pool, a) else a
         return b if _less_loaded(b, a) else a
 
 

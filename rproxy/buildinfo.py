@@ -43,6 +43,7 @@ MYPYC_MODULES: tuple[str, ...] = (
     "rproxy.http.subrequest",
     "rproxy.http.routing",
     "rproxy.backends",
+    "rproxy.queueing",
     "rproxy.http.paths",
     "rproxy.http.filters.rules._view",
     "rproxy.http.filters.rules._match",

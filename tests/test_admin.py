@@ -234,6 +234,10 @@ class ReadTests(_AdminCase):
                 "state_age": 3.0,
                 "reason": "initial state",
                 "last_check": {"ok": True, "at": 1000.0, "age": 3.0, "duration": 0.004},
+                "ejected": False,
+                "ejected_until": None,
+                "ejections_total": 0,
+                "effective_weight": 2,
             },
         )
         self.assertEqual((b1["failures_total"], b1["last_check"]), (2, None))

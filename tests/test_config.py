@@ -1021,6 +1021,7 @@ def test_http_listener_gets_the_documented_defaults() -> None:
         "max_header_size": 16384,
         "max_headers": 100,
         "max_target": 8192,
+        "limit": (),
     }
 
 

@@ -153,6 +153,8 @@ class AdminService(Service):
     @param reload: reads the config again and applies it, returning its
         problems (empty when the new config is in use).  Called at request
         time, so it may be any callable that looks up the real one then.
+    @param limits: the running rate limits by name (their counters are in
+        the metrics); looked up at every scrape.
     @param sample_interval: seconds between counter samples for the rates.
     @param head_timeout: seconds a client has to send a whole request, from
         connecting or from its previous answer; then it is closed.
@@ -176,6 +178,7 @@ class AdminService(Service):
         reload: Callable[[], list[str]] = _no_reload,
         *,
         caches: Mapping[str, Any] | None = None,
+        limits: Mapping[str, Any] | None = None,
         sample_interval: float = SAMPLE_INTERVAL,
         head_timeout: float = HEAD_TIMEOUT,
     ) -> None:
@@ -188,7 +191,7 @@ class AdminService(Service):
         self.caches: Mapping[str, Any] = caches if caches is not None else {}
         self.rates = RateSampler(reactor)
         self.metrics = metrics_registry(
-            ProxyCollector(self._pools, listeners, self.caches)
+            ProxyCollector(self._pools, listeners, self.caches, limits=limits)
         )
         self.site = _AdminSite(
             AdminResource(self), timeout=head_timeout, reactor=reactor

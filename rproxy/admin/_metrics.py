@@ -21,8 +21,10 @@ from prometheus_client.metrics_core import (
 from prometheus_client.registry import Collector, CollectorRegistry
 from prometheus_client.utils import floatToGoString
 
+from rproxy.admin._protection import protection_metrics
 from rproxy.admin._status import listener_counters, listener_kind, refusals
 from rproxy.backends import BackendState, Pool
+from rproxy.service._auth import auth_filters
 from rproxy.service._listeners import ListenerService
 from rproxy.service._rules import live_rule_sets
 from rproxy.stats import STATUS_CLASSES
@@ -44,17 +46,39 @@ class ProxyCollector(Collector):
         pools: Callable[[], Iterable[Pool]],
         listeners: Mapping[str, ListenerService],
         caches: Mapping[str, Any] | None = None,
+        *,
+        limits: Mapping[str, Any] | None = None,
     ) -> None:
         self._pools = pools
         self._listeners = listeners
         self._caches = caches if caches is not None else {}
+        self._limits = limits if limits is not None else {}
 
     def collect(self) -> Iterator[Metric]:
         yield from self._listener_metrics()
         yield self._refusal_metrics()
         yield from self._backend_metrics(list(self._pools()))
+        yield from protection_metrics(list(self._pools()))
         yield from self._rule_metrics()
         yield from self._cache_metrics()
+        yield self._auth_metrics()
+        yield from self._limit_metrics()
+
+    def _auth_metrics(self) -> Metric:
+        counted = CounterMetricFamily(
+            "rproxy_forward_auth_total",
+            "Requests a route's forward auth decided, by outcome: allowed (a "
+            "2xx, or a remembered one), cached (allowed from a remembered "
+            "2xx; also counted in allowed), denied (the auth service's 401, "
+            "403 or 3xx passed on), errors (any other answer, no answer or a "
+            "timeout: 503).",
+            labels=[*_LISTENER, "route", "outcome"],
+        )
+        for name, service in list(self._listeners.items()):
+            for route, found in auth_filters(service):
+                for outcome, count in found.counters.items():
+                    counted.add_metric([name, route, outcome], count)
+        return counted
 
     def _cache_metrics(self) -> Iterator[Metric]:
         events = CounterMetricFamily(
@@ -84,6 +108,32 @@ class ProxyCollector(Collector):
                 held.add_metric([name, tier], snapshot.get(f"{tier}_bytes", 0))
                 objects.add_metric([name, tier], snapshot.get(f"{tier}_objects", 0))
         yield from (events, held, objects)
+
+    def _limit_metrics(self) -> Iterator[Metric]:
+        decisions = CounterMetricFamily(
+            "rproxy_limit_requests_total",
+            "Requests a rate limit checked, by outcome: allowed (let on, at "
+            "once or after being held), delayed (of those, held first), "
+            "rejected (429, or 503 with its store down and fail = closed), "
+            "fallback (checked without the shared store: it was unreachable).",
+            labels=["limit", "outcome"],
+        )
+        held = GaugeMetricFamily(
+            "rproxy_limit_held_requests",
+            "Requests a delay-mode rate limit holds now.",
+            labels=["limit"],
+        )
+        keys = GaugeMetricFamily(
+            "rproxy_limit_keys",
+            "Keys a rate limit holds in this process's memory.",
+            labels=["limit"],
+        )
+        for name, limiter in list(self._limits.items()):
+            for outcome, count in limiter.counters().items():
+                decisions.add_metric([name, outcome], count)
+            held.add_metric([name], limiter.held)
+            keys.add_metric([name], len(limiter.local))
+        yield from (decisions, held, keys)
 
     def _listener_metrics(self) -> Iterator[Metric]:
         info = GaugeMetricFamily(

@@ -174,6 +174,11 @@ def _last_check(backend: dict[str, Any]) -> tuple[str, str]:
     return result, duration(check["age"]) + " ago"
 
 
+def _queued(pool: dict[str, Any]) -> str:
+    waiting = pool.get("queue", {}).get("waiting", 0)
+    return f", {waiting} queued" if waiting else ""
+
+
 def _backend_row(backend: dict[str, Any]) -> str:
     responses = backend["responses"]
     check, checked = _last_check(backend)
@@ -182,7 +187,8 @@ def _backend_row(backend: dict[str, Any]) -> str:
         [
             ("text", backend["name"]),
             ("text", backend["address"]),
-            ("state", state),
+            # An ejection is not a state: health and admin go on under it.
+            ("state", f"{state}, ejected" if backend.get("ejected") else state),
             ("", duration(backend["state_age"])),
             ("text", backend["reason"]),
             ("", backend["weight"]),
@@ -232,7 +238,7 @@ def render_page(status: Snapshot) -> bytes:
         parts += [
             f'<table class="pool" id="pool-{escape(pool["name"])}">',
             f"<caption>pool {escape(pool['name'])} "
-            f"({escape(pool['balancer'])})</caption>",
+            f"({escape(pool['balancer'])}){_queued(pool)}</caption>",
             _head(_BACKEND_COLUMNS),
             *(_backend_row(backend) for backend in pool["backends"]),
             "</table>",

@@ -13,6 +13,7 @@ from typing import Any
 
 from twisted.internet.interfaces import IReactorTime
 
+from rproxy.admin._protection import backend_protection, pool_protection
 from rproxy.backends import Backend, Pool
 from rproxy.service._listeners import ListenerService
 from rproxy.stats import STATUS_CLASSES, ListenerStats
@@ -164,6 +165,7 @@ def pool_status(pool: Pool, now: float, rates: RateSampler) -> dict[str, Any]:
     backends = []
     for backend in pool.backends:
         entry = backend_status(backend, now)
+        entry.update(backend_protection(pool, backend))
         entry["connections_per_second"], entry["requests_per_second"] = rates.rate(
             ("backend", pool.name, backend.name)
         )
@@ -172,6 +174,7 @@ def pool_status(pool: Pool, now: float, rates: RateSampler) -> dict[str, Any]:
         "name": pool.name,
         "balancer": type(pool.balancer).__name__,
         "backends": backends,
+        **pool_protection(pool),
     }
 
 

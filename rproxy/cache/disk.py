@@ -28,7 +28,14 @@ from rproxy.cache import _files as files
 from rproxy.cache._files import CorruptFileError, EntryGoneError
 from rproxy.cache._ops import Op, SlotOperations
 from rproxy.cache.entry import Fields, StoredResponse
-from rproxy.cache.memory import LRUSlots, Slot, same_response, slot_of, updated
+from rproxy.cache.memory import (
+    LRUSlots,
+    Slot,
+    SlotIndex,
+    same_response,
+    slot_of,
+    updated,
+)
 
 __all__ = ["DiskStore", "EntryGoneError"]
 
@@ -37,7 +44,7 @@ _P = ParamSpec("_P")
 _T = TypeVar("_T")
 
 
-class DiskStore:
+class DiskStore(SlotIndex):
     """
     The disk tier: stored responses as files, bounded by their total size,
     least recently used evicted first. Open one with L{DiskStore.open}.
@@ -92,52 +99,6 @@ class DiskStore:
             temporary=scan.temporary,
         )
         return self
-
-    @property
-    def max_bytes(self) -> int:
-        """
-        The bound on L{bytes}.
-        """
-        return self._slots.max_bytes
-
-    @property
-    def objects(self) -> int:
-        """
-        How many responses are held.
-        """
-        return len(self._slots)
-
-    @property
-    def evictions(self) -> int:
-        """
-        How many responses were evicted to make room, so far.
-        """
-        return self._slots.evictions
-
-    def get(self, slot: Slot) -> StoredResponse | None:
-        """
-        The response (without its body) stored in C{slot}, if any.
-        """
-        return self._slots.get(slot)
-
-    def keys(self) -> list[bytes]:
-        """
-        The keys something is stored for.
-        """
-        return self._slots.keys()
-
-    def variants(self, key: bytes) -> list[StoredResponse]:
-        """
-        The responses (without their bodies) stored for C{key}, most recently
-        stored first.
-        """
-        return self._slots.variants(key)
-
-    def touch(self, entry: StoredResponse) -> None:
-        """
-        Mark the response in C{entry}'s slot as just used.
-        """
-        self._slots.touch(slot_of(entry))
 
     def load(self, entry: StoredResponse) -> Deferred[StoredResponse]:
         """
@@ -307,11 +268,3 @@ class DiskStore:
         self, f: Callable[_P, _T], *args: _P.args, **kwargs: _P.kwargs
     ) -> Deferred[_T]:
         return deferToThreadPool(self._reactor, self._threadpool, f, *args, **kwargs)
-
-    # last: below here, "bytes" in an annotation would name this property
-    @property
-    def bytes(self) -> int:
-        """
-        The size of the files of the responses held.
-        """
-        return self._slots.bytes

@@ -15,7 +15,15 @@ from attrs import evolve
 
 from rproxy.cache.entry import Fields, StoredResponse
 
-__all__ = ["LRUSlots", "MemoryStore", "Slot", "same_response", "slot_of", "updated"]
+__all__ = [
+    "LRUSlots",
+    "MemoryStore",
+    "Slot",
+    "SlotIndex",
+    "same_response",
+    "slot_of",
+    "updated",
+]
 
 #: (key, vary, variant): where a stored response lives.
 Slot = tuple[bytes, tuple[bytes, ...], tuple[bytes | None, ...]]
@@ -189,17 +197,13 @@ class LRUSlots:
         return gone
 
 
-class MemoryStore:
+class SlotIndex:
     """
-    The memory tier: whole stored responses (with their bodies) in a
-    byte-bounded LRU, each costing its L{StoredResponse.size}.
-
-    The store owns the entries it is given: they are not changed after
-    L{put} (L{update} stores a copy).
+    What both tiers answer from their index of stored responses by slot
+    (L{LRUSlots}): sizes, lookups, and marking a response as used.
     """
 
-    def __init__(self, max_bytes: int) -> None:
-        self._slots = LRUSlots(max_bytes)
+    _slots: LRUSlots
 
     @property
     def max_bytes(self) -> int:
@@ -211,26 +215,26 @@ class MemoryStore:
     @property
     def objects(self) -> int:
         """
-        How many entries are held.
+        How many responses are held.
         """
         return len(self._slots)
 
     @property
     def evictions(self) -> int:
         """
-        How many entries were evicted to make room, so far.
+        How many responses were evicted to make room, so far.
         """
         return self._slots.evictions
 
     def get(self, slot: Slot) -> StoredResponse | None:
         """
-        The entry stored in C{slot}, if any.
+        The response stored in C{slot}, if any (without its body on disk).
         """
         return self._slots.get(slot)
 
     def variants(self, key: bytes) -> list[StoredResponse]:
         """
-        The entries stored for C{key}, most recently stored first.
+        The responses stored for C{key}, most recently stored first.
         """
         return self._slots.variants(key)
 
@@ -242,9 +246,30 @@ class MemoryStore:
 
     def touch(self, entry: StoredResponse) -> None:
         """
-        Mark the entry in C{entry}'s slot as just used.
+        Mark the response in C{entry}'s slot as just used.
         """
         self._slots.touch(slot_of(entry))
+
+    # last: below here, "bytes" in an annotation would name this property
+    @property
+    def bytes(self) -> int:
+        """
+        What the responses held cost, in bytes (their files, on disk).
+        """
+        return self._slots.bytes
+
+
+class MemoryStore(SlotIndex):
+    """
+    The memory tier: whole stored responses (with their bodies) in a
+    byte-bounded LRU, each costing its L{StoredResponse.size}.
+
+    The store owns the entries it is given: they are not changed after
+    L{put} (L{update} stores a copy).
+    """
+
+    def __init__(self, max_bytes: int) -> None:
+        self._slots = LRUSlots(max_bytes)
 
     def put(self, entry: StoredResponse) -> bool:
         """
@@ -310,11 +335,3 @@ class MemoryStore:
         @return: how many.
         """
         return len(self._slots.purge_prefix(prefix))
-
-    # last: below here, "bytes" in an annotation would name this property
-    @property
-    def bytes(self) -> int:
-        """
-        What the entries held cost, in bytes.
-        """
-        return self._slots.bytes

@@ -18,6 +18,7 @@ from attrs import field, frozen, validators
 
 from rproxy.config._admin import AdminConfig, parse_admin
 from rproxy.config._caches import CacheConfig, DiskTierConfig, parse_caches
+from rproxy.config._limits import LimitConfig, parse_limits
 from rproxy.config._listeners import PROTOCOLS, ListenerConfig, parse_listeners
 from rproxy.config._pools import (
     BALANCE_NAMES,
@@ -67,6 +68,7 @@ __all__ = [
     "DiskTierConfig",
     "HealthConfig",
     "KeepAliveConfig",
+    "LimitConfig",
     "ListenerConfig",
     "ListenerTLSConfig",
     "PoolConfig",
@@ -129,6 +131,7 @@ class Config:
     admin: AdminConfig | None = None
     caches: tuple[CacheConfig, ...] = ()
     rules: tuple[RuleSetConfig, ...] = ()
+    limits: tuple[LimitConfig, ...] = ()
 
     def pool(self, name: str) -> PoolConfig:
         """
@@ -198,6 +201,7 @@ def parse_config(data: Mapping[str, object], source: str) -> Config:
             "listeners",
             "caches",
             "rules",
+            "limits",
             "timeouts",
             "shutdown",
             "access_log",
@@ -223,7 +227,8 @@ def parse_config(data: Mapping[str, object], source: str) -> Config:
     pools = parse_pools(top, timeouts)
     caches = parse_caches(top, source)
     rules = parse_rules(top, source, timeouts)
-    listeners = parse_listeners(top, pools, caches, rules, acme="acme" in top)
+    limits = parse_limits(top, timeouts.response)
+    listeners = parse_listeners(top, pools, caches, rules, limits, acme="acme" in top)
     if acme is not None:
         _check_acme_listeners(top, listeners)
 
@@ -240,6 +245,7 @@ def parse_config(data: Mapping[str, object], source: str) -> Config:
         admin=admin,
         caches=tuple(cache for cache in caches.values() if cache is not None),
         rules=tuple(one for one in rules.values() if one is not None),
+        limits=tuple(limit for limit in limits.values() if limit is not None),
     )
 
 

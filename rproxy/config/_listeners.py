@@ -21,8 +21,10 @@ from rproxy.config._admission import (
     parse_address_lists,
     parse_admission,
 )
+from rproxy.config._auth import parse_auth
 from rproxy.config._compress import parse_compress
 from rproxy.config._headers import HEADER_KEYS, parse_header_rules
+from rproxy.config._limits import LimitConfig, parse_limit_names
 from rproxy.config._tls import ListenerTLSConfig, parse_listener_tls, parse_sni_routes
 from rproxy.config._validate import (
     Table,
@@ -65,6 +67,7 @@ HTTP_ONLY_KEYS = (
     "max_header_size",
     "max_headers",
     "max_target",
+    "limit",
 )
 
 # Response headers that frame the body: removing them would desynchronise it.
@@ -146,6 +149,8 @@ class ListenerConfig:
     @ivar max_header_size: the largest request head in bytes (431 above).
     @ivar max_headers: the most header fields in a request (431 above).
     @ivar max_target: the longest request target in bytes (414 above).
+    @ivar limit: the names of the rate limits every request is checked
+        against, before it is routed (a route's own follow).
     """
 
     name: str
@@ -173,6 +178,7 @@ class ListenerConfig:
     max_header_size: int = field(default=16384, kw_only=True, validator=_positive)
     max_headers: int = field(default=100, kw_only=True, validator=_positive)
     max_target: int = field(default=8192, kw_only=True, validator=_positive)
+    limit: tuple[str, ...] = field(default=(), kw_only=True)
 
 
 _LISTENER_KEYS = (
@@ -187,6 +193,8 @@ _ROUTE_KEYS = (
     "pool",
     "cache",
     "compress",
+    "limit",
+    "auth",
     "rules",
     *HEADER_KEYS,
     *ACCESS_KEYS,
@@ -198,6 +206,7 @@ def parse_listeners(
     pools: Mapping[str, PoolConfig | None],
     caches: Collection[str] = (),
     rules: Collection[str] = (),
+    limits: Mapping[str, LimitConfig | None] | None = None,
     *,
     acme: bool = False,
 ) -> list[ListenerConfig]:
@@ -227,7 +236,7 @@ def parse_listeners(
                 )
             else:
                 first_use[name] = index
-        listener = _listener(table, name, pools, (caches, rules), acme)
+        listener = _listener(table, name, pools, (caches, rules), limits or {}, acme)
         # One with problems is not built: the model could refuse it.
         if listener is not None and len(top.problems.lines) == found:
             listeners.append(listener())
@@ -239,6 +248,7 @@ def _listener(
     name: str | None,
     pools: Mapping[str, PoolConfig | None],
     named: tuple[Collection[str], Collection[str]],
+    limits: Mapping[str, LimitConfig | None],
     acme: bool,
 ) -> Callable[[], ListenerConfig] | None:
     """
@@ -303,7 +313,7 @@ def _listener(
     pool = table.get("pool", string, None)
     if pool is not None:
         _check_pool(table, pool, pools, tcp=False)
-    routes = _routes(table, pools, named)
+    routes = _routes(table, pools, named, limits)
     if "pool" not in table and not table.data.get("routes"):
         table.report(
             "pool",
@@ -338,6 +348,7 @@ def _listener(
         max_header_size=table.get("max_header_size", positive_int, 16384),
         max_headers=table.get("max_headers", positive_int, 100),
         max_target=table.get("max_target", positive_int, 8192),
+        limit=parse_limit_names(table, limits, listener=True),
     )
     if name is None or listen is None:
         return None
@@ -399,6 +410,7 @@ def _routes(
     table: Table,
     pools: Mapping[str, PoolConfig | None],
     named: tuple[Collection[str], Collection[str]],
+    limits: Mapping[str, LimitConfig | None],
 ) -> list[Route]:
     if "routes" not in table:
         return []
@@ -411,7 +423,9 @@ def _routes(
     first_use: dict[tuple[str | None, str | None], int] = {}
     for index, entry in enumerate(raw):
         route_table = Table.open(table.problems, item(path, index), entry, _ROUTE_KEYS)
-        route = None if route_table is None else _route(route_table, pools, named)
+        route = (
+            None if route_table is None else _route(route_table, pools, named, limits)
+        )
         if route is None:
             continue
         key = (route.host, route.path_prefix)
@@ -431,6 +445,7 @@ def _route(
     table: Table,
     pools: Mapping[str, PoolConfig | None],
     named: tuple[Collection[str], Collection[str]],
+    limits: Mapping[str, LimitConfig | None],
 ) -> Route | None:
     """
     One route, its fields checked one by one so that L{Route}'s complaints
@@ -451,7 +466,9 @@ def _route(
         )
         table.report("cache", f"no cache named {cache!r}; {hint}")
     compress = parse_compress(table)
+    limit = parse_limit_names(table, limits, listener=False)
     access = parse_address_lists(table)
+    auth = parse_auth(table)
     rules = _named(table, "rules", rule_sets, "[rules.NAME]")
     _try_route(table, "host", lambda: Route(_PROBE, host=host))
     prefix_ok = prefix is not None or "path_prefix" not in table
@@ -475,7 +492,9 @@ def _route(
         headers=headers,
         cache=cache,
         compress=compress,
+        limit=limit,
         access=access or None,
+        auth=auth,
         rules=rules,
     )
 

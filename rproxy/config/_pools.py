@@ -13,6 +13,7 @@ from attrs import field, frozen, validators
 
 from rproxy.backends import format_address, parse_address
 from rproxy.balancing import BALANCERS
+from rproxy.config._outlier import parse_outlier
 from rproxy.config._tls import (
     BackendTLSConfig,
     parse_backend_tls,
@@ -22,10 +23,12 @@ from rproxy.config._validate import (
     Problems,
     Table,
     boolean,
+    fraction,
     http_path,
     item,
     model_keys,
     non_negative_int,
+    non_negative_number,
     one_of,
     port_number,
     positive_int,
@@ -34,7 +37,7 @@ from rproxy.config._validate import (
     status_range,
     string,
 )
-from rproxy.policy import HashKey
+from rproxy.policy import HashKey, OutlierPolicy
 from rproxy.proxyprotocol import VERSIONS
 
 __all__ = [
@@ -163,7 +166,9 @@ class PoolConfig:
     C{send_proxy}, if set (C{"v1"} or C{"v2"}), is the PROXY protocol
     header version every connection to a backend starts with.
     C{panic_threshold} is the fraction (0 to 1) of the enabled primaries
-    below which passive health takes no more backends out.
+    below which passive health takes no more backends out.  C{queue_max},
+    C{queue_timeout}, C{slow_start}, C{retry_budget}, C{min_retries} and
+    C{outlier} protect the backends (see L{rproxy.policy.PoolPolicy}).
     """
 
     name: str
@@ -181,6 +186,12 @@ class PoolConfig:
     panic_threshold: float = field(
         default=0.5, validator=[validators.ge(0.0), validators.le(1.0)]
     )
+    queue_max: int = field(default=128, validator=validators.ge(0))
+    queue_timeout: float = field(default=5.0, validator=_positive_float)
+    slow_start: float = field(default=0.0, validator=validators.ge(0.0))
+    retry_budget: float | None = None
+    min_retries: int = field(default=3, validator=validators.ge(0))
+    outlier: OutlierPolicy | None = None
 
 
 TIMEOUT_KEYS = model_keys(Timeouts)
@@ -234,7 +245,12 @@ def _pool(pools: Table, name: str, timeouts: Timeouts) -> PoolConfig | None:
     keep_alive = _keep_alive(table.table("keep_alive", _KEEP_ALIVE_KEYS))
     tls = parse_backend_tls(table, pools.problems.source)
     send_proxy = table.get("send_proxy", one_of(VERSIONS), None)
-    panic_threshold = table.get("panic_threshold", _fraction, 0.5)
+    panic_threshold = table.get("panic_threshold", fraction, 0.5)
+    queue_max = table.get("queue_max", non_negative_int, 128)
+    queue_timeout = table.get("queue_timeout", positive_number, 5.0)
+    slow_start = table.get("slow_start", non_negative_number, 0.0)
+    retry_budget = table.get("retry_budget", fraction, None)
+    min_retries = table.get("min_retries", non_negative_int, 3)
     if not name:
         pools.report(name, "a pool name must not be empty")
     return PoolConfig(
@@ -249,19 +265,13 @@ def _pool(pools: Table, name: str, timeouts: Timeouts) -> PoolConfig | None:
         tls=tls,
         send_proxy=send_proxy,
         panic_threshold=panic_threshold,
+        queue_max=queue_max,
+        queue_timeout=queue_timeout,
+        slow_start=slow_start,
+        retry_budget=retry_budget,
+        min_retries=min_retries,
+        outlier=parse_outlier(table),
     )
-
-
-def _fraction(value: object) -> float:
-    if isinstance(value, int | float) and not isinstance(value, bool):
-        if 0 <= value <= 1:
-            return float(value)
-        if 1 < value <= 100:
-            raise ValueError(
-                f"must be a fraction from 0 to 1, got {show(value)}; "
-                f"for {value:g}% write {value / 100:g}"
-            )
-    raise ValueError(f"must be a fraction from 0 to 1 (0.5: half), got {show(value)}")
 
 
 def _keep_alive(table: Table | None) -> KeepAliveConfig:

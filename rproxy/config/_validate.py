@@ -158,6 +158,22 @@ def byte_size(value: object) -> int:
     )
 
 
+def fraction(value: object) -> float:
+    """
+    A share from 0 to 1 (a percentage is refused, naming the fraction it
+    meant).
+    """
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        if 0 <= value <= 1:
+            return float(value)
+        if 1 < value <= 100:
+            raise ValueError(
+                f"must be a fraction from 0 to 1, got {show(value)}; "
+                f"for {value:g}% write {value / 100:g}"
+            )
+    raise ValueError(f"must be a fraction from 0 to 1 (0.5: half), got {show(value)}")
+
+
 def port_number(value: object) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or not 0 < value < 65536:
         raise ValueError(f"must be a port number 1-65535, got {show(value)}")

@@ -4,7 +4,7 @@ and the backend's counters, and its access event."""
 from __future__ import annotations
 
 from bisect import bisect_left
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Final
 
 from rproxy.accesslog import access_events
 from rproxy.http.messages import header
@@ -14,6 +14,9 @@ if TYPE_CHECKING:
     from rproxy.http.exchange import Exchange
 
 __all__ = ["count", "emit"]
+
+#: the index of C{5xx} in L{rproxy.stats.STATUS_CLASSES}.
+_5XX: Final = 4
 
 
 def count(exchange: Exchange) -> None:
@@ -42,6 +45,10 @@ def count(exchange: Exchange) -> None:
         backend.responses[NO_RESPONSE] += 1
         return
     backend.responses[index] += 1
+    if index == _5XX:
+        outlier = exchange.pool.outlier if exchange.pool is not None else None
+        if outlier is not None:
+            outlier.five_xx(backend)
     latency = backend.latency
     latency.counts[bisect_left(LATENCY_BUCKETS, upstream_time)] += 1
     latency.sum += upstream_time
@@ -73,6 +80,7 @@ def emit(exchange: Exchange) -> None:
         duration=exchange.clock.seconds() - exchange.started,
         referer=header(request.headers, b"referer") if request else None,
         user_agent=header(request.headers, b"user-agent") if request else None,
-        # What answered instead of the backend, when a filter refused it.
+        # What answered instead of the backend, when a filter (or the pool's
+        # queue or retry budget) refused it.
         refused_by=notes.get("refused_by") if notes else None,
     )

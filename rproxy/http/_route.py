@@ -107,10 +107,15 @@ class Route:
         through; the service puts the cache's filter in C{filters}.
     @ivar compress: its response compression settings
         (L{rproxy.http.filters.compress.CompressSettings}), likewise.
+    @ivar limit: the names of the rate limits (C{[limits.NAME]}) its
+        requests are checked against, likewise.
     @ivar access: its allow and deny lists
         (L{rproxy.config._admission.AddressListsConfig}), checked on each
         request's client address; the service puts their filter
         (L{rproxy.http.filters.access.ClientAccess}) first in C{filters}.
+    @ivar auth: its forward auth (L{rproxy.http.filters.auth.AuthSettings});
+        the service puts its filter (L{rproxy.http.filters.auth.ForwardAuth})
+        before the cache's, after the address lists'.
     @ivar rules: the name of the request rule set (C{[rules.NAME]}) its
         requests go through; the service puts its filter first in
         C{filters}.
@@ -124,7 +129,9 @@ class Route:
     filters: tuple[Any, ...] = field(default=(), converter=tuple)
     cache: str | None = None
     compress: Any = None
+    limit: tuple[str, ...] = ()
     access: Any = None
+    auth: Any = None
     rules: str | None = None
 
     def all_filters(self) -> tuple[Any, ...]:

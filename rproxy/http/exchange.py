@@ -23,7 +23,13 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from rproxy._fastwrite import Data
-from rproxy.attempts import AttemptState, BackendAttempt
+from rproxy.attempts import (
+    QUEUE_FULL,
+    QUEUE_TIMEOUT,
+    RETRY_BUDGET,
+    AttemptState,
+    BackendAttempt,
+)
 from rproxy.backends import Backend, Pool
 from rproxy.http._record import count, emit
 from rproxy.http.errors import error_body
@@ -351,7 +357,24 @@ class Exchange:
         attempt = self._attempt
         assert attempt is not None
         self.backend = attempt.backend  # the last one tried, if any
-        self._fail_upstream(status, _GAVE_UP.get(status, "backend failed"))
+        refused = attempt.refused
+        if refused is not None:
+            # The pool's queue or retry budget refused it: the access event
+            # says so.
+            self.notes["refused_by"] = refused
+            reason = _REFUSED[refused]
+        else:
+            reason = _GAVE_UP.get(status, "backend failed")
+        self._fail_upstream(status, reason)
+
+    @property
+    def queued(self) -> bool:
+        """
+        Whether the request waits in its pool's queue for a backend to have
+        room.
+        """
+        attempt = self._attempt
+        return attempt is not None and attempt.state is AttemptState.QUEUED
 
     def _upstream_factory(self, backend: Backend) -> UpstreamFactory:
         attempt = self._attempt
@@ -796,16 +819,20 @@ class Exchange:
         Nothing moved for the response timeout: a client that stopped
         sending its body gets 408, a request filter or a backend that has
         not decided or started answering 504, and a response that stalled
-        midway is cut.
+        midway is cut.  A request still waiting in its pool's queue ends
+        its wait there as if C{queue_timeout} had come (503).
         """
         if self.phase is _FILTERING:
             # A filter did not decide in time (the client is paused meanwhile).
             self.fail(504)
             return
+        attempt = self._attempt
+        if attempt is not None and attempt.state is AttemptState.QUEUED:
+            attempt.stop_waiting()
+            return
         if not self._request_ended and not self.response_started:
             self.fail(408)
             return
-        attempt = self._attempt
         if attempt is not None and attempt.state is AttemptState.CONNECTED:
             attempt.failed("no response in time")
         self._fail_upstream(504, "no response in time")
@@ -861,6 +888,12 @@ _GAVE_UP = {
     502: "connect failed",
     503: "no backend available",
     504: "connect timed out",
+}
+#: the reasons when a protection of the pool refused it.
+_REFUSED = {
+    QUEUE_FULL: "every backend full and the queue too",
+    QUEUE_TIMEOUT: "waited in the queue too long",
+    RETRY_BUDGET: "no retry: the retry budget is spent",
 }
 
 

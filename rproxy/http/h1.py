@@ -653,7 +653,9 @@ class H1Connection(StreamProtocol):
     def readConnectionLost(self) -> None:
         """
         The client shut its write side (FIN): answer what it sent in full,
-        then close; give up a request it stopped sending half-way.
+        then close; give up a request it stopped sending half-way, or one
+        that waits in its pool's queue (a client that closed its connection
+        looks the same, and its wait would only keep others waiting).
         """
         if self._read_closed or self._state == CLOSED:
             # Resuming a half-closed transport reads the FIN again.
@@ -673,6 +675,8 @@ class H1Connection(StreamProtocol):
                 # body once it has been.
                 self._closing = self._closing_for_eof = True
                 return
+            self._give_up(499)
+        elif self.exchange is not None and self.exchange.queued:
             self._give_up(499)
         elif not self._closing:
             # A whole request is being answered.

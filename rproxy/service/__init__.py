@@ -24,6 +24,7 @@ from rproxy.http.filters.redirect import HTTPSRedirect
 from rproxy.http.filters.rules import RuleSet
 from rproxy.interfaces import IListenerFactory
 from rproxy.service._admission import admission_for
+from rproxy.service._auth import RunningAuth
 from rproxy.service._build import (
     access_log_service,
     build_check,
@@ -36,6 +37,7 @@ from rproxy.service._build import (
 )
 from rproxy.service._caches import RunningCaches
 from rproxy.service._fronts import FrontContext, build_front
+from rproxy.service._limits import RunningLimits
 from rproxy.service._listeners import ListenerService
 from rproxy.service._pool_update import TLSFor, update_pool
 from rproxy.service._reload_plan import (
@@ -104,6 +106,8 @@ class ProxyService(MultiService):
         self.rule_sets: dict[str, RuleSet] = {}
         self.fds = FdBudget(soft_fd_limit(), now=reactor.seconds)
         self.caches = RunningCaches(reactor)
+        self.auth = RunningAuth(reactor)
+        self.limits = RunningLimits(reactor)
         self._apply(None, config)
 
     # Applying a config --------------------------------------------------
@@ -162,6 +166,8 @@ class ProxyService(MultiService):
         changes = self._apply_pools(old, new, prepared)
         changes += self._apply_listeners(old, new, prepared)
         changes += self.caches.commit(new.caches, prepared.caches)
+        self.auth.commit()
+        changes += self.limits.commit(new.limits, prepared.limits)
         self._apply_rest(old, new, prepared)
         if old is not None:
             changes += rule_changes(self.rule_sets, prepared.rules)
@@ -179,6 +185,7 @@ class ProxyService(MultiService):
         prepared = Prepared(specs=listener_specs(new))
         prepared.caches = self.caches.prepare(new.caches)
         prepared.rules = build_rule_sets(new.rules, self.rule_sets, self.reactor)
+        prepared.limits = self.limits.prepare(new.limits)
         problems = []
         old_pools = {} if old is None else {p.name: p for p in old.pools}
         for pool in new.pools:
@@ -271,6 +278,7 @@ class ProxyService(MultiService):
             # Looked up when asked for, so an embedder may replace it.
             lambda: self.reload(),
             caches=self.caches.caches,
+            limits=self.limits.limiters,
         )
         admin.setName("admin")
         return admin
@@ -442,7 +450,9 @@ class ProxyService(MultiService):
             self._redirect_filter,
             self.fds,
             prepared.caches,
+            self.auth,
             prepared.rules,
+            prepared.limits,
         )
         return build_front(spec, context)
 
@@ -482,11 +492,12 @@ class ProxyService(MultiService):
     def startService(self) -> None:
         if self.access_log is not None:
             self.access_log.startService()
+        self.limits.start()
         super().startService()
         # After binding: the listening sockets count as open.
         self.fds.resize_to(raise_fd_limit(kept_alive=kept_alive_most(self.config)))
 
-    def stopService(self) -> Deferred[None]:
+    def stopService(self) -> Deferred[Any]:
         stopping: Deferred[Any] = super().stopService()
         if self._retiring:
             # Listeners a reload removed may still be draining.
@@ -500,6 +511,11 @@ class ProxyService(MultiService):
 
         def close_caches(result: object) -> Deferred[Any]:
             # After the listeners drained: nothing is storing any more.
-            return self.caches.close().addBoth(lambda _: result)
+            closing = gatherResults([self.caches.close(), self.auth.close()])
+            return closing.addBoth(lambda _: result)
 
-        return stopping.addBoth(close_caches).addBoth(stop_log)
+        def stop_limits(result: object) -> Deferred[object]:
+            # After the listeners drained: no request checks a store now.
+            return self.limits.stop().addBoth(lambda _: result)
+
+        return stopping.addBoth(close_caches).addBoth(stop_limits).addBoth(stop_log)

@@ -6,6 +6,7 @@ together, at start and on reload."""
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
+from functools import partial
 from typing import Any, Literal
 
 from OpenSSL import SSL
@@ -24,8 +25,11 @@ from rproxy.http.headers import ForwardingPolicy
 from rproxy.http.listener import HTTPSettings
 from rproxy.http.routing import Router
 from rproxy.interfaces import IHealthCheck
+from rproxy.limits.limiter import Limiter
+from rproxy.outlier import OutlierDetector
 from rproxy.service._admission import routes_with_access
 from rproxy.service._caches import route_with_filters
+from rproxy.service._limits import limit_filters, route_with_limits
 from rproxy.service._pool_update import TLSFor, new_backend, pool_policy
 from rproxy.service._rules import with_rules
 from rproxy.tls import ServerCertificate, ServerTLS, backend_tls, load_certificate
@@ -49,14 +53,14 @@ def build_pool(
 ) -> Pool:
     """
     A L{Pool} with the backends, balancer, thresholds and policy of
-    C{config}.
+    C{config}, and its outlier detector (on C{clock}).
 
     @param tls_for: the backends' TLS settings if already made by
         L{client_tls} (None for none); by default made from C{config.tls}.
     """
     if tls_for == "from config":
         tls_for = None if config.tls is None else client_tls(config.tls)
-    return Pool(
+    pool = Pool(
         config.name,
         [new_backend(b, tls_for) for b in config.backends],
         make_balancer(config.balance),
@@ -65,6 +69,8 @@ def build_pool(
         policy=pool_policy(config),
         now=clock.seconds,
     )
+    OutlierDetector(pool, clock)  # pool.outlier: ejects by the pool's policy
+    return pool
 
 
 def client_tls(
@@ -147,7 +153,9 @@ def http_settings(
     filters: Sequence[IHTTPFilter] = (),
     *,
     tls: bool | None = None,
+    limits: Mapping[str, Limiter] | None = None,
     caches: Mapping[str, Any] = {},
+    auth: Any = None,
     rules: Mapping[str, RuleSet] | None = None,
 ) -> HTTPSettings:
     """
@@ -158,10 +166,15 @@ def http_settings(
         redirect to https), before its header rewriting.
     @param tls: whether the connections are TLS; by default, whether the
         listener has C{tls}.
+    @param limits: the running rate limits the listener and its routes
+        name, by name.
     @param caches: the running caches routes name, by name.
+    @param auth: the running forward-auth filters
+        (L{rproxy.service._auth.RunningAuth}), for routes with C{auth}.
     @param rules: the request rule sets its routes may name.
     """
     timeouts = config.timeouts
+    for_route = None if auth is None else partial(auth.filter_for, listener.name)
     via = b"1.1 rproxy" if listener.via else None
     secure = listener.tls is not None if tls is None else tls
     hsts = listener.tls.hsts if secure and listener.tls is not None else None
@@ -171,13 +184,22 @@ def http_settings(
         add_response_headers=(
             ((b"Strict-Transport-Security", hsts.encode("ascii")),) if hsts else ()
         ),
-        filters=(*filters, *listener.headers.filters()),
-        # A route's address lists go first, then its rules, before its
-        # cache can answer.
+        filters=(
+            *filters,
+            *limit_filters(listener.limit, limits or {}),
+            *listener.headers.filters(),
+        ),
+        # A route's address lists go first, then its rules and its rate
+        # limits, before its forward auth and its cache can answer.
         router=Router(
             routes_with_access(
                 with_rules(
-                    [route_with_filters(r, caches) for r in listener.routes],
+                    [
+                        route_with_limits(
+                            route_with_filters(r, caches, for_route), limits or {}
+                        )
+                        for r in listener.routes
+                    ],
                     rules or {},
                 )
             )

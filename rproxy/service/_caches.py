@@ -5,7 +5,7 @@ route's C{cache} and C{compress} keys stand for."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from attrs import evolve
@@ -39,13 +39,25 @@ def build_cache(config: CacheConfig, clock: Any) -> Cache:
     return Cache(config.name, settings, store, clock)
 
 
-def route_with_filters(route: Route, caches: Mapping[str, Cache]) -> Route:
+def route_with_filters(
+    route: Route,
+    caches: Mapping[str, Cache],
+    auth: Callable[[Route], Any] | None = None,
+) -> Route:
     """
-    C{route} with the filters its C{cache} and C{compress} keys ask for
-    before its own: the cache first, so that it stores (and serves) what
-    compression made, one variant per encoding.
+    C{route} with the filters its C{auth}, C{cache} and C{compress} keys
+    ask for before its own: forward auth first (an unauthorised request
+    never reaches the cache), then the cache, so that it stores (and
+    serves) what compression made, one variant per encoding.
+
+    @param auth: gives a route with C{auth} its filter
+        (L{rproxy.service._auth.RunningAuth.filter_for}).
     """
     extra: list[Any] = []
+    if route.auth is not None:
+        if auth is None:
+            raise ValueError("a route with auth needs the running auth filters")
+        extra.append(auth(route))
     if route.cache is not None:
         from rproxy.http.filters.cache import CacheFilter
 

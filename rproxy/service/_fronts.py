@@ -17,6 +17,7 @@ from rproxy.http.filters import IHTTPFilter
 from rproxy.http.filters.rules import RuleSet
 from rproxy.http.listener import HTTPProxyFactory
 from rproxy.interfaces import IListenerFactory
+from rproxy.limits.limiter import Limiter
 from rproxy.service._build import http_settings
 from rproxy.service._reload_plan import ListenerSpec
 from rproxy.tcp import TCPProxyFactory
@@ -49,8 +50,12 @@ class FrontContext:
     fds: FdBudget | None = None
     #: the caches routes name (L{rproxy.cache.shared.Cache}), by name.
     caches: Mapping[str, Any] = {}
+    #: the running forward-auth filters (L{rproxy.service._auth.RunningAuth}).
+    auth: Any = None
     #: the request rule sets routes may name, by name.
     rules: Mapping[str, RuleSet] = {}
+    #: the rate limits (kept or new) HTTP listeners and routes name.
+    limits: Mapping[str, Limiter] = {}
 
     def pool(self, name: str) -> Pool:
         """
@@ -72,11 +77,19 @@ def http_front(spec: ListenerSpec, context: FrontContext) -> IListenerFactory:
     challenges = context.challenges
     if spec.redirect:
         redirect = (*challenges, context.redirect(listener.name))
-        settings = http_settings(config, listener, redirect, tls=False)
+        settings = http_settings(
+            config, listener, redirect, tls=False, auth=context.auth
+        )
     else:
         filters = challenges if listener.tls is None else ()
         settings = http_settings(
-            config, listener, filters, caches=context.caches, rules=context.rules
+            config,
+            listener,
+            filters,
+            caches=context.caches,
+            auth=context.auth,
+            rules=context.rules,
+            limits=context.limits,
         )
     return HTTPProxyFactory(context.registry, context.reactor, settings)
 

@@ -40,7 +40,8 @@ def pool_policy(config: PoolConfig) -> PoolPolicy:
     The policy of the pool C{config} describes: its timeouts (the file's
     C{[timeouts]} with the pool's own C{timeouts} over them, as
     C{config.timeouts} holds), tries, keep-alive limits, PROXY header, hash
-    key and panic threshold.
+    key, panic threshold, and what protects the backends (queue, slow start,
+    retry budget, outlier ejection).
     """
     return PoolPolicy(
         connect_timeout=config.timeouts.connect,
@@ -52,6 +53,12 @@ def pool_policy(config: PoolConfig) -> PoolPolicy:
         send_proxy=config.send_proxy,
         hash_key=HashKey.parse(config.hash_key),
         panic_threshold=config.panic_threshold,
+        queue_max=config.queue_max,
+        queue_timeout=config.queue_timeout,
+        slow_start=config.slow_start,
+        retry_budget=config.retry_budget,
+        min_retries=config.min_retries,
+        outlier=config.outlier,
     )
 
 
@@ -123,6 +130,7 @@ def update_pool(
             live.max_connections = config.max_connections
             live.backup = config.backup
             pool.version += 1
+            pool.queue.kick()  # it may have room now
     return stale
 
 

@@ -97,3 +97,5 @@ class Prepared:
     caches: dict[str, Any] = Factory(dict)
     #: the request rule sets of the new config, by name.
     rules: dict[str, RuleSet] = Factory(dict)
+    #: the rate limits the new config uses, by name (kept or new).
+    limits: dict[str, Any] = Factory(dict)

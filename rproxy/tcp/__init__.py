@@ -2,7 +2,8 @@
 
 The front protocol pauses the client until a backend connects (the attempt
 machine, L{rproxy.attempts.BackendAttempt}, tries the next backend the pool
-gives when a connect fails), then each transport becomes the
+gives when a connect fails, and waits in the pool's queue while every backend
+is full), then each transport becomes the
 other's producer, as in Twisted's C{portforward}: a slow reader on one side
 pauses reading on the other, so memory per connection stays flat.  Half-close
 is carried both ways.
@@ -29,7 +30,14 @@ from rproxy._fastwrite import nothing_waiting, send_now
 from rproxy._fds import FdBudget
 from rproxy._tracking import ConnectionTracker, TrackedListener
 from rproxy.accesslog import access_events
-from rproxy.attempts import NO_BACKEND, BackendAttempt
+from rproxy.attempts import (
+    NO_BACKEND,
+    QUEUE_FULL,
+    QUEUE_TIMEOUT,
+    RETRY_BUDGET,
+    AttemptState,
+    BackendAttempt,
+)
 from rproxy.backends import Backend, Pool
 from rproxy.interfaces import IListenerFactory, ListenerDescription
 from rproxy.policy import PoolPolicy
@@ -37,6 +45,13 @@ from rproxy.stats import ListenerStats
 from rproxy.tcp._splice import Splicer, can_splice, pipes_failed, take_pipes
 
 log = Logger(namespace="rproxy.tcp")
+
+#: how a connection a protection of its pool refused ended.
+_REFUSED = {
+    QUEUE_FULL: "queue full",
+    QUEUE_TIMEOUT: "queue timeout",
+    RETRY_BUDGET: "retry budget spent",
+}
 
 
 @implementer(IListenerFactory)
@@ -219,7 +234,12 @@ class TCPFrontProtocol(Protocol):
         self.attempt.start()
 
     def _gave_up(self, status: int) -> None:
-        self._end("no backend" if status == NO_BACKEND else "connect failed")
+        assert self.attempt is not None
+        refused = self.attempt.refused
+        if refused is not None:
+            self._end(_REFUSED[refused])  # the pool's queue or retry budget
+        else:
+            self._end("no backend" if status == NO_BACKEND else "connect failed")
         self.transport.loseConnection()  # type: ignore[union-attr]
 
     def _connected(self, backend: Backend, peer: _BackendProtocol) -> None:
@@ -338,9 +358,11 @@ class TCPFrontProtocol(Protocol):
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         self._client_gone = True
         self._stop_splicer()
-        if self.attempt is not None and self.attempt.connecting:
-            self._end("client left while connecting")
-            self.attempt.cancel()
+        attempt = self.attempt
+        if attempt is not None and attempt.waiting:
+            queued = attempt.state is AttemptState.QUEUED
+            self._end(f"client left while {'queued' if queued else 'connecting'}")
+            attempt.cancel()
         elif self.peer is not None and not self._backend_gone:
             self._pass_on_close("client", reason, self.peer.transport)
         self._finish()
@@ -399,7 +421,7 @@ class TCPFrontProtocol(Protocol):
 
     def _abort(self) -> None:
         self._stop_splicer()
-        if self.attempt is not None and self.attempt.connecting:
+        if self.attempt is not None and self.attempt.waiting:
             self.attempt.cancel()
         self.transport.abortConnection()  # type: ignore[union-attr]
         if self.peer is not None:

@@ -373,6 +373,26 @@ class SuspendRequestTests(_Case):
         self.assertEqual(harness.endpoints.attempts, [])
         self.assertEqual([e["status"] for e in harness.access], [499])
 
+    def test_client_gone_while_suspended_cancels_the_hooks_deferred(
+        self,
+    ) -> None:
+        """The exchange ending while a hook is suspended cancels that hook's
+        Deferred, so the filter can release what it holds (its canceller
+        runs once); nothing is logged."""
+        cancelled: list[object] = []
+
+        class Holding(HTTPFilter):
+            def request_head(self, exchange: Exchange, head: RequestHead) -> Any:
+                return Deferred(cancelled.append)
+
+        harness = self.harness(filters=[Holding()])
+        client = harness.request("GET", "/")
+        self.assertEqual(cancelled, [])
+        client.close()
+        self.assertEqual(len(cancelled), 1)
+        self.assertEqual(harness.failures, [])
+        self.assertEqual([e["status"] for e in harness.access], [499])
+
 
 class SuspendResponseTests(_Case):
     def test_response_body_suspends_the_backend_and_keeps_order(self) -> None:

@@ -170,13 +170,24 @@ class Pipe:
     pause, later events queue, and when the Deferred fires the event goes
     on from the next hook, the queue drains and the owner is told to
     resume.  A head hook's L{LocalReply} goes to the owner and ends the
-    pipe; so does an exception (or a failed Deferred).
+    pipe; so does an exception (or a failed Deferred).  A pipe closed while
+    a hook is suspended (the exchange ended: its client went away, it timed
+    out) cancels that hook's Deferred, so the filter can release what it
+    holds for it (give the Deferred a canceller).
 
     @ivar hooks: per event kind, the hook list (a head's list may grow while
         it runs: routing adds the route's hooks).
     """
 
-    __slots__ = ("_owner", "_queue", "closed", "hooks", "side", "suspended")
+    __slots__ = (
+        "_owner",
+        "_queue",
+        "_waiting",
+        "closed",
+        "hooks",
+        "side",
+        "suspended",
+    )
 
     def __init__(
         self,
@@ -190,6 +201,8 @@ class Pipe:
         self.suspended = False
         self.closed = False
         self._queue: list[tuple[int, Any, int]] = []
+        #: the Deferred of the hook the pipe is suspended on.
+        self._waiting: Deferred[Any] | None = None
 
     def push(self, kind: int, value: Any) -> None:
         """
@@ -211,10 +224,15 @@ class Pipe:
 
     def close(self) -> None:
         """
-        Drop what is queued; nothing more passes.
+        Drop what is queued; nothing more passes.  A hook's Deferred still
+        pending is cancelled.
         """
         self.closed = True
         self._queue.clear()
+        waiting = self._waiting
+        if waiting is not None:
+            self._waiting = None
+            waiting.cancel()
 
     def _drain(self) -> None:
         queue = self._queue
@@ -236,10 +254,11 @@ class Pipe:
                 continue  # the common answer: go on
             if isinstance(result, Deferred):
                 self.suspended = True
+                self._waiting = result
                 self._owner.pipe_pause(self.side)
                 result.addCallbacks(
                     self._resumed,
-                    self._fail,
+                    self._wait_failed,
                     callbackArgs=(kind, value, index),
                 )
                 return
@@ -274,6 +293,7 @@ class Pipe:
         return True
 
     def _resumed(self, result: Any, kind: int, value: Any, index: int) -> None:
+        self._waiting = None
         if self.closed:
             return
         self.suspended = False
@@ -282,6 +302,10 @@ class Pipe:
         self._drain()
         if not self.suspended and not self.closed:
             self._owner.pipe_resume(self.side)
+
+    def _wait_failed(self, failure: Failure) -> None:
+        self._waiting = None
+        self._fail(failure)
 
     def _fail(self, failure: Failure) -> None:
         if self.closed:
