@@ -176,3 +176,22 @@ def test_route_filter_order() -> None:
     guarded = settings.router.routes[0]  # type: ignore[attr-defined]
     kinds = [type(one) for one in settings.chain_for(guarded).filters]
     assert kinds == [ClientAccess, RulesFilter, CacheFilter]
+
+
+def test_rules_run_before_rate_limits() -> None:
+    """A route's rules come before its rate limits: a refused request does
+    not spend the client's allowance."""
+    from rproxy.http.filters.access import ClientAccess
+
+    text = (
+        CONFIG.replace(
+            'rules = "t"\n', 'rules = "t"\nlimit = ["l"]\nallow = ["10.0.0.0/8"]\n'
+        )
+        + '\n[limits.l]\nrate = "10/s"\n'
+    )
+    service = ProxyService(config(text), MemoryReactorClock())
+    settings = factory(service).settings
+    guarded = settings.router.routes[0]  # type: ignore[attr-defined]
+    kinds = [type(one) for one in settings.chain_for(guarded).filters]
+    assert kinds[:2] == [ClientAccess, RulesFilter]
+    assert len(kinds) == 3
