@@ -317,7 +317,23 @@ def node() -> str:
 
 
 def check_suite(directory: Path) -> str:
-    """The installed suite's version, or a SuiteError that says how to install it."""
+    """
+    The installed suite's version, or a SuiteError that says how to install
+    it.  The default directory is filled with C{npm ci} (the pinned
+    version) when the suite is not there yet and npm is.
+    """
+    default = HERE / "node_modules" / "http-cache-tests"
+    npm = shutil.which("npm")
+    if directory == default and not (directory / "package.json").exists() and npm:
+        try:
+            subprocess.run(
+                [npm, "ci", "--prefix", str(HERE), "--no-audit", "--no-fund"],
+                check=True,
+                capture_output=True,
+                timeout=300,
+            )
+        except (OSError, subprocess.SubprocessError) as e:
+            raise SuiteError(f"`npm ci --prefix {HERE}` failed: {e}") from None
     try:
         package = json.loads((directory / "package.json").read_text())
     except OSError:
