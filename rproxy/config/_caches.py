@@ -9,7 +9,6 @@ from rproxy.config._tls import _base, _path
 from rproxy.config._validate import (
     Table,
     byte_size,
-    child,
     non_negative_number,
     positive_number,
 )
@@ -62,17 +61,9 @@ def parse_caches(top: Table, source: str) -> dict[str, CacheConfig | None]:
     reported to C{top}; a broken cache is None, so that routes naming it
     are not reported too).
     """
-    caches: dict[str, CacheConfig | None] = {}
-    if "caches" not in top:
-        return caches
-    raw = top.data["caches"]
-    if not isinstance(raw, dict):
-        top.report("caches", "must be a table of named caches, as [caches.NAME]")
-        return caches
-    for name, data in raw.items():
-        table = Table.open(top.problems, child("caches", name), data, CACHE_KEYS)
-        caches[name] = None if table is None else _cache(table, name, source)
-    return caches
+    return top.named(
+        "caches", "caches", CACHE_KEYS, lambda t, name: _cache(t, name, source)
+    )
 
 
 def _cache(table: Table, name: str, source: str) -> CacheConfig | None:

@@ -10,7 +10,6 @@ from attrs import field, frozen, validators
 from rproxy.config._validate import (
     Table,
     boolean,
-    child,
     did_you_mean,
     non_negative_int,
     one_of,
@@ -106,17 +105,12 @@ def parse_limits(top: Table, response_timeout: float) -> dict[str, LimitConfig |
     A limit that holds requests must let them go within
     C{response_timeout}, the time an exchange may wait on its filters.
     """
-    limits: dict[str, LimitConfig | None] = {}
-    if "limits" not in top:
-        return limits
-    raw = top.data["limits"]
-    if not isinstance(raw, dict):
-        top.report("limits", "must be a table of named limits, as [limits.NAME]")
-        return limits
-    for name, data in raw.items():
-        table = Table.open(top.problems, child("limits", name), data, LIMIT_KEYS)
-        limits[name] = None if table is None else _limit(table, name, response_timeout)
-    return limits
+    return top.named(
+        "limits",
+        "limits",
+        LIMIT_KEYS,
+        lambda t, name: _limit(t, name, response_timeout),
+    )
 
 
 def _limit(table: Table, name: str, response_timeout: float) -> LimitConfig | None:

@@ -101,17 +101,12 @@ def parse_rules(
     not reported too).  C{timeouts} are the global ones: a tarpit must let
     go of a request before the listener times it out.
     """
-    sets: dict[str, RuleSetConfig | None] = {}
-    if "rules" not in top:
-        return sets
-    raw = top.data["rules"]
-    if not isinstance(raw, dict):
-        top.report("rules", "must be a table of named rule sets, as [rules.NAME]")
-        return sets
-    for name, data in raw.items():
-        table = Table.open(top.problems, child("rules", name), data, RULE_SET_KEYS)
-        sets[name] = None if table is None else _rule_set(table, name, source, timeouts)
-    return sets
+    return top.named(
+        "rules",
+        "rule sets",
+        RULE_SET_KEYS,
+        lambda t, name: _rule_set(t, name, source, timeouts),
+    )
 
 
 def _rule_set(

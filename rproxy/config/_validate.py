@@ -392,6 +392,30 @@ class Table:
                 self.problems.add(item(path, index), str(e))
         return tuple(converted)
 
+    def named(
+        self,
+        key: str,
+        noun: str,
+        known: Collection[str],
+        build: Callable[[Table, str], T | None],
+    ) -> dict[str, T | None]:
+        """
+        The C{[KEY.NAME]} tables, each read by C{build(table, name)}, by
+        name; a broken one is None, so that what names it is not reported
+        too.  C{noun} names them in the problem when C{key} is no table.
+        """
+        found: dict[str, T | None] = {}
+        if key not in self.data:
+            return found
+        raw = self.data[key]
+        if not isinstance(raw, dict):
+            self.report(key, f"must be a table of named {noun}, as [{key}.NAME]")
+            return found
+        for name, data in raw.items():
+            table = Table.open(self.problems, child(key, name), data, known)
+            found[name] = None if table is None else build(table, name)
+        return found
+
     def table(self, key: str, known: Collection[str]) -> Table | None:
         """
         The sub-table C{key}, or None if it is missing or no table.
