@@ -36,6 +36,7 @@ from rproxy.service._build import (
     tls_problem,
 )
 from rproxy.service._caches import RunningCaches
+from rproxy.service._discovery import RunningDiscovery
 from rproxy.service._fronts import FrontContext, build_front
 from rproxy.service._limits import RunningLimits
 from rproxy.service._listeners import ListenerService
@@ -108,6 +109,7 @@ class ProxyService(MultiService):
         self.caches = RunningCaches(reactor)
         self.auth = RunningAuth(reactor)
         self.limits = RunningLimits(reactor)
+        self.discovery = RunningDiscovery(self, reactor)
         self._apply(None, config)
 
     # Applying a config --------------------------------------------------
@@ -162,6 +164,7 @@ class ProxyService(MultiService):
         return self._apply(self.config, config)
 
     def _apply(self, old: Config | None, new: Config) -> list[str]:
+        new = self.discovery.fill(old, new)
         prepared = self._prepare(old, new)
         changes = self._apply_pools(old, new, prepared)
         changes += self._apply_listeners(old, new, prepared)
@@ -173,6 +176,7 @@ class ProxyService(MultiService):
             changes += rule_changes(self.rule_sets, prepared.rules)
         self.rule_sets = prepared.rules
         self.config = new
+        changes += self.discovery.commit(new)
         if old is not None:
             changes += [
                 f"{section} changed"
@@ -279,6 +283,7 @@ class ProxyService(MultiService):
             lambda: self.reload(),
             caches=self.caches.caches,
             limits=self.limits.limiters,
+            discovery=self.discovery.states,
         )
         admin.setName("admin")
         return admin
