@@ -121,7 +121,7 @@ async def _lookup(resolver: IResolver, config: DiscoveryConfig) -> Answer:
     known = addresses_in(list(answers) + list(additional))
     missing = sorted({s.target for s in services} - known.keys())
     found = await _all(
-        [_target(resolver, target, timeout) for target in missing]
+        [ensureDeferred(_target(resolver, target, timeout)) for target in missing]
     )
     for records in found:
         known.update(addresses_in(records))

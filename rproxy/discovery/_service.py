@@ -146,8 +146,8 @@ class DNSDiscovery(Service):
         self._next = None
         assert self._resolver is not None, "start the service first"
         asking = lookup(self._resolver, self.config)
+        self._asking = asking
         done = asking.addCallbacks(self._answered, self._failed)
-        self._asking = done
         done.addErrback(
             lambda f: log.failure(
                 "discovery of pool {pool} failed to apply an answer", f, pool=self.pool
@@ -167,9 +167,9 @@ class DNSDiscovery(Service):
         self._schedule(clamp_ttl(answer.ttl, config.min_ttl, config.max_ttl))
 
     def _failed(self, failure: Failure) -> None:
-        if self._asking is None:
-            return None  # cancelled by stopService
         self._asking = None
+        if not self.running:
+            return  # cancelled by stopService
         state = self.state
         now = self._clock.seconds()
         reason = describe_error(failure)

@@ -51,7 +51,11 @@ class RunningDiscovery:
     ) -> None:
         self._owner = owner
         self._reactor = reactor
-        self._resolver_for = resolver or (lambda c: make_resolver(c, reactor))
+        #: makes the resolver a pool's discovery asks, when it starts (an
+        #: embedder or a test may replace it).
+        self.resolver_for: ResolverFor = resolver or (
+            lambda c: make_resolver(c, reactor)
+        )
         self.services: dict[str, DNSDiscovery] = {}
 
     @property
@@ -101,7 +105,7 @@ class RunningDiscovery:
             service = DNSDiscovery(
                 name,
                 pool.discover,
-                lambda c=pool.discover: self._resolver_for(c),
+                lambda c=pool.discover: self.resolver_for(c),
                 self._reactor,
                 lambda backends, change, name=name: self.apply(name, backends, change),
                 current=pool.backends,
