@@ -159,12 +159,13 @@ class DNSDiscovery(Service):
         self._asking = None
         state = self.state
         state.queries += 1
-        state.last_answer_at = self._good_at = self._clock.seconds()
+        now = self._clock.seconds()
+        state.last_answer_at = self._good_at = now
         state.last_error = None
         state.failing = 0
         self._use(answer.backends, "answer")
         config = self.config
-        self._schedule(clamp_ttl(answer.ttl, config.min_ttl, config.max_ttl))
+        self._schedule(clamp_ttl(answer.ttl, config.min_ttl, config.max_ttl), now)
 
     def _failed(self, failure: Failure) -> None:
         self._asking = None
@@ -198,7 +199,9 @@ class DNSDiscovery(Service):
                 reason=reason,
                 count=len(state.backends),
             )
-        self._schedule(retry_delay(state.failing, config.min_ttl, config.max_ttl))
+        self._schedule(
+            retry_delay(state.failing, config.min_ttl, config.max_ttl), now
+        )
 
     def _use(self, backends: tuple[BackendConfig, ...], why: str) -> None:
         state = self.state
@@ -219,8 +222,8 @@ class DNSDiscovery(Service):
         state.changes += 1
         self._apply(backends, change)
 
-    def _schedule(self, delay: float) -> None:
+    def _schedule(self, delay: float, now: float) -> None:
         if not self.running:
             return
-        self.state.next_query_at = self._clock.seconds() + delay
+        self.state.next_query_at = now + delay
         self._next = self._clock.callLater(delay, self.query)
