@@ -91,9 +91,7 @@ async def _all(queries: Sequence[Deferred[Any]]) -> list[Any]:
         raise  # not reached
 
 
-async def _addresses(
-    resolver: IResolver, name: str, timeout: tuple[float, ...]
-) -> Records:
+async def _addresses(resolver: IResolver, name: str, timeout: Any) -> Records:
     found = await _all(
         [
             resolver.lookupAddress(name, timeout),
@@ -104,7 +102,8 @@ async def _addresses(
 
 
 async def _lookup(resolver: IResolver, config: DiscoveryConfig) -> Answer:
-    timeout = (config.timeout,)
+    # twisted.names takes seconds as floats too, whatever its hints say.
+    timeout: Any = (config.timeout,)
     if config.kind == "dns":
         records = await _addresses(resolver, config.name, timeout)
         addresses = [a for listed in addresses_in(records).values() for a in listed]
@@ -113,7 +112,8 @@ async def _lookup(resolver: IResolver, config: DiscoveryConfig) -> Answer:
         if not backends:
             raise DiscoveryError("no A or AAAA records")
         return Answer(backends, answer_ttl(records))
-    answers, _, additional = await resolver.lookupService(config.name, timeout)
+    sections: Any = await resolver.lookupService(config.name, timeout)
+    answers, _, additional = sections
     services = service_records(answers)
     if not services:
         raise DiscoveryError("no SRV records")
@@ -130,8 +130,8 @@ async def _lookup(resolver: IResolver, config: DiscoveryConfig) -> Answer:
     used += [
         r
         for r in additional
-        if r.type in (dns.A, dns.AAAA) and r.name.name.decode().rstrip(".").lower()
-        in targets
+        if r.type in (dns.A, dns.AAAA)
+        and r.name.name.decode().rstrip(".").lower() in targets
     ]
     backends = srv_backends(services, known)
     if not backends:
@@ -139,9 +139,7 @@ async def _lookup(resolver: IResolver, config: DiscoveryConfig) -> Answer:
     return Answer(backends, answer_ttl(used))
 
 
-async def _target(
-    resolver: IResolver, name: str, timeout: tuple[float, ...]
-) -> Records:
+async def _target(resolver: IResolver, name: str, timeout: Any) -> Records:
     """
     A target's address records; none if the name does not exist (an SRV
     record left behind gives no backend, and does not fail the others).

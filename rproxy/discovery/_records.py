@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
 
 from attrs import frozen
 from twisted.names import dns
@@ -54,7 +55,8 @@ def addresses_in(records: Iterable[dns.RRHeader]) -> dict[str, list[str]]:
         if record.type not in (dns.A, dns.AAAA):
             continue
         # Both keep the address packed: 4 bytes or 16.
-        address = str(ipaddress.ip_address(record.payload.address))
+        payload: Any = record.payload
+        address = str(ipaddress.ip_address(payload.address))
         listed = found.setdefault(_name(record.name.name), [])
         if address not in listed:
             listed.append(address)
@@ -70,7 +72,7 @@ def service_records(records: Iterable[dns.RRHeader]) -> list[ServiceRecord]:
     for record in records:
         if record.type != dns.SRV:
             continue
-        payload = record.payload
+        payload: Any = record.payload
         target = _name(payload.target.name)
         if not target:
             continue
@@ -89,7 +91,9 @@ def answer_ttl(records: Iterable[dns.RRHeader]) -> float | None:
     return float(min(ttls)) if ttls else None
 
 
-def _backend(host: str, port: int, weight: int = 1, backup: bool = False) -> BackendConfig:
+def _backend(
+    host: str, port: int, weight: int = 1, backup: bool = False
+) -> BackendConfig:
     address = format_address(host, port)
     return BackendConfig(
         address=address,

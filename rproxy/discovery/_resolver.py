@@ -22,11 +22,12 @@ def make_resolver(config: DiscoveryConfig, reactor: Any) -> IResolver:
     (read again when it changes) if none is set.  It asks over UDP and
     again over TCP when an answer is truncated, and caches nothing.
     """
+    resolver: IResolver
     if config.resolver is not None:
         resolver = client.Resolver(servers=[config.resolver], reactor=reactor)
     else:
         resolver = client.Resolver(resolv=RESOLV_CONF, reactor=reactor)
-    return resolver  # type: ignore[no-any-return]
+    return resolver
 
 
 def close_resolver(resolver: IResolver) -> None:

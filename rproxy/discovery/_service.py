@@ -113,7 +113,7 @@ class DNSDiscovery(Service):
         self._apply = apply
         self._resolver: IResolver | None = None
         self._next: IDelayedCall | None = None
-        self._asking: Deferred[None] | None = None
+        self._asking: Deferred[Any] | None = None
         # Backends carried over from before count as good from now on.
         self._good_at: float | None = clock.seconds() if current else None
 
@@ -199,9 +199,7 @@ class DNSDiscovery(Service):
                 reason=reason,
                 count=len(state.backends),
             )
-        self._schedule(
-            retry_delay(state.failing, config.min_ttl, config.max_ttl), now
-        )
+        self._schedule(retry_delay(state.failing, config.min_ttl, config.max_ttl), now)
 
     def _use(self, backends: tuple[BackendConfig, ...], why: str) -> None:
         state = self.state

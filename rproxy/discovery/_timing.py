@@ -4,6 +4,8 @@ hold period.  Pure arithmetic on seconds."""
 
 from __future__ import annotations
 
+import math
+
 __all__ = ["clamp_ttl", "hold_expired", "retry_delay"]
 
 
@@ -24,7 +26,7 @@ def retry_delay(failures: int, floor: float, ceiling: float) -> float:
     Seconds until the next query after C{failures} failed in a row (1 or
     more): C{floor}, doubled for each further failure, at most C{ceiling}.
     """
-    return min(floor * 2 ** min(max(failures - 1, 0), 32), ceiling)
+    return min(math.ldexp(floor, min(max(failures - 1, 0), 32)), ceiling)
 
 
 def hold_expired(good_at: float | None, now: float, hold: float) -> bool:

@@ -8,6 +8,7 @@ they carry, the others keep their state and counters)."""
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from attrs import evolve
@@ -105,9 +106,9 @@ class RunningDiscovery:
             service = DNSDiscovery(
                 name,
                 pool.discover,
-                lambda c=pool.discover: self.resolver_for(c),
+                partial(self._resolver, pool.discover),
                 self._reactor,
-                lambda backends, change, name=name: self.apply(name, backends, change),
+                partial(self.apply, name),
                 current=pool.backends,
                 close=close_resolver,
             )
@@ -115,6 +116,9 @@ class RunningDiscovery:
             service.setServiceParent(self._owner)
             self.services[name] = service
         return changes
+
+    def _resolver(self, config: DiscoveryConfig) -> IResolver:
+        return self.resolver_for(config)
 
     def apply(
         self, name: str, backends: tuple[BackendConfig, ...], change: AnswerChange

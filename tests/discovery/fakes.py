@@ -17,9 +17,7 @@ def a(name: str, address: str, ttl: int = 30) -> dns.RRHeader:
 
 
 def aaaa(name: str, address: str, ttl: int = 30) -> dns.RRHeader:
-    return dns.RRHeader(
-        name, dns.AAAA, payload=dns.Record_AAAA(address, ttl), ttl=ttl
-    )
+    return dns.RRHeader(name, dns.AAAA, payload=dns.Record_AAAA(address, ttl), ttl=ttl)
 
 
 def srv(

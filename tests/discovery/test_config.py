@@ -79,9 +79,9 @@ def test_srv_source_with_resolver_and_settings() -> None:
 )
 def test_resolver_forms(value: str, parsed: tuple[str, int]) -> None:
     """A resolver may be an address alone (port 53) or IPv6 in brackets."""
-    discover = parse(
-        f'discover = "dns:a.b:80"\nresolver = "{value}"'
-    ).pool("api").discover
+    discover = (
+        parse(f'discover = "dns:a.b:80"\nresolver = "{value}"').pool("api").discover
+    )
     assert discover is not None and discover.resolver == parsed
 
 
@@ -96,22 +96,29 @@ def test_discover_with_backends_is_refused() -> None:
 @pytest.mark.parametrize(
     ("value", "problem"),
     [
-        ("consul:api", "must be 'dns:NAME:PORT' (A/AAAA records) or "
-         "'srv:_service._proto.NAME' (SRV records), got 'consul:api'"),
-        ("dns:api.internal", "must be 'dns:NAME:PORT' (A/AAAA records) or "
-         "'srv:_service._proto.NAME' (SRV records), got 'dns:api.internal': "
-         "the port is missing"),
+        (
+            "consul:api",
+            "must be 'dns:NAME:PORT' (A/AAAA records) or "
+            "'srv:_service._proto.NAME' (SRV records), got 'consul:api'",
+        ),
+        (
+            "dns:api.internal",
+            "must be 'dns:NAME:PORT' (A/AAAA records) or "
+            "'srv:_service._proto.NAME' (SRV records), got 'dns:api.internal': "
+            "the port is missing",
+        ),
         ("dns:api.internal:0", "port must be 1-65535, got '0'"),
         ("dns:bad name:80", "'bad name' is not a DNS name"),
-        ("srv:api.service.consul", "an SRV name starts with _service._proto (as "
-         "in '_http._tcp.api.service.consul'), got 'api.service.consul'"),
+        (
+            "srv:api.service.consul",
+            "an SRV name starts with _service._proto (as "
+            "in '_http._tcp.api.service.consul'), got 'api.service.consul'",
+        ),
     ],
 )
 def test_bad_discover_string_is_refused(value: str, problem: str) -> None:
     """A discover string that cannot be used is refused with the reason."""
-    assert errors(f'discover = "{value}"') == [
-        f"c.toml: pools.api.discover: {problem}"
-    ]
+    assert errors(f'discover = "{value}"') == [f"c.toml: pools.api.discover: {problem}"]
 
 
 def test_resolver_must_be_an_address() -> None:

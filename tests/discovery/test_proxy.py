@@ -76,7 +76,7 @@ def test_changed_answer_keeps_unchanged_backends_and_their_counters() -> None:
 def test_srv_weights_and_backups_reach_the_pool() -> None:
     """SRV weights become backend weights; higher priorities are backups."""
     name = "_http._tcp.api.test"
-    service, resolver, reactor = running(
+    service, resolver, _reactor = running(
         f'discover = "srv:{name}"\nresolver = "127.0.0.1:5353"', check="none"
     )
     resolver.set(
@@ -132,7 +132,7 @@ def test_reload_with_other_discover_restarts_discovery() -> None:
 
 def test_reload_to_static_backends_stops_discovery() -> None:
     """A pool that lists backends again stops discovering."""
-    service, _, reactor = running()
+    service, _, _reactor = running()
     old = service.discovery.services["api"]
     changes = service.apply(config('backends = ["10.0.0.5:80"]'))
     assert "pool api no longer discovered" in changes

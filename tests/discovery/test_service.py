@@ -19,7 +19,9 @@ class Applied:
     def __init__(self) -> None:
         self.calls: list[tuple[list[str], AnswerChange]] = []
 
-    def __call__(self, backends: tuple[BackendConfig, ...], change: AnswerChange) -> None:
+    def __call__(
+        self, backends: tuple[BackendConfig, ...], change: AnswerChange
+    ) -> None:
         self.calls.append(([b.name for b in backends], change))
 
 
@@ -69,9 +71,13 @@ def test_long_ttl_is_capped() -> None:
 def test_changed_answer_is_applied_with_its_difference() -> None:
     """An answer with other addresses is applied, naming added and removed."""
     service, resolver, clock, applied = started()
-    resolver.set("api.test", [a("api.test", "10.0.0.1", 10), a("api.test", "10.0.0.2", 10)])
+    resolver.set(
+        "api.test", [a("api.test", "10.0.0.1", 10), a("api.test", "10.0.0.2", 10)]
+    )
     service.startService()
-    resolver.set("api.test", [a("api.test", "10.0.0.2", 10), a("api.test", "10.0.0.3", 10)])
+    resolver.set(
+        "api.test", [a("api.test", "10.0.0.2", 10), a("api.test", "10.0.0.3", 10)]
+    )
     clock.advance(10)
     names, change = applied.calls[-1]
     assert names == ["10.0.0.2:80", "10.0.0.3:80"]
@@ -188,9 +194,7 @@ def test_carried_over_backends_count_as_good_from_creation() -> None:
     """Backends kept across a reload are held from when discovery began."""
     resolver, clock, applied = FakeResolver(), Clock(), Applied()
     kept = (BackendConfig("10.0.0.9:80", "10.0.0.9", 80, "10.0.0.9:80"),)
-    service = DNSDiscovery(
-        "api", DNS, lambda: resolver, clock, applied, current=kept
-    )
+    service = DNSDiscovery("api", DNS, lambda: resolver, clock, applied, current=kept)
     resolver.errors["api.test"] = error.DNSServerError("api.test")
     service.startService()
     assert applied.calls == []

@@ -28,9 +28,7 @@ class Zone(common.ResolverBase):
     def set(self, name: str, kind: int, records: list[dns.RRHeader]) -> None:
         self.records[(name, kind)] = records
 
-    def _lookup(
-        self, name: bytes, cls: int, type: int, timeout: Any
-    ) -> Deferred[Any]:
+    def _lookup(self, name: bytes, cls: int, type: int, timeout: Any) -> Deferred[Any]:
         text = name.decode().rstrip(".").lower()
         if not any(n == text for n, _ in self.records):
             return fail(error.DNSNameError(text))
@@ -47,7 +45,9 @@ def a(name: str, address: str, ttl: int = 0) -> dns.RRHeader:
     return dns.RRHeader(name, dns.A, payload=dns.Record_A(address, ttl), ttl=ttl)
 
 
-def srv(name: str, priority: int, weight: int, port: int, target: str, ttl: int = 0) -> dns.RRHeader:
+def srv(
+    name: str, priority: int, weight: int, port: int, target: str, ttl: int = 0
+) -> dns.RRHeader:
     payload = dns.Record_SRV(priority, weight, port, target, ttl)
     return dns.RRHeader(name, dns.SRV, payload=payload, ttl=ttl)
 

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from twisted.internet import reactor, task
-from twisted.internet.defer import Deferred, inlineCallbacks
+from twisted.internet.defer import inlineCallbacks
 from twisted.internet.threads import deferToThread
 from twisted.names import dns
 from twisted.trial.unittest import TestCase
@@ -49,7 +49,9 @@ class Applied:
     def __init__(self) -> None:
         self.answers: list[list[tuple[str, int, bool]]] = []
 
-    def __call__(self, backends: tuple[BackendConfig, ...], change: AnswerChange) -> None:
+    def __call__(
+        self, backends: tuple[BackendConfig, ...], change: AnswerChange
+    ) -> None:
         self.answers.append([(b.name, b.weight, b.backup) for b in backends])
 
 
@@ -60,7 +62,11 @@ class DiscoveryAgainstServer(TestCase):
 
     def discovery(self, source: str, **settings: Any) -> tuple[DNSDiscovery, Applied]:
         kind, _, rest = source.partition(":")
-        name, port = (rest.rsplit(":", 1)[0], int(rest.rsplit(":", 1)[1])) if kind == "dns" else (rest, None)
+        name, port = (
+            (rest.rsplit(":", 1)[0], int(rest.rsplit(":", 1)[1]))
+            if kind == "dns"
+            else (rest, None)
+        )
         config = DiscoveryConfig(
             kind, name, port, resolver=("127.0.0.1", self.dns.port), **settings
         )
@@ -82,12 +88,17 @@ class DiscoveryAgainstServer(TestCase):
         """A records added and removed on the server are added and removed."""
         zone = self.dns.zone
         zone.set("api.test", dns.A, [a("api.test", "10.0.0.1")])
-        service, applied = self.discovery("dns:api.test:8080", min_ttl=0.05)
+        _service, applied = self.discovery("dns:api.test:8080", min_ttl=0.05)
         yield wait_until(lambda: len(applied.answers) == 1)
         assert applied.answers[0] == [("10.0.0.1:8080", 1, False)]
-        zone.set("api.test", dns.A, [a("api.test", "10.0.0.1"), a("api.test", "10.0.0.2")])
+        zone.set(
+            "api.test", dns.A, [a("api.test", "10.0.0.1"), a("api.test", "10.0.0.2")]
+        )
         yield wait_until(lambda: len(applied.answers) == 2)
-        assert [n for n, _, _ in applied.answers[1]] == ["10.0.0.1:8080", "10.0.0.2:8080"]
+        assert [n for n, _, _ in applied.answers[1]] == [
+            "10.0.0.1:8080",
+            "10.0.0.2:8080",
+        ]
         zone.set("api.test", dns.A, [a("api.test", "10.0.0.2")])
         yield wait_until(lambda: len(applied.answers) == 3)
         assert applied.answers[2] == [("10.0.0.2:8080", 1, False)]
@@ -96,7 +107,7 @@ class DiscoveryAgainstServer(TestCase):
     def test_ttl_zero_is_asked_again_after_the_floor(self) -> Any:
         """A TTL-0 answer is asked again min_ttl later, not at once."""
         self.dns.zone.set("api.test", dns.A, [a("api.test", "10.0.0.1", ttl=0)])
-        service, applied = self.discovery("dns:api.test:80", min_ttl=7.0)
+        service, _applied = self.discovery("dns:api.test:80", min_ttl=7.0)
         yield wait_until(lambda: service.state.queries == 1)
         state = service.state
         assert state.next_query_at is not None and state.last_answer_at is not None
@@ -109,16 +120,20 @@ class DiscoveryAgainstServer(TestCase):
         """SRV weights and ports reach the backends; a higher priority is backup."""
         zone = self.dns.zone
         name = "_http._tcp.api.test"
-        zone.set(name, dns.SRV, [
-            srv(name, 10, 5, 8080, "a.test"),
-            srv(name, 10, 20, 8081, "b.test"),
-            srv(name, 20, 1, 9090, "c.test"),
-        ])
+        zone.set(
+            name,
+            dns.SRV,
+            [
+                srv(name, 10, 5, 8080, "a.test"),
+                srv(name, 10, 20, 8081, "b.test"),
+                srv(name, 20, 1, 9090, "c.test"),
+            ],
+        )
         zone.set("a.test", dns.A, [a("a.test", "10.0.0.1")])
         zone.set("b.test", dns.A, [a("b.test", "10.0.0.2")])
         zone.set("c.test", dns.A, [a("c.test", "10.0.0.3")])
         zone.glue = False  # the targets are asked for too
-        service, applied = self.discovery(f"srv:{name}")
+        _service, applied = self.discovery(f"srv:{name}")
         yield wait_until(lambda: len(applied.answers) == 1)
         assert applied.answers[0] == [
             ("10.0.0.1:8080", 5, False),
@@ -166,7 +181,7 @@ class DiscoveryAgainstServer(TestCase):
             zone.set(target, dns.A, [a(target, f"10.0.1.{n + 1}")])
         zone.set(name, dns.SRV, records)
         self.dns.factory.truncate = True
-        service, applied = self.discovery(f"srv:{name}")
+        _service, applied = self.discovery(f"srv:{name}")
         yield wait_until(lambda: len(applied.answers) == 1)
         assert len(applied.answers[0]) == 40
         assert self.dns.factory.transports[:2] == ["udp", "tcp"]
@@ -208,7 +223,9 @@ class ProxyFollowsDNS(TestCase):
         service_name = "_http._tcp.api.test"
         zone.set("one.test", dns.A, [a("one.test", "127.0.0.1")])
         zone.set("two.test", dns.A, [a("two.test", "127.0.0.1")])
-        zone.set(service_name, dns.SRV, [srv(service_name, 0, 1, ports["one"], "one.test")])
+        zone.set(
+            service_name, dns.SRV, [srv(service_name, 0, 1, ports["one"], "one.test")]
+        )
         listen = free_port()
         text = f"""
 [pools.api]
@@ -237,9 +254,14 @@ pool = "api"
         answer = yield deferToThread(get, listen)
         assert answer == "200 one"
         first = pool.backends[0]
-        zone.set(service_name, dns.SRV, [srv(service_name, 0, 1, ports["two"], "two.test")])
+        zone.set(
+            service_name, dns.SRV, [srv(service_name, 0, 1, ports["two"], "two.test")]
+        )
         yield wait_until(
-            lambda: [(b.port, b.state.value) for b in pool.backends] == [(ports["two"], "up")]
+            lambda: (
+                [(b.port, b.state.value) for b in pool.backends]
+                == [(ports["two"], "up")]
+            )
         )
         answer = yield deferToThread(get, listen)
         assert answer == "200 two"
