@@ -56,6 +56,32 @@ def test_answer_fills_the_pool_and_new_backends_wait_for_checks() -> None:
     service.stopService()
 
 
+def test_pool_is_empty_until_dns_answers() -> None:
+    """A discovering pool has no backends before its first answer."""
+    reactor = MemoryReactorClock()
+    service = ProxyService(config(DNS), reactor)
+    resolver = FakeResolver()
+    resolver.hold = True
+    service.discovery.resolver_for = lambda _: resolver
+    service.startService()
+    assert service.registry.get("api").backends == []
+    assert len(resolver.held) == 2  # A and AAAA asked
+    service.stopService()
+
+
+def test_new_backend_ramps_up_under_slow_start_once_checked() -> None:
+    """A backend DNS adds passes rise checks, then ramps up over slow_start."""
+    service, _, _ = running(DNS + "\nslow_start = 10")
+    pool = service.registry.get("api")
+    (backend,) = pool.backends
+    assert pool.ramps == {}
+    pool.record_check(backend, True, "passed")
+    pool.record_check(backend, True, "passed")
+    assert backend.state is BackendState.UP
+    assert backend in pool.ramps and pool.weight_of(backend) < backend.weight
+    service.stopService()
+
+
 def test_changed_answer_keeps_unchanged_backends_and_their_counters() -> None:
     """A backend in both answers keeps its object, state and counters."""
     service, resolver, reactor = running(check="none")

@@ -4,6 +4,7 @@ applies, what it keeps through failures and for how long."""
 from __future__ import annotations
 
 from twisted.internet.task import Clock
+from twisted.logger import capturedLogs, formatEvent
 from twisted.names import error
 
 from rproxy.config import BackendConfig
@@ -201,4 +202,25 @@ def test_carried_over_backends_count_as_good_from_creation() -> None:
     for _ in range(40):
         clock.advance(1)
     assert applied.calls[-1][0] == []
+    service.stopService()
+
+
+def test_every_change_is_logged_with_its_fields() -> None:
+    """A change is logged naming the pool, source and addresses."""
+    service, resolver, clock, _ = started()
+    resolver.set("api.test", [a("api.test", "10.0.0.1", 10)])
+    with capturedLogs() as events:
+        service.startService()
+        resolver.set("api.test", [a("api.test", "10.0.0.3", 10)])
+        clock.advance(10)
+    changes = [e for e in events if "added" in e]
+    assert [formatEvent(e) for e in changes] == [
+        "pool api: dns:api.test:80 answer: added 10.0.0.1:80",
+        "pool api: dns:api.test:80 answer: added 10.0.0.3:80; removed 10.0.0.1:80",
+    ]
+    assert (changes[1]["pool"], changes[1]["added"], changes[1]["removed"]) == (
+        "api",
+        ["10.0.0.3:80"],
+        ["10.0.0.1:80"],
+    )
     service.stopService()

@@ -19,7 +19,7 @@ from twisted.internet.threads import deferToThread
 from twisted.names import dns
 from twisted.trial.unittest import TestCase
 from twisted.web.resource import Resource
-from twisted.web.server import Request, Site
+from twisted.web.server import NOT_DONE_YET, Request, Site
 
 from rproxy.config import BackendConfig, load_config
 from rproxy.config._discovery import DiscoveryConfig
@@ -170,6 +170,18 @@ class DiscoveryAgainstServer(TestCase):
         assert len(applied.answers) == 1
 
     @inlineCallbacks
+    def test_srv_answer_with_addresses_is_one_query(self) -> Any:
+        """An SRV answer carrying its targets' addresses needs no more query."""
+        zone = self.dns.zone
+        name = "_http._tcp.api.test"
+        zone.set(name, dns.SRV, [srv(name, 1, 1, 8080, "a.test")])
+        zone.set("a.test", dns.A, [a("a.test", "10.0.0.1")])
+        _service, applied = self.discovery(f"srv:{name}")
+        yield wait_until(lambda: len(applied.answers) == 1)
+        assert applied.answers[0] == [("10.0.0.1:8080", 1, False)]
+        assert self.dns.factory.transports == ["udp"]
+
+    @inlineCallbacks
     def test_truncated_answer_is_asked_again_over_tcp(self) -> Any:
         """A UDP answer with TC set is asked again over TCP, and used whole."""
         zone = self.dns.zone
@@ -188,20 +200,32 @@ class DiscoveryAgainstServer(TestCase):
 
 
 class Named(Resource):
+    """Answers with its name; C{/slow} waits until L{release}."""
+
     isLeaf = True
 
     def __init__(self, name: str) -> None:
         super().__init__()
         self.name = name
+        self.held: list[Request] = []
 
-    def render_GET(self, request: Request) -> bytes:
+    def render_GET(self, request: Request) -> bytes | int:
+        if request.path == b"/slow":
+            self.held.append(request)
+            return NOT_DONE_YET
         return self.name.encode()
 
+    def release(self) -> None:
+        for request in self.held:
+            request.write(f"{self.name} slow".encode())
+            request.finish()
+        self.held = []
 
-def get(port: int) -> str:
+
+def get(port: int, path: str = "/") -> str:
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
     try:
-        conn.request("GET", "/")
+        conn.request("GET", path)
         response = conn.getresponse()
         return f"{response.status} {response.read().decode()}"
     finally:
@@ -211,12 +235,16 @@ def get(port: int) -> str:
 class ProxyFollowsDNS(TestCase):
     @inlineCallbacks
     def test_proxy_routes_to_backends_found_in_dns_and_follows_a_change(self) -> Any:
-        """HTTP reaches the SRV targets; after a DNS change, the new one only."""
+        """HTTP reaches the SRV target; after a DNS change the new one only,
+        once its health check passed, and the old one finishes its request."""
         dns_server = DNSServer()
         self.addCleanup(dns_server.stop)
-        ports = {}
+        ports, sites = {}, {}
         for name in ("one", "two"):
-            port = reactor.listenTCP(0, Site(Named(name)), interface="127.0.0.1")  # type: ignore[attr-defined]
+            sites[name] = Named(name)
+            port = reactor.listenTCP(  # type: ignore[attr-defined]
+                0, Site(sites[name]), interface="127.0.0.1"
+            )
             self.addCleanup(port.stopListening)
             ports[name] = port.getHost().port
         zone = dns_server.zone
@@ -254,6 +282,9 @@ pool = "api"
         answer = yield deferToThread(get, listen)
         assert answer == "200 one"
         first = pool.backends[0]
+        # A request under way on the backend DNS is about to remove.
+        slow = deferToThread(get, listen, "/slow")
+        yield wait_until(lambda: bool(sites["one"].held))
         zone.set(
             service_name, dns.SRV, [srv(service_name, 0, 1, ports["two"], "two.test")]
         )
@@ -265,6 +296,10 @@ pool = "api"
         )
         answer = yield deferToThread(get, listen)
         assert answer == "200 two"
-        assert first.connections_total >= 1  # the old backend served, then left
+        # The removed backend finishes what it was serving.
+        assert first.active == 1
+        sites["one"].release()
+        answer = yield slow
+        assert answer == "200 one slow"
         status = proxy.discovery.states["api"]
         assert status.changes == 2 and status.last_error is None
