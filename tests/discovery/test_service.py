@@ -4,12 +4,13 @@ applies, what it keeps through failures and for how long."""
 from __future__ import annotations
 
 from twisted.internet.task import Clock
+from twisted.internet.testing import MemoryReactorClock
 from twisted.logger import capturedLogs, formatEvent
 from twisted.names import error
 
 from rproxy.config import BackendConfig
 from rproxy.config._discovery import DiscoveryConfig
-from rproxy.discovery import AnswerChange, DNSDiscovery
+from rproxy.discovery import AnswerChange, DNSDiscovery, close_resolver, make_resolver
 from tests.discovery.fakes import FakeResolver, a, aaaa, srv
 
 DNS = DiscoveryConfig("dns", "api.test", 80, min_ttl=5.0, max_ttl=60.0, hold=30.0)
@@ -224,3 +225,18 @@ def test_every_change_is_logged_with_its_fields() -> None:
         ["10.0.0.1:80"],
     )
     service.stopService()
+
+
+def test_resolver_is_the_given_server_or_resolv_conf() -> None:
+    """With resolver set it is asked; without, resolv.conf's servers are,
+    and closing the resolver stops it polling the file."""
+    reactor = MemoryReactorClock()
+    given = make_resolver(
+        DiscoveryConfig("dns", "a.b", 80, resolver=("127.0.0.1", 8600)), reactor
+    )
+    assert given.servers == [("127.0.0.1", 8600)]  # type: ignore[attr-defined]
+    assert reactor.getDelayedCalls() == []
+    system = make_resolver(DiscoveryConfig("dns", "a.b", 80), reactor)
+    assert system.resolv == "/etc/resolv.conf"  # type: ignore[attr-defined]
+    close_resolver(system)
+    assert [c for c in reactor.getDelayedCalls() if c.active()] == []
