@@ -88,6 +88,10 @@ class ProxyService(MultiService):
     sizes C{fds}, the descriptor budget the listeners accept against.
     """
 
+    #: whether this process asks DNS for the pools with C{discover} (a
+    #: worker of a supervisor does not: the supervisor's pools do).
+    runs_discovery = True
+
     def __init__(self, config: Config, reactor: Any):
         super().__init__()
         self.reactor = reactor

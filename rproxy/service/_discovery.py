@@ -44,7 +44,9 @@ class RunningDiscovery:
     Whatever process owns the pools and runs their health checks hosts
     this (in workers mode, the supervisor): it needs only the owner's
     C{config}, C{registry}, C{monitors} and its way to drop idle
-    connections to removed backends.
+    connections to removed backends.  An owner whose C{runs_discovery} is
+    false (a worker, whose pools follow the supervisor's) starts none; one
+    with a C{pools_changed()} method has it called after every change.
     """
 
     def __init__(
@@ -89,7 +91,9 @@ class RunningDiscovery:
         (or differently), stop it for the others; pools whose discover
         settings are unchanged keep theirs, with its schedule.
         """
-        changes = []
+        changes: list[str] = []
+        if not self._owner.runs_discovery:
+            return changes
         wanted = {p.name: p for p in new.pools if p.discover is not None}
         for name, service in list(self.services.items()):
             pool = wanted.get(name)
@@ -141,6 +145,11 @@ class RunningDiscovery:
             config,
             pools=tuple(new if p.name == name else p for p in config.pools),
         )
+        # An owner that hands its pools on (the workers' supervisor) does
+        # so at once.
+        pools_changed = getattr(owner, "pools_changed", None)
+        if pools_changed is not None:
+            pools_changed()
 
 
 class _States(Mapping[str, DiscoveryState]):

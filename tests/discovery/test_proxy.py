@@ -220,3 +220,42 @@ def test_pool_without_discover_has_no_discovery_state() -> None:
     service = ProxyService(config('backends = ["10.0.0.5:80"]'), reactor)
     admin = AdminService(AdminConfig(listen="tcp:0"), service.registry, {}, reactor)
     assert admin.status()["pools"][0]["discovery"] is None
+
+
+class _Worker(ProxyService):
+    runs_discovery = False
+
+
+def test_a_proxy_that_does_not_run_discovery_asks_nothing() -> None:
+    """With runs_discovery false (a worker) no discovery starts."""
+    reactor = MemoryReactorClock()
+    service = _Worker(config(DNS), reactor)
+    service.startService()
+    assert service.discovery.services == {}
+    assert service.apply(config(DNS + "\nconnect_tries = 4")) == ["pool api changed"]
+    assert service.discovery.services == {}
+    service.stopService()
+
+
+class _Supervisor(ProxyService):
+    pushed = 0
+
+    def pools_changed(self) -> None:
+        self.pushed += 1
+
+
+def test_owner_is_told_of_every_change() -> None:
+    """An owner with pools_changed() hears of each answer that changed a pool."""
+    reactor = MemoryReactorClock()
+    resolver = FakeResolver()
+    resolver.set("api.test", [a("api.test", "10.0.0.1", 10)])
+    service = _Supervisor(config(DNS), reactor)
+    service.discovery.resolver_for = lambda _: resolver
+    service.startService()
+    assert service.pushed == 1
+    reactor.advance(10)  # the same answer
+    assert service.pushed == 1
+    resolver.set("api.test", [a("api.test", "10.0.0.2", 10)])
+    reactor.advance(10)
+    assert service.pushed == 2
+    service.stopService()
