@@ -192,8 +192,12 @@ class DNSDiscovery(Service):
             self._use((), "hold expired")
         else:
             log.warn(
-                "pool {pool}: {source} failed ({reason}); keeping the "
-                "{count} backends of the last answer",
+                "pool {pool}: {source} failed ({reason}); "
+                + (
+                    "keeping the {count} backends of the last answer"
+                    if state.backends
+                    else "the pool has no backends until it answers"
+                ),
                 pool=self.pool,
                 source=config.source,
                 reason=reason,

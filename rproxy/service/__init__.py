@@ -84,6 +84,11 @@ class ProxyService(MultiService):
     it.  With C{[admin]}, C{admin} serves the status page, metrics and
     controls (and L{reload} as C{POST /reload}).
 
+    Pools with C{discover} take their backends from DNS: C{discovery}
+    (L{rproxy.service._discovery.RunningDiscovery}) runs one
+    L{rproxy.discovery.DNSDiscovery} per such pool and applies each changed
+    answer as a reload of that pool would.
+
     Starting raises the soft RLIMIT_NOFILE (L{rproxy.raise_fd_limit}) and
     sizes C{fds}, the descriptor budget the listeners accept against.
     """

@@ -240,3 +240,22 @@ def test_resolver_is_the_given_server_or_resolv_conf() -> None:
     assert system.resolv == "/etc/resolv.conf"  # type: ignore[attr-defined]
     close_resolver(system)
     assert [c for c in reactor.getDelayedCalls() if c.active()] == []
+
+
+def test_failures_are_logged_with_what_is_kept() -> None:
+    """A failed round is logged with its reason and what the pool keeps."""
+    service, resolver, clock, _ = started()
+    with capturedLogs() as events:
+        service.startService()
+        resolver.set("api.test", [a("api.test", "10.0.0.1", 5)])
+        clock.advance(5)
+        del resolver.records["api.test"]
+        clock.advance(5)
+    failed = [formatEvent(e) for e in events if "reason" in e]
+    assert failed == [
+        "pool api: dns:api.test:80 failed (NXDOMAIN); the pool has no backends "
+        "until it answers",
+        "pool api: dns:api.test:80 failed (NXDOMAIN); keeping the 1 backends of "
+        "the last answer",
+    ]
+    service.stopService()
