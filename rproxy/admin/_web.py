@@ -31,7 +31,7 @@ import ipaddress
 import json
 from typing import TYPE_CHECKING, Any
 
-from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from twisted.logger import Logger
 from twisted.web.resource import Resource
 from twisted.web.server import Request
@@ -194,7 +194,7 @@ class AdminResource(Resource):
         admin = self._admin
         if page == "metrics":
             request.setHeader(b"content-type", CONTENT_TYPE_LATEST.encode("ascii"))
-            return generate_latest(admin.metrics)
+            return admin.metrics_text()
         status = admin.status()
         if page == "status.json":
             return _json(request, 200, status)

@@ -38,7 +38,7 @@ from rproxy.service._build import (
 from rproxy.service._caches import RunningCaches
 from rproxy.service._fronts import FrontContext, build_front
 from rproxy.service._limits import RunningLimits
-from rproxy.service._listeners import ListenerService
+from rproxy.service._listeners import ListenerService, PortSource
 from rproxy.service._pool_update import TLSFor, update_pool
 from rproxy.service._reload_plan import (
     ListenerSpec,
@@ -85,7 +85,14 @@ class ProxyService(MultiService):
 
     Starting raises the soft RLIMIT_NOFILE (L{rproxy.raise_fd_limit}) and
     sizes C{fds}, the descriptor budget the listeners accept against.
+
+    A subclass may set C{ports} (where listeners get their ports instead of
+    binding their endpoints) and C{runs_acme} (False: no ACME client here,
+    certificates arrive by L{install_certificate}); L{rproxy.workers} does.
     """
+
+    ports: PortSource | None = None
+    runs_acme = True
 
     def __init__(self, config: Config, reactor: Any):
         super().__init__()
@@ -243,6 +250,7 @@ class ProxyService(MultiService):
                 spec.accept_proxy(new),
                 self.fds,
                 admission_for(spec.config),
+                self.ports,
             )
             service.setName(f"listener:{spec.name}")
             prepared.fresh[spec.name] = service
@@ -409,7 +417,7 @@ class ProxyService(MultiService):
             # What the old settings obtained is not served to listeners
             # added from now on (those serving it keep it until replaced).
             self._obtained.clear()
-        if new.acme is not None:
+        if new.acme is not None and self.runs_acme:
             from rproxy.acme.service import AcmeService
 
             self.acme = AcmeService(
