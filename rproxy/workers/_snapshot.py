@@ -23,7 +23,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
-from attrs import field, frozen
+from attrs import frozen
 from twisted.internet.interfaces import IOpenSSLClientConnectionCreator
 
 from rproxy.backends import AdminState, Backend, Pool, Registry
@@ -128,7 +128,7 @@ class PoolPicture:
     """
 
     name: str
-    backends: tuple[BackendPicture, ...] = field(converter=tuple)
+    backends: tuple[BackendPicture, ...] = ()
 
     def to_json(self) -> dict[str, Any]:
         return {"name": self.name, "backends": [b.to_json() for b in self.backends]}

@@ -1,0 +1,190 @@
+"""The whole group's status and metrics: the supervisor's own (pools,
+health, admin state, listeners' addresses) with every worker's counters
+added, and each worker's counters on their own.
+
+Status: in every listener, pool, backend and cache the supervisor lists,
+each number a worker reports under the same names is added to the
+supervisor's (which carries no traffic), except the L{KEPT} ones, which
+describe state the supervisor owns or moments in time.  C{workers} lists
+each worker with its own listeners' and backends' counters.
+
+Metrics: the families of L{OWNED} (state: health, admin, weights, checks)
+are the supervisor's; every other family is the sum of the workers' samples
+with the same labels, and is repeated per worker as C{rproxy_worker_*}
+with a C{worker} label (so C{sum()} over the plain families never counts a
+worker twice).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from prometheus_client.metrics_core import Metric
+from prometheus_client.samples import Sample
+
+__all__ = ["KEPT", "OWNED", "add_counts", "group_metrics", "group_status"]
+
+#: status fields that are not summed: the supervisor's value stays.
+KEPT = frozenset(
+    {
+        "time",
+        "weight",
+        "effective_weight",
+        "max_connections",
+        "state_since",
+        "state_age",
+        "at",
+        "age",
+        "duration",
+        "ejected_until",
+    }
+)
+
+#: metric families the supervisor's collector answers for the group.
+OWNED = frozenset(
+    {
+        "rproxy_listener_info",
+        "rproxy_pool_backends",
+        "rproxy_backend_state",
+        "rproxy_backend_healthy",
+        "rproxy_backend_weight",
+        "rproxy_backend_state_change_timestamp_seconds",
+        "rproxy_backend_health_check_success",
+        "rproxy_backend_health_check_timestamp_seconds",
+        "rproxy_backend_health_check_duration_seconds",
+    }
+)
+
+
+def _number(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def add_counts(into: dict[str, Any], other: Mapping[str, Any]) -> None:
+    """
+    Add the numbers of C{other} to those of C{into} in place, key by key,
+    into nested objects and into lists of objects matched by C{name}; keys
+    of L{KEPT}, and anything C{into} does not have, are left alone.
+    """
+    for key, value in other.items():
+        if key in KEPT or key not in into:
+            continue
+        mine = into[key]
+        if _number(value) and (_number(mine) or mine is None):
+            into[key] = (mine or 0) + value
+        elif isinstance(value, dict) and isinstance(mine, dict):
+            add_counts(mine, value)
+        elif isinstance(value, list) and isinstance(mine, list):
+            named = {
+                entry.get("name"): entry for entry in mine if isinstance(entry, dict)
+            }
+            for entry in value:
+                if isinstance(entry, dict) and entry.get("name") in named:
+                    add_counts(named[entry["name"]], entry)
+
+
+def _summary(status: Mapping[str, Any]) -> dict[str, Any]:
+    """
+    A worker's own counters, as its entry in C{workers} shows them.
+    """
+    return {
+        "listeners": [
+            {
+                key: listener.get(key)
+                for key in ("name", "active", "connections_total", "requests_total")
+            }
+            for listener in status.get("listeners", ())
+        ],
+        "pools": [
+            {
+                "name": pool.get("name"),
+                "backends": [
+                    {
+                        key: backend.get(key)
+                        for key in ("name", "state", "active", "requests_total")
+                    }
+                    for backend in pool.get("backends", ())
+                ],
+            }
+            for pool in status.get("pools", ())
+        ],
+    }
+
+
+def group_status(
+    own: dict[str, Any],
+    workers: Iterable[tuple[Mapping[str, Any], Mapping[str, Any] | None]],
+) -> dict[str, Any]:
+    """
+    C{own} (the supervisor's status, changed in place and returned) with
+    each worker's counters added and C{workers} listing them.
+
+    @param workers: each worker's description (C{worker}, C{pid},
+        C{state}, C{restarts}...) and its last status (None before its
+        first report).
+    """
+    listed = []
+    for about, status in workers:
+        entry = dict(about)
+        if status is not None:
+            add_counts(own, status)
+            entry.update(_summary(status))
+        listed.append(entry)
+    own["workers"] = listed
+    return own
+
+
+def _key(sample: Sample) -> tuple[str, tuple[tuple[str, str], ...]]:
+    return sample.name, tuple(sorted(sample.labels.items()))
+
+
+def _per_worker(name: str) -> str:
+    return "rproxy_worker_" + name.removeprefix("rproxy_")
+
+
+def group_metrics(
+    own: Iterable[Metric], workers: Mapping[int, Iterable[Metric]]
+) -> list[Metric]:
+    """
+    The group's metric families: see the module docstring.
+
+    @param own: the supervisor's families.
+    @param workers: each worker's families, by worker number.
+    """
+    summed: dict[str, Metric] = {}
+    values: dict[str, dict[tuple[str, tuple[tuple[str, str], ...]], Sample]] = {}
+    for family in own:
+        summed[family.name] = family
+        values[family.name] = {_key(s): s for s in family.samples}
+    per_worker: dict[str, Metric] = {}
+    for index, families in sorted(workers.items()):
+        for family in families:
+            if family.name in OWNED:
+                continue
+            if family.name not in summed:
+                summed[family.name] = family
+                values[family.name] = {}
+            samples = values[family.name]
+            for sample in family.samples:
+                before = samples.get(_key(sample))
+                total = sample.value + (0.0 if before is None else before.value)
+                samples[_key(sample)] = sample._replace(value=total)
+            name = _per_worker(family.name)
+            if name not in per_worker:
+                per_worker[name] = Metric(
+                    name, f"{family.documentation} (one worker)", family.type
+                )
+            per_worker[name].samples.extend(
+                s._replace(
+                    name=_per_worker(s.name),
+                    labels={**s.labels, "worker": str(index)},
+                )
+                for s in family.samples
+            )
+    out = []
+    for name, family in summed.items():
+        group = Metric(name, family.documentation, family.type, family.unit)
+        group.samples = list(values[name].values())
+        out.append(group)
+    return out + list(per_worker.values())
