@@ -10,6 +10,7 @@ are the supervisor's to act on.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import signal
 import socket
@@ -17,6 +18,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
+from twisted.internet.error import ReactorNotRunning
 from twisted.logger import (
     FileLogObserver,
     Logger,
@@ -63,7 +65,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     def lost(reason: object) -> None:
         if reactor.running:
             log.info("worker {index}: the supervisor is gone", index=args.index)
-            reactor.stop()
+            with contextlib.suppress(ReactorNotRunning):  # stopping already
+                reactor.stop()
 
     channel = ControlProtocol(control.handle, lost)
     control.channel = channel
