@@ -3,6 +3,7 @@ workers, with HTTP backends in this process on 127.0.0.1."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -32,6 +33,7 @@ def config(
     extra_listener: bool = False,
     broken: bool = False,
     check: str = "http",
+    access_log: str = "",
 ) -> str:
     addresses = ", ".join(
         f'{{ address = "127.0.0.1:{b.port}", name = "{name}", '
@@ -49,9 +51,12 @@ pool = "web"
         if extra_listener
         else ""
     )
+    log = (
+        f'[access_log]\npath = "{access_log}"\nformat = "json"\n' if access_log else ""
+    )
     return f"""
 workers = 2
-
+{log}
 [shutdown]
 grace = 10
 
@@ -115,16 +120,19 @@ def test_both_workers_serve_traffic_and_the_admin_sums_them(tmp_path: Path) -> N
     """
     Requests on new connections are served by both workers (counted per
     worker in the status and the metrics), and the group's totals are their
-    sum; the supervisor itself serves none.
+    sum; both append whole lines to the one access log, a line a request.
     """
     path = tmp_path / "rproxy.toml"
+    access = tmp_path / "access.log"
+    made = 0
     with backends("a") as pools:
-        path.write_text(config(pools))
+        path.write_text(config(pools, access_log=str(access)))
         running, port, admin = start(path)
         try:
 
             def both_served() -> bool:
-                fresh_requests(port)
+                nonlocal made
+                made += len(fresh_requests(port))
                 counts = worker_requests(admin)
                 return all(counts.get(i, 0) > 0 for i in (1, 2))
 
@@ -135,6 +143,9 @@ def test_both_workers_serve_traffic_and_the_admin_sums_them(tmp_path: Path) -> N
             metrics = admin_get(admin, "/metrics").decode()
         finally:
             running.stop()
+    lines = access.read_text().splitlines()
+    assert len(lines) == made
+    assert all(json.loads(line)["status"] == 200 for line in lines)
     # Reports come every second: the total is of the same reports.
     assert total == sum(per_worker.values()), (total, per_worker)
     assert (

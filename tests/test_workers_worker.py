@@ -1,0 +1,133 @@
+"""Tests for a worker's proxy (not started): what it leaves to the
+supervisor, and how it takes the supervisor's pushes."""
+
+from __future__ import annotations
+
+import json
+import tomllib
+from pathlib import Path
+
+import trustme
+from twisted.internet.testing import MemoryReactorClock
+
+from rproxy.backends import BackendState, Pool, Registry
+from rproxy.config import parse_config
+from rproxy.health import HealthMonitor
+from rproxy.tls import ServerCertificate
+from rproxy.workers._ports import Adopted
+from rproxy.workers._snapshot import encode_pools
+from rproxy.workers._worker import (
+    WorkerControl,
+    WorkerProxy,
+    certificate_to_json,
+)
+
+CONFIG = """
+workers = 2
+
+[pools.checked]
+backends = ["127.0.0.1:8001"]
+health = {{ check = "http", interval = 1 }}
+
+[pools.passive]
+backends = ["127.0.0.1:8002"]
+health = {{ check = "none" }}
+
+[[listeners]]
+name = "web"
+protocol = "http"
+listen = "tcp:0:interface=127.0.0.1"
+pool = "checked"
+
+[listeners.tls]
+certificates = [{{ cert = "{cert}", key = "{key}" }}]
+redirect_http_from = "tcp:0:interface=127.0.0.1"
+
+[admin]
+listen = "tcp:0:interface=127.0.0.1"
+
+[acme]
+directory = "https://acme.invalid/directory"
+email = "a@example.com"
+domains = ["a.example.com"]
+storage = "{storage}"
+"""
+
+
+def worker(tmp_path: Path) -> WorkerProxy:
+    ca = trustme.CA()
+    leaf = ca.issue_cert("web.example.com")
+    leaf.cert_chain_pems[0].write_to_path(str(tmp_path / "cert.pem"))
+    leaf.private_key_pem.write_to_path(str(tmp_path / "key.pem"))
+    text = CONFIG.format(
+        cert=tmp_path / "cert.pem", key=tmp_path / "key.pem", storage=tmp_path / "acme"
+    )
+    config = parse_config(tomllib.loads(text), str(tmp_path / "rproxy.toml"))
+    reactor = MemoryReactorClock()
+    return WorkerProxy(config, reactor, 1, Adopted(reactor))
+
+
+def test_a_worker_runs_no_admin_no_acme_and_no_active_checks(tmp_path: Path) -> None:
+    """
+    The admin interface, the ACME client and active checks are the
+    supervisor's; a pool without checks keeps its back-off in the worker.
+    """
+    proxy = worker(tmp_path)
+    assert proxy.admin is None and proxy.acme is None
+    assert proxy.monitors["checked"].check is None
+    assert type(proxy.monitors["checked"]) is not HealthMonitor
+    assert type(proxy.monitors["passive"]) is HealthMonitor
+    # It still answers ACME challenges the supervisor publishes.
+    proxy.challenges.publish("tok", "tok.key")
+    assert proxy.challenges.answer(b"/.well-known/acme-challenge/tok") == b"tok.key"
+
+
+def test_pictures_and_certificates_reach_the_worker(tmp_path: Path) -> None:
+    """
+    A picture with a backend down takes it down here; a certificate
+    obtained by the supervisor is installed on the TLS listener.
+    """
+    proxy = worker(tmp_path)
+    control = WorkerControl(proxy.reactor, 1)
+    control.proxy = proxy
+    supervisor = Registry(
+        [Pool("checked", [proxy.registry.get("checked").backends[0]])]
+    )
+    shown = json.loads(json.dumps(encode_pools(supervisor)))
+    shown[0]["backends"][0]["healthy"] = False
+    shown[0]["backends"][0]["reason"] = "3 checks failed"
+    control.handle({"type": "pools", "pools": shown}, [])
+    backend = proxy.registry.get("checked").backends[0]
+    assert backend.state is BackendState.DOWN
+    leaf = trustme.CA().issue_cert("a.example.com")
+    certificate = ServerCertificate.from_pem(
+        leaf.private_key_and_cert_chain_pem.bytes(), None, "acme"
+    )
+    control.handle({"type": "certificate", **certificate_to_json(certificate)}, [])
+    assert ("a.example.com",) in proxy._obtained
+    control.handle({"type": "challenge", "token": "t", "answer": "t.k"}, [])
+    assert proxy.challenges.answer(b"/.well-known/acme-challenge/t") == b"t.k"
+    control.handle({"type": "challenge", "token": "t", "answer": None}, [])
+    assert proxy.challenges.answer(b"/.well-known/acme-challenge/t") is None
+
+
+def test_a_reload_from_the_supervisor_is_applied_and_answered(tmp_path: Path) -> None:
+    """The config text in a config message is applied; its problems returned."""
+    proxy = worker(tmp_path)
+    control = WorkerControl(proxy.reactor, 1)
+    control.proxy = proxy
+    source = str(tmp_path / "rproxy.toml")
+    text = (
+        "workers = 2\n[pools.checked]\n"
+        'backends = ["127.0.0.1:8001", "127.0.0.1:8003"]\n'
+        '[[listeners]]\nname = "web"\nprotocol = "http"\n'
+        'listen = "tcp:0:interface=127.0.0.1"\npool = "checked"\n'
+    )
+    assert control.handle({"type": "config", "config": text, "source": source}, []) == {
+        "problems": []
+    }
+    assert len(proxy.registry.get("checked").backends) == 2
+    answer = control.handle(
+        {"type": "config", "config": "workers = [", "source": source}, []
+    )
+    assert answer is not None and "invalid TOML" in answer["problems"][0]
