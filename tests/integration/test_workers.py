@@ -7,8 +7,11 @@ import json
 import os
 import signal
 import socket
+import ssl
 import threading
 from pathlib import Path
+
+import trustme
 
 from tests.integration.helpers import RunningProxy, start_proxy
 from tests.integration.workers import (
@@ -351,3 +354,55 @@ def test_sigterm_lets_every_worker_finish_its_requests(tmp_path: Path) -> None:
     assert answer[0].endswith(b"a")
     for pid in pids:
         assert f"(pid {pid}) stopped" in output
+
+
+def https_get(port: int, context: ssl.SSLContext) -> bytes:
+    """One GET over TLS to web.example.com on a new connection; its body."""
+    with (
+        socket.create_connection(("127.0.0.1", port), 10) as raw,
+        context.wrap_socket(raw, server_hostname="web.example.com") as s,
+    ):
+        s.sendall(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        data = b""
+        while chunk := s.recv(4096):
+            data += chunk
+    assert data.startswith(b"HTTP/1.1 200 OK"), data
+    return data.rsplit(b"\r\n", 1)[-1]
+
+
+def test_tls_listeners_are_terminated_in_each_worker(tmp_path: Path) -> None:
+    """
+    A [listeners.tls] listener with two workers: each worker wraps the
+    socket it adopted in TLS, so HTTPS requests on new connections are
+    answered by both, with the configured certificate.
+    """
+    ca = trustme.CA()
+    leaf = ca.issue_cert("web.example.com")
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    cert.write_bytes(b"".join(blob.bytes() for blob in leaf.cert_chain_pems))
+    key.write_bytes(leaf.private_key_pem.bytes())
+    context = ssl.create_default_context()
+    ca.configure_trust(context)
+    path = tmp_path / "rproxy.toml"
+    with backends("a") as pools:
+        text = config(pools).replace(
+            'pool = "web"\n',
+            f'pool = "web"\n[listeners.tls]\ncertificates = [{{ cert = "{cert}", '
+            f'key = "{key}" }}]\n',
+            1,
+        )
+        path.write_text(text)
+        running, port, admin = start(path)
+        bodies: list[bytes] = []
+        try:
+
+            def both_served() -> bool:
+                for _ in range(10):
+                    bodies.append(https_get(port, context))
+                counts = worker_requests(admin)
+                return all(counts.get(i, 0) > 0 for i in (1, 2))
+
+            wait_until(both_served, "HTTPS requests served by both workers")
+        finally:
+            running.stop()
+    assert set(bodies) == {b"a"}
