@@ -131,3 +131,15 @@ def test_a_reload_from_the_supervisor_is_applied_and_answered(tmp_path: Path) ->
         {"type": "config", "config": "workers = [", "source": source}, []
     )
     assert answer is not None and "invalid TOML" in answer["problems"][0]
+
+
+def test_a_worker_that_cannot_start_exits(tmp_path: Path) -> None:
+    """A start it cannot carry out (here, a broken config) stops the worker's
+    reactor, so that the supervisor starts it again with back-off."""
+    reactor = MemoryReactorClock()
+    reactor.running = True
+    control = WorkerControl(reactor, 1)
+    control.handle(
+        {"type": "start", "config": "workers = [", "source": "x", "listeners": []}, []
+    )
+    assert reactor.hasStopped and control.proxy is None

@@ -186,7 +186,12 @@ class WorkerControl:
         """
         kind = message["type"]
         if kind == "start":
-            self._start(message)
+            try:
+                self._start(message)
+            except Exception:
+                # Exit: the supervisor starts a worker again, with back-off.
+                log.failure("worker {index} could not start", index=self.index)
+                self.reactor.stop()
         elif kind == "listener":
             self.ports.add(
                 message["name"], message["listen"], fds[0], message["family"]
