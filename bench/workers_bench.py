@@ -15,9 +15,11 @@ load generator alone):
   workers can each run on a core, but one of those cores also runs wrk and
   nginx.
 
-For each run: req/s, wrk's p50/p99 latency and errors, and the CPU seconds
+For each run: req/s, wrk's p50/p99 latency and errors, the CPU seconds
 each process of the proxy used during the measured run (so the share each
-worker carried and what the supervisor spent are visible).  Each run starts
+worker carried and what the supervisor spent are visible), and requests per
+CPU-second of the whole proxy: what one core's worth of proxy serves, which
+other load on the machine does not change the way it changes req/s.  Each run starts
 a fresh backend and proxy, checks one GET, warms up, then measures.
 
     python bench/workers_bench.py --seconds 5
@@ -32,6 +34,7 @@ import os
 import re
 import shutil
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -169,7 +172,7 @@ def get(port: int) -> None:
 
 
 def wrk(port: int, seconds: float, cpus: str, connections: int) -> dict[str, Any]:
-    out = subprocess.run(
+    done = subprocess.run(
         [
             "taskset",
             "-c",
@@ -184,8 +187,12 @@ def wrk(port: int, seconds: float, cpus: str, connections: int) -> dict[str, Any
         capture_output=True,
         text=True,
         timeout=seconds + 30,
-    ).stdout
-    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
+    )
+    out = done.stdout
+    found = re.search(r"Requests/sec:\s+([\d.]+)", out)
+    if found is None:
+        raise SystemExit(f"wrk failed:\n{out}\n{done.stderr}")
+    rps = float(found.group(1))
 
     def latency(p: str) -> float | None:
         m = re.search(rf"\s{p}%\s+([\d.]+)(us|ms|s)", out)
@@ -228,7 +235,11 @@ def one_run(
         proxy.wait(30)
         nginx.send_signal(signal.SIGQUIT)
         nginx.wait(30)
+    proxy_cpu = sum(used.values())
     result.update(
+        requests_per_cpu_second=round(result["rps"] * seconds / proxy_cpu)
+        if proxy_cpu
+        else None,
         layout=layout,
         workers=workers,
         supervisor_cpu_s=round(used[proxy.pid], 2) if workers > 1 else None,
@@ -241,8 +252,11 @@ def one_run(
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--seconds", type=float, default=5.0)
+    parser.add_argument("--seconds", type=int, default=5)
     parser.add_argument("--connections", type=int, default=50)
+    parser.add_argument(
+        "--repeat", type=int, default=1, help="rounds; the median is reported"
+    )
     parser.add_argument("--layouts", default=",".join(LAYOUTS))
     parser.add_argument("--json", type=Path, help="also write the results here")
     args = parser.parse_args(argv)
@@ -256,9 +270,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("needs two CPUs to pin")
         return 2
     results = []
+    layouts = args.layouts.split(",")
     with tempfile.TemporaryDirectory(prefix="workers-bench-") as tmp:
-        for layout in args.layouts.split(","):
-            for workers in (1, 2):
+        for round in range(args.repeat):
+            # Interleaved, so that drift on the machine hits every case.
+            order = [(layout, w) for layout in layouts for w in (1, 2)]
+            shift = round % len(order)
+            for layout, workers in order[shift:] + order[:shift]:
                 run = one_run(
                     Path(tmp), layout, workers, args.seconds, args.connections
                 )
@@ -266,13 +284,22 @@ def main(argv: Sequence[str] | None = None) -> int:
                 print(
                     f"{layout:11} workers={workers}  {run['rps']:9.0f} req/s  "
                     f"p50 {run['p50_ms']:.2f} ms  p99 {run['p99_ms']:.2f} ms  "
-                    f"errors {run['errors']}  cpu s: supervisor "
+                    f"errors {run['errors']}  {run['requests_per_cpu_second']} "
+                    f"req per proxy CPU-second  cpu s: supervisor "
                     f"{run['supervisor_cpu_s']}, workers {run['worker_cpu_s']}",
                     flush=True,
                 )
-    for layout in args.layouts.split(","):
-        one, two = (r["rps"] for r in results if r["layout"] == layout)
-        print(f"{layout}: workers=2 / workers=1 = {two / one:.2f}x")
+    for layout in layouts:
+        median = {
+            w: statistics.median(
+                r["rps"] for r in results if r["layout"] == layout and r["workers"] == w
+            )
+            for w in (1, 2)
+        }
+        print(
+            f"{layout}: median {median[1]:.0f} vs {median[2]:.0f} req/s, "
+            f"workers=2 / workers=1 = {median[2] / median[1]:.2f}x"
+        )
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))
     return 0

@@ -55,9 +55,21 @@ class Reactor(MemoryReactorClock):
         transport.protocol = protocol
         self.channels.append(transport)
 
-    def adoptStreamPort(self, fd: int, family: int, factory: Any) -> str:
+    def adoptStreamPort(self, fd: int, family: int, factory: Any) -> Any:
         self.adopted.append((fd, family))
-        return "port"
+        return FakePort()
+
+
+class FakePort:
+    """What Twisted's TCP port does with numberAccepts, recorded."""
+
+    def __init__(self) -> None:
+        self.numberAccepts = 100
+        self.seen: list[int] = []
+
+    def doRead(self) -> None:
+        self.seen.append(self.numberAccepts)
+        self.numberAccepts += 20
 
 
 @define
@@ -219,7 +231,8 @@ def test_the_group_status_counts_what_workers_report() -> None:
 
 def test_adopted_sockets_are_adopted_once_and_closed() -> None:
     """A worker's port source adopts the descriptor it was handed for that
-    listener and endpoint, then closes its copy."""
+    listener and endpoint, closes its copy, and accepts one connection each
+    time the shared socket wakes it."""
     import os
 
     reactor = Reactor()
@@ -227,8 +240,12 @@ def test_adopted_sockets_are_adopted_once_and_closed() -> None:
     read, write = os.pipe()
     os.close(write)
     ports.add("http", "tcp:80", read, 2)
-    assert ports("http", "tcp:80", None) == "port"  # type: ignore[arg-type]
+    port = ports("http", "tcp:80", None)  # type: ignore[arg-type]
     assert reactor.adopted == [(read, 2)]
+    # One connection per wake, however many Twisted would take.
+    port.doRead()
+    port.doRead()
+    assert port.seen == [1, 1]  # type: ignore[attr-defined]
     assert ("http", "tcp:80") not in ports
     try:
         ports("http", "tcp:80", None)  # type: ignore[arg-type]

@@ -21,7 +21,15 @@ from twisted.python.failure import Failure
 
 from rproxy.service._listeners import ListenerService
 
-__all__ = ["Adopted", "Handed", "handed", "hold"]
+__all__ = ["ACCEPTS_PER_WAKE", "Adopted", "Handed", "handed", "hold"]
+
+#: connections a worker accepts each time the shared socket is readable
+#: (nginx's default, C{multi_accept off}): the workers all wake for a new
+#: connection, and the first back in its event loop takes the next one, so
+#: a burst of connections (a load balancer's, wrk's) spreads over the
+#: workers instead of going to whichever woke first (Twisted's ports accept
+#: up to a hundred at a time).
+ACCEPTS_PER_WAKE = 1
 
 
 @frozen
@@ -81,6 +89,21 @@ def handed(listeners: Mapping[str, ListenerService]) -> list[Handed]:
     return sockets
 
 
+def _accept_few(port: Any) -> None:
+    """
+    Make C{port} accept at most L{ACCEPTS_PER_WAKE} connections per wake.
+    """
+    read = getattr(port, "doRead", None)
+    if read is None:
+        return
+
+    def doRead() -> Any:
+        port.numberAccepts = ACCEPTS_PER_WAKE
+        return read()
+
+    port.doRead = doRead
+
+
 class Adopted:
     """
     A worker's port source: the listening sockets handed to it, by listener
@@ -113,6 +136,7 @@ class Adopted:
             port: IListeningPort = self._reactor.adoptStreamPort(fd, family, factory)
         finally:
             os.close(fd)
+        _accept_few(port)
         return port
 
     def close(self) -> None:
