@@ -16,31 +16,13 @@ import signal
 import socket
 import sys
 from collections.abc import Sequence
-from typing import Any
 
 from twisted.internet.error import ReactorNotRunning
-from twisted.logger import (
-    FileLogObserver,
-    Logger,
-    formatEventAsClassicLogText,
-    globalLogBeginner,
-)
+from twisted.logger import Logger, globalLogBeginner
 
 from rproxy._reactor import install_if_unset
 
 log = Logger(namespace="rproxy.workers")
-
-
-def _observer(index: int) -> FileLogObserver:
-    """
-    Log lines on standard output (the supervisor's), each naming the worker.
-    """
-    system = f"worker {index}"
-
-    def format(event: Any) -> str | None:
-        return formatEventAsClassicLogText({**event, "log_system": system})
-
-    return FileLogObserver(sys.stdout, format)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -56,25 +38,33 @@ def main(argv: Sequence[str] | None = None) -> int:
     from twisted.internet.protocol import Factory
 
     from rproxy.workers._control import ControlProtocol
+    from rproxy.workers._logs import ForwardLogs
     from rproxy.workers._worker import WorkerControl
 
-    globalLogBeginner.beginLoggingTo([_observer(args.index)], redirectStandardIO=False)
+    logs = ForwardLogs(args.index)
+    globalLogBeginner.beginLoggingTo([logs], redirectStandardIO=False)
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
     control = WorkerControl(reactor, args.index)
 
     def lost(reason: object) -> None:
         if reactor.running:
-            log.info("worker {index}: the supervisor is gone", index=args.index)
+            log.info("the supervisor is gone")
             with contextlib.suppress(ReactorNotRunning):  # stopping already
                 reactor.stop()
 
     channel = ControlProtocol(control.handle, lost)
-    control.channel = channel
+    control.channel = logs.channel = channel
     reactor.adoptStreamConnection(  # type: ignore[attr-defined]
         args.control_fd, socket.AF_UNIX, Factory.forProtocol(lambda: channel)
     )
     os.close(args.control_fd)
-    reactor.addSystemEventTrigger("before", "shutdown", control.stop)
+    def stop() -> object:
+        # From now on straight to standard output: the reactor may close the
+        # channel before it has written what is queued on it.
+        logs.channel = None
+        return control.stop()
+
+    reactor.addSystemEventTrigger("before", "shutdown", stop)
     # After the reactor has set its own handlers: Ctrl-C in a terminal
     # reaches the whole process group, and the supervisor stops the workers.
     reactor.callWhenRunning(signal.signal, signal.SIGINT, signal.SIG_IGN)

@@ -21,6 +21,7 @@ supervisor to worker
 
 worker to supervisor
   - C{ready}: C{pid}, once it serves every listener.
+  - C{log}: C{level}, C{namespace}, C{text}: one of its log events.
   - C{stats}: C{status} (the JSON status) and C{metrics} (Prometheus
     text), every L{STATS_INTERVAL} seconds.
   - C{reply}: C{reply_to} and the answer's fields.

@@ -29,6 +29,7 @@ from rproxy.tls import ServerCertificate
 from rproxy.workers._aggregate import group_metrics, group_status
 from rproxy.workers._backoff import RestartBackoff
 from rproxy.workers._control import ControlProtocol, Message
+from rproxy.workers._logs import relay
 from rproxy.workers._ports import handed
 from rproxy.workers._snapshot import encode_pools
 from rproxy.workers._worker import certificate_to_json
@@ -255,6 +256,8 @@ class WorkerGroup(Service):
                 index=slot.index,
                 pid=message.get("pid"),
             )
+        elif kind == "log":
+            relay(slot.index, message)
         elif kind == "stats":
             slot.status = message.get("status")
             slot.metrics = message.get("metrics", "")

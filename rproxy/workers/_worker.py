@@ -190,7 +190,7 @@ class WorkerControl:
                 self._start(message)
             except Exception:
                 # Exit: the supervisor starts a worker again, with back-off.
-                log.failure("worker {index} could not start", index=self.index)
+                log.failure("could not start")
                 self.reactor.stop()
         elif kind == "listener":
             self.ports.add(
@@ -199,9 +199,7 @@ class WorkerControl:
         elif kind == "config":
             return {"problems": self._reload(message["config"], message["source"])}
         elif self.proxy is None:
-            log.error(
-                "worker {index}: {kind} before start", index=self.index, kind=kind
-            )
+            log.error("{kind} before start", kind=kind)
         elif kind == "pools":
             self.proxy.apply_pictures(message["pools"])
         elif kind == "certificate":
@@ -212,9 +210,7 @@ class WorkerControl:
             else:
                 self.proxy.challenges.publish(message["token"], message["answer"])
         else:
-            log.error(
-                "worker {index}: unknown message {kind}", index=self.index, kind=kind
-            )
+            log.error("unknown message {kind}", kind=kind)
         return None
 
     def _start(self, message: Message) -> None:
@@ -237,15 +233,13 @@ class WorkerControl:
             changes = self.proxy.apply(config_from_text(text, source))
         except (ConfigError, ReloadError) as error:
             log.error(
-                "worker {index}: config {source} not applied: {errors}",
-                index=self.index,
+                "config {source} not applied: {errors}",
                 source=source,
                 errors="; ".join(error.errors),
             )
             return error.errors
         log.info(
-            "worker {index}: config {source} applied: {changes}",
-            index=self.index,
+            "config {source} applied: {changes}",
             source=source,
             changes="; ".join(changes) or "no changes",
         )

@@ -108,9 +108,9 @@ def applied_in(running: RunningProxy, workers: set[int]) -> None:
     """Read the output until each of C{workers} said it applied a config."""
     left = set(workers)
     while left:
-        line = running.wait_for(": config ", DEADLINE)
+        line = running.wait_for("] config ", DEADLINE)
         for worker in list(left):
-            if f"worker {worker}: config " in line:
+            if f"[worker {worker}] config " in line:
                 assert "applied" in line, line
                 left.discard(worker)
 
