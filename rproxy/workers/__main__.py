@@ -58,6 +58,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.control_fd, socket.AF_UNIX, Factory.forProtocol(lambda: channel)
     )
     os.close(args.control_fd)
+
     def stop() -> object:
         # From now on straight to standard output: the reactor may close the
         # channel before it has written what is queued on it.
