@@ -87,12 +87,13 @@ class ProxyService(MultiService):
     sizes C{fds}, the descriptor budget the listeners accept against.
 
     A subclass may set C{ports} (where listeners get their ports instead of
-    binding their endpoints) and C{runs_acme} (False: no ACME client here,
-    certificates arrive by L{install_certificate}); L{rproxy.workers} does.
+    binding their endpoints) and C{owns_shared_state} (False in a worker of
+    L{rproxy.workers}: what the workers share runs in their supervisor, so
+    no ACME client here, certificates arrive by L{install_certificate}).
     """
 
     ports: PortSource | None = None
-    runs_acme = True
+    owns_shared_state = True
 
     def __init__(self, config: Config, reactor: Any):
         super().__init__()
@@ -417,7 +418,7 @@ class ProxyService(MultiService):
             # What the old settings obtained is not served to listeners
             # added from now on (those serving it keep it until replaced).
             self._obtained.clear()
-        if new.acme is not None and self.runs_acme:
+        if new.acme is not None and self.owns_shared_state:
             from rproxy.acme.service import AcmeService
 
             self.acme = AcmeService(
@@ -476,6 +477,13 @@ class ProxyService(MultiService):
             return None if service is None else getattr(service.bound, "port", None)
 
         return HTTPSRedirect(https_port)
+
+    def pools_changed(self) -> None:
+        """
+        Called after a pool's members changed outside a reload (backends
+        found by discovery, say): here nothing more is needed; a supervisor
+        of workers pushes the pools to them at once.
+        """
 
     # Certificates ---------------------------------------------------------
 

@@ -106,7 +106,7 @@ class WorkerProxy(ProxyService):
     client, whose pools follow the supervisor's picture (L{apply_pictures}).
     """
 
-    runs_acme = False
+    owns_shared_state = False
 
     def __init__(
         self, config: Config, reactor: Any, index: int, ports: Adopted

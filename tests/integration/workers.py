@@ -142,19 +142,23 @@ class Load:
         for _ in range(MAX_PER_CLIENT):
             if self.stop.is_set():
                 break
-            if conn is None:
-                conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
-                conn.connect()
-                assert conn.sock is not None
-                local = conn.sock.getsockname()[1]
-                owner = self._owner(local)
             try:
+                if conn is None:
+                    owner = None
+                    conn = http.client.HTTPConnection(
+                        "127.0.0.1", self.port, timeout=30
+                    )
+                    # Refused would be a failure too: the sockets stay open.
+                    conn.connect()
+                    assert conn.sock is not None
+                    owner = self._owner(conn.sock.getsockname()[1])
                 conn.request("GET", "/")
                 response = conn.getresponse()
                 body = response.read().decode()
             except (OSError, http.client.HTTPException) as e:
                 self._record(owner, f"{e!r}")
-                conn.close()
+                if conn is not None:
+                    conn.close()
                 conn = None
                 continue
             self._record(
