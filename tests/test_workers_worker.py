@@ -143,3 +143,24 @@ def test_a_worker_that_cannot_start_exits(tmp_path: Path) -> None:
         {"type": "start", "config": "workers = [", "source": "x", "listeners": []}, []
     )
     assert reactor.hasStopped and control.proxy is None
+
+
+def test_stats_are_sent_only_while_there_is_an_admin_to_show_them(
+    tmp_path: Path,
+) -> None:
+    """A reload that removes [admin] stops the stats; one that adds it back
+    starts them again."""
+    proxy = worker(tmp_path)
+    control = WorkerControl(proxy.reactor, 1)
+    control.proxy = proxy
+    source = str(tmp_path / "rproxy.toml")
+    plain = (
+        'workers = 2\n[pools.checked]\nbackends = ["127.0.0.1:8001"]\n'
+        '[[listeners]]\nname = "web"\nprotocol = "http"\n'
+        'listen = "tcp:0:interface=127.0.0.1"\npool = "checked"\n'
+    )
+    with_admin = plain + '[admin]\nlisten = "tcp:0:interface=127.0.0.1"\n'
+    control.handle({"type": "config", "config": with_admin, "source": source}, [])
+    assert control._stats.running
+    control.handle({"type": "config", "config": plain, "source": source}, [])
+    assert not control._stats.running

@@ -165,7 +165,8 @@ class WorkerProxy(ProxyService):
 
 class WorkerControl:
     """
-    What a worker does with the supervisor's messages, and its stats loop.
+    What a worker does with the supervisor's messages, and its stats loop
+    (every L{STATS_INTERVAL} seconds while the config has C{[admin]}).
 
     @ivar proxy: the proxy, once the C{start} message made it.
     """
@@ -224,13 +225,14 @@ class WorkerControl:
         proxy.startService()
         assert self.channel is not None
         self.channel.send({"type": "ready", "pid": os.getpid()})
-        self._stats.start(STATS_INTERVAL, now=True)
+        self._report(config)
 
     def _reload(self, text: str, source: str) -> list[str]:
         if self.proxy is None:
             return ["not started"]
         try:
-            changes = self.proxy.apply(config_from_text(text, source))
+            config = config_from_text(text, source)
+            changes = self.proxy.apply(config)
         except (ConfigError, ReloadError) as error:
             log.error(
                 "config {source} not applied: {errors}",
@@ -243,7 +245,18 @@ class WorkerControl:
             source=source,
             changes="; ".join(changes) or "no changes",
         )
+        self._report(config)
         return []
+
+    def _report(self, config: Config) -> None:
+        """
+        Send stats while the config has an admin interface (in the
+        supervisor) to show them.
+        """
+        if config.admin is not None and not self._stats.running:
+            self._stats.start(STATS_INTERVAL, now=True)
+        elif config.admin is None and self._stats.running:
+            self._stats.stop()
 
     def _send_stats(self) -> None:
         if self.proxy is None or self.channel is None:
