@@ -179,7 +179,6 @@ def test_state_changes_are_pushed_at_once_and_weights_at_the_next_look() -> None
     """A drain goes out in the same turn; a weight within PUSH_INTERVAL."""
     workers, reactor, registry = group(1)
     channel = reactor.channels[0]
-    reactor.advance(PUSH_INTERVAL)  # observes the pools
     channel.clear()
     pool = registry.get("web")
     pool.set_admin(pool.get("a"), AdminState.DRAINING, "drain by admin")

@@ -123,6 +123,7 @@ class WorkerGroup(Service):
     def startService(self) -> None:
         super().startService()
         self.stopping = False
+        self._observe()
         for slot in self.slots.values():
             self._spawn(slot)
         self._tick.start(PUSH_INTERVAL, now=False)
@@ -284,6 +285,7 @@ class WorkerGroup(Service):
             asking = channel.ask({"type": "config", "config": text, "source": source})
             asking.addCallback(self._applied, slot)
             asking.addErrback(lambda _: None)  # it died: it starts afresh
+        self._observe()
         self.push_pools()
 
     @staticmethod
@@ -342,12 +344,15 @@ class WorkerGroup(Service):
         if self._push_soon is None or not self._push_soon.active():
             self._push_soon = self.reactor.callLater(0, self.push_pools)
 
-    def _look(self) -> None:
+    def _observe(self) -> None:
         for pool in self.proxy.registry:
             if pool not in self._observed:
                 pool.observe(self._changed)
                 self._observed.add(pool)
         self._observed &= set(self.proxy.registry)
+
+    def _look(self) -> None:
+        self._observe()
         if self._pictures() != self._last_push:
             self.push_pools()
 
