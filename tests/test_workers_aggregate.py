@@ -15,7 +15,12 @@ from prometheus_client.metrics_core import (
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.registry import CollectorRegistry
 
-from rproxy.workers._aggregate import add_counts, group_metrics, group_status
+from rproxy.workers._aggregate import (
+    add_counts,
+    group_metrics,
+    group_status,
+    render_metrics,
+)
 
 
 def backend(name: str, **fields: Any) -> dict[str, Any]:
@@ -166,11 +171,16 @@ def test_histograms_add_bucket_by_bucket() -> None:
 
 
 def test_the_group_metrics_render_as_prometheus_text() -> None:
-    """What the admin serves parses back with the summed values."""
-    merged = group_metrics(families(requests(0)), {1: families(requests(2))})
-    text = generate_latest(_registry(merged)).decode()
+    """What the admin serves: the supervisor's registry plus the workers'
+    texts, parsed back with the summed values; a worker yet to report is
+    left out."""
+    text = render_metrics(
+        _registry([requests(0)]),
+        {1: generate_latest(_registry([requests(2)])).decode(), 2: ""},
+    ).decode()
     assert 'rproxy_listener_requests_total{l="http"} 2.0' in text
     assert 'rproxy_worker_listener_requests_total{l="http",worker="1"} 2.0' in text
+    assert 'worker="2"' not in text
 
 
 def _registry(metrics: list[Metric]) -> CollectorRegistry:

@@ -20,10 +20,20 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from prometheus_client import generate_latest
 from prometheus_client.metrics_core import Metric
+from prometheus_client.parser import text_string_to_metric_families
+from prometheus_client.registry import Collector, CollectorRegistry
 from prometheus_client.samples import Sample
 
-__all__ = ["KEPT", "OWNED", "add_counts", "group_metrics", "group_status"]
+__all__ = [
+    "KEPT",
+    "OWNED",
+    "add_counts",
+    "group_metrics",
+    "group_status",
+    "render_metrics",
+]
 
 #: status fields that are not summed: the supervisor's value stays.
 KEPT = frozenset(
@@ -188,3 +198,30 @@ def group_metrics(
         group.samples = list(values[name].values())
         out.append(group)
     return out + list(per_worker.values())
+
+
+class _Fixed(Collector):
+    def __init__(self, families: list[Metric]) -> None:
+        self._families = families
+
+    def collect(self) -> list[Metric]:
+        return self._families
+
+
+def render_metrics(own: CollectorRegistry, workers: Mapping[int, str]) -> bytes:
+    """
+    The Prometheus text of the group: C{own} is the supervisor's registry,
+    C{workers} each worker's last metrics text (empty before its first
+    report), by worker number.
+    """
+    families = group_metrics(
+        own.collect(),
+        {
+            index: list(text_string_to_metric_families(text))
+            for index, text in workers.items()
+            if text
+        },
+    )
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(_Fixed(families))
+    return generate_latest(registry)

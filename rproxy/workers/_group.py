@@ -14,7 +14,6 @@ from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from attrs import Factory, define, field
-from prometheus_client.parser import text_string_to_metric_families
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred, DeferredList, succeed
 from twisted.internet.interfaces import IDelayedCall
@@ -26,7 +25,7 @@ from twisted.python.failure import Failure
 
 from rproxy.backends import Backend, BackendState, Pool
 from rproxy.tls import ServerCertificate
-from rproxy.workers._aggregate import group_metrics, group_status
+from rproxy.workers._aggregate import group_status, render_metrics
 from rproxy.workers._backoff import RestartBackoff
 from rproxy.workers._control import ControlProtocol, Message
 from rproxy.workers._logs import relay
@@ -370,20 +369,6 @@ class WorkerGroup(Service):
         """
         The group's metrics, C{own} being the supervisor's registry.
         """
-        from prometheus_client import generate_latest
-        from prometheus_client.registry import CollectorRegistry
-
-        workers = {
-            slot.index: list(text_string_to_metric_families(slot.metrics))
-            for slot in self.slots.values()
-            if slot.metrics
-        }
-        families = group_metrics(own.collect(), workers)
-
-        class _Fixed:
-            def collect(self) -> Any:
-                return families
-
-        registry = CollectorRegistry(auto_describe=False)
-        registry.register(_Fixed())
-        return generate_latest(registry)
+        return render_metrics(
+            own, {slot.index: slot.metrics for slot in self.slots.values()}
+        )
