@@ -21,8 +21,10 @@ from tests.integration.workers import (
     admin_get,
     admin_post,
     backends,
+    echo_backend,
     status,
     wait_until,
+    worker_connections,
     worker_pids,
     worker_requests,
 )
@@ -406,3 +408,51 @@ def test_tls_listeners_are_terminated_in_each_worker(tmp_path: Path) -> None:
         finally:
             running.stop()
     assert set(bodies) == {b"a"}
+
+
+def test_tcp_listeners_are_served_by_both_workers(tmp_path: Path) -> None:
+    """A TCP passthrough listener: connections land on both workers and each
+    gets its bytes echoed whole."""
+    path = tmp_path / "rproxy.toml"
+    with backends("a") as pools, echo_backend() as echo:
+        path.write_text(
+            config(pools)
+            + f"""
+[pools.echo]
+backends = ["127.0.0.1:{echo}"]
+health = {{ check = "none" }}
+
+[[listeners]]
+name = "tcp"
+protocol = "tcp"
+listen = "tcp:0:interface=127.0.0.1"
+pool = "echo"
+"""
+        )
+        running = start_proxy(path, listeners=2)
+        admin = int(
+            running.wait_for("admin interface on").split("(127.0.0.1:")[1].split(")")[0]
+        )
+        echoed: list[bool] = []
+        try:
+            wait_until(lambda: len(worker_pids(admin)) == 2, "both workers ready")
+
+            def both_served() -> bool:
+                for n in range(10):
+                    payload = f"connection {n}\n".encode() * 100
+                    with socket.create_connection(
+                        ("127.0.0.1", running.ports["tcp"]), 10
+                    ) as s:
+                        s.sendall(payload)
+                        s.shutdown(socket.SHUT_WR)
+                        data = b""
+                        while chunk := s.recv(65536):
+                            data += chunk
+                    echoed.append(data == payload)
+                counts = worker_connections(admin, "tcp")
+                return all(counts.get(i, 0) > 0 for i in (1, 2))
+
+            wait_until(both_served, "TCP connections on both workers")
+        finally:
+            running.stop()
+    assert echoed and all(echoed)

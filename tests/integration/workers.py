@@ -9,6 +9,7 @@ import http.client
 import http.server
 import json
 import os
+import socketserver
 import threading
 import time
 from collections import Counter
@@ -264,3 +265,34 @@ def worker_pids(port: int) -> dict[int, int]:
         for w in status(port)["workers"]
         if w["state"] == "running" and w["pid"]
     }
+
+
+class _Echo(socketserver.BaseRequestHandler):
+    def handle(self) -> None:
+        while data := self.request.recv(65536):
+            self.request.sendall(data)
+
+
+@contextmanager
+def echo_backend() -> Iterator[int]:
+    """A TCP echo server in threads; its port."""
+    server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), _Echo)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield server.server_address[1]
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def worker_connections(port: int, listener: str) -> dict[int, int]:
+    """Connections each worker's listener C{listener} accepted, by worker."""
+    counts = {}
+    for worker in status(port)["workers"]:
+        counts[worker["worker"]] = sum(
+            entry.get("connections_total") or 0
+            for entry in worker.get("listeners", ())
+            if entry["name"] == listener
+        )
+    return counts
