@@ -14,6 +14,7 @@ from rproxy.backends import BackendState, Pool, Registry
 from rproxy.config import parse_config
 from rproxy.health import HealthMonitor
 from rproxy.tls import ServerCertificate
+from rproxy.workers._control import ControlProtocol
 from rproxy.workers._ports import Adopted
 from rproxy.workers._snapshot import encode_pools
 from rproxy.workers._worker import (
@@ -164,3 +165,21 @@ def test_stats_are_sent_only_while_there_is_an_admin_to_show_them(
     assert control._stats.running
     control.handle({"type": "config", "config": plain, "source": source}, [])
     assert not control._stats.running
+
+
+def test_a_worker_without_its_socket_exits(tmp_path: Path) -> None:
+    """A start whose listener has no socket handed over (the proxy refuses
+    to start: SystemExit) stops the worker too."""
+    reactor = MemoryReactorClock()
+    reactor.running = True
+    control = WorkerControl(reactor, 1)
+    control.channel = ControlProtocol(lambda m, f: None, lambda r: None)
+    text = (
+        'workers = 2\n[pools.web]\nbackends = ["127.0.0.1:8001"]\n'
+        '[[listeners]]\nname = "web"\nprotocol = "http"\n'
+        'listen = "tcp:0:interface=127.0.0.1"\npool = "web"\n'
+    )
+    control.handle(
+        {"type": "start", "config": text, "source": "x.toml", "listeners": []}, []
+    )
+    assert reactor.hasStopped

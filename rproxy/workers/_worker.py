@@ -189,7 +189,7 @@ class WorkerControl:
         if kind == "start":
             try:
                 self._start(message)
-            except Exception:
+            except (Exception, SystemExit):  # a listener cannot listen, say
                 # Exit: the supervisor starts a worker again, with back-off.
                 log.failure("could not start")
                 self.reactor.stop()
