@@ -10,7 +10,7 @@ from pathlib import Path
 import trustme
 from twisted.internet.testing import MemoryReactorClock
 
-from rproxy.backends import BackendState, Pool, Registry
+from rproxy.backends import Backend, BackendState, Pool, Registry
 from rproxy.config import parse_config
 from rproxy.health import HealthMonitor
 from rproxy.tls import ServerCertificate
@@ -183,3 +183,51 @@ def test_a_worker_without_its_socket_exits(tmp_path: Path) -> None:
         {"type": "start", "config": text, "source": "x.toml", "listeners": []}, []
     )
     assert reactor.hasStopped
+
+
+DISCOVERING = """
+workers = 2
+
+[pools.api]
+discover = "dns:api.internal:8080"
+health = { check = "none" }
+
+[[listeners]]
+name = "web"
+protocol = "http"
+listen = "tcp:0:interface=127.0.0.1"
+pool = "api"
+"""
+
+
+def test_a_discovering_pool_follows_the_supervisor_across_reloads(
+    tmp_path: Path,
+) -> None:
+    """
+    A worker asks no DNS; the members the supervisor's discovery found come
+    in pictures, and a reload keeps them (not the file's empty list), the
+    same objects with their counters.
+    """
+    source = str(tmp_path / "rproxy.toml")
+    reactor = MemoryReactorClock()
+    config = parse_config(tomllib.loads(DISCOVERING), source)
+    proxy = WorkerProxy(config, reactor, 1, Adopted(reactor))
+    assert proxy.discovery.services == {}
+    control = WorkerControl(reactor, 1)
+    control.proxy = proxy
+    found = Pool(
+        "api",
+        [Backend("10.0.0.1", 8080, name="10.0.0.1:8080"), Backend("10.0.0.2", 8080)],
+    )
+    control.handle({"type": "pools", "pools": encode_pools([found])}, [])
+    pool = proxy.registry.get("api")
+    kept = pool.get("10.0.0.1:8080")
+    kept.connections_total = 7
+    found.remove("10.0.0.2:8080")
+    control.handle({"type": "pools", "pools": encode_pools([found])}, [])
+    answer = control.handle(
+        {"type": "config", "config": DISCOVERING, "source": source}, []
+    )
+    assert answer == {"problems": []}
+    assert [b.name for b in pool.backends] == ["10.0.0.1:8080"]
+    assert pool.get("10.0.0.1:8080") is kept and kept.connections_total == 7

@@ -24,7 +24,8 @@ from prometheus_client import generate_latest
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
-from rproxy.config import Config, ConfigError, PoolConfig, parse_config
+from rproxy.backends import Pool
+from rproxy.config import BackendConfig, Config, ConfigError, PoolConfig, parse_config
 from rproxy.config._admin import AdminConfig
 from rproxy.health import HealthMonitor
 from rproxy.service import ProxyService, ReloadError
@@ -84,6 +85,15 @@ def certificate_from_json(data: Message) -> ServerCertificate:
     )
 
 
+def _members(pool: Pool) -> tuple[BackendConfig, ...]:
+    return tuple(
+        BackendConfig(
+            b.address, b.host, b.port, b.name, b.weight, b.max_connections, b.backup
+        )
+        for b in pool.backends
+    )
+
+
 class _Supervised(HealthMonitor):
     """
     A pool's health as the supervisor's checks decide it: nothing runs here.
@@ -107,6 +117,7 @@ class WorkerProxy(ProxyService):
     """
 
     owns_shared_state = False
+    runs_discovery = False
 
     def __init__(
         self, config: Config, reactor: Any, index: int, ports: Adopted
@@ -152,6 +163,28 @@ class WorkerProxy(ProxyService):
                 monitor.sync()
         if applied.removed:
             self._forget_connections(list(applied.removed))
+        self._remember_members(applied.resized)
+
+    def _remember_members(self, resized: tuple[str, ...]) -> None:
+        """
+        Write the members of the discovering pools among C{resized} into
+        C{config}, as the supervisor's discovery does into its own: a reload
+        keeps a discovering pool's members (see
+        L{rproxy.service._discovery.RunningDiscovery.fill}), so they must be
+        those in use, not the file's.
+        """
+        changed = {p.name for p in self.config.pools if p.discover is not None} & set(
+            resized
+        )
+        if not changed:
+            return
+        pools = tuple(
+            attrs.evolve(pool, backends=_members(self.registry.get(pool.name)))
+            if pool.name in changed
+            else pool
+            for pool in self.config.pools
+        )
+        self.config = attrs.evolve(self.config, pools=pools)
 
     def status(self) -> Message:
         """
