@@ -410,10 +410,12 @@ def test_tls_listeners_are_terminated_in_each_worker(tmp_path: Path) -> None:
     assert set(bodies) == {b"a"}
 
 
-def test_tcp_listeners_are_served_by_both_workers(tmp_path: Path) -> None:
+def test_tcp_and_unix_listeners_are_served_by_both_workers(tmp_path: Path) -> None:
     """A TCP passthrough listener: connections land on both workers and each
-    gets its bytes echoed whole."""
+    gets its bytes echoed whole; an HTTP listener on a UNIX socket answers
+    through both too."""
     path = tmp_path / "rproxy.toml"
+    unix_path = tmp_path / "rproxy.sock"
     with backends("a") as pools, echo_backend() as echo:
         path.write_text(
             config(pools)
@@ -427,6 +429,12 @@ name = "tcp"
 protocol = "tcp"
 listen = "tcp:0:interface=127.0.0.1"
 pool = "echo"
+
+[[listeners]]
+name = "local"
+protocol = "http"
+listen = "unix:{unix_path}"
+pool = "web"
 """
         )
         running = start_proxy(path, listeners=2)
@@ -434,6 +442,7 @@ pool = "echo"
             running.wait_for("admin interface on").split("(127.0.0.1:")[1].split(")")[0]
         )
         echoed: list[bool] = []
+        unix_bodies: list[bytes] = []
         try:
             wait_until(lambda: len(worker_pids(admin)) == 2, "both workers ready")
 
@@ -453,6 +462,23 @@ pool = "echo"
                 return all(counts.get(i, 0) > 0 for i in (1, 2))
 
             wait_until(both_served, "TCP connections on both workers")
+
+            def unix_served() -> bool:
+                for _ in range(10):
+                    with socket.socket(socket.AF_UNIX) as s:
+                        s.connect(str(unix_path))
+                        s.sendall(
+                            b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+                        )
+                        data = b""
+                        while chunk := s.recv(4096):
+                            data += chunk
+                    unix_bodies.append(data.rsplit(b"\r\n", 1)[-1])
+                counts = worker_connections(admin, "local")
+                return all(counts.get(i, 0) > 0 for i in (1, 2))
+
+            wait_until(unix_served, "UNIX socket connections on both workers")
         finally:
             running.stop()
     assert echoed and all(echoed)
+    assert set(unix_bodies) == {b"a"}
