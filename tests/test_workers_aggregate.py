@@ -191,3 +191,24 @@ def _registry(metrics: list[Metric]) -> CollectorRegistry:
     registry = CollectorRegistry(auto_describe=False)
     registry.register(Fixed())  # type: ignore[arg-type]
     return registry
+
+
+def test_the_status_page_lists_the_workers() -> None:
+    """The HTML page of a group has a table of its workers."""
+    from rproxy.admin._page import render_page
+
+    own = group_status(
+        {"listeners": [], "pools": []},
+        [
+            (
+                {"worker": 1, "pid": 4242, "state": "running", "restarts": 0},
+                {"listeners": [{"name": "http", "requests_total": 9, "active": 1}]},
+            ),
+            ({"worker": 2, "pid": 4243, "state": "starting", "restarts": 3}, None),
+        ],
+    )
+    page = render_page(own).decode()
+    assert '<table id="workers">' in page
+    assert "<td>4242</td>" in page and "<td>9</td>" in page
+    assert '<td class="state">starting</td>' in page
+    assert "Workers" not in render_page({"listeners": [], "pools": []}).decode()
