@@ -16,6 +16,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.registry import CollectorRegistry
 
 from rproxy.workers._aggregate import (
+    Retired,
     add_counts,
     group_metrics,
     group_status,
@@ -212,3 +213,36 @@ def test_the_status_page_lists_the_workers() -> None:
     assert "<td>4242</td>" in page and "<td>9</td>" in page
     assert '<td class="state">starting</td>' in page
     assert "Workers" not in render_page({"listeners": [], "pools": []}).decode()
+
+
+def test_an_ended_workers_counts_stay_in_the_sums() -> None:
+    """
+    What a worker that ended had counted stays in the group's counters
+    (status and metrics), not in its gauges, so a restart does not take the
+    totals back.
+    """
+    retired = Retired()
+    last = status(requests_total=5, active=2)
+    last["pools"][0]["queue"]["waiting"] = 3
+
+    def active(value: float) -> GaugeMetricFamily:
+        family = GaugeMetricFamily("rproxy_active", "Open.", labels=["l"])
+        family.add_metric(["http"], value)
+        return family
+
+    text = generate_latest(_registry([requests(5), active(2)])).decode()
+    retired.add(last, text)
+    retired.add(status(requests_total=1), "")
+    own = group_status(status(), [({"worker": 1}, status(requests_total=2))], retired)
+    a = own["pools"][0]["backends"][0]
+    assert a["requests_total"] == 8 and a["active"] == 0
+    assert own["pools"][0]["queue"]["waiting"] == 0
+    out = samples(
+        group_metrics(
+            families(requests(0), active(0)),
+            {1: families(requests(2), active(1))},
+            retired.metrics,
+        )
+    )
+    assert out[("rproxy_listener_requests_total", (("l", "http"),))] == 7
+    assert out[("rproxy_active", (("l", "http"),))] == 1

@@ -13,6 +13,10 @@ are the supervisor's; every other family is the sum of the workers' samples
 with the same labels, and is repeated per worker as C{rproxy_worker_*}
 with a C{worker} label (so C{sum()} over the plain families never counts a
 worker twice).
+
+A worker that ends leaves what it counted (L{Retired}: its counters, not
+its gauges) in the sums, so that the group's counters never go back when
+it is started again from zero.
 """
 
 from __future__ import annotations
@@ -27,8 +31,11 @@ from prometheus_client.registry import Collector, CollectorRegistry
 from prometheus_client.samples import Sample
 
 __all__ = [
+    "GROWING",
     "KEPT",
+    "MOMENTARY",
     "OWNED",
+    "Retired",
     "add_counts",
     "group_metrics",
     "group_status",
@@ -50,6 +57,29 @@ KEPT = frozenset(
         "ejected_until",
     }
 )
+
+#: status fields of a moment, not counts: what a worker that ended had of
+#: them is not carried in the group's sums.
+MOMENTARY = frozenset(
+    {
+        "active",
+        "waiting",
+        "ejected",
+        "fetching",
+        "bytes",
+        "objects",
+        "memory_bytes",
+        "memory_objects",
+        "disk_bytes",
+        "disk_objects",
+        "connections_per_second",
+        "requests_per_second",
+    }
+)
+
+#: metric types whose values only grow: what a worker that ended had
+#: counted stays in the group's sums, so that they never go back.
+GROWING = frozenset({"counter", "histogram", "summary"})
 
 #: metric families the supervisor's collector answers for the group.
 OWNED = frozenset(
@@ -122,9 +152,83 @@ def _summary(status: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
+def _counts_only(data: Any) -> Any:
+    """
+    C{data} (a status or part of one) with every momentary number zeroed.
+    """
+    if isinstance(data, dict):
+        return {
+            key: 0 if key in MOMENTARY and _number(value) else _counts_only(value)
+            for key, value in data.items()
+        }
+    if isinstance(data, list):
+        return [_counts_only(entry) for entry in data]
+    return data
+
+
+class Retired:
+    """
+    What the workers that ended had counted: added to the group's sums so
+    that a restarted worker, starting again from zero, does not take the
+    group's counters back.
+    """
+
+    def __init__(self) -> None:
+        self.status: dict[str, Any] | None = None
+        self.metrics: list[Metric] = []
+
+    def add(self, status: Mapping[str, Any] | None, metrics: str) -> None:
+        """
+        Keep the counts of a worker that ended: its last status and metrics
+        text (as it last reported them).
+        """
+        if status is not None:
+            counts = _counts_only(dict(status))
+            if self.status is None:
+                self.status = counts
+            else:
+                add_counts(self.status, counts)
+        if metrics:
+            growing = [
+                family
+                for family in text_string_to_metric_families(metrics)
+                if family.type in GROWING
+            ]
+            self.metrics = _summed([self.metrics, growing])
+
+
+def _summed(lists: Iterable[Iterable[Metric]]) -> list[Metric]:
+    """
+    The families of C{lists}, the samples of the same name and labels added.
+    """
+    first: dict[str, Metric] = {}
+    values: dict[str, dict[tuple[str, tuple[tuple[str, str], ...]], Sample]] = {}
+    for families in lists:
+        for family in families:
+            first.setdefault(family.name, family)
+            _add(values.setdefault(family.name, {}), family.samples)
+    out = []
+    for name, family in first.items():
+        total = Metric(name, family.documentation, family.type, family.unit)
+        total.samples = list(values[name].values())
+        out.append(total)
+    return out
+
+
+def _add(
+    into: dict[tuple[str, tuple[tuple[str, str], ...]], Sample],
+    samples: Iterable[Sample],
+) -> None:
+    for sample in samples:
+        before = into.get(_key(sample))
+        value = sample.value + (0.0 if before is None else before.value)
+        into[_key(sample)] = sample._replace(value=value)
+
+
 def group_status(
     own: dict[str, Any],
     workers: Iterable[tuple[Mapping[str, Any], Mapping[str, Any] | None]],
+    retired: Retired | None = None,
 ) -> dict[str, Any]:
     """
     C{own} (the supervisor's status, changed in place and returned) with
@@ -133,7 +237,10 @@ def group_status(
     @param workers: each worker's description (C{worker}, C{pid},
         C{state}, C{restarts}...) and its last status (None before its
         first report).
+    @param retired: what workers that ended had counted.
     """
+    if retired is not None and retired.status is not None:
+        add_counts(own, retired.status)
     listed = []
     for about, status in workers:
         entry = dict(about)
@@ -154,13 +261,17 @@ def _per_worker(name: str) -> str:
 
 
 def group_metrics(
-    own: Iterable[Metric], workers: Mapping[int, Iterable[Metric]]
+    own: Iterable[Metric],
+    workers: Mapping[int, Iterable[Metric]],
+    retired: Iterable[Metric] = (),
 ) -> list[Metric]:
     """
     The group's metric families: see the module docstring.
 
     @param own: the supervisor's families.
     @param workers: each worker's families, by worker number.
+    @param retired: the counts of workers that ended (L{Retired.metrics}),
+        in the sums only.
     """
     summed: dict[str, Metric] = {}
     values: dict[str, dict[tuple[str, tuple[tuple[str, str], ...]], Sample]] = {}
@@ -175,11 +286,7 @@ def group_metrics(
             if family.name not in summed:
                 summed[family.name] = family
                 values[family.name] = {}
-            samples = values[family.name]
-            for sample in family.samples:
-                before = samples.get(_key(sample))
-                total = sample.value + (0.0 if before is None else before.value)
-                samples[_key(sample)] = sample._replace(value=total)
+            _add(values[family.name], family.samples)
             name = _per_worker(family.name)
             if name not in per_worker:
                 per_worker[name] = Metric(
@@ -192,6 +299,13 @@ def group_metrics(
                 )
                 for s in family.samples
             )
+    for family in retired:
+        if family.name in OWNED:
+            continue
+        if family.name not in summed:
+            summed[family.name] = family
+            values[family.name] = {}
+        _add(values[family.name], family.samples)
     out = []
     for name, family in summed.items():
         group = Metric(name, family.documentation, family.type, family.unit)
@@ -208,11 +322,15 @@ class _Fixed(Collector):
         return self._families
 
 
-def render_metrics(own: CollectorRegistry, workers: Mapping[int, str]) -> bytes:
+def render_metrics(
+    own: CollectorRegistry,
+    workers: Mapping[int, str],
+    retired: Iterable[Metric] = (),
+) -> bytes:
     """
     The Prometheus text of the group: C{own} is the supervisor's registry,
     C{workers} each worker's last metrics text (empty before its first
-    report), by worker number.
+    report), by worker number, C{retired} what ended workers counted.
     """
     families = group_metrics(
         own.collect(),
@@ -221,6 +339,7 @@ def render_metrics(own: CollectorRegistry, workers: Mapping[int, str]) -> bytes:
             for index, text in workers.items()
             if text
         },
+        retired,
     )
     registry = CollectorRegistry(auto_describe=False)
     registry.register(_Fixed(families))

@@ -25,7 +25,7 @@ from twisted.python.failure import Failure
 
 from rproxy.backends import Backend, BackendState, Pool
 from rproxy.tls import ServerCertificate
-from rproxy.workers._aggregate import group_status, render_metrics
+from rproxy.workers._aggregate import Retired, group_status, render_metrics
 from rproxy.workers._backoff import RestartBackoff
 from rproxy.workers._control import ControlProtocol, Message
 from rproxy.workers._logs import relay
@@ -111,6 +111,8 @@ class WorkerGroup(Service):
         self.slots = {i: WorkerSlot(i) for i in range(1, count + 1)}
         self.stopping = False
         self._challenges: dict[str, str] = {}
+        #: what workers that ended had counted (in the group's sums).
+        self.retired = Retired()
         self._observed: set[Pool] = set()
         self._last_push: list[Message] | None = None
         self._push_soon: IDelayedCall | None = None
@@ -138,7 +140,6 @@ class WorkerGroup(Service):
             listeners.append(one.to_json(fd=FIRST_LISTENER_FD + n))
         slot.ended = Deferred()
         slot.ready = False
-        slot.status = None
         slot.process = self.reactor.spawnProcess(
             _WorkerProcess(lambda reason: self._ended(slot, reason)),
             self.command[0],
@@ -178,6 +179,8 @@ class WorkerGroup(Service):
 
     def _ended(self, slot: WorkerSlot, reason: Failure) -> None:
         ran = self.reactor.seconds() - slot.started_at
+        self.retired.add(slot.status, slot.metrics)
+        slot.status, slot.metrics = None, ""
         pid, slot.pid, slot.process, slot.channel = slot.pid, None, None, None
         slot.ready = False
         ended, slot.ended = slot.ended, None
@@ -362,7 +365,9 @@ class WorkerGroup(Service):
         C{own} (the supervisor's status) with the workers' counters.
         """
         return group_status(
-            own, [(slot.about(), slot.status) for slot in self.slots.values()]
+            own,
+            [(slot.about(), slot.status) for slot in self.slots.values()],
+            self.retired,
         )
 
     def metrics(self, own: Any) -> bytes:
@@ -370,5 +375,7 @@ class WorkerGroup(Service):
         The group's metrics, C{own} being the supervisor's registry.
         """
         return render_metrics(
-            own, {slot.index: slot.metrics for slot in self.slots.values()}
+            own,
+            {slot.index: slot.metrics for slot in self.slots.values()},
+            self.retired.metrics,
         )

@@ -193,7 +193,8 @@ def test_a_killed_worker_comes_back_and_the_other_loses_nothing(
     """
     Under load from six keep-alive clients, SIGKILL one worker: requests on
     the other worker's connections never fail, only the killed worker's
-    connections see (one) failure each; it is started again and serves.
+    connections see (one) failure each; it is started again and serves, and
+    the group's request count does not go back.
     """
     path = tmp_path / "rproxy.toml"
     with backends("a", "b") as pools:
@@ -205,6 +206,7 @@ def test_a_killed_worker_comes_back_and_the_other_loses_nothing(
         try:
             load.start(6)
             load.wait_for_more(300)
+            before = status(admin)["listeners"][0]["requests_total"]
             os.kill(victim, signal.SIGKILL)
             line = running.wait_for("worker 1 (pid", DEADLINE)
             assert "exited" in line and "starting it again" in line, line
@@ -217,10 +219,13 @@ def test_a_killed_worker_comes_back_and_the_other_loses_nothing(
                 lambda: fresh_requests(port) and worker_requests(admin).get(1, 0) > 0,
                 "requests on the restarted worker",
             )
+            after = status(admin)["listeners"][0]["requests_total"]
         finally:
             load.finish()
             running.stop()
     assert restarted != victim
+    # The killed worker's requests stay counted in the group's total.
+    assert after > before, (before, after)
     assert load.served_by[survivor] > 0, load.served_by
     assert [f for f in load.failures if f[0] != victim] == [], load.failures
     victims = sum(1 for owner, _ in load.failures if owner == victim)
