@@ -246,3 +246,30 @@ def test_an_ended_workers_counts_stay_in_the_sums() -> None:
     )
     assert out[("rproxy_listener_requests_total", (("l", "http"),))] == 7
     assert out[("rproxy_active", (("l", "http"),))] == 1
+
+
+def test_an_ended_workers_counts_of_gone_series_are_dropped() -> None:
+    """A series the group no longer has (a removed listener) is not kept
+    alive by what an ended worker had counted."""
+    retired = Retired()
+    gone = CounterMetricFamily("rproxy_listener_requests", "Requests.", labels=["l"])
+    gone.add_metric(["old"], 4)
+    retired.add(None, generate_latest(_registry([gone, requests(3)])).decode())
+    out = samples(group_metrics(families(requests(0)), {}, retired.metrics))
+    assert out == {("rproxy_listener_requests_total", (("l", "http"),)): 3}
+
+
+def test_ended_workers_add_up_whatever_they_served() -> None:
+    """A listener only the second ended worker had is carried too."""
+    retired = Retired()
+    retired.add(status(requests_total=1), "")
+    later = status(requests_total=2)
+    later["listeners"].append({"name": "new", "requests_total": 4, "active": 1})
+    retired.add(later, "")
+    assert retired.status is not None
+    assert retired.status["listeners"][1] == {
+        "name": "new",
+        "requests_total": 4,
+        "active": 0,
+    }
+    assert retired.status["pools"][0]["backends"][0]["requests_total"] == 3

@@ -21,6 +21,7 @@ it is started again from zero.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -101,27 +102,38 @@ def _number(value: object) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool)
 
 
-def add_counts(into: dict[str, Any], other: Mapping[str, Any]) -> None:
+def add_counts(
+    into: dict[str, Any], other: Mapping[str, Any], *, insert: bool = False
+) -> None:
     """
     Add the numbers of C{other} to those of C{into} in place, key by key,
     into nested objects and into lists of objects matched by C{name}; keys
-    of L{KEPT}, and anything C{into} does not have, are left alone.
+    of L{KEPT} are left alone, and so is anything C{into} does not have,
+    unless C{insert}: then it is copied in.
     """
     for key, value in other.items():
-        if key in KEPT or key not in into:
+        if key in KEPT:
+            continue
+        if key not in into:
+            if insert:
+                into[key] = copy.deepcopy(value)
             continue
         mine = into[key]
         if _number(value) and (_number(mine) or mine is None):
             into[key] = (mine or 0) + value
         elif isinstance(value, dict) and isinstance(mine, dict):
-            add_counts(mine, value)
+            add_counts(mine, value, insert=insert)
         elif isinstance(value, list) and isinstance(mine, list):
             named = {
                 entry.get("name"): entry for entry in mine if isinstance(entry, dict)
             }
             for entry in value:
-                if isinstance(entry, dict) and entry.get("name") in named:
-                    add_counts(named[entry["name"]], entry)
+                if not isinstance(entry, dict):
+                    continue
+                if entry.get("name") in named:
+                    add_counts(named[entry["name"]], entry, insert=insert)
+                elif insert:
+                    mine.append(copy.deepcopy(entry))
 
 
 def _summary(status: Mapping[str, Any]) -> dict[str, Any]:
@@ -187,7 +199,7 @@ class Retired:
             if self.status is None:
                 self.status = counts
             else:
-                add_counts(self.status, counts)
+                add_counts(self.status, counts, insert=True)
         if metrics:
             growing = [
                 family
@@ -300,12 +312,11 @@ def group_metrics(
                 for s in family.samples
             )
     for family in retired:
-        if family.name in OWNED:
-            continue
-        if family.name not in summed:
-            summed[family.name] = family
-            values[family.name] = {}
-        _add(values[family.name], family.samples)
+        # Only into series that still exist: not those of a backend or
+        # listener gone since.
+        known = values.get(family.name)
+        if known is not None and family.name not in OWNED:
+            _add(known, [s for s in family.samples if _key(s) in known])
     out = []
     for name, family in summed.items():
         group = Metric(name, family.documentation, family.type, family.unit)
