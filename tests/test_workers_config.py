@@ -103,3 +103,16 @@ def test_redirect_listeners_are_checked_too() -> None:
     top = Table(problems, "", {"workers": 3}, ("workers",))
     parse_workers(top, [("front", "tcp:443"), ("front:redirect", "ssl:80")])
     assert len(problems.lines) == 1 and "'front:redirect'" in problems.lines[0]
+
+
+def test_workers_refuse_a_disk_cache() -> None:
+    """Each worker would index the one directory alone: refused, named."""
+    text = (
+        "workers = 2\n"
+        + BASE.format(listen="tcp:8000")
+        + '[caches.pages]\nmemory = "10MiB"\n'
+        + 'disk = { path = "/tmp/rproxy-cache", size = "1GiB" }\n'
+    )
+    found = errors(text)
+    assert len(found) == 1 and "cache 'pages' cannot have a disk tier" in found[0]
+    assert parse(text.replace("workers = 2", "workers = 1")).workers == 1

@@ -236,7 +236,11 @@ def parse_config(data: Mapping[str, object], source: str) -> Config:
     listeners = parse_listeners(top, pools, caches, rules, limits, acme="acme" in top)
     if acme is not None:
         _check_acme_listeners(top, listeners)
-    workers = parse_workers(top, _listens(listeners))
+    workers = parse_workers(
+        top,
+        _listens(listeners),
+        [name for name, c in caches.items() if c is not None and c.disk is not None],
+    )
 
     if problems.lines:
         raise ConfigError(problems.lines)

@@ -1,6 +1,7 @@
 """The top-level C{workers} key: how many worker processes serve the
 listeners (C{1}, the default, is one process and no supervisor; C{"auto"} is
-one per core this process may run on).
+one per core this process may run on).  With more than one, caches are
+memory-only: a disk tier is refused.
 
 L{rproxy.config} calls L{parse_workers}; problems go to the shared
 L{Problems} under C{workers}.  With more than one worker every listener must
@@ -65,14 +66,24 @@ def endpoint_kind(description: str) -> str:
 def parse_workers(
     top: Table,
     listens: Iterable[tuple[str, str]],
+    disk_caches: Iterable[str] = (),
     cores: Callable[[], int] = available_cores,
 ) -> int:
     """
     Read C{workers} from the top table; with more than one, check that
-    every C{(listener name, endpoint)} of C{listens} can be handed over.
+    every C{(listener name, endpoint)} of C{listens} can be handed over and
+    that no cache has a disk tier (C{disk_caches}, by name): each process
+    would keep its own index of one directory.
     """
     workers = top.get("workers", lambda v: worker_count(v, cores), 1)
     if workers > 1:
+        for name in disk_caches:
+            top.report(
+                "workers",
+                f"with {workers} workers, cache {name!r} cannot have a disk tier "
+                "(each worker would keep its own index of the one directory); "
+                "use a memory-only cache",
+            )
         for name, listen in listens:
             kind = endpoint_kind(listen)
             if kind not in HANDED_KINDS:
