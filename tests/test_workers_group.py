@@ -280,3 +280,20 @@ def test_one_worker_is_the_single_process_and_two_a_supervisor(
     assert type(made[1]) is ProxyService
     assert isinstance(made[2], SupervisorProxy)
     assert len(made[2].group.slots) == 2
+
+
+def test_a_purge_is_asked_of_every_worker_and_counted() -> None:
+    """The group's purge fires with the sum of the workers' answers; one that
+    went away counts none."""
+    workers, reactor, _ = group(2)
+    counts: list[int] = []
+    workers.purge("pages", url="http://x/a").addCallback(counts.append)
+    asks = [sent(channel)[-1] for channel in reactor.channels]
+    assert [a["type"] for a in asks] == ["purge", "purge"]
+    assert asks[0]["cache"] == "pages" and asks[0]["url"] == "http://x/a"
+    reply = {"type": "reply", "reply_to": asks[0]["id"], "purged": 3}
+    data = json.dumps(reply).encode()
+    reactor.channels[0].protocol.dataReceived(struct.pack("!I", len(data)) + data)
+    reactor.channels[1].protocol.connectionLost(Failure(ConnectionError("gone")))
+    assert counts == [3]
+    workers.stopService()

@@ -18,6 +18,7 @@ supervisor to worker
   - C{pools}: C{pools}, the picture of L{rproxy.workers._snapshot}.
   - C{certificate}: C{cert} and C{key} (PEM) obtained by ACME.
   - C{challenge}: C{token}, C{answer} (None: withdrawn).
+  - C{purge}: C{cache} and C{url} or C{prefix}, C{id}: reply C{purged}.
 
 worker to supervisor
   - C{ready}: C{pid}, once it serves every listener.

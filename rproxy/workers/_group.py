@@ -320,6 +320,23 @@ class WorkerGroup(Service):
         for _, channel in self._channels():
             channel.send({"type": "challenge", "token": token, "answer": answer})
 
+    def purge(self, cache: str, *, url: str = "", prefix: str = "") -> Deferred[int]:
+        """
+        Purge C{url} (or every URL under C{prefix}) from cache C{cache} in
+        every worker; fires with the responses dropped in all.
+        """
+        what = {"url": url} if url else {"prefix": prefix}
+        asking = [
+            channel.ask({"type": "purge", "cache": cache, **what})
+            for _, channel in self._channels()
+        ]
+        done: Deferred[Any] = DeferredList(asking, consumeErrors=True)
+        return done.addCallback(
+            lambda results: sum(
+                int(reply.get("purged", 0)) for ok, reply in results if ok
+            )
+        )
+
     # Pool pictures --------------------------------------------------------------
 
     def _pictures(self) -> list[Message]:

@@ -11,8 +11,10 @@ nothing anywhere.
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Mapping
 from typing import Any
 
+from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 
 from rproxy.config import Config, ConfigError
@@ -23,7 +25,7 @@ from rproxy.workers._group import WorkerGroup
 from rproxy.workers._ports import hold
 from rproxy.workers._worker import config_from_text
 
-__all__ = ["SupervisorProxy", "read_config"]
+__all__ = ["GroupCaches", "SupervisorProxy", "read_config"]
 
 log = Logger(namespace="rproxy.service")
 
@@ -117,4 +119,42 @@ class SupervisorProxy(ProxyService):
     def _admin_service(self, config: AdminConfig) -> Any:
         admin = super()._admin_service(config)
         admin.group = self.group
+        admin.caches = GroupCaches(self.caches.caches, self.group)
         return admin
+
+
+class GroupCaches(Mapping[str, Any]):
+    """
+    The caches as the supervisor's admin interface sees them: each one's
+    status is the supervisor's (the workers' counts are added to it), and a
+    purge is done in every worker.
+    """
+
+    def __init__(self, own: Mapping[str, Any], group: WorkerGroup) -> None:
+        self._own = own
+        self._group = group
+
+    def __getitem__(self, name: str) -> Any:
+        return _GroupCache(name, self._own[name], self._group)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._own)
+
+    def __len__(self) -> int:
+        return len(self._own)
+
+
+class _GroupCache:
+    def __init__(self, name: str, own: Any, group: WorkerGroup) -> None:
+        self._name = name
+        self._own = own
+        self._group = group
+
+    def snapshot(self) -> Any:
+        return self._own.snapshot()
+
+    def purge(self, url: str) -> Deferred[int]:
+        return self._group.purge(self._name, url=url)
+
+    def purge_prefix(self, prefix: str) -> Deferred[int]:
+        return self._group.purge(self._name, prefix=prefix)

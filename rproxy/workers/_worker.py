@@ -238,6 +238,8 @@ class WorkerControl:
             self.proxy.apply_pictures(message["pools"])
         elif kind == "certificate":
             self.proxy.install_certificate(certificate_from_json(message))
+        elif kind == "purge":
+            return {"purged": self._purge(message)}
         elif kind == "challenge":
             if message.get("answer") is None:
                 self.proxy.challenges.withdraw(message["token"])
@@ -246,6 +248,15 @@ class WorkerControl:
         else:
             log.error("unknown message {kind}", kind=kind)
         return None
+
+    def _purge(self, message: Message) -> int:
+        assert self.proxy is not None
+        cache = self.proxy.caches.caches.get(message["cache"])
+        if cache is None:
+            return 0
+        if message.get("url"):
+            return int(cache.purge(message["url"]))
+        return int(cache.purge_prefix(message["prefix"]))
 
     def _start(self, message: Message) -> None:
         for handed in message["listeners"]:

@@ -487,3 +487,46 @@ pool = "web"
             running.stop()
     assert echoed and all(echoed)
     assert set(unix_bodies) == {b"a"}
+
+
+def test_a_cache_purge_through_the_admin_reaches_every_worker(
+    tmp_path: Path,
+) -> None:
+    """
+    Each worker caches a response on its own; a purge through the admin
+    interface drops it in every one and answers how many it dropped, and the
+    next requests fetch it again.
+    """
+    path = tmp_path / "rproxy.toml"
+    with backends("a") as pools:
+        text = config(pools).replace(
+            'pool = "web"\n',
+            'pool = "web"\n[[listeners.routes]]\npath_prefix = "/"\npool = "web"\n'
+            'cache = "pages"\n',
+            1,
+        )
+        path.write_text(text + '\n[caches.pages]\nmemory = "1MiB"\n')
+        running, port, admin = start(path)
+        backend = pools["a"]
+        try:
+
+            def get_cached() -> None:
+                with socket.create_connection(("127.0.0.1", port), 10) as s:
+                    s.sendall(
+                        b"GET /cached HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+                    )
+                    while s.recv(4096):
+                        pass
+
+            def cached_by_both() -> bool:
+                for _ in range(10):
+                    get_cached()
+                return backend.cached_fetches == 2
+
+            wait_until(cached_by_both, "/cached stored in both workers")
+            answer = admin_post(admin, "/caches/pages/purge?url=http://x/cached")
+            get_cached()
+        finally:
+            running.stop()
+    assert answer == {"cache": "pages", "purged": 2}
+    assert backend.cached_fetches >= 3

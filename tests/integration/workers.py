@@ -59,7 +59,8 @@ class Backend(http.server.ThreadingHTTPServer):
     """
     An HTTP backend answering its C{name}; it counts the health probes
     (C{User-Agent: rproxy-health}) once given C{pids}, noting which of
-    those processes each came from; C{/slow} waits for C{release}.
+    those processes each came from; C{/slow} waits for C{release};
+    C{/cached} may be cached for an hour.
     """
 
     daemon_threads = True
@@ -73,6 +74,8 @@ class Backend(http.server.ThreadingHTTPServer):
         self.pids: list[int] = []
         self.release = threading.Event()
         self.slow_arrived = threading.Event()
+        #: GETs of C{/cached}, answered with C{max-age=3600}.
+        self.cached_fetches = 0
 
 
 class _Handler(http.server.BaseHTTPRequestHandler):
@@ -92,6 +95,10 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             server.release.wait(DEADLINE)
         body = server.name.encode()
         self.send_response(200)
+        if self.path == "/cached":
+            with server.lock:
+                server.cached_fetches += 1
+            self.send_header("Cache-Control", "max-age=3600")
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
         self.wfile.write(body)
