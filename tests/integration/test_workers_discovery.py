@@ -4,7 +4,9 @@ workers, which route to what DNS says."""
 
 from __future__ import annotations
 
+import shutil
 import socket
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -74,8 +76,9 @@ class WorkersFollowDNS(TestCase):
         zone.set("one.test", dns.A, [a("one.test", "127.0.0.1")])
         zone.set("two.test", dns.A, [a("two.test", "127.0.0.1")])
         zone.set(service, dns.SRV, [srv(service, 0, 1, ports["one"], "one.test")])
-        directory = Path(self.mktemp()).absolute()
-        directory.mkdir()
+        # Not trial's mktemp(): that writes under the current directory.
+        directory = Path(tempfile.mkdtemp(prefix="rproxy-workers-dns-"))
+        self.addCleanup(shutil.rmtree, directory, True)
         path = directory / "rproxy.toml"
         path.write_text(
             f"""
