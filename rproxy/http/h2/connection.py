@@ -135,10 +135,12 @@ class H2Connection:
         try:
             events = self.machine.receive_data(data)
         except h2.exceptions.DenialOfServiceError:
-            self._flooded("header_list")
+            # An HPACK bomb; h2 has queued GOAWAY (ENHANCE_YOUR_CALM).
+            self._flooded("header_list", goaway=False)
             return
         except h2.exceptions.TooManyStreamsError:
-            self._flooded("concurrent_streams")
+            # h2 makes it a connection error (GOAWAY PROTOCOL_ERROR).
+            self._flooded("concurrent_streams", goaway=False)
             return
         except h2.exceptions.ProtocolError:
             # h2 has queued a GOAWAY for it.
@@ -201,7 +203,6 @@ class H2Connection:
         try:
             head = request_head(pairs, ended, settings.limits)
         except Malformed:
-            self.stats.stream_errors += 1
             self.reset(stream, ErrorCodes.PROTOCOL_ERROR)
             return
         except Refused as refused:
@@ -396,14 +397,15 @@ class H2Connection:
 
     # Ending the connection ------------------------------------------------
 
-    def _flooded(self, limit: str) -> None:
+    def _flooded(self, limit: str, goaway: bool = True) -> None:
         self.stats.floods[limit] += 1
         log.info(
             "HTTP/2 client {client} went past the {limit} limit: GOAWAY",
             client=self.client,
             limit=limit,
         )
-        self._send_goaway(ErrorCodes.ENHANCE_YOUR_CALM)
+        if goaway:
+            self._send_goaway(ErrorCodes.ENHANCE_YOUR_CALM)
         self._close_now()
 
     def _send_goaway(self, code: ErrorCodes) -> None:

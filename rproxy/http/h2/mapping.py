@@ -130,7 +130,7 @@ def request_head(
     if len(fields) > limits.max_headers:
         raise Refused(431, "too many header fields")
     if host is not None:
-        fields.insert(0, (b"host", host))
+        fields.insert(0, (b"Host", host))
     length = _content_length(lengths)
     body: Body
     if ended:

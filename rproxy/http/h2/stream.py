@@ -282,6 +282,13 @@ class H2Stream:
             else:
                 out.popleft()
             self.out_size -= len(chunk)
+            if not out and self._end == []:
+                # The last bytes, and no trailers: they end the stream.
+                conn.send_data(self, chunk, end=True)
+                self.blocked_since = None
+                self._resume_upstream()
+                self._sent_end()
+                return
             conn.send_data(self, chunk)
         if out:
             if self.blocked_since is None:
