@@ -10,8 +10,9 @@ L{send_end}) back into wire bytes.  The exchange never writes bytes itself.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 
+from mypy_extensions import trait
 from twisted.internet.interfaces import IPushProducer
 
 from rproxy._fastwrite import Data
@@ -26,7 +27,8 @@ if TYPE_CHECKING:
 __all__ = ["Codec"]
 
 
-class Codec(Protocol):
+@trait
+class Codec:
     """
     What an exchange needs of its codec.
 
@@ -54,14 +56,14 @@ class Codec(Protocol):
 
     def producer(self) -> IPushProducer:
         """What a backend connection pauses while it cannot take more."""
-        ...
+        raise NotImplementedError
 
     def body_forwarded(self) -> None:
         """The request body has all reached the backend."""
 
     def keep_alive_for(self, private: bool) -> KeepAlivePool | ClientKeepAlive:
         """Where idle backend connections are kept for this client."""
-        ...
+        raise NotImplementedError
 
     def wake_by(self, when: float) -> None:
         """Look at the exchange's deadlines no later than C{when}."""

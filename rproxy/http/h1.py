@@ -29,6 +29,7 @@ from zope.interface import classImplements
 from rproxy._fastwrite import Data, no_delay, send_now
 from rproxy._protocol import StreamProtocol
 from rproxy.http import _h1_ending, _h1_reading, _h1_sniff, _h1_timers, _h1_tunnel
+from rproxy.http._codec import Codec
 from rproxy.http._h1_states import (
     BODY,
     CLOSED,
@@ -58,7 +59,7 @@ __all__ = ["H1Connection"]
 _DONE = Phase.DONE
 
 
-class H1Connection(StreamProtocol):
+class H1Connection(StreamProtocol, Codec):
     """
     One HTTP/1.1 client connection.
 

@@ -17,9 +17,10 @@ from typing import TYPE_CHECKING, Any
 
 from h2.errors import ErrorCodes
 from twisted.internet.interfaces import IPushProducer
-from zope.interface import implementer
+from zope.interface import classImplements
 
 from rproxy._fastwrite import Data
+from rproxy.http._codec import Codec
 from rproxy.http._phase import Phase
 from rproxy.http.errors import error_body
 from rproxy.http.h2.mapping import response_headers, trailer_fields
@@ -37,8 +38,7 @@ __all__ = ["H2Stream"]
 _DONE = Phase.DONE
 
 
-@implementer(IPushProducer)
-class H2Stream:
+class H2Stream(Codec):
     """
     The codec of the exchange of one stream (see L{rproxy.http._codec.Codec}).
 
@@ -430,3 +430,6 @@ class H2Stream:
 
     def tunnel_closed(self, exchange: Exchange) -> None:
         """Never called: a stream has no tunnel."""
+
+
+classImplements(H2Stream, IPushProducer)
