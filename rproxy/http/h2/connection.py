@@ -206,9 +206,11 @@ class H2Connection:
             self.reset(stream, ErrorCodes.PROTOCOL_ERROR)
             return
         except Refused as refused:
+            self.stats.requests += 1
             record = Exchange(stream, settings, None)
             stream.fail(record, refused.status)
             return
+        self.stats.requests += 1
         stream.start(Exchange(stream, settings, head))
 
     # Writing --------------------------------------------------------------

@@ -27,7 +27,10 @@ class H2Stats:
 
     @ivar connections: connections that spoke HTTP/2, since start.
     @ivar open_connections: HTTP/2 connections open now.
-    @ivar streams: streams (requests) opened by clients, since start.
+    @ivar streams: streams opened by clients, since start.
+    @ivar requests: exchanges those streams began (each counted in the
+        listener's requests when it ends; malformed and refused streams
+        have none).
     @ivar open_streams: streams with an exchange under way now.
     @ivar client_resets: streams the client reset before their response
         ended.
@@ -42,6 +45,7 @@ class H2Stats:
     connections: int = 0
     open_connections: int = 0
     streams: int = 0
+    requests: int = 0
     open_streams: int = 0
     client_resets: int = 0
     stream_errors: int = 0
@@ -54,6 +58,7 @@ class H2Stats:
             "connections": self.connections,
             "open_connections": self.open_connections,
             "streams": self.streams,
+            "requests": self.requests,
             "open_streams": self.open_streams,
             "client_resets": self.client_resets,
             "stream_errors": self.stream_errors,
