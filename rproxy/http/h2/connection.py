@@ -227,11 +227,18 @@ class H2Connection:
             log.failure("HTTP/2 response headers refused", Failure())
             self.reset(stream, ErrorCodes.INTERNAL_ERROR)
 
-    def send_data(self, stream: H2Stream, data: bytes, *, end: bool = False) -> None:
+    def send_data(self, stream: H2Stream, data: bytes, *, end: bool = False) -> bool:
         """
-        Send a DATA frame (no larger than L{window} said) on C{stream}.
+        Send a DATA frame (no larger than L{window} said) on C{stream};
+        whether it could be (the client may have reset the stream in bytes
+        read but not yet handled).
         """
-        self.machine.send_data(stream.stream_id, data, end_stream=end)
+        try:
+            self.machine.send_data(stream.stream_id, data, end_stream=end)
+        except h2.exceptions.StreamClosedError:
+            stream.reset_by_client()
+            return False
+        return True
 
     def window(self, stream: H2Stream) -> int:
         """

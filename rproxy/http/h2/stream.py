@@ -284,12 +284,14 @@ class H2Stream(Codec):
             self.out_size -= len(chunk)
             if not out and self._end == []:
                 # The last bytes, and no trailers: they end the stream.
-                conn.send_data(self, chunk, end=True)
+                if not conn.send_data(self, chunk, end=True):
+                    return
                 self.blocked_since = None
                 self._resume_upstream()
                 self._sent_end()
                 return
-            conn.send_data(self, chunk)
+            if not conn.send_data(self, chunk):
+                return
         if out:
             if self.blocked_since is None:
                 self.blocked_since = self.clock.seconds()
@@ -302,8 +304,8 @@ class H2Stream(Codec):
         if end is not None:
             if end:
                 conn.send_headers(self, end, end=True)
-            else:
-                conn.send_data(self, b"", end=True)
+            elif not conn.send_data(self, b"", end=True):
+                return
             self._sent_end()
 
     def _pause_upstream(self) -> None:
