@@ -311,19 +311,23 @@ class FlowControlTests(H2Case):
         self.assertNotEqual(backend.producerState, "paused")  # it sits idle, usable
 
     def test_full_client_buffer_stops_data_and_reading(self) -> None:
-        """When the client's transport is full, no DATA is sent and the
-        client is not read; both resume together."""
+        """When the client's transport is full, no DATA is sent, the
+        client is not read and the backend is paused; all resume together."""
         client = self.connect()
         stream = client.request(get())
         conn = client.proto._h2
         conn.pauseProducing()
         self.assertTrue(client.transport.paused)
-        self.backend_responds(response(b"abc"))
+        backend = self.backend_responds(b"HTTP/1.1 200 OK\r\nContent-Length: 6\r\n\r\n")
+        self.endpoints.last.respond(b"abc")
         client.receive()
         self.assertEqual(client.response(stream)[1], b"")
+        self.assertEqual(backend.producerState, "paused")
         conn.resumeProducing()
+        self.assertEqual(backend.producerState, "producing")
+        self.endpoints.last.respond(b"def")
         client.receive()
-        self.assertEqual(client.response(stream)[1], b"abc")
+        self.assertEqual(client.response(stream)[1], b"abcdef")
 
     def test_request_body_timeout_is_408(self) -> None:
         """A client that stops sending its body gets 408 on the stream."""
