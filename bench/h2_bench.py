@@ -35,8 +35,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from http_bench import _nginx_common, backend_argv, nginx_argv  # noqa: E402
-from tcp_throughput import (  # noqa: E402
+from http_bench import _nginx_common, backend_argv, nginx_argv
+from tcp_throughput import (
     HOST,
     TWISTD,
     BenchError,
@@ -56,8 +56,11 @@ def certificate(workdir: Path) -> tuple[Path, Path, Path]:
     """A self-signed certificate for localhost: cert, key, and both in one."""
     cert, key = workdir / "cert.pem", workdir / "key.pem"
     subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1"]
-        + ["-subj", "/CN=localhost", "-keyout", str(key), "-out", str(cert)],
+        [
+            *("openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes"),
+            *("-days", "1", "-subj", "/CN=localhost"),
+            *("-keyout", str(key), "-out", str(cert)),
+        ],
         check=True,
         capture_output=True,
         timeout=60,
@@ -67,7 +70,9 @@ def certificate(workdir: Path) -> tuple[Path, Path, Path]:
     return cert, key, both
 
 
-def rproxy_argv(workdir: Path, port: int, backend: int, cert: Path, key: Path) -> list[str]:
+def rproxy_argv(
+    workdir: Path, port: int, backend: int, cert: Path, key: Path
+) -> list[str]:
     config = workdir / "rproxy.toml"
     config.write_text(
         f"""\
@@ -87,7 +92,9 @@ certificates = [{{ cert = "{cert}", key = "{key}" }}]
     return [*TWISTD, "-n", "--pidfile=", "rproxy", "--config", str(config)]
 
 
-def nginx_h2_argv(workdir: Path, port: int, backend: int, cert: Path, key: Path) -> list[str]:
+def nginx_h2_argv(
+    workdir: Path, port: int, backend: int, cert: Path, key: Path
+) -> list[str]:
     config = (
         _nginx_common(workdir, "h2proxy")
         + f"""\
@@ -138,8 +145,14 @@ listen bench
 
 
 def h2load(
-    workdir: Path, port: int, body: str, clients: int, streams: int, seconds: float,
-    h1: bool, pin: bool,
+    workdir: Path,
+    port: int,
+    body: str,
+    clients: int,
+    streams: int,
+    seconds: float,
+    h1: bool,
+    pin: bool,
 ) -> tuple[float, float | None, int]:
     """One h2load run: (req/s, p99 in ms, failed requests)."""
     log = workdir / "h2load.log"
@@ -178,9 +191,10 @@ def main() -> None:
     parser.add_argument("--targets", default=",".join(TARGETS))
     parser.add_argument("--no-pin", action="store_true")
     args = parser.parse_args()
-    missing = [t for t in ("h2load", "nginx", "haproxy", "openssl") if not shutil.which(t)]
+    tools = ("h2load", "nginx", "haproxy", "openssl")
+    missing = [tool for tool in tools if not shutil.which(tool)]
     if missing:
-        sys.exit(f"missing: {', '.join(missing)} (apt-get install nghttp2-client haproxy)")
+        sys.exit(f"missing: {', '.join(missing)} (apt-get install nghttp2-client)")
     pin = not args.no_pin
     targets = args.targets.split(",")
     workdir = Path(tempfile.mkdtemp(prefix="rproxy-h2bench-"))
@@ -212,8 +226,11 @@ def main() -> None:
                             args.seconds, h1, pin,
                         )  # fmt: skip
                         rows.append((target, body, name, rate, p99, failed))
-                        print(f"{target:10} {body:6} {name:6} {rate:10.0f} req/s  "
-                              f"p99 {p99 or 0:8.2f} ms  failed {failed}", flush=True)  # fmt: skip
+                        print(
+                            f"{target:10} {body:6} {name:6} {rate:10.0f} req/s  "
+                            f"p99 {p99 or 0:8.2f} ms  failed {failed}",
+                            flush=True,
+                        )
             finally:
                 procs.stop(proxy)
     finally:
