@@ -159,7 +159,7 @@ def h2load(
     log.unlink(missing_ok=True)
     argv = [
         "h2load", "-t", "1", "-c", str(clients), "-m", str(1 if h1 else streams),
-        "--warm-up-time", "1", "-D", str(seconds), "--log-file", str(log),
+        "--warm-up-time", "1", "-D", str(int(seconds)), "--log-file", str(log),
         f"https://localhost:{port}/{body}",
     ]  # fmt: skip
     if h1:
@@ -173,7 +173,10 @@ def h2load(
         if line.startswith("finished in"):
             rate = float(line.split(",")[1].split()[0])
         elif line.startswith("requests:"):
-            failed = int(line.split(",")[2].split()[0])
+            counts = dict(
+                reversed(part.split()) for part in line.split(":", 1)[1].split(",")
+            )
+            failed = int(counts["failed"]) + int(counts["errored"])
     if rate is None or failed is None:
         raise BenchError(f"h2load gave no result:\n{out}\n{done.stderr}")
     times = sorted(
@@ -187,7 +190,7 @@ def h2load(
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seconds", type=float, default=5.0)
+    parser.add_argument("--seconds", type=int, default=5)
     parser.add_argument("--targets", default=",".join(TARGETS))
     parser.add_argument("--no-pin", action="store_true")
     args = parser.parse_args()

@@ -74,6 +74,11 @@ class H2Connection:
             # malformed one resets its stream, not the connection.
             validate_inbound_headers=False,
             normalize_inbound_headers=False,
+            # Responses are built by rproxy.http.h2.mapping from heads the
+            # HTTP/1.1 parser checked: lowercase names, values without
+            # surrounding whitespace (h2's own pass costs ~15% per request).
+            validate_outbound_headers=False,
+            normalize_outbound_headers=False,
         )
         self.machine = machine = h2.connection.H2Connection(config)
         machine.local_settings = h2.settings.Settings(
@@ -199,9 +204,8 @@ class H2Connection:
         stream.request_ended = ended
         self.streams[stream_id] = stream
         self.stats.open_streams += 1
-        pairs = [(bytes(name), bytes(value)) for name, value in headers]
         try:
-            head = request_head(pairs, ended, settings.limits)
+            head = request_head(headers, ended, settings.limits)
         except Malformed:
             self.reset(stream, ErrorCodes.PROTOCOL_ERROR)
             return
