@@ -172,8 +172,7 @@ class ResetTests(H2Case):
             b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nhel", index=0
         )
         client.receive()
-        broken.finish_lost = True  # type: ignore[attr-defined]
-        self.endpoints.attempts[0].protocol.connectionLost(None)
+        broken.loseConnection()  # the backend goes away mid-body
         self.backend_responds(response(b"fine"), index=1)
         client.receive()
         self.assertEqual(client.reset_code(first), h2.errors.ErrorCodes.INTERNAL_ERROR)
