@@ -4,7 +4,9 @@ The same loop as `http_inprocess.py` (one client connection and one pooled
 backend connection on string transports, a request head in, a small
 response out), on a route with no rules, with the five rules of the issue's
 example (TRACE/TRACK, a path regex, a User-Agent list, a query regex,
-max_body), and with the shipped examples/rules/waf.toml (19 rules).  The
+max_body), with those five and one rate limit (never reached, its
+RateLimit fields on: the issue's "one limiter and five rules"), and with
+the shipped examples/rules/waf.toml (19 rules).  The
 request lets every rule run to its end: none matches.  Runs alternate
 between the variants so that a machine busy with something else slows all
 of them alike; the median of each is reported.
@@ -30,10 +32,13 @@ from twisted.internet.testing import StringTransport
 from rproxy.backends import Backend, Pool, Registry
 from rproxy.config import load_config, parse_config
 from rproxy.http.filters import HTTPFilter
+from rproxy.http.filters.limits import RateLimit
 from rproxy.http.filters.rules import RuleSet
 from rproxy.http.listener import HTTPProxyFactory, HTTPSettings
 from rproxy.http.routing import Route, Router
 from rproxy.http.upstream import UpstreamProtocol
+from rproxy.limits.gcra import Rate
+from rproxy.limits.limiter import Limiter
 
 ROOT = Path(__file__).resolve().parent.parent
 REQUEST = (
@@ -79,23 +84,25 @@ class Nothing(HTTPFilter):
         return None
 
 
-def rule_sets(clock: Clock) -> dict[str, RuleSet | Nothing | None]:
+def rule_sets(clock: Clock) -> dict[str, list[HTTPFilter]]:
+    """The filters of each variant, as a route runs them."""
     five = parse_config(tomllib.loads(FIVE), str(ROOT / "examples/rules/five.toml"))
     waf = load_config(ROOT / "examples/rules/waf.toml")
+    limiter = Limiter("bench", Rate(1_000_000, 1), 10_000_000, clock=clock)
     return {
-        "none": None,
-        "one no-op": Nothing(),
-        "five rules": RuleSet(five.rules[0], clock),
-        "waf.toml": RuleSet(waf.rules[0], clock),
+        "none": [],
+        "one no-op": [Nothing()],
+        "five rules": [RuleSet(five.rules[0], clock).filter],
+        "limit+five": [RuleSet(five.rules[0], clock).filter, RateLimit(limiter)],
+        "waf.toml": [RuleSet(waf.rules[0], clock).filter],
     }
 
 
 def setup(
-    rules: RuleSet | Nothing | None, clock: Clock
+    filters: list[HTTPFilter], clock: Clock
 ) -> tuple[object, StringTransport, UpstreamProtocol, StringTransport]:
     backend = Backend("127.0.0.1", 8001)
     pool = Pool("web", [backend], now=clock.seconds)
-    filters = [] if rules is None else [getattr(rules, "filter", rules)]
     factory = HTTPProxyFactory(
         Registry([pool]),
         clock,
@@ -113,8 +120,8 @@ def setup(
     return front, front_transport, upstream, upstream_transport
 
 
-def run(rules: RuleSet | Nothing | None, clock: Clock, requests: int) -> float:
-    front, front_transport, upstream, upstream_transport = setup(rules, clock)
+def run(filters: list[HTTPFilter], clock: Clock, requests: int) -> float:
+    front, front_transport, upstream, upstream_transport = setup(filters, clock)
     received = front.dataReceived  # type: ignore[attr-defined]
     answer = upstream.dataReceived
     started = time.process_time()
@@ -140,8 +147,8 @@ def main() -> None:
     variants = rule_sets(clock)
     times: dict[str, list[float]] = {name: [] for name in variants}
     for _ in range(args.repeat):
-        for name, rules in variants.items():
-            times[name].append(run(rules, clock, args.requests))
+        for name, filters in variants.items():
+            times[name].append(run(filters, clock, args.requests))
     base = statistics.median(times["none"])
     for name, measured in times.items():
         median = statistics.median(measured)
@@ -151,9 +158,11 @@ def main() -> None:
             f"{extra:+5.2f} us, {extra / base * 100:+5.1f}% against none "
             f"({args.repeat} runs of {args.requests})"
         )
-    for name, rules in variants.items():
-        if isinstance(rules, RuleSet):
-            assert not any(rule.stats.hits for rule in rules.rules), name
+    for name, filters in variants.items():
+        for one in filters:
+            rules = getattr(one, "rules", None)
+            if isinstance(rules, RuleSet):
+                assert not any(rule.stats.hits for rule in rules.rules), name
 
 
 if __name__ == "__main__":

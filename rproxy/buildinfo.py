@@ -59,6 +59,7 @@ MYPYC_MODULES: tuple[str, ...] = (
     "rproxy.http.paths",
     "rproxy.http.filters.rules._view",
     "rproxy.http.filters.rules._match",
+    "rproxy.http.filters.rules._rule",
 )
 
 COMPILED = "compiled (mypyc)"

@@ -101,6 +101,10 @@ class Rig:
         if event.get("log_namespace") == "rproxy.rules":
             self.logged.append(event)
 
+    def banks(self) -> list[Any]:
+        """The rule set's pattern banks."""
+        return self.rules.patterns.banks()
+
     def close(self) -> None:
         globalLogPublisher.removeObserver(self._log)
         self.harness.close()

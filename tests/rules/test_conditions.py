@@ -356,3 +356,35 @@ def test_client_is_the_proxy_headers_source(rig_for: type[Rig]) -> None:
         else:
             assert transport.value().startswith(b"HTTP/1.1 403 ")
         transport.loseConnection()
+
+
+def test_answers_are_remembered_within_a_bound(rig_for: type[Rig]) -> None:
+    """Each pattern bank and the path memo remember at most MEMO_ENTRIES
+    texts, however many distinct ones arrive, and a remembered answer is
+    the same as a fresh one."""
+    from rproxy.http.filters.rules import _view
+    from rproxy.http.filters.rules._match import MEMO_ENTRIES
+
+    rig = deny(rig_for, "path_regex = '/admin/'")
+    (bank,) = rig.banks()
+    for n in range(MEMO_ENTRIES + 50):
+        assert rig.verdict("GET", f"/items/{n}") == "passed"
+    assert bank.found.cache_info().currsize == MEMO_ENTRIES  # type: ignore[attr-defined]
+    assert _view._normalised.cache_info().currsize <= MEMO_ENTRIES
+    assert rig.verdict("GET", "/admin/") == 403
+    assert rig.verdict("GET", "/admin/") == 403  # now from the memo
+    assert rig.verdict("GET", "/items/7") == "passed"
+
+
+def test_long_texts_are_searched_not_remembered(rig_for: type[Rig]) -> None:
+    """A path or header longer than MEMO_TEXT is matched in full (a
+    pattern near its end is found) and never held in a memo."""
+    from rproxy.http.filters.rules._match import MEMO_TEXT
+
+    rig = deny(rig_for, "path_regex = 'secret$'")
+    (bank,) = rig.banks()
+    before = bank.found.cache_info().currsize  # type: ignore[attr-defined]
+    long_path = "/" + "a" * (MEMO_TEXT + 10) + "/secret"
+    assert rig.verdict("GET", long_path) == 403
+    assert rig.verdict("GET", long_path[:-1]) == "passed"
+    assert bank.found.cache_info().currsize == before  # type: ignore[attr-defined]

@@ -12,10 +12,10 @@ from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
-from rproxy.http.errors import error_body
-from rproxy.http.filters import PLAIN_TEXT, HTTPFilter, LocalReply, Step
-from rproxy.http.filters.rules._match import Check, Patterns, compile_condition
-from rproxy.http.filters.rules._model import TERMINAL, RuleConfig, RuleSetConfig
+from rproxy.http.filters import HTTPFilter, Step
+from rproxy.http.filters.rules._match import Patterns
+from rproxy.http.filters.rules._model import RuleSetConfig
+from rproxy.http.filters.rules._rule import Rule, RuleStats, first_match
 from rproxy.http.filters.rules._view import RequestView
 from rproxy.http.framing import RequestHead
 
@@ -44,68 +44,6 @@ _WATCH = "rules.body"
 _LOGGED = frozenset({"deny", "tarpit", "log"})
 
 T = TypeVar("T")
-
-
-class RuleStats:
-    """
-    What one rule has done: its hits (kept across reloads while the rule
-    stays the same).
-    """
-
-    __slots__ = ("hits",)
-
-    def __init__(self) -> None:
-        self.hits = 0
-
-
-class Rule:
-    """
-    One compiled rule (see L{RuleConfig}).
-
-    @ivar checks: its conditions but the body's size, all to pass.
-    @ivar body_over: the body size it needs to be past, or None.
-    """
-
-    __slots__ = (
-        "action",
-        "body_over",
-        "checks",
-        "config",
-        "fields",
-        "name",
-        "remove",
-        "reply",
-        "seconds",
-        "stats",
-        "terminal",
-    )
-
-    def __init__(
-        self,
-        config: RuleConfig,
-        stats: RuleStats | None = None,
-        patterns: Patterns | None = None,
-    ) -> None:
-        self.config = config
-        self.name = config.name
-        self.action = config.action
-        self.terminal = config.action in TERMINAL
-        self.stats = stats if stats is not None else RuleStats()
-        self.seconds = config.seconds
-        checks: list[Check] = []
-        self.body_over: int | None = None
-        for condition in config.conditions:
-            if condition.subject == "body":
-                self.body_over = condition.limit
-            else:
-                checks.append(compile_condition(condition, patterns))
-        self.checks = tuple(checks)
-        self.reply = LocalReply(config.status, PLAIN_TEXT, error_body(config.status))
-        self.fields = tuple(
-            (name.encode("ascii"), value.encode("latin-1"))
-            for name, value in config.set_fields
-        )
-        self.remove = frozenset(name.lower() for name, _ in self.fields)
 
 
 class Tarpit:
@@ -164,16 +102,20 @@ class _BodyWatch:
 
 
 def compile_rules(
-    config: RuleSetConfig, stats: Mapping[str, RuleStats] | None = None
+    config: RuleSetConfig,
+    stats: Mapping[str, RuleStats] | None = None,
+    patterns: Patterns | None = None,
 ) -> tuple[Rule, ...]:
     """
     The compiled rules of C{config}, their regexes and lists in one pattern
-    bank per subject; C{stats} are those to keep, by rule name.
+    bank per subject (of C{patterns}, empty, if given); C{stats} are those
+    to keep, by rule name.
 
     @raise ValueError: if RE2 cannot compile the patterns of a subject.
     """
     stats = stats or {}
-    patterns = Patterns()
+    if patterns is None:
+        patterns = Patterns()
     for rule in config.rules:
         for condition in rule.conditions:
             patterns.reserve(condition)
@@ -206,7 +148,9 @@ class RuleSet:
     ) -> None:
         self.config = config
         self.name = config.name
-        self.rules = compile_rules(config, stats)
+        #: the pattern banks of its rules' regexes and lists.
+        self.patterns = Patterns()
+        self.rules = compile_rules(config, stats, self.patterns)
         if tarpit is None:
             tarpit = Tarpit(clock, config.tarpit_max_held)
         tarpit.max_held = config.tarpit_max_held
@@ -220,22 +164,18 @@ class RuleSet:
         Deferred, or None to let the request on.  Body-size rules that
         cannot know a chunked body's size yet are left counting it.
         """
+        rules = self.rules
         view = RequestView(exchange, head)
+        index = first_match(rules, 0, view)
+        if index < 0:
+            return None  # the common case: no rule matches
         watching: list[Rule] | None = None
-        for rule in self.rules:
-            for check in rule.checks:
-                if not check(view):
-                    break
-            else:
-                limit = rule.body_over
-                if limit is not None:
-                    if head.body == "chunked":
-                        if watching is None:
-                            watching = []
-                        watching.append(rule)
-                        continue
-                    if (head.content_length or 0) <= limit:
-                        continue
+        while index >= 0:
+            rule = rules[index]
+            limit = rule.body_over
+            if limit is None or (
+                head.body != "chunked" and (head.content_length or 0) > limit
+            ):
                 action = rule.action
                 self.hit(rule, exchange)
                 if action == "set_header":
@@ -250,6 +190,12 @@ class RuleSet:
                     return self.tarpit.hold(exchange, rule.seconds, None)
                 elif action == "allow":
                     break
+            elif head.body == "chunked":
+                # Its size is known only as the body streams.
+                if watching is None:
+                    watching = []
+                watching.append(rule)
+            index = first_match(rules, index + 1, view)
         if watching is not None:
             exchange.notes[_WATCH] = _BodyWatch(watching)
         return None

@@ -7,11 +7,18 @@ a ReDoS.  They match bytes in Latin-1 mode: each byte is one character, so an
 invalid UTF-8 byte cannot make C{.} stop matching; non-ASCII text in a
 pattern matches its UTF-8 bytes.  The patterns of a rule set on one subject
 share one RE2 set (L{PatternBank}): one pass over the text answers them all.
+
+A bank remembers what it answered for its most recent short texts
+(L{MEMO_ENTRIES} texts of up to L{MEMO_TEXT} bytes, least recently used
+out first): the same User-Agent, path or query comes again and again, and
+a call into RE2 costs ten times a dict lookup.  The bound holds whatever
+the texts; a flood of distinct ones only misses.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from functools import lru_cache
 from ipaddress import ip_network
 from operator import attrgetter
 from typing import Any
@@ -20,9 +27,11 @@ import re2  # type: ignore[import-untyped]  # google-re2 ships no type hints
 
 from rproxy.admission.networks import AddressList
 from rproxy.http.filters.rules._model import Condition
-from rproxy.http.filters.rules._view import RequestView
+from rproxy.http.filters.rules._view import MEMO_ENTRIES, MEMO_TEXT, RequestView
 
 __all__ = [
+    "MEMO_ENTRIES",
+    "MEMO_TEXT",
     "Check",
     "PatternBank",
     "Patterns",
@@ -137,6 +146,28 @@ class PatternBank:
         #: whether any of its patterns matches an empty text (no query, an
         #: empty field): then no search is needed.
         self.on_empty = False
+        #: whether a short text matches any pattern, remembered.
+        self.found: Callable[[bytes], bool] = lru_cache(maxsize=MEMO_ENTRIES)(
+            self._found
+        )
+        #: the indexes of the patterns a short text matches, remembered.
+        self.which: Callable[[bytes], frozenset[int]] = lru_cache(maxsize=MEMO_ENTRIES)(
+            self._which
+        )
+
+    def _found(self, text: bytes) -> bool:
+        return bool(self.match(text))
+
+    def _which(self, text: bytes) -> frozenset[int]:
+        return frozenset(self.match(text) or ())
+
+    def any(self, text: bytes) -> bool:
+        """Whether any of its patterns matches C{text}."""
+        if not text:
+            return self.on_empty
+        if len(text) <= MEMO_TEXT:
+            return self.found(text)
+        return bool(self.match(text))
 
     def add(self, pattern: bytes) -> int:
         """Add C{pattern}; its index in what L{matches} returns."""
@@ -170,10 +201,13 @@ class PatternBank:
             cache = view.matched = {}
         found = cache.get(self)
         if found is None:
-            match = self.match
+            match, which = self.match, self.which
             union: set[int] = set()
             for text in self.texts(view):
-                union.update(match(text) or ())
+                if len(text) <= MEMO_TEXT:
+                    union.update(which(text))
+                else:
+                    union.update(match(text) or ())
             found = cache[self] = union
         return found
 
@@ -214,6 +248,10 @@ class Patterns:
         for bank in self._banks.values():
             bank.compile()
 
+    def banks(self) -> list[PatternBank]:
+        """Its banks, one per subject (and field name) with patterns."""
+        return [bank for bank in self._banks.values() if bank.size]
+
 
 def _pattern_check(patterns: Patterns, condition: Condition) -> Check:
     """A regex or list condition, through its subject's bank."""
@@ -233,20 +271,15 @@ def _pattern_check(patterns: Patterns, condition: Condition) -> Check:
             return lambda view: index in bank.matches(view)
         return lambda view: not bank.matches(view).isdisjoint(indexes)
     # The bank is this condition's alone: any match is one of its patterns.
-    match = bank.match
+    found = bank.any
     if condition.subject in _SUBJECTS:
         get = _SUBJECTS[condition.subject]
-
-        def one(view: RequestView) -> bool:
-            text = get(view)
-            return bool(match(text)) if text else bank.on_empty
-
-        return one
+        return lambda view: found(get(view))
     texts = bank.texts
 
     def any_field(view: RequestView) -> bool:
         for text in texts(view):  # noqa: SIM110 (a generator costs more)
-            if bool(match(text)) if text else bank.on_empty:
+            if found(text):
                 return True
         return False
 

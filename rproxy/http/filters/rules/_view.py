@@ -1,10 +1,12 @@
 """What a request looks like to the rules: L{RequestView}, each part (the
 normalised path, the decoded query, a header's values, the cookies, the TLS
 server name, the client address) worked out once per request and only when
-a rule asks for it."""
+a rule asks for it.  The normalised forms of recent short paths and
+queries are remembered (as the pattern banks remember their answers)."""
 
 from __future__ import annotations
 
+from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
 from twisted.internet.interfaces import INegotiated
@@ -16,7 +18,16 @@ from rproxy.http.paths import decode_query, normalise_path
 if TYPE_CHECKING:
     from rproxy.http.exchange import Exchange
 
-__all__ = ["RequestView", "server_name"]
+__all__ = ["MEMO_ENTRIES", "MEMO_TEXT", "RequestView", "server_name"]
+
+#: how many texts each memo (of paths, of queries, of each pattern bank's
+#: answers) remembers.
+MEMO_ENTRIES = 1024
+#: the longest text a memo remembers (longer ones are worked out each time).
+MEMO_TEXT = 256
+
+_normalised = lru_cache(maxsize=MEMO_ENTRIES)(normalise_path)
+_decoded = lru_cache(maxsize=MEMO_ENTRIES)(decode_query)
 
 
 def server_name(exchange: Any) -> bytes:
@@ -68,7 +79,11 @@ class RequestView:
     def _normalise(self) -> bytes:
         target = self.head.target
         cut = target.find(b"?")
-        path, self._dots = normalise_path(target if cut < 0 else target[:cut])
+        raw = target if cut < 0 else target[:cut]
+        if len(raw) <= MEMO_TEXT:
+            path, self._dots = _normalised(raw)
+        else:
+            path, self._dots = normalise_path(raw)
         self._path = path
         return path
 
@@ -92,7 +107,12 @@ class RequestView:
         if query is None:
             target = self.head.target
             cut = target.find(b"?")
-            query = self._query = b"" if cut < 0 else decode_query(target[cut + 1 :])
+            if cut < 0:
+                query = b""
+            else:
+                raw = target[cut + 1 :]
+                query = _decoded(raw) if len(raw) <= MEMO_TEXT else decode_query(raw)
+            self._query = query
         return query
 
     @property
