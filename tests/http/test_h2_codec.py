@@ -227,6 +227,24 @@ class ResetTests(H2Case):
         self.assertIn("END_STREAM", sent[1].flags)
         self.assertTrue(client.transport.disconnecting)
 
+    def test_drain_waits_for_streams_within_the_grace(self) -> None:
+        """The listener's drain: a connection whose stream ends closes and
+        the drain fires; one still busy at the grace's end is dropped."""
+        done = self.connect()
+        done.request(get())
+        self.endpoints.last.succeed()
+        busy = self.connect()
+        busy.request(get(b"/slow"))
+        self.endpoints.last.succeed()
+        drained: list[object] = []
+        self.factory.drain(10.0).addCallback(drained.append)
+        self.endpoints.attempts[0].respond(response(b"done"))
+        self.assertTrue(done.transport.disconnecting)
+        self.assertFalse(busy.transport.disconnecting)
+        self.clock.advance(10)
+        self.assertTrue(busy.transport.aborted)
+        self.assertEqual(drained, [None])
+
     def test_idle_connection_is_closed_with_goaway(self) -> None:
         """A connection without streams for the keep-alive timeout is closed."""
         client = self.connect()
