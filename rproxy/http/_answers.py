@@ -29,9 +29,11 @@ if TYPE_CHECKING:
     from rproxy.http.exchange import Exchange
 
 __all__ = [
+    "fail",
     "fail_upstream",
     "filter_failed",
     "gave_up",
+    "give_up",
     "replace_response",
     "reply",
     "send_local",
@@ -227,3 +229,31 @@ def _reason(status: int) -> bytes:
         return HTTPStatus(status).phrase.encode("ascii")
     except ValueError:
         return b""
+
+
+def fail(exchange: Exchange, status: int) -> None:
+    """
+    The exchange failed (no route, no backend, a malformed or too large
+    body, a broken or silent backend): answer C{status} and close, or
+    cut the client off if its response has begun.
+    """
+    if exchange.phase is _DONE:
+        return
+    exchange.phase = _DONE
+    exchange._drop_upstream()
+    if exchange._requests is not None:
+        exchange._requests.close()
+    if exchange._responses is not None:
+        exchange._responses.close()
+    exchange.codec.fail(exchange, status)
+
+
+def give_up(exchange: Exchange, status: int | str) -> None:
+    """
+    The client stopped (a FIN half-way through the request, or it
+    closed): record C{status} and drop the backend side.
+    """
+    exchange.status = status
+    exchange.phase = _DONE
+    exchange._drop_upstream()
+    exchange.record()

@@ -22,6 +22,7 @@ __all__ = [
     "switched",
     "tunnel_closed",
     "tunnel_data",
+    "tunnel_ended",
 ]
 
 _TUNNEL = Phase.TUNNEL
@@ -101,3 +102,15 @@ def tunnel_closed(exchange: Exchange) -> None:
         return
     exchange._release_backend()
     exchange.codec.tunnel_closed(exchange)
+
+
+def tunnel_ended(exchange: Exchange, bytes_in: int, bytes_out: int) -> None:
+    """
+    The tunnel closed (either side, or idle): record it.
+    """
+    exchange.bytes_in += bytes_in
+    exchange.bytes_out += bytes_out
+    exchange.phase = _DONE
+    exchange.upstream = None
+    exchange._release_backend()
+    exchange.record()

@@ -442,15 +442,8 @@ class Exchange:
         _switch.tunnel_closed(self)
 
     def tunnel_ended(self, bytes_in: int, bytes_out: int) -> None:
-        """
-        The tunnel closed (either side, or idle): record it.
-        """
-        self.bytes_in += bytes_in
-        self.bytes_out += bytes_out
-        self.phase = _DONE
-        self.upstream = None
-        self._release_backend()
-        self.record()
+        """The tunnel closed (either side, or idle): record it."""
+        _switch.tunnel_ended(self, bytes_in, bytes_out)
 
     # Local answers and failures ----------------------------------------------
 
@@ -459,30 +452,12 @@ class Exchange:
         _answers.reply(self, reply, through)
 
     def fail(self, status: int) -> None:
-        """
-        The exchange failed (no route, no backend, a malformed or too large
-        body, a broken or silent backend): answer C{status} and close, or
-        cut the client off if its response has begun.
-        """
-        if self.phase is _DONE:
-            return
-        self.phase = _DONE
-        self._drop_upstream()
-        if self._requests is not None:
-            self._requests.close()
-        if self._responses is not None:
-            self._responses.close()
-        self.codec.fail(self, status)
+        """The exchange failed: answer C{status} (see L{_answers.fail})."""
+        _answers.fail(self, status)
 
     def give_up(self, status: int | str) -> None:
-        """
-        The client stopped (a FIN half-way through the request, or it
-        closed): record C{status} and drop the backend side.
-        """
-        self.status = status
-        self.phase = _DONE
-        self._drop_upstream()
-        self.record()
+        """The client stopped: record C{status} (see L{_answers.give_up})."""
+        _answers.give_up(self, status)
 
     def timed_out(self) -> None:
         """Nothing moved for the response timeout (see L{_answers.timed_out})."""
