@@ -88,6 +88,7 @@ TARGETS = (
     "rproxy-rules",
     "rproxy-limit",
     "rproxy-limit-quiet",
+    "rproxy-traffic",
 )
 PROXIES = TARGETS[1:]
 HOST = "127.0.0.1"
@@ -350,7 +351,8 @@ deny = [
   { query_regex = "(?i)union\\\\s+select" },
 ]
 max_body = "10MiB"
-
+"""
+RULES_ROUTE = """
 [[listeners.routes]]
 path_prefix = "/"
 pool = "web"
@@ -383,10 +385,10 @@ cache = "bench"
     )
     if rules:
         shutil.copy(REPO / "examples" / "rules" / "bad-bots.txt", workdir)
-        routes += RULES
+        routes += RULES + ("" if limit is not None else RULES_ROUTE)
     if limit is not None:
         # A rate wrk never reaches: every request is checked and let on.
-        routes = f"""
+        routes += f"""
 [limits.bench]
 rate = "1000000/s"
 burst = 1000000
@@ -396,6 +398,7 @@ burst = 1000000
 path_prefix = "/"
 pool = "web"
 limit = ["bench"]
+{'rules = "bench"' if rules else ""}
 """
     config.write_text(
         f"""\
@@ -427,12 +430,19 @@ def rproxy_rules_argv(workdir: Path, port: int, backend: int) -> list[str]:
 
 def rproxy_limit_argv(workdir: Path, port: int, backend: int) -> list[str]:
     """rproxy with one rate limit on its one route (RateLimit fields on)."""
-    return rproxy_argv(workdir, port, backend, limit="")
+    return rproxy_argv(workdir, port, backend, limit="headers = true")
 
 
 def rproxy_limit_quiet_argv(workdir: Path, port: int, backend: int) -> list[str]:
-    """rproxy with one rate limit on its one route, headers = false."""
-    return rproxy_argv(workdir, port, backend, limit="headers = false")
+    """rproxy with one rate limit on its one route (no RateLimit fields on
+    allowed responses: the default)."""
+    return rproxy_argv(workdir, port, backend, limit="")
+
+
+def rproxy_traffic_argv(workdir: Path, port: int, backend: int) -> list[str]:
+    """rproxy with one rate limit and the five request rules on its one
+    route (issue 13's speed goal)."""
+    return rproxy_argv(workdir, port, backend, rules=True, limit="")
 
 
 def haproxy_argv(workdir: Path, port: int, backend: int) -> list[str]:
@@ -535,6 +545,7 @@ PROXY_ARGV = {
     "rproxy-rules": rproxy_rules_argv,
     "rproxy-limit": rproxy_limit_argv,
     "rproxy-limit-quiet": rproxy_limit_quiet_argv,
+    "rproxy-traffic": rproxy_traffic_argv,
 }
 
 
@@ -645,6 +656,9 @@ class Run:
     stalled: bool
     valid: bool
     proxy_cpu_percent: float | None = None
+    #: the proxy's CPU time (user and system) per request, in microseconds:
+    #: what a request costs it whatever else the machine is doing.
+    proxy_cpu_us: float | None = None
     load_cpu_percent: float | None = None
     proxy_idle_rss_kib: int | None = None
     proxy_peak_rss_kib: int | None = None
@@ -791,6 +805,9 @@ def measure(
         if proxy is not None:
             if proxy_before is not None and proxy_after is not None:
                 run.proxy_cpu_percent = 100 * (proxy_after - proxy_before) / wall
+                if result.requests:
+                    used = proxy_after - proxy_before
+                    run.proxy_cpu_us = 1e6 * used / result.requests
             run.proxy_idle_rss_kib = idle_rss
             run.proxy_peak_rss_kib = tree_memory_kib(proxy.proc.pid, "VmHWM")
         return run
@@ -851,6 +868,7 @@ RATIOS = (
     ("rproxy-rules", "rproxy"),
     ("rproxy-limit", "rproxy"),
     ("rproxy-limit-quiet", "rproxy"),
+    ("rproxy-traffic", "rproxy"),
 )
 
 
@@ -918,9 +936,10 @@ def table(
             "",
             f"{size}: GET {path} ({length} B body)",
             f"{'target':<8} {'req/s':>8} {'p50 ms':>7} {'p99 ms':>7} {'errors':>6} "
-            f"{'proxy':>6} {'load':>5} {'RSS MiB':>8} {'peak':>5}  runs req/s",
+            f"{'proxy':>6} {'proxy':>6} {'load':>5} {'RSS MiB':>8} {'peak':>5}  "
+            "runs req/s",
             f"{'':<8} {'median':>8} {'':>7} {'':>7} {'':>6} "
-            f"{'CPU%':>6} {'CPU%':>5} {'idle':>8}",
+            f"{'CPU%':>6} {'us/req':>6} {'CPU%':>5} {'idle':>8}",
         ]
         for target in targets:
             theirs = [r for r in runs if r.target == target and r.size == size]
@@ -942,6 +961,7 @@ def table(
                 f"{_fmt(row.p50_ms, '.2f'):>7} {_fmt(row.p99_ms, '.2f'):>7} "
                 f"{row.errors:>6} "
                 f"{_fmt(_median([r.proxy_cpu_percent for r in theirs]), '.0f'):>6} "
+                f"{_fmt(_median([r.proxy_cpu_us for r in theirs]), '.1f'):>6} "
                 f"{_fmt(_median([r.load_cpu_percent for r in theirs]), '.0f'):>5} "
                 f"{_fmt(idle, '.0f', 1024):>8} "
                 f"{_fmt(max(peak) if peak else None, '.0f', 1024):>5}  "

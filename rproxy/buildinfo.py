@@ -60,6 +60,9 @@ MYPYC_MODULES: tuple[str, ...] = (
     "rproxy.http.filters.rules._view",
     "rproxy.http.filters.rules._match",
     "rproxy.http.filters.rules._rule",
+    "rproxy.limits._local",
+    "rproxy.limits.keys",
+    "rproxy.limits.limiter",
 )
 
 COMPILED = "compiled (mypyc)"

@@ -53,7 +53,7 @@ mode = "delay"
 store = "redis://:secret@127.0.0.1:6380/2"
 fail = "closed"
 max_keys = 5000
-headers = false
+headers = true
 """
     )
     assert config.limits == (
@@ -66,7 +66,7 @@ headers = false
             RedisAddress("127.0.0.1", 6380, 2, "secret"),
             "closed",
             5000,
-            False,
+            True,
         ),
     )
     assert config.listeners[0].routes[0].limit == ("per_ip",)
@@ -83,7 +83,7 @@ def test_limit_defaults() -> None:
         "reject",
         None,
     )
-    assert (limit.fail, limit.max_keys, limit.headers) == ("open", 100_000, True)
+    assert (limit.fail, limit.max_keys, limit.headers) == ("open", 100_000, False)
 
 
 def test_key_and_limit_may_be_a_single_string() -> None:

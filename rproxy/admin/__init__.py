@@ -155,6 +155,8 @@ class AdminService(Service):
         time, so it may be any callable that looks up the real one then.
     @param limits: the running rate limits by name (their counters are in
         the metrics); looked up at every scrape.
+    @param discovery: the discovering pools' L{DiscoveryState}s by pool
+        name (in the status and the metrics); looked up when asked for.
     @param sample_interval: seconds between counter samples for the rates.
     @param head_timeout: seconds a client has to send a whole request, from
         connecting or from its previous answer; then it is closed.
@@ -179,6 +181,7 @@ class AdminService(Service):
         *,
         caches: Mapping[str, Any] | None = None,
         limits: Mapping[str, Any] | None = None,
+        discovery: Mapping[str, Any] | None = None,
         sample_interval: float = SAMPLE_INTERVAL,
         head_timeout: float = HEAD_TIMEOUT,
     ) -> None:
@@ -189,9 +192,16 @@ class AdminService(Service):
         self.clock: IReactorTime = reactor
         self.reload = reload
         self.caches: Mapping[str, Any] = caches if caches is not None else {}
+        self.discovery: Mapping[str, Any] = discovery if discovery is not None else {}
         self.rates = RateSampler(reactor)
         self.metrics = metrics_registry(
-            ProxyCollector(self._pools, listeners, self.caches, limits=limits)
+            ProxyCollector(
+                self._pools,
+                listeners,
+                self.caches,
+                limits=limits,
+                discovery=self.discovery,
+            )
         )
         self.site = _AdminSite(
             AdminResource(self), timeout=head_timeout, reactor=reactor
@@ -219,7 +229,11 @@ class AdminService(Service):
         Every listener, pool and backend now, as the JSON status shows them.
         """
         status = snapshot(
-            self.registry, self.listeners, self.rates, self.clock.seconds()
+            self.registry,
+            self.listeners,
+            self.rates,
+            self.clock.seconds(),
+            self.discovery,
         )
         status["caches"] = [
             {"name": name, **cache.snapshot()}

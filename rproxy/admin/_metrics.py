@@ -49,8 +49,10 @@ class ProxyCollector(Collector):
         caches: Mapping[str, Any] | None = None,
         *,
         limits: Mapping[str, Any] | None = None,
+        discovery: Mapping[str, Any] | None = None,
     ) -> None:
         self._pools = pools
+        self._discovery = discovery if discovery is not None else {}
         self._listeners = listeners
         self._caches = caches if caches is not None else {}
         self._limits = limits if limits is not None else {}
@@ -65,6 +67,7 @@ class ProxyCollector(Collector):
         yield from self._cache_metrics()
         yield self._auth_metrics()
         yield from self._limit_metrics()
+        yield from self._discovery_metrics()
 
     def _auth_metrics(self) -> Metric:
         counted = CounterMetricFamily(
@@ -360,6 +363,30 @@ class ProxyCollector(Collector):
             held.add_metric([rule_set.name], rule_set.tarpit.held)
             overflows.add_metric([rule_set.name], rule_set.tarpit.overflows)
         yield from (hits, held, overflows)
+
+    def _discovery_metrics(self) -> Iterator[Metric]:
+        queries = CounterMetricFamily(
+            "rproxy_discovery_queries_total",
+            "Rounds of DNS queries for a discovering pool's backends, by "
+            "outcome (ok, or failed: NXDOMAIN, SERVFAIL, timeouts, no records).",
+            labels=["pool", "outcome"],
+        )
+        changes = CounterMetricFamily(
+            "rproxy_discovery_changes_total",
+            "DNS answers that changed a discovering pool's backends.",
+            labels=["pool"],
+        )
+        backends = GaugeMetricFamily(
+            "rproxy_discovery_backends",
+            "Backends of a discovering pool from its last DNS answer in use.",
+            labels=["pool"],
+        )
+        for pool, state in list(self._discovery.items()):
+            queries.add_metric([pool, "ok"], state.queries - state.failures)
+            queries.add_metric([pool, "failed"], state.failures)
+            changes.add_metric([pool], state.changes)
+            backends.add_metric([pool], len(state.backends))
+        yield from (queries, changes, backends)
 
 
 def metrics_registry(collector: ProxyCollector) -> CollectorRegistry:

@@ -158,9 +158,14 @@ def backend_status(backend: Backend, now: float) -> dict[str, Any]:
     }
 
 
-def pool_status(pool: Pool, now: float, rates: RateSampler) -> dict[str, Any]:
+def pool_status(
+    pool: Pool, now: float, rates: RateSampler, discovery: Any = None
+) -> dict[str, Any]:
     """
-    One pool and its backends, with their rates.
+    One pool and its backends, with their rates, and C{discovery} (its
+    L{rproxy.discovery.DiscoveryState}; None: its backends are the file's):
+    where its backends come from, when DNS last answered, when it is asked
+    next and the last error.
     """
     backends = []
     for backend in pool.backends:
@@ -175,6 +180,7 @@ def pool_status(pool: Pool, now: float, rates: RateSampler) -> dict[str, Any]:
         "balancer": type(pool.balancer).__name__,
         "backends": backends,
         **pool_protection(pool),
+        "discovery": None if discovery is None else discovery.as_json(),
     }
 
 
@@ -241,6 +247,7 @@ def snapshot(
     listeners: Mapping[str, ListenerService],
     rates: RateSampler,
     now: float,
+    discovery: Mapping[str, Any] | None = None,
 ) -> Snapshot:
     """
     Everything the status page shows, as JSON-ready data.
@@ -251,5 +258,8 @@ def snapshot(
             listener_status(name, service, rates)
             for name, service in list(listeners.items())
         ],
-        "pools": [pool_status(pool, now, rates) for pool in pools],
+        "pools": [
+            pool_status(pool, now, rates, (discovery or {}).get(pool.name))
+            for pool in pools
+        ],
     }

@@ -58,7 +58,7 @@ class LimitConfig:
     store: RedisAddress | None = None
     fail: str = field(default="open", validator=validators.in_(FAILS))
     max_keys: int = field(default=MAX_KEYS, validator=validators.ge(1))
-    headers: bool = True
+    headers: bool = False
 
 
 def _name(name: str) -> str | None:

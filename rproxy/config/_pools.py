@@ -13,6 +13,7 @@ from attrs import field, frozen, validators
 
 from rproxy.backends import format_address, parse_address
 from rproxy.balancing import BALANCERS
+from rproxy.config._discovery import DISCOVERY_KEYS, DiscoveryConfig, parse_discovery
 from rproxy.config._outlier import parse_outlier
 from rproxy.config._tls import (
     BackendTLSConfig,
@@ -169,6 +170,8 @@ class PoolConfig:
     below which passive health takes no more backends out.  C{queue_max},
     C{queue_timeout}, C{slow_start}, C{retry_budget}, C{min_retries} and
     C{outlier} protect the backends (see L{rproxy.policy.PoolPolicy}).
+    C{discover}, if set, is where in DNS the backends are found (then
+    C{backends} is empty: L{rproxy.discovery} fills the running pool).
     """
 
     name: str
@@ -192,13 +195,14 @@ class PoolConfig:
     retry_budget: float | None = None
     min_retries: int = field(default=3, validator=validators.ge(0))
     outlier: OutlierPolicy | None = None
+    discover: DiscoveryConfig | None = None
 
 
 TIMEOUT_KEYS = model_keys(Timeouts)
 _HEALTH_KEYS = model_keys(HealthConfig)
 _KEEP_ALIVE_KEYS = model_keys(KeepAliveConfig)
 _BACKEND_KEYS = model_keys(BackendConfig, "host", "port")
-_POOL_KEYS = model_keys(PoolConfig, "name")
+_POOL_KEYS = model_keys(PoolConfig, "name") + DISCOVERY_KEYS
 
 
 def parse_timeouts(table: Table | None, defaults: Timeouts) -> Timeouts:
@@ -239,7 +243,8 @@ def _pool(pools: Table, name: str, timeouts: Timeouts) -> PoolConfig | None:
     balance = table.get("balance", one_of(BALANCE_NAMES), "round_robin")
     hash_key = table.get("hash_key", _hash_key, "client_ip")
     connect_tries = table.get("connect_tries", positive_int, 3)
-    backends = _backends(table)
+    discover = parse_discovery(table)
+    backends = [] if "discover" in table.data else _backends(table)
     health = _health(table.table("health", _HEALTH_KEYS))
     timeouts = parse_timeouts(table.table("timeouts", TIMEOUT_KEYS), timeouts)
     keep_alive = _keep_alive(table.table("keep_alive", _KEEP_ALIVE_KEYS))
@@ -271,6 +276,7 @@ def _pool(pools: Table, name: str, timeouts: Timeouts) -> PoolConfig | None:
         retry_budget=retry_budget,
         min_retries=min_retries,
         outlier=parse_outlier(table),
+        discover=discover,
     )
 
 

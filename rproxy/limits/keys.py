@@ -24,13 +24,10 @@ import hashlib
 import ipaddress
 from collections.abc import Callable, Sequence
 from functools import lru_cache
-from typing import TYPE_CHECKING
+from typing import Any
 
 from rproxy.http.client_address import client_address
 from rproxy.http.messages import header
-
-if TYPE_CHECKING:
-    from rproxy.http.exchange import Exchange
 
 __all__ = [
     "KEY_KINDS",
@@ -46,7 +43,11 @@ KEY_KINDS = ("client_ip", "header:NAME", "route")
 #: the longest key kept as it is, in characters.
 MAX_KEY = 64
 
-RequestKey = Callable[["Exchange"], "str | None"]
+#: what the key functions take: an L{Exchange}, typed loosely because this
+#: module is compiled and a compiled function checks the class of an
+#: argument typed as a compiled class (tests pass stand-ins).
+Keyed = Any
+RequestKey = Callable[[Keyed], "str | None"]
 
 
 @lru_cache(maxsize=4096)
@@ -68,7 +69,7 @@ def address_group(address: str) -> str:
     return str(prefix)
 
 
-def client_ip(exchange: Exchange) -> str | None:
+def client_ip(exchange: Keyed) -> str | None:
     """
     The C{client_ip} key of C{exchange}.
     """
@@ -82,7 +83,7 @@ def client_ip(exchange: Exchange) -> str | None:
     return peer if ":" not in peer else address_group(peer)
 
 
-def route_key(exchange: Exchange) -> str | None:
+def route_key(exchange: Keyed) -> str | None:
     """
     The C{route} key of C{exchange}: its route's host and path prefix.
     """
@@ -95,7 +96,7 @@ def route_key(exchange: Exchange) -> str | None:
 def _header_key(name: str) -> RequestKey:
     lowered = name.lower().encode("ascii")
 
-    def header_key(exchange: Exchange) -> str | None:
+    def header_key(exchange: Keyed) -> str | None:
         request = exchange.request
         if request is None:
             return None
@@ -152,13 +153,13 @@ def request_key(parts: Sequence[str]) -> RequestKey:
         if only is client_ip:
             return client_ip  # addresses are short: nothing to bound
 
-        def one(exchange: Exchange) -> str | None:
+        def one(exchange: Keyed) -> str | None:
             key = only(exchange)
             return None if key is None else _bounded(key)
 
         return one
 
-    def combined(exchange: Exchange) -> str | None:
+    def combined(exchange: Keyed) -> str | None:
         values = [function(exchange) for function in functions]
         if all(value is None for value in values):
             return None

@@ -11,7 +11,7 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.python.failure import Failure
 
 from rproxy.limits.gcra import SLACK, Decision, LocalLimiter, Rate, decision
-from rproxy.limits.keys import RequestKey, request_key
+from rproxy.limits.keys import Keyed, RequestKey, request_key
 from rproxy.limits.store import RedisStore
 
 __all__ = ["FAILS", "MODES", "Limiter", "policy_window"]
@@ -76,7 +76,7 @@ class Limiter:
         store: RedisStore | None = None,
         fail: str = "open",
         max_keys: int = MAX_KEYS,
-        headers: bool = True,
+        headers: bool = False,
     ) -> None:
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
@@ -146,6 +146,14 @@ class Limiter:
         else:
             self.rejected += 1
         return backlog
+
+    def take_request(self, exchange: Keyed) -> float | None:
+        """
+        L{take} for C{exchange}'s key, or None for a request without one
+        (not counted: see L{rproxy.limits.keys}).
+        """
+        key = self.key(exchange)
+        return None if key is None else self.take(key)
 
     def refund(self, key: str) -> None:
         """

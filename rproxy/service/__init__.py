@@ -36,6 +36,7 @@ from rproxy.service._build import (
     tls_problem,
 )
 from rproxy.service._caches import RunningCaches
+from rproxy.service._discovery import RunningDiscovery
 from rproxy.service._fronts import FrontContext, build_front
 from rproxy.service._limits import RunningLimits
 from rproxy.service._listeners import ListenerService
@@ -83,9 +84,18 @@ class ProxyService(MultiService):
     it.  With C{[admin]}, C{admin} serves the status page, metrics and
     controls (and L{reload} as C{POST /reload}).
 
+    Pools with C{discover} take their backends from DNS: C{discovery}
+    (L{rproxy.service._discovery.RunningDiscovery}) runs one
+    L{rproxy.discovery.DNSDiscovery} per such pool and applies each changed
+    answer as a reload of that pool would.
+
     Starting raises the soft RLIMIT_NOFILE (L{rproxy.raise_fd_limit}) and
     sizes C{fds}, the descriptor budget the listeners accept against.
     """
+
+    #: whether this process asks DNS for the pools with C{discover} (a
+    #: worker of a supervisor does not: the supervisor's pools do).
+    runs_discovery = True
 
     def __init__(self, config: Config, reactor: Any):
         super().__init__()
@@ -108,6 +118,7 @@ class ProxyService(MultiService):
         self.caches = RunningCaches(reactor)
         self.auth = RunningAuth(reactor)
         self.limits = RunningLimits(reactor)
+        self.discovery = RunningDiscovery(self, reactor)
         self._apply(None, config)
 
     # Applying a config --------------------------------------------------
@@ -162,6 +173,7 @@ class ProxyService(MultiService):
         return self._apply(self.config, config)
 
     def _apply(self, old: Config | None, new: Config) -> list[str]:
+        new = self.discovery.fill(old, new)
         prepared = self._prepare(old, new)
         changes = self._apply_pools(old, new, prepared)
         changes += self._apply_listeners(old, new, prepared)
@@ -173,6 +185,7 @@ class ProxyService(MultiService):
             changes += rule_changes(self.rule_sets, prepared.rules)
         self.rule_sets = prepared.rules
         self.config = new
+        changes += self.discovery.commit(new)
         if old is not None:
             changes += [
                 f"{section} changed"
@@ -283,6 +296,7 @@ class ProxyService(MultiService):
             lambda: self.reload(),
             caches=self.caches.caches,
             limits=self.limits.limiters,
+            discovery=self.discovery.states,
         )
         admin.setName("admin")
         return admin

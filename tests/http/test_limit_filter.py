@@ -142,7 +142,7 @@ class RejectTests(_Case):
 
     def test_allowed_responses_carry_the_fields(self) -> None:
         """Each allowed response says the policy and how much is left."""
-        harness = self.harness(self.limiter("10/s", burst=3))
+        harness = self.harness(self.limiter("10/s", burst=3, headers=True))
         seen = []
         for _ in range(2):
             client = harness.request("GET", "/")
@@ -173,7 +173,7 @@ class RejectTests(_Case):
         """headers = false leaves responses out of the filter altogether:
         its chain has no response hook to run."""
         quiet = FilterChain([RateLimit(self.limiter(headers=False))])
-        loud = FilterChain([RateLimit(self.limiter())])
+        loud = FilterChain([RateLimit(self.limiter(headers=True))])
         self.assertEqual((quiet.responses, loud.responses), (False, True))
 
     def test_each_client_has_its_own_quota(self) -> None:
@@ -334,7 +334,7 @@ class StoreTests(_Case):
         """With a store, the request goes on when the store allows it, and
         waits until then; the fields come from the store's answer."""
         store = FakeStore()
-        limiter = self.limiter("10/s", burst=3, store=store)
+        limiter = self.limiter("10/s", burst=3, store=store, headers=True)
         harness = self.harness(limiter)
         client = harness.request("GET", "/")
         self.assertEqual(harness.endpoints.attempts, [])

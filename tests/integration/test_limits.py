@@ -117,6 +117,7 @@ def test_429_with_retry_after_under_a_bounded_burst(tmp_path: Path) -> None:
 [limits.per_ip]
 rate = "1/h"
 burst = 2
+headers = true
 [limits.strict]
 rate = "1/h"
 """

@@ -12,9 +12,11 @@ limiter whose shared store is unreachable with C{fail = "closed"} answers
 C{503}.  No refusal reads the request body: the connection closes after the
 answer unless the request was read whole.
 
-Allowed responses carry the two fields too (C{headers}, on by default): the
-draft's point is that a client sees its quota run down and slows before it
-is refused, and the fields cost two short lines per response.  The policy
+With C{headers} (off by default, as nginx, HAProxy and Envoy leave them
+off), allowed responses carry the two fields too, so that a client sees its
+quota run down and slows before it is refused; the filter then has a
+response hook, and the response side of the filter chain costs about as
+much as the check itself.  The policy
 is C{"NAME";q=QUOTA;w=WINDOW} (L{policy_window}: QUOTA requests at once
 every WINDOW seconds keep to the limit); the service limit is
 C{"NAME";r=REMAINING;t=SECONDS}, SECONDS until the whole burst is back (on
@@ -31,6 +33,7 @@ from twisted.internet.interfaces import IDelayedCall
 
 from rproxy.http.filters import PLAIN_TEXT, HTTPFilter, LocalReply, Step
 from rproxy.http.framing import RequestHead, ResponseHead
+from rproxy.limits._local import service_limit
 from rproxy.limits.gcra import SLACK, Decision, ceil_seconds
 from rproxy.limits.limiter import Limiter
 
@@ -82,23 +85,31 @@ class RateLimit(HTTPFilter):
         self._remaining = self._id + b";r=%d;t=%d"
         self._interval = limiter.interval
         self._tolerance = limiter.tolerance
+        #: each request is checked in this process's state and let on or
+        #: refused at once (no store to ask, no delay mode).
+        self._at_once = limiter.store is None and not limiter.delays
 
     # Requests ----------------------------------------------------------------
 
     def request_head(self, exchange: Exchange, head: RequestHead) -> Step:
         limiter = self.limiter
+        if self._at_once:
+            # The per-request path, compiled: a number, not a Decision.
+            backlog = limiter.take_request(exchange)
+            if backlog is None:
+                return None  # not counted
+            if backlog <= 0:
+                return self._refuse(exchange, -backlog - limiter.tolerance)
+            if self.headers:
+                exchange.notes[self._note] = backlog
+            return None
         key = limiter.key(exchange)
         if key is None:
             return None  # not counted (see rproxy.limits.keys)
-        if limiter.store is None:
-            # The per-request path: a number, not a Decision.
+        if limiter.store is None:  # delay mode
             backlog = limiter.take(key)
             if backlog <= 0:
                 return self._refuse(exchange, -backlog - limiter.tolerance)
-            if not limiter.delays:
-                if self.headers:
-                    exchange.notes[self._note] = backlog
-                return None
             return self._allowed(exchange, key, backlog, None)
         decided = limiter.check(key)
         if isinstance(decided, Deferred):
@@ -166,14 +177,8 @@ class _RateLimitFields(RateLimit):
             return
         headers = head.headers
         headers.append(self._policy)
-        # Limiter.remaining and ceil_seconds, inlined: once per response.
-        tolerance = self._tolerance
-        if backlog > tolerance + SLACK:
-            remaining = 0
-        else:
-            remaining = int((tolerance - backlog) / self._interval + SLACK) + 1
-        seconds = int(backlog) + (backlog % 1 > SLACK)
-        headers.append((b"RateLimit", self._remaining % (remaining, seconds)))
+        left = service_limit(self._remaining, backlog, self._tolerance, self._interval)
+        headers.append((b"RateLimit", left))
 
 
 class _Hold:
