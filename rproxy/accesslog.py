@@ -28,6 +28,10 @@ from twisted.internet.task import LoopingCall
 from twisted.logger import ILogObserver, LogEvent, LogLevel
 from zope.interface import implementer
 
+#: bytes the file buffers; lines are written out in eighths of it (a UTF-8
+#: character takes at most four bytes), so no write ends mid-line.
+_BUFFER = 1 << 20
+
 #: the namespace of access events.
 NAMESPACE = "rproxy.access"
 
@@ -207,6 +211,7 @@ class AccessLog:
         self._events = events
         self._clock = clock
         self._file: IO[str] | None = None
+        self._pending = 0
         self._identity: tuple[int, int] | None = None
         self._flusher = LoopingCall(self.flush)
         self._flusher.clock = clock
@@ -221,7 +226,11 @@ class AccessLog:
             self._file = sys.stdout
             return
         handle = open(  # noqa: SIM115 - kept open for the service's life
-            self.path, "a", encoding="utf-8", errors="backslashreplace"
+            self.path,
+            "a",
+            buffering=_BUFFER,
+            encoding="utf-8",
+            errors="backslashreplace",
         )
         if self._file is not None:
             self._file.close()
@@ -254,7 +263,15 @@ class AccessLog:
     def __call__(self, event: LogEvent) -> None:
         if event.get("log_namespace") != NAMESPACE or self._file is None:
             return
-        self._file.write(self._render(event) + "\n")
+        line = self._render(event) + "\n"
+        self._file.write(line)
+        # Flushed before the buffer fills, so that every write to the file
+        # ends a line: the workers of one supervisor append to the same
+        # file, and a write of whole lines is not cut by another's.
+        self._pending += len(line)
+        if self._pending > _BUFFER // 8:
+            self._file.flush()
+            self._pending = 0
 
     def flush(self) -> None:
         """
@@ -263,6 +280,7 @@ class AccessLog:
         if self._file is None:
             return
         self._file.flush()
+        self._pending = 0
         if self._file is sys.stdout:
             return
         try:

@@ -70,7 +70,15 @@ def makeService(options: Options) -> IService:
         from rproxy.demo import demo_backends
 
         demo_backends(options.config, reactor).setServiceParent(top)
-    proxy = ProxyService(options.config, reactor)
+    if options.config.workers > 1:
+        from rproxy.workers import supervise
+
+        try:
+            proxy = supervise(options.config.source, reactor)
+        except ConfigError as error:
+            raise SystemExit(f"rproxy: not starting:\n{error}") from None
+    else:
+        proxy = ProxyService(options.config, reactor)
     proxy.setServiceParent(top)
     ReloadOnHangup(reactor, proxy.reload).setServiceParent(top)
     return top

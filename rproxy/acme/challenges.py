@@ -3,6 +3,8 @@ publishes them and the plain HTTP listeners that serve them."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 __all__ = ["CHALLENGE_PREFIX", "Challenges"]
 
 #: Where an ACME server asks for a token (RFC 8555, section 8.3).
@@ -20,6 +22,15 @@ class Challenges:
 
     def __init__(self) -> None:
         self._answers: dict[str, bytes] = {}
+        self._observers: list[Callable[[str, str | None], None]] = []
+
+    def observe(self, observer: Callable[[str, str | None], None]) -> None:
+        """
+        Call C{observer(token, key_authorization)} after every L{publish},
+        and C{observer(token, None)} after every L{withdraw} (the workers'
+        supervisor passes them on to the workers that serve them).
+        """
+        self._observers.append(observer)
 
     def __len__(self) -> int:
         return len(self._answers)
@@ -29,12 +40,16 @@ class Challenges:
         Answer requests for C{token} with C{key_authorization}.
         """
         self._answers[token] = key_authorization.encode("ascii")
+        for observer in self._observers:
+            observer(token, key_authorization)
 
     def withdraw(self, token: str) -> None:
         """
         Stop answering for C{token}.
         """
         self._answers.pop(token, None)
+        for observer in self._observers:
+            observer(token, None)
 
     def answer(self, path: bytes) -> bytes | None:
         """

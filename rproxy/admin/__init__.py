@@ -14,6 +14,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from prometheus_client import generate_latest
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.endpoints import serverFromString
@@ -166,6 +167,9 @@ class AdminService(Service):
     @ivar metrics: the Prometheus registry the metrics are generated from
         (its own, not the process-wide default).
     @ivar bound: the address listened on, once started.
+    @ivar group: with workers (L{rproxy.workers}), what adds the workers'
+        counters to the status and the metrics (C{status(own)} and
+        C{metrics(own_registry)}); None in a single process.
     @ivar stopped: True once stopped (until started again): open connections
         are closed, after the answer to a request under way, and a request
         that still arrives is answered 503.
@@ -210,6 +214,7 @@ class AdminService(Service):
         self.port: IListeningPort | None = None
         self.bound: IAddress | None = None
         self.stopped = False
+        self.group: Any = None
         self._reactor = reactor
         self._sampler = LoopingCall(self.sample)
         self._sampler.clock = reactor
@@ -239,7 +244,19 @@ class AdminService(Service):
             {"name": name, **cache.snapshot()}
             for name, cache in list(self.caches.items())
         ]
+        if self.group is not None:
+            status = self.group.status(status)
         return status
+
+    def metrics_text(self) -> bytes:
+        """
+        The Prometheus text exposition of C{metrics} (with the workers'
+        counters when there is a C{group}).
+        """
+        if self.group is not None:
+            text: bytes = self.group.metrics(self.metrics)
+            return text
+        return generate_latest(self.metrics)
 
     def privilegedStartService(self) -> None:
         super().privilegedStartService()

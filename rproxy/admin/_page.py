@@ -243,5 +243,39 @@ def render_page(status: Snapshot) -> bytes:
             *(_backend_row(backend) for backend in pool["backends"]),
             "</table>",
         ]
+    parts += _workers(status.get("workers"))
     parts.append("</body></html>")
     return "\n".join(parts).encode("utf-8")
+
+
+def _workers(workers: list[dict[str, Any]] | None) -> list[str]:
+    """
+    The table of worker processes (with C{workers = N}): the counts above
+    are their sums.
+    """
+    if not workers:
+        return []
+    rows = [
+        _row(
+            [
+                ("", w.get("worker")),
+                ("", w.get("pid")),
+                ("state", w.get("state")),
+                ("", w.get("restarts")),
+                ("", sum(x.get("active") or 0 for x in w.get("listeners", ()))),
+                (
+                    "",
+                    sum(x.get("requests_total") or 0 for x in w.get("listeners", ())),
+                ),
+            ],
+            css="up" if w.get("state") == "running" else "draining",
+        )
+        for w in workers
+    ]
+    return [
+        "<h2>Workers</h2>",
+        '<table id="workers">',
+        _head(["worker", "pid", "state", "restarts", "active", "requests"]),
+        *rows,
+        "</table>",
+    ]

@@ -31,10 +31,11 @@ import ipaddress
 import json
 from typing import TYPE_CHECKING, Any
 
-from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 from twisted.web.resource import Resource
-from twisted.web.server import Request
+from twisted.web.server import NOT_DONE_YET, Request
 
 from rproxy.admin._page import render_page
 from rproxy.admin._status import backend_status
@@ -97,7 +98,7 @@ class AdminResource(Resource):
         super().__init__()
         self._admin = admin
 
-    def render(self, request: Request) -> bytes:
+    def render(self, request: Request) -> bytes | int:
         request.setHeader(b"cache-control", b"no-store")
         if self._admin.stopped:
             request.channel.persistent = False
@@ -194,7 +195,7 @@ class AdminResource(Resource):
         admin = self._admin
         if page == "metrics":
             request.setHeader(b"content-type", CONTENT_TYPE_LATEST.encode("ascii"))
-            return generate_latest(admin.metrics)
+            return admin.metrics_text()
         status = admin.status()
         if page == "status.json":
             return _json(request, 200, status)
@@ -244,7 +245,7 @@ class AdminResource(Resource):
         answer.update(backend_status(backend, self._admin.clock.seconds()))
         return _json(request, 200, answer)
 
-    def _purge(self, request: Request, name: str) -> bytes:
+    def _purge(self, request: Request, name: str) -> bytes | int:
         cache = self._admin.caches.get(name)
         if cache is None:
             raise _AnswerError(404, f"no cache {name!r}")
@@ -260,15 +261,44 @@ class AdminResource(Resource):
                 400, f"{'url' if urls else 'prefix'} must be an absolute http(s) URL"
             )
         purged = cache.purge(given) if urls else cache.purge_prefix(given)
+        what = "url" if urls else "prefix"
+        if isinstance(purged, Deferred):
+            # With workers: the count comes back from each of them.
+            purged.addCallbacks(
+                lambda count: self._purged(request, name, what, given, count),
+                lambda failure: self._purge_failed(request, name, failure),
+            )
+            return NOT_DONE_YET
+        return self._purged(request, name, what, given, purged, finish=False)
+
+    def _purged(
+        self,
+        request: Request,
+        name: str,
+        what: str,
+        given: str,
+        purged: int,
+        finish: bool = True,
+    ) -> bytes:
         log.info(
             "admin {peer}: cache {cache} purged {what} {given}: {purged} responses",
             peer=_peer(request),
             cache=name,
-            what="url" if urls else "prefix",
+            what=what,
             given=given,
             purged=purged,
         )
-        return _json(request, 200, {"cache": name, "purged": purged})
+        body = _json(request, 200, {"cache": name, "purged": purged})
+        if finish and not request.finished and not request._disconnected:
+            request.write(body)
+            request.finish()
+        return body
+
+    def _purge_failed(self, request: Request, name: str, failure: Any) -> None:
+        log.failure("admin: purging cache {cache} failed", failure, cache=name)
+        if not request.finished and not request._disconnected:
+            request.write(_json(request, 500, {"error": "purge failed; see the log"}))
+            request.finish()
 
     def _reload(self, request: Request) -> bytes:
         log.info("admin {peer}: reload", peer=_peer(request))

@@ -49,6 +49,7 @@ from rproxy.config._validate import (
     one_of,
     string,
 )
+from rproxy.config._workers import parse_workers
 from rproxy.http.filters.rules import RuleSetConfig
 
 __all__ = [
@@ -118,7 +119,9 @@ class Config:
 
     C{timeouts} are the global defaults (each pool's C{timeouts} already has
     them merged in); C{shutdown_grace} is how long open connections get to
-    finish on shutdown; C{admin} is the admin interface, if any.
+    finish on shutdown; C{admin} is the admin interface, if any; C{workers}
+    the number of worker processes (1: one process, no supervisor; see
+    L{rproxy.workers}).
     """
 
     source: str
@@ -132,6 +135,7 @@ class Config:
     caches: tuple[CacheConfig, ...] = ()
     rules: tuple[RuleSetConfig, ...] = ()
     limits: tuple[LimitConfig, ...] = ()
+    workers: int = field(default=1, validator=validators.ge(1))
 
     def pool(self, name: str) -> PoolConfig:
         """
@@ -207,6 +211,7 @@ def parse_config(data: Mapping[str, object], source: str) -> Config:
             "access_log",
             "acme",
             "admin",
+            "workers",
         ),
     )
 
@@ -231,6 +236,11 @@ def parse_config(data: Mapping[str, object], source: str) -> Config:
     listeners = parse_listeners(top, pools, caches, rules, limits, acme="acme" in top)
     if acme is not None:
         _check_acme_listeners(top, listeners)
+    workers = parse_workers(
+        top,
+        _listens(listeners),
+        [name for name, c in caches.items() if c is not None and c.disk is not None],
+    )
 
     if problems.lines:
         raise ConfigError(problems.lines)
@@ -246,7 +256,18 @@ def parse_config(data: Mapping[str, object], source: str) -> Config:
         caches=tuple(cache for cache in caches.values() if cache is not None),
         rules=tuple(one for one in rules.values() if one is not None),
         limits=tuple(limit for limit in limits.values() if limit is not None),
+        workers=workers,
     )
+
+
+def _listens(listeners: Iterable[ListenerConfig]) -> Iterable[tuple[str, str]]:
+    """
+    Every port the listeners listen on, with the listener's name.
+    """
+    for listener in listeners:
+        yield listener.name, listener.listen
+        if listener.tls is not None and listener.tls.redirect_http_from:
+            yield f"{listener.name}:redirect", listener.tls.redirect_http_from
 
 
 def _check_acme_listeners(top: Table, listeners: list[ListenerConfig]) -> None:

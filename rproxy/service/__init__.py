@@ -39,7 +39,7 @@ from rproxy.service._caches import RunningCaches
 from rproxy.service._discovery import RunningDiscovery
 from rproxy.service._fronts import FrontContext, build_front
 from rproxy.service._limits import RunningLimits
-from rproxy.service._listeners import ListenerService
+from rproxy.service._listeners import ListenerService, PortSource
 from rproxy.service._pool_update import TLSFor, update_pool
 from rproxy.service._reload_plan import (
     ListenerSpec,
@@ -91,8 +91,15 @@ class ProxyService(MultiService):
 
     Starting raises the soft RLIMIT_NOFILE (L{rproxy.raise_fd_limit}) and
     sizes C{fds}, the descriptor budget the listeners accept against.
+
+    A subclass may set C{ports} (where listeners get their ports instead of
+    binding their endpoints) and C{owns_shared_state} (False in a worker of
+    L{rproxy.workers}: what the workers share runs in their supervisor, so
+    no ACME client here, certificates arrive by L{install_certificate}).
     """
 
+    ports: PortSource | None = None
+    owns_shared_state = True
     #: whether this process asks DNS for the pools with C{discover} (a
     #: worker of a supervisor does not: the supervisor's pools do).
     runs_discovery = True
@@ -260,6 +267,7 @@ class ProxyService(MultiService):
                 spec.accept_proxy(new),
                 self.fds,
                 admission_for(spec.config),
+                self.ports,
             )
             service.setName(f"listener:{spec.name}")
             prepared.fresh[spec.name] = service
@@ -427,7 +435,7 @@ class ProxyService(MultiService):
             # What the old settings obtained is not served to listeners
             # added from now on (those serving it keep it until replaced).
             self._obtained.clear()
-        if new.acme is not None:
+        if new.acme is not None and self.owns_shared_state:
             from rproxy.acme.service import AcmeService
 
             self.acme = AcmeService(
@@ -486,6 +494,13 @@ class ProxyService(MultiService):
             return None if service is None else getattr(service.bound, "port", None)
 
         return HTTPSRedirect(https_port)
+
+    def pools_changed(self) -> None:
+        """
+        Called after a pool's members changed outside a reload (backends
+        found by discovery, say): here nothing more is needed; a supervisor
+        of workers pushes the pools to them at once.
+        """
 
     # Certificates ---------------------------------------------------------
 

@@ -4,6 +4,7 @@ stays open, and a graceful stop that drains open connections."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, cast
 
 from twisted.application.service import Service
@@ -22,7 +23,13 @@ from rproxy.interfaces import IListenerFactory
 from rproxy.proxyprotocol.accept import ProxyHeaderFactory
 from rproxy.tls import ServerTLS
 
-__all__ = ["ListenerService"]
+__all__ = ["ListenerService", "PortSource"]
+
+#: Where a listener gets its listening port instead of binding its endpoint
+#: (a worker process adopts the socket its supervisor bound): called with the
+#: listener's name, its endpoint description and the factory to serve; raises
+#: L{OSError} or L{KeyError} if it has no port for them.
+PortSource = Callable[[str, str, IProtocolFactory], IListeningPort]
 
 log = Logger(namespace="rproxy.service")
 
@@ -90,8 +97,10 @@ class ListenerService(Service):
         accept_proxy: tuple[tuple[str, ...], float] | None = None,
         fds: FdBudget | None = None,
         admission: Admission | None = None,
+        ports: PortSource | None = None,
     ):
         self.listener = name
+        self.ports = ports
         self.fds = fds
         self.admission = admission
         self.refusals = Refusals(name)
@@ -185,15 +194,7 @@ class ListenerService(Service):
             # to the running proxy, which starts it again.
             return
         super().privilegedStartService()
-        endpoint = serverFromString(self._reactor, self.description)
-        listening: Deferred[IListeningPort] = endpoint.listen(_Accept(self))
-        result: list[IListeningPort | Failure] = []
-        listening.addBoth(result.append)
-        if not result:
-            raise RuntimeError(
-                f"listener {self.listener}: {self.description} did not bind"
-            )
-        outcome = result[0]
+        outcome = self._listen()
         if isinstance(outcome, Failure):
             raise SystemExit(
                 f"rproxy: listener {self.listener!r} cannot listen on "
@@ -214,6 +215,22 @@ class ListenerService(Service):
             protocol=serves.protocol,
             pools=", ".join(serves.pools) or "no pool",
         )
+
+    def _listen(self) -> IListeningPort | Failure:
+        if self.ports is not None:
+            try:
+                return self.ports(self.listener, self.description, _Accept(self))
+            except (OSError, KeyError) as error:
+                return Failure(error)
+        endpoint = serverFromString(self._reactor, self.description)
+        listening: Deferred[IListeningPort] = endpoint.listen(_Accept(self))
+        result: list[IListeningPort | Failure] = []
+        listening.addBoth(result.append)
+        if not result:
+            raise RuntimeError(
+                f"listener {self.listener}: {self.description} did not bind"
+            )
+        return result[0]
 
     def admit(self) -> bool:
         """

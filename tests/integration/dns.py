@@ -8,6 +8,7 @@ from typing import Any
 
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred, DeferredList, fail, succeed
+from twisted.internet.error import CannotListenError
 from twisted.names import common, dns, error, server
 
 
@@ -86,13 +87,23 @@ class DNSServer:
     def __init__(self) -> None:
         self.zone = Zone()
         self.factory = _Factory(self.zone)
-        self.udp = reactor.listenUDP(  # type: ignore[attr-defined]
-            0, dns.DNSDatagramProtocol(self.factory), interface="127.0.0.1"
-        )
-        self.port: int = self.udp.getHost().port
-        self.tcp = reactor.listenTCP(  # type: ignore[attr-defined]
-            self.port, self.factory, interface="127.0.0.1"
-        )
+        # The UDP port the kernel picks may be taken for TCP (a busy machine
+        # has many ephemeral TCP ports in use): pick again, a few times.
+        for attempt in range(20):
+            self.udp = reactor.listenUDP(  # type: ignore[attr-defined]
+                0, dns.DNSDatagramProtocol(self.factory), interface="127.0.0.1"
+            )
+            self.port: int = self.udp.getHost().port
+            try:
+                self.tcp = reactor.listenTCP(  # type: ignore[attr-defined]
+                    self.port, self.factory, interface="127.0.0.1"
+                )
+            except CannotListenError:
+                self.udp.stopListening()
+                if attempt == 19:
+                    raise
+                continue
+            break
 
     def stop(self) -> Deferred[Any]:
         return DeferredList(
