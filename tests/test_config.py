@@ -1022,6 +1022,8 @@ def test_http_listener_gets_the_documented_defaults() -> None:
         "max_headers": 100,
         "max_target": 8192,
         "limit": (),
+        "http2": True,
+        "h2c": False,
     }
 
 

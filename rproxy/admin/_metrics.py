@@ -21,6 +21,7 @@ from prometheus_client.metrics_core import (
 from prometheus_client.registry import Collector, CollectorRegistry
 from prometheus_client.utils import floatToGoString
 
+from rproxy.admin._h2_metrics import http2_metrics
 from rproxy.admin._protection import protection_metrics
 from rproxy.admin._status import listener_counters, listener_kind, refusals
 from rproxy.backends import BackendState, Pool
@@ -58,6 +59,7 @@ class ProxyCollector(Collector):
 
     def collect(self) -> Iterator[Metric]:
         yield from self._listener_metrics()
+        yield from http2_metrics(self._listeners)
         yield self._refusal_metrics()
         yield from self._backend_metrics(list(self._pools()))
         yield from protection_metrics(list(self._pools()))

@@ -198,7 +198,8 @@ def listener_status(
     C{refused_full}, C{refused_per_ip}, C{refused_rate}, C{refused_denied}
     and C{refused_fds} count the connections refused as they arrived (see
     L{rproxy.admission}), C{refused_route_denied} the requests a route's
-    address lists answered 403.
+    address lists answered 403.  C{http2} (HTTP listeners that speak
+    HTTP/2) counts its HTTP/2 connections and streams (L{rproxy.http.h2.stats.H2Stats}).
     """
     factory = service.factory
     serves = factory.describe()
@@ -226,7 +227,19 @@ def listener_status(
         "request_body_timeouts": stats.request_body_timeouts,
         "request_body_too_slow": stats.request_body_too_slow,
         **{f"refused_{reason}": count for reason, count in refusals(service).items()},
+        **_http2(factory),
     }
+
+
+def _http2(factory: Any) -> dict[str, Any]:
+    # Only for listeners that speak HTTP/2 (or did before a reload).
+    h2_stats = getattr(factory, "h2_stats", None)
+    settings = getattr(factory, "settings", None)
+    if h2_stats is None or (
+        getattr(settings, "http2", None) is None and not h2_stats.connections
+    ):
+        return {}
+    return {"http2": h2_stats.as_dict()}
 
 
 def snapshot(

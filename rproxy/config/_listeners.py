@@ -54,6 +54,8 @@ PROTOCOLS = ("tcp", "http")
 #: Listener keys that mean something only to C{protocol = "http"}.
 HTTP_ONLY_KEYS = (
     "routes",
+    "http2",
+    "h2c",
     "x_forwarded",
     "forwarded",
     "via",
@@ -151,6 +153,10 @@ class ListenerConfig:
     @ivar max_target: the longest request target in bytes (414 above).
     @ivar limit: the names of the rate limits every request is checked
         against, before it is routed (a route's own follow).
+    @ivar http2: a TLS listener offers HTTP/2 (ALPN C{h2}) besides
+        HTTP/1.1.
+    @ivar h2c: a listener without TLS takes HTTP/2 with prior knowledge
+        (a connection that opens with the HTTP/2 preface).
     """
 
     name: str
@@ -169,6 +175,8 @@ class ListenerConfig:
     preserve_host: bool = field(default=True, kw_only=True)
     remove_response_headers: tuple[str, ...] = field(default=(), kw_only=True)
     headers: HeaderRules = field(factory=HeaderRules, kw_only=True)
+    http2: bool = field(default=True, kw_only=True)
+    h2c: bool = field(default=False, kw_only=True)
     max_body: int | None = field(
         default=None, kw_only=True, validator=validators.optional(_positive)
     )
@@ -349,7 +357,11 @@ def _listener(
         max_headers=table.get("max_headers", positive_int, 100),
         max_target=table.get("max_target", positive_int, 8192),
         limit=parse_limit_names(table, limits, listener=True),
+        http2=table.get("http2", boolean, True),
+        h2c=table.get("h2c", boolean, False),
     )
+    if tls is not None and "h2c" in table:
+        table.report("h2c", "is for listeners without tls (with tls, see http2)")
     if name is None or listen is None:
         return None
     return partial(build, name, listen, pool, protocol)

@@ -4,7 +4,8 @@ An exchange owns what was asked (the parsed head), where it went (route,
 pool, backend, the upstream connection, the backends tried), what came back
 (status, bytes), how long it took, and one explicit L{Phase}.  The access log,
 the counters and the filters read it.  It never writes wire bytes: the codec
-it belongs to (L{rproxy.http.h1.H1Connection} today) turns request bytes into
+it belongs to (L{rproxy.http._codec.Codec}: an HTTP/1.1 connection or an
+HTTP/2 stream) turns request bytes into
 calls on it and its neutral response events (a L{ResponseHead}, body bytes,
 an end with trailers) back into bytes.
 
@@ -15,24 +16,16 @@ some: an exchange without filters allocates nothing for them.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from enum import Enum
-from http import HTTPStatus
 from typing import TYPE_CHECKING, Any
 
-from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from rproxy._fastwrite import Data
-from rproxy.attempts import (
-    QUEUE_FULL,
-    QUEUE_TIMEOUT,
-    RETRY_BUDGET,
-    AttemptState,
-    BackendAttempt,
-)
+from rproxy.attempts import AttemptState, BackendAttempt
 from rproxy.backends import Backend, Pool
+from rproxy.http import _answers, _connecting, _switch
+from rproxy.http._phase import BODY_BUFFER, FRESH_REUSE, Phase, retryable
 from rproxy.http._record import count, emit
-from rproxy.http.errors import error_body
 from rproxy.http.filters import LocalReply
 from rproxy.http.filters._chain import (
     BODY,
@@ -46,56 +39,15 @@ from rproxy.http.filters._chain import (
 )
 from rproxy.http.framing import RequestHead, ResponseHead, copy_head
 from rproxy.http.headers import forward_response_headers
-from rproxy.http.messages import header, response_trailers
+from rproxy.http.messages import response_trailers
 from rproxy.http.routing import Route
 from rproxy.http.upstream import UpstreamFactory, UpstreamProtocol
 
 if TYPE_CHECKING:
-    from rproxy.http.h1 import H1Connection
+    from rproxy.http._codec import Codec
     from rproxy.http.listener import HTTPSettings
 
-__all__ = ["Exchange", "Phase", "retryable"]
-
-log = Logger(namespace="rproxy.http")
-
-#: methods whose request may be sent again after a backend failed mid-way.
-IDEMPOTENT = frozenset({b"GET", b"HEAD", b"OPTIONS", b"TRACE", b"PUT", b"DELETE"})
-
-#: a request that could not be sent again only goes out on a pooled backend
-#: connection idle for less than this: an older one may be closing just now
-#: (backends' own keep-alive timeouts can be as short as two seconds).
-FRESH_REUSE = 1.0
-
-#: request body bytes held while the backend is being connected (or a
-#: filter is deciding) before the client is paused.
-BODY_BUFFER = 1 << 16
-
-
-def retryable(request: RequestHead) -> bool:
-    """
-    Whether C{request} may be sent again after it reached a backend: an
-    idempotent method and no body.
-    """
-    return request.method in IDEMPOTENT and request.body == "none"
-
-
-class Phase(Enum):
-    """
-    Where an exchange is.
-
-    C{FILTERING}: request-head filters are running (or suspended);
-    C{CONNECTING}: a backend is being connected; C{PROXYING}: the request
-    is with a backend, the response awaited or relayed; C{TUNNEL}: the
-    backend switched protocols (101) and bytes flow raw; C{DONE}: the
-    exchange ended (answered, failed or given up).
-    """
-
-    FILTERING = "filtering"
-    CONNECTING = "connecting"
-    PROXYING = "proxying"
-    TUNNEL = "tunnel"
-    DONE = "done"
-
+__all__ = ["BODY_BUFFER", "Exchange", "Phase", "retryable"]
 
 # Module names for the members: an Enum member lookup costs ten times a
 # global one, and these run on every request.
@@ -166,7 +118,7 @@ class Exchange:
     _local: bool = False
 
     def __init__(
-        self, codec: H1Connection, settings: HTTPSettings, request: RequestHead | None
+        self, codec: Codec, settings: HTTPSettings, request: RequestHead | None
     ) -> None:
         self.codec = codec
         self.factory = codec.factory
@@ -207,12 +159,12 @@ class Exchange:
             hooks: list[Any] = [*chain.request_head, self._route_hook]
             self._requests = self._request_pipe(hooks)
             self._requests.push(HEAD, head)
-        elif self._route(head):
+        elif _connecting.route(self, head):
             if self._chain.requests:
                 self._after_route(head)
             else:
                 self.phase = _CONNECTING
-                self._connect()
+                _connecting.connect(self)
 
     def _request_pipe(self, heads: Sequence[Any]) -> Pipe:
         chain = self._chain
@@ -222,7 +174,7 @@ class Exchange:
         # Routing as the last listener hook: the route's hooks follow it.
         pipe = self._requests
         assert pipe is not None
-        if not self._route(head):
+        if not _connecting.route(self, head):
             pipe.close()
             return
         chain = self._chain
@@ -231,28 +183,6 @@ class Exchange:
         assert isinstance(heads, list)  # begin() made it a list to grow
         heads.extend(chain.request_head[listener_hooks:])
         pipe.hooks = (heads, chain.request_body, chain.request_end)
-
-    def _route(self, head: RequestHead) -> bool:
-        settings = self.settings
-        match = settings.router.route(head.host, head.target)
-        if match is None:
-            self.fail(404)
-            return False
-        self.route = route = match.route
-        self.target = match.target
-        try:
-            self.pool = self.factory.registry.get(route.pool)
-        except KeyError:
-            self.fail(503)
-            return False
-        if not settings.plain:
-            found = settings.chains.get(id(route))
-            self._chain = (
-                found[1]
-                if found is not None and found[0] is route
-                else settings.chain_for(route)
-            )
-        return True
 
     def _after_route(self, head: RequestHead) -> None:
         chain = self._chain
@@ -264,7 +194,7 @@ class Exchange:
 
     def _head_filtered(self, head: RequestHead) -> None:
         self.phase = _CONNECTING
-        self._connect()
+        _connecting.connect(self)
 
     def request_body(self, data: bytes) -> None:
         """
@@ -314,7 +244,7 @@ class Exchange:
         upstream.stop_producer(resume=False)
         self.codec.body_forwarded()
         if self._switch is not None:
-            self._complete_switch()
+            _switch.complete_switch(self)
 
     def _resume_client(self) -> None:
         if self._held_size <= BODY_BUFFER:
@@ -322,50 +252,8 @@ class Exchange:
 
     # Backend side ------------------------------------------------------------
 
-    def _hash_key(self, pool: Pool) -> str | None:
-        header_name = pool.policy.hash_key.header
-        if header_name is None:
-            return self.client
-        request = self.request
-        value = header(request.headers, header_name) if request is not None else None
-        return value.decode("latin-1") if value is not None else None
-
-    def _connect(self) -> None:
-        """
-        Send the request to the backends the pool gives, reusing an idle
-        connection to one if there is one (L{BackendAttempt}: it answers
-        503 when no backend was up, 504 when the last connect timed out, as
-        nginx does, and 502 otherwise).
-        """
-        pool = self.pool
-        assert pool is not None
-        self._attempt = attempt = BackendAttempt(
-            pool,
-            self.clock,
-            self.factory.endpoint_for,
-            self._upstream_factory,
-            connected=self._connected,
-            gave_up=self._gave_up,
-            key=self._hash_key(pool),
-            client=self.codec.transport,
-            reuse=self._reuse,
-        )
-        self.tried = attempt.tried
-        attempt.start()
-
     def _gave_up(self, status: int) -> None:
-        attempt = self._attempt
-        assert attempt is not None
-        self.backend = attempt.backend  # the last one tried, if any
-        refused = attempt.refused
-        if refused is not None:
-            # The pool's queue or retry budget refused it: the access event
-            # says so.
-            self.notes["refused_by"] = refused
-            reason = _REFUSED[refused]
-        else:
-            reason = _GAVE_UP.get(status, "backend failed")
-        self._fail_upstream(status, reason)
+        _answers.gave_up(self, status)
 
     @property
     def queued(self) -> bool:
@@ -394,44 +282,7 @@ class Exchange:
         if self.phase is _DONE:
             upstream.transport.loseConnection()
             return
-        self._attach(upstream)
-
-    def _attach(self, upstream: UpstreamProtocol) -> None:
-        # Success is reported to the pool when the response has come, not
-        # here: a backend that accepts connections but answers garbage,
-        # resets or never answers must run up failures.
-        head, backend = self.request, self.backend
-        assert head is not None and backend is not None
-        self.phase = _PROXYING
-        self.upstream = upstream
-        upstream.start(self, head.method, upgrade=head.upgrade is not None)
-        settings = self.settings
-        upstream.send_request(
-            head,
-            self.target,
-            backend.address_bytes,
-            self.client,
-            settings.scheme,
-            settings.policy,
-        )
-        self._upstream_started = self.last_io = self.clock.seconds()
-        codec = self.codec
-        timeout = self.response_timeout
-        if timeout < settings.shortest_timeout:
-            codec.wake_by(self.last_io + timeout)
-        if head.body == "none":
-            self._request_sent = self._request_ended = True
-            codec.body_forwarded()
-            return
-        upstream.set_producer(codec.producer())
-        held, self._held = self._held, None
-        self._held_size = 0
-        for data in held or ():
-            upstream.send_body(data)
-        if self._request_ended:
-            self._body_sent()
-        else:
-            codec.resume_reading()
+        _connecting.attach(self, upstream)
 
     def _release_backend(self) -> None:
         attempt = self._attempt
@@ -502,10 +353,10 @@ class Exchange:
         if side == REQUEST:
             self.reply(reply, through)
         else:
-            self._replace_response(reply, through)
+            _answers.replace_response(self, reply, through)
 
     def pipe_failed(self, failure: Failure) -> None:
-        self._filter_failed(failure)
+        _answers.filter_failed(self, failure)
 
     def pipe_pause(self, side: int) -> None:
         if side == REQUEST:
@@ -576,276 +427,41 @@ class Exchange:
         codec.exchange_done(self)
 
     def upstream_failed(self, reason: str, status: int) -> None:
-        upstream, request, attempt = self.upstream, self.request, self._attempt
-        self.upstream = None
-        if self.phase is _DONE or attempt is None:
-            self._release_backend()
-            return
-        assert request is not None
-        received = upstream is not None and upstream.received_any
-        # A reused connection the backend had closed meanwhile is not the
-        # backend's fault, and the same backend may be asked again.
-        forget = attempt.reused and not received
-        if not self.response_started and not received and retryable(request):
-            self.phase = _CONNECTING
-            attempt.retry(reason, forget=forget)
-            return
-        if forget:
-            attempt.release()
-        else:
-            attempt.failed(reason)
-        self._fail_upstream(status, reason)
+        _connecting.upstream_failed(self, reason, status)
 
     # Protocol switches -------------------------------------------------------
 
     def switched(self, head: ResponseHead, rest: bytes) -> None:
-        """
-        The backend switched protocols.  A 101 may come before the request
-        body was all sent: the client still sends the rest of it before any
-        byte of the new protocol, and it must reach the backend framed as
-        announced, so the switch waits for the body and the backend
-        connection is not read until then.
-        """
-        attempt, upstream = self._attempt, self.upstream
-        assert attempt is not None and upstream is not None
-        attempt.succeeded()
-        self.upstream_time = self.clock.seconds() - self._upstream_started
-        if not self._request_sent:
-            self._switch = (head, bytearray(rest))
-            upstream.transport.pauseProducing()
-            return
-        self._open_tunnel(head, rest)
-
-    def _complete_switch(self) -> None:
-        switch, self._switch = self._switch, None
-        upstream = self.upstream
-        assert switch is not None and upstream is not None
-        upstream.transport.resumeProducing()
-        self._open_tunnel(switch[0], bytes(switch[1]))
-
-    def _open_tunnel(self, head: ResponseHead, rest: bytes) -> None:
-        upstream = self.upstream
-        assert upstream is not None
-        head.headers = forward_response_headers(
-            head.headers,
-            via=self.settings.policy.via,
-            keep_upgrade=True,
-        )
-        for hook in self._chain.response_head:
-            # A 101 can only be changed: there is no waiting for it or
-            # answering in its place once the backend has switched.
-            try:
-                result = hook(self, head)
-                if result is not None:
-                    raise TypeError(
-                        f"a response_head hook returned {result!r} for a 101"
-                    )
-            except Exception:
-                self._filter_failed(Failure())
-                return
-        self.status = 101
-        self.phase = _TUNNEL
-        self.response_started = True
-        upstream.stop_producer(resume=False)
-        self.codec.open_tunnel(self, head, upstream, rest)
+        """The backend switched protocols (see L{_switch.switched})."""
+        _switch.switched(self, head, rest)
 
     def tunnel_data(self, data: bytes) -> None:
-        if self._switch is not None:
-            self._switch[1].extend(data)  # held until the request body is sent
-        else:
-            self.codec.tunnel_data(data)
+        _switch.tunnel_data(self, data)
 
     def tunnel_closed(self) -> None:
-        upstream, self.upstream = self.upstream, None
-        if upstream is not None:
-            upstream.stop_producer(resume=False)
-        if self._switch is not None:
-            # Switched, then gone before the request body was through: the
-            # client has seen nothing of it.
-            self._switch = None
-            self._release_backend()
-            if self.phase is not _DONE:
-                self.fail(502)
-            return
-        self._release_backend()
-        self.codec.tunnel_closed(self)
+        _switch.tunnel_closed(self)
 
     def tunnel_ended(self, bytes_in: int, bytes_out: int) -> None:
-        """
-        The tunnel closed (either side, or idle): record it.
-        """
-        self.bytes_in += bytes_in
-        self.bytes_out += bytes_out
-        self.phase = _DONE
-        self.upstream = None
-        self._release_backend()
-        self.record()
+        """The tunnel closed (either side, or idle): record it."""
+        _switch.tunnel_ended(self, bytes_in, bytes_out)
 
     # Local answers and failures ----------------------------------------------
 
     def reply(self, reply: LocalReply, through: FilterChain = NO_FILTERS) -> None:
-        """
-        Answer C{reply} instead of proxying (a filter's answer), through the
-        response hooks of the filters C{through} (those before the filter
-        that answered).
-        """
-        if self.phase is _DONE:
-            return
-        self._drop_upstream()
-        if self._requests is not None:
-            self._requests.close()
-        status, body = reply.status, reply.body
-        headers = list(reply.headers)
-        if status < 200 or status in (204, 304):
-            body = b""  # these never have a body
-        else:
-            headers.append((b"Content-Length", b"%d" % len(body)))
-        head = ResponseHead(
-            status,
-            reply.reason if reply.reason is not None else _reason(status),
-            (1, 1),
-            headers,
-            body="length" if body else "none",
-            content_length=len(body),
-        )
-        request = self.request
-        if request is not None and request.method == b"HEAD":
-            head.body = "none"
-        self._send_local(head, body if head.body != "none" else b"", through)
-
-    def _send_local(
-        self, head: ResponseHead, body: bytes, through: FilterChain
-    ) -> None:
-        # An answer of rproxy's own: through the response hooks of
-        # C{through}, or straight to the codec.
-        self.response = head
-        self.phase = _DONE
-        self._local = True
-        if self._responses is not None:
-            self._responses.close()
-        if through.responses:
-            pipe = self._responses = Pipe(
-                self,
-                RESPONSE,
-                (through.response_head, through.response_body, through.response_end),
-            )
-            pipe.push(HEAD, head)
-            if body:
-                self.bytes_out += len(body)
-                pipe.push(BODY, body)
-            pipe.push(END, [])
-            return
-        self._responses = None
-        self._start_response(head)
-        if body:
-            self.bytes_out += len(body)
-            self.codec.send_body(body)
-        self._end_response([])
-
-    def _replace_response(self, reply: LocalReply, through: FilterChain) -> None:
-        # A response filter answered instead of the backend: the backend
-        # connection is not reused (its response is not read to its end).
-        upstream = self.upstream
-        if upstream is not None:
-            upstream.reusable = False
-        if self._local and not self.response_started:
-            # In place of rproxy's own answer (an error for a failed
-            # backend), which was not sent.
-            self.phase = _PROXYING
-        self.upstream_error = None
-        self.reply(reply, through)
-
-    def _fail_upstream(self, status: int, reason: str) -> None:
-        """
-        The backend failed (C{reason}) before the client saw a response:
-        where the route has response filters, they see rproxy's answer
-        C{status} as a response head (a cache may serve a stale response in
-        its place); otherwise, or once the response has begun, L{fail}.
-        """
-        chain = self._chain
-        if not chain.response_head or self.response_started or self.phase is _DONE:
-            self.fail(status)
-            return
-        self.upstream_error = reason
-        self._drop_upstream()
-        if self._requests is not None:
-            self._requests.close()
-        body = error_body(status)
-        head = ResponseHead(
-            status,
-            _reason(status),
-            (1, 1),
-            [
-                (b"Content-Type", b"text/plain; charset=utf-8"),
-                (b"Content-Length", b"%d" % len(body)),
-            ],
-            body="length",
-            content_length=len(body),
-        )
-        request = self.request
-        if request is not None and request.method == b"HEAD":
-            head.body = "none"
-            body = b""
-        self._send_local(head, body, chain)
+        """Answer C{reply} instead of proxying (see L{_answers.reply})."""
+        _answers.reply(self, reply, through)
 
     def fail(self, status: int) -> None:
-        """
-        The exchange failed (no route, no backend, a malformed or too large
-        body, a broken or silent backend): answer C{status} and close, or
-        cut the client off if its response has begun.
-        """
-        if self.phase is _DONE:
-            return
-        self.phase = _DONE
-        self._drop_upstream()
-        if self._requests is not None:
-            self._requests.close()
-        if self._responses is not None:
-            self._responses.close()
-        self.codec.fail(self, status)
+        """The exchange failed: answer C{status} (see L{_answers.fail})."""
+        _answers.fail(self, status)
 
     def give_up(self, status: int | str) -> None:
-        """
-        The client stopped (a FIN half-way through the request, or it
-        closed): record C{status} and drop the backend side.
-        """
-        self.status = status
-        self.phase = _DONE
-        self._drop_upstream()
-        self.record()
+        """The client stopped: record C{status} (see L{_answers.give_up})."""
+        _answers.give_up(self, status)
 
     def timed_out(self) -> None:
-        """
-        Nothing moved for the response timeout: a client that stopped
-        sending its body gets 408, a request filter or a backend that has
-        not decided or started answering 504, and a response that stalled
-        midway is cut.  A request still waiting in its pool's queue ends
-        its wait there as if C{queue_timeout} had come (503).
-        """
-        if self.phase is _FILTERING:
-            # A filter did not decide in time (the client is paused meanwhile).
-            self.fail(504)
-            return
-        attempt = self._attempt
-        if attempt is not None and attempt.state is AttemptState.QUEUED:
-            attempt.stop_waiting()
-            return
-        if not self._request_ended and not self.response_started:
-            self.fail(408)
-            return
-        if attempt is not None and attempt.state is AttemptState.CONNECTED:
-            attempt.failed("no response in time")
-        self._fail_upstream(504, "no response in time")
-
-    def _filter_failed(self, failure: Failure) -> None:
-        log.failure(
-            "HTTP filter failed on {method} {target} from {client}",
-            failure,
-            method=self.request.method if self.request else b"",
-            target=self.request.target if self.request else b"",
-            client=self.client,
-        )
-        self.fail(500)
+        """Nothing moved for the response timeout (see L{_answers.timed_out})."""
+        _answers.timed_out(self)
 
     def _pause_upstream(self) -> None:
         upstream = self.upstream
@@ -881,24 +497,3 @@ class Exchange:
             if pipe is not None:
                 pipe.close()
         self._requests = self._responses = None
-
-
-#: the reasons for the statuses a gave-up attempt answers.
-_GAVE_UP = {
-    502: "connect failed",
-    503: "no backend available",
-    504: "connect timed out",
-}
-#: the reasons when a protection of the pool refused it.
-_REFUSED = {
-    QUEUE_FULL: "every backend full and the queue too",
-    QUEUE_TIMEOUT: "waited in the queue too long",
-    RETRY_BUDGET: "no retry: the retry budget is spent",
-}
-
-
-def _reason(status: int) -> bytes:
-    try:
-        return HTTPStatus(status).phrase.encode("ascii")
-    except ValueError:
-        return b""

@@ -15,7 +15,7 @@ timeout and minimum rate, and the exchange's response timeout.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from twisted.internet.interfaces import (
     IDelayedCall,
@@ -28,21 +28,26 @@ from zope.interface import classImplements
 
 from rproxy._fastwrite import Data, no_delay, send_now
 from rproxy._protocol import StreamProtocol
+from rproxy.http import _h1_ending, _h1_reading, _h1_sniff, _h1_timers, _h1_tunnel
+from rproxy.http._codec import Codec
+from rproxy.http._h1_states import (
+    BODY,
+    CLOSED,
+    HANDED_OVER,
+    HEAD,
+    SNIFF,
+    TUNNEL,
+    WAIT,
+)
 from rproxy.http._h1_writer import H1Writer
 from rproxy.http._tunnel import Tunnel
-from rproxy.http.chunked import ChunkedDecoder, End, Trailers
+from rproxy.http.chunked import ChunkedDecoder
 from rproxy.http.errors import error_response
 from rproxy.http.exchange import Exchange, Phase
 from rproxy.http.framing import (
-    HTTPError,
-    RequestHead,
     ResponseHead,
-    check_incomplete_head,
-    find_head_end,
-    parse_request_head,
 )
 from rproxy.http.keepalive import ClientKeepAlive, KeepAlivePool
-from rproxy.http.messages import switching_head
 from rproxy.http.upstream import UpstreamProtocol, end_stream
 
 if TYPE_CHECKING:
@@ -50,20 +55,11 @@ if TYPE_CHECKING:
 
 __all__ = ["H1Connection"]
 
-#: where a connection is: reading a request head, reading a request body,
-#: the request read whole (its response under way), tunnelling after a
-#: 101, closed.
-HEAD, BODY, WAIT, TUNNEL, CLOSED = range(5)
-
 #: a module name for the member (cheaper than the Enum lookup per request).
 _DONE = Phase.DONE
 
-#: seconds a request body may take before its minimum rate applies: after
-#: them it must have come at C{request_body_min_rate} on average.
-BODY_RATE_GRACE = 5.0
 
-
-class H1Connection(StreamProtocol):
+class H1Connection(StreamProtocol, Codec):
     """
     One HTTP/1.1 client connection.
 
@@ -109,6 +105,8 @@ class H1Connection(StreamProtocol):
         #: send PROXY headers); made on first use.
         self._own_keep_alive: ClientKeepAlive | None = None
         self._tunnel: Tunnel | None = None
+        #: the HTTP/2 codec the connection was handed over to.
+        self._h2: Any = None
         # The request body being read.
         self._body_left = 0
         self._decoder: ChunkedDecoder | None = None
@@ -127,6 +125,8 @@ class H1Connection(StreamProtocol):
         peer = self.transport.getPeer()
         self.client = str(getattr(peer, "host", ""))
         self._since = self.clock.seconds()
+        if self.settings.http2 is not None:
+            self._state = SNIFF
         self._arm()
 
     # Timeouts ---------------------------------------------------------------
@@ -143,61 +143,7 @@ class H1Connection(StreamProtocol):
             )
 
     def _tick(self) -> None:
-        self._timer = None
-        state = self._state
-        now = self.clock.seconds()
-        settings = self.settings
-        if state == HEAD:
-            timeout = (
-                settings.keep_alive_timeout
-                if self._idle_wait
-                else settings.request_head_timeout
-            )
-            if now >= self._since + timeout:
-                if self._buffer:
-                    self._reject(408)
-                else:
-                    self._close()
-                return
-            remaining = self._since + timeout - now
-        elif state in (BODY, WAIT):
-            exchange = self.exchange
-            if exchange is None:
-                return
-            if state == BODY and not self._paused and self._body_too_slow(now):
-                return
-            deadline = exchange.last_io + exchange.response_timeout
-            if now >= deadline:
-                exchange.timed_out()
-                return
-            remaining = deadline - now
-        else:
-            return
-        self._timer = self.clock.callLater(
-            min(remaining, settings.shortest_timeout), self._tick
-        )
-
-    def _body_too_slow(self, now: float) -> bool:
-        """
-        Answer 408 to a client that stopped sending its body, or sends it
-        more slowly than the minimum rate.
-        """
-        settings = self.settings
-        stats = self.factory.stats
-        if now - self._last_read >= settings.request_body_timeout:
-            stats.request_body_timeouts += 1
-        elif settings.request_body_min_rate and now >= (
-            self._body_since
-            + BODY_RATE_GRACE
-            + self._body_read / settings.request_body_min_rate
-        ):
-            stats.request_body_too_slow += 1
-        else:
-            return False
-        exchange = self.exchange
-        assert exchange is not None
-        exchange.fail(408)
-        return True
+        _h1_timers.tick(self)
 
     def _cancel_timer(self) -> None:
         if self._timer is not None and self._timer.active():
@@ -208,11 +154,8 @@ class H1Connection(StreamProtocol):
 
     def dataReceived(self, data: bytes) -> None:
         state = self._state
-        if state == CLOSED:
-            return
-        if state == TUNNEL:
-            if self._tunnel is not None:
-                self._tunnel.from_client(data)
+        if state >= TUNNEL:
+            self._not_reading_requests(state, data)
             return
         self._buffer += data
         if state == HEAD:
@@ -221,114 +164,23 @@ class H1Connection(StreamProtocol):
                 # head timeout, not the (longer) keep-alive one, to arrive.
                 self._idle_wait = False
                 self._since = self.clock.seconds()
-            self._read_head()
+            _h1_reading.read_head(self)
         elif state == BODY:
             self._last_read = self.clock.seconds()
-            self._read_body()
+            _h1_reading.read_body(self)
         elif len(self._buffer) > self.settings.limits.max_head:
             self.pause_reading()  # pipelined requests wait for this response
 
-    def _read_head(self) -> None:
-        if self._beginning:
-            # An exchange answered at once (a filter's local reply) while
-            # it began: the next request is read when that call returns,
-            # not inside it (pipelined requests would recurse).
-            self._again = True
-            return
-        limits = self.settings.limits
-        buffer = self._buffer
-        while self._state == HEAD:
-            end = find_head_end(buffer, 0, self._search_from)
-            try:
-                if end < 0:
-                    check_incomplete_head(buffer, 0, limits)
-                    if self._read_closed:
-                        self._head_cut_short()
-                        return
-                    self._search_from = max(len(buffer) - 3, 0)
-                    return
-                head = parse_request_head(bytes(buffer[:end]), limits)
-            except HTTPError as error:
-                self._reject(error.status)
-                return
-            del buffer[:end]
-            self._search_from = 0
-            self._beginning = True
-            try:
-                self._begin(head)
-            finally:
-                self._beginning = False
-            if not self._again:
-                return
-            self._again = False
-
-    def _begin(self, head: RequestHead) -> None:
-        # Each request follows the listener's settings of the moment it
-        # begins: a reload changes them for kept-alive connections too.
-        self.settings = settings = self.factory.settings
-        self.exchange = exchange = Exchange(self, settings, head)
-        self._writer.next_response()
-        if head.body == "none":
-            self._state = WAIT
-        else:
-            self._state = BODY
-            self._body_since = self._last_read = exchange.started
-            self._body_read = 0
-            if head.body == "length":
-                self._body_left = head.content_length or 0
-                self._decoder = None
-            else:
-                self._decoder = ChunkedDecoder(settings.limits)
-        exchange.begin()
-        if self._state == BODY and self.exchange is exchange and self._buffer:
-            self._read_body()
-
-    def _read_body(self) -> None:
-        exchange = self.exchange
-        buffer = self._buffer
-        if exchange is None or not buffer or self._paused:
-            return
-        if self._decoder is None:
-            count = min(self._body_left, len(buffer))
-            data = bytes(buffer[:count])
-            del buffer[:count]
-            self._body_left -= count
-            self._body_read += count
-            if count:
-                exchange.request_body(data)
-            if self._body_left == 0 and self.exchange is exchange:
-                self._body_done(exchange)
-            elif self._read_closed and not buffer and self.exchange is exchange:
-                self._give_up(499)
-            return
-        data = bytes(buffer)
-        buffer.clear()
-        try:
-            events = self._decoder.feed(data)
-        except HTTPError as error:
-            exchange.fail(error.status)
-            return
-        for event in events:
-            if self.exchange is not exchange or self._state != BODY:
-                return
-            if isinstance(event, bytes):
-                self._body_read += len(event)
-                exchange.request_body(event)
-            elif isinstance(event, Trailers):
-                pass  # request trailers are not forwarded
-            elif isinstance(event, End):
-                buffer[:0] = event.rest
-                self._body_done(exchange)
-                return
-        if self._read_closed and self.exchange is exchange:
-            self._give_up(499)
-
-    def _body_done(self, exchange: Exchange) -> None:
-        self._state = WAIT
-        self._decoder = None
-        exchange.request_end()
-        if len(self._buffer) > self.settings.limits.max_head:
-            self.pause_reading()
+    def _not_reading_requests(self, state: int, data: bytes) -> None:
+        # Bytes for a tunnel, for the HTTP/2 codec, or the first bytes of a
+        # connection that may be HTTP/2; none after the connection closed.
+        if state == TUNNEL:
+            if self._tunnel is not None:
+                self._tunnel.from_client(data)
+        elif state == HANDED_OVER:
+            self._h2.dataReceived(data)
+        elif state == SNIFF:
+            _h1_sniff.sniff(self, data)
 
     # Flow control ----------------------------------------------------------
 
@@ -355,7 +207,7 @@ class H1Connection(StreamProtocol):
                 self._last_read += paused_for
             self.transport.resumeProducing()
             if self._state == BODY and self._buffer:
-                self._read_body()
+                _h1_reading.read_body(self)
 
     def pauseProducing(self) -> None:
         self.pause_reading()
@@ -478,7 +330,7 @@ class H1Connection(StreamProtocol):
         self._since = self.clock.seconds()
         if self._buffer:
             self._idle_wait = False
-            self._read_head()
+            _h1_reading.read_head(self)
         else:
             self._idle_wait = True
 
@@ -519,27 +371,7 @@ class H1Connection(StreamProtocol):
         Pass the 101 on and relay raw bytes both ways until either side
         closes or the tunnel is idle too long.
         """
-        self._cancel_timer()
-        transport = self.transport
-        assert transport is not None
-        transport.write(switching_head(head))
-        self._writer.sent = True
-        self._state = TUNNEL
-        early = bytes(self._buffer)
-        self._buffer.clear()
-        self._tunnel = Tunnel(
-            transport,
-            upstream,
-            self.clock,
-            self.settings.tunnel_timeout,
-            self._tunnel_idle,
-        )
-        self._tunnel.start(early, rest)
-        if self._read_closed:
-            # The client sent its FIN while waiting for the 101.
-            upstream.transport.loseWriteConnection()
-            return
-        self.resume_reading()
+        _h1_tunnel.open_tunnel(self, exchange, head, upstream, rest)
 
     def tunnel_data(self, data: bytes) -> None:
         if self._tunnel is not None:
@@ -549,67 +381,11 @@ class H1Connection(StreamProtocol):
         """
         The backend side of the tunnel closed.
         """
-        self._end_tunnel()
+        _h1_tunnel.end_tunnel(self)
         if self._state != CLOSED:
             self._close()
 
-    def _end_tunnel(self) -> None:
-        tunnel, self._tunnel = self._tunnel, None
-        exchange, self.exchange = self.exchange, None
-        if tunnel is not None:
-            tunnel.stop()
-            if exchange is not None:
-                exchange.tunnel_ended(tunnel.bytes_in, tunnel.bytes_out)
-
-    def _tunnel_idle(self) -> None:
-        exchange = self.exchange
-        upstream = exchange.upstream if exchange is not None else None
-        self._end_tunnel()
-        if upstream is not None and upstream.transport is not None:
-            upstream.transport.abortConnection()
-        self._abort()
-
     # Ending ---------------------------------------------------------------
-
-    def _reject(self, status: int) -> None:
-        """
-        Answer C{status} ourselves and close the connection: a request that
-        cannot be read (no exchange began, or it is ended now).
-        """
-        exchange = self.exchange
-        if exchange is not None and exchange.phase is not _DONE:
-            exchange.fail(status)
-            return
-        record = Exchange(self, self.settings, None)
-        record.status = status
-        self.fail(record, status)
-
-    def _give_up(self, status: int) -> None:
-        """
-        The client sent a FIN half-way through a request: record C{status},
-        answer nothing more and close.
-        """
-        exchange, self.exchange = self.exchange, None
-        sent = self._writer.sent
-        if exchange is not None:
-            exchange.give_up(status)
-        else:
-            record = Exchange(self, self.settings, None)
-            record.give_up(status)
-        if sent:
-            self._abort()
-        else:
-            self._close()
-
-    def _head_cut_short(self) -> None:
-        """
-        Nothing more will come, and the buffer holds no whole request head:
-        a partial one was given up; mere empty lines are no request.
-        """
-        if self._buffer.strip(b"\r\n"):
-            self._give_up(400)
-        else:
-            self._close()
 
     def _close(self) -> None:
         self._state = CLOSED
@@ -623,15 +399,19 @@ class H1Connection(StreamProtocol):
         """
         Drop the client connection now.
         """
-        self._end_tunnel()
+        _h1_tunnel.end_tunnel(self)
         self._state = CLOSED
         self._cancel_timer()
         self.transport.abortConnection()
 
     def abort(self) -> None:
         """
-        Drop the client connection now, recording an exchange under way.
+        Drop the client connection now, recording an exchange under way
+        (each stream's, over HTTP/2).
         """
+        if self._h2 is not None:
+            self._h2.abort()
+            return
         exchange, self.exchange = self.exchange, None
         if exchange is not None and exchange.phase is not _DONE:
             exchange.give_up(exchange.status)
@@ -640,11 +420,14 @@ class H1Connection(StreamProtocol):
     def shut_down(self, abort: bool) -> None:
         """
         Close at once if idle between requests; otherwise after the current
-        response (or now, when C{abort}).
+        response (or now, when C{abort}).  An HTTP/2 connection sends
+        GOAWAY and closes once its streams have ended.
         """
-        if abort:
+        if self._h2 is not None:
+            self._h2.shut_down(abort)
+        elif abort:
             self.abort()
-        elif self._state == HEAD and not self._buffer:
+        elif (self._state == HEAD or self._state == SNIFF) and not self._buffer:
             self._close()
         else:
             self._closing = True
@@ -657,31 +440,7 @@ class H1Connection(StreamProtocol):
         that waits in its pool's queue (a client that closed its connection
         looks the same, and its wait would only keep others waiting).
         """
-        if self._read_closed or self._state == CLOSED:
-            # Resuming a half-closed transport reads the FIN again.
-            return
-        self._read_closed = True
-        state = self._state
-        if state == TUNNEL:
-            exchange = self.exchange
-            upstream = exchange.upstream if exchange is not None else None
-            if upstream is not None and upstream.transport is not None:
-                upstream.transport.loseWriteConnection()
-        elif state == HEAD:
-            self._head_cut_short()
-        elif state == BODY:
-            if self._paused and self._buffer:
-                # What it sent before the FIN waits to be read: judge the
-                # body once it has been.
-                self._closing = self._closing_for_eof = True
-                return
-            self._give_up(499)
-        elif self.exchange is not None and self.exchange.queued:
-            self._give_up(499)
-        elif not self._closing:
-            # A whole request is being answered.
-            self._closing = True
-            self._closing_for_eof = True
+        _h1_ending.read_closed(self)
 
     def writeConnectionLost(self) -> None:
         """
@@ -691,10 +450,12 @@ class H1Connection(StreamProtocol):
         """
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
-        if self._state == TUNNEL:
+        if self._h2 is not None:
+            self._h2.connectionLost(reason)
+        elif self._state == TUNNEL:
             exchange = self.exchange
             upstream = exchange.upstream if exchange is not None else None
-            self._end_tunnel()
+            _h1_tunnel.end_tunnel(self)
             if upstream is not None and upstream.transport is not None:
                 end_stream(upstream.transport, resume=False)
                 upstream.transport.loseConnection()

@@ -18,6 +18,8 @@ from rproxy.http.filters._chain import FilterChain
 from rproxy.http.filters.headers import ResponseHeaders
 from rproxy.http.framing import Limits
 from rproxy.http.h1 import H1Connection
+from rproxy.http.h2.settings import H2Settings
+from rproxy.http.h2.stats import H2Stats
 from rproxy.http.headers import ForwardingPolicy
 from rproxy.http.keepalive import KeepAlivePool
 from rproxy.http.routing import Route
@@ -54,6 +56,8 @@ class HTTPSettings:
     @ivar request_body_min_rate: bytes per second a request body must
         average once its first seconds have passed (else 408); 0 for no
         minimum.
+    @ivar http2: how the listener speaks HTTP/2 (L{H2Settings}), or
+        C{None}: HTTP/1.1 only.
     """
 
     listener: str
@@ -72,6 +76,7 @@ class HTTPSettings:
     #: deciding); once it has one, the pool's policy says.
     response_timeout: float = 60.0
     tunnel_timeout: float = 3600.0
+    http2: H2Settings | None = None
     #: the shortest of the listener's own timeouts: the longest a
     #: connection's timer may wait before it looks again (an exchange whose
     #: pool has a shorter one wakes it sooner).
@@ -126,7 +131,8 @@ class HTTPSettings:
 @implementer(IListenerFactory)
 class HTTPProxyFactory(Factory):
     """
-    Accepts HTTP/1.1 clients and proxies their requests to the pools of
+    Accepts HTTP/1.1 (and, as C{settings.http2} says, HTTP/2) clients and
+    proxies their requests to the pools of
     C{registry} that C{settings.router} chooses.
 
     C{settings} may be replaced at any time (a reload does): each request
@@ -156,6 +162,8 @@ class HTTPProxyFactory(Factory):
         self.keep_alive = keep_alive or KeepAlivePool(reactor)
         self.connections = ConnectionTracker()
         self.stats = ListenerStats()
+        #: the listener's HTTP/2 connections, streams and floods.
+        self.h2_stats = H2Stats()
         if endpoint_for is None:
             endpoint_for = reactor_endpoints(reactor, self._longest_connect)
         self.endpoint_for = endpoint_for

@@ -19,6 +19,7 @@ from rproxy.http.framing import RequestHead, ResponseHead
 from rproxy.http.h1 import H1Connection
 
 if TYPE_CHECKING:
+    from rproxy.http._codec import Codec
     from rproxy.http.upstream import UpstreamProtocol
 
 __all__ = ["background_request"]
@@ -53,7 +54,7 @@ class _Headless(H1Connection):
     times it out as a client connection would.
     """
 
-    def __init__(self, parent: H1Connection, done: Deferred[None]) -> None:
+    def __init__(self, parent: Codec, done: Deferred[None]) -> None:
         H1Connection.__init__(self, parent.factory)
         self.client = parent.client
         transport = parent.transport

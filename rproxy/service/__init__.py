@@ -224,7 +224,11 @@ class ProxyService(MultiService):
                 # Contexts are built here, so that a certificate OpenSSL
                 # refuses (a key too small, say) refuses the reload.
                 try:
-                    tls = server_tls(spec.tls, http=spec.config.protocol == "http")
+                    tls = server_tls(
+                        spec.tls,
+                        http=spec.config.protocol == "http",
+                        http2=spec.config.http2,
+                    )
                     for certificate in self._obtained.values():
                         tls.install(certificate)
                 except (ValueError, SSL.Error) as error:

@@ -21,6 +21,7 @@ from rproxy.health import HTTPCheck, TCPCheck
 from rproxy.http.filters import IHTTPFilter
 from rproxy.http.filters.rules import RuleSet
 from rproxy.http.framing import Limits
+from rproxy.http.h2.settings import h2_settings
 from rproxy.http.headers import ForwardingPolicy
 from rproxy.http.listener import HTTPSettings
 from rproxy.http.routing import Router
@@ -107,10 +108,12 @@ def listener_certificates(config: ListenerTLSConfig) -> list[ServerCertificate]:
     return [load_certificate(c.cert, c.key) for c in config.certificates]
 
 
-def server_tls(config: ListenerTLSConfig, *, http: bool) -> ServerTLS:
+def server_tls(
+    config: ListenerTLSConfig, *, http: bool, http2: bool = False
+) -> ServerTLS:
     """
     The certificates (read now) and settings of a TLS listener; ALPN offers
-    C{http/1.1} on an http listener.
+    C{http/1.1} on an http listener, and C{h2} before it with C{http2}.
 
     @raise ValueError: naming a file that cannot be used.
     @raise OpenSSL.SSL.Error: if OpenSSL refuses a certificate.
@@ -119,7 +122,7 @@ def server_tls(config: ListenerTLSConfig, *, http: bool) -> ServerTLS:
         listener_certificates(config),
         profile=config.profile,
         min_version=config.min_version,
-        alpn=(b"http/1.1",) if http else (),
+        alpn=((b"h2", b"http/1.1") if http2 else (b"http/1.1",)) if http else (),
     )
 
 
@@ -226,6 +229,7 @@ def http_settings(
         keep_alive_timeout=timeouts.keep_alive,
         response_timeout=timeouts.response,
         tunnel_timeout=timeouts.tunnel,
+        http2=h2_settings(listener.http2, listener.h2c, tls=secure),
     )
 
 

@@ -303,10 +303,11 @@ class ServerTLS:
     def _select_protocol(
         self, connection: SSL.Connection, offered: list[bytes]
     ) -> bytes | SSL._NoOverlappingProtocols:
-        # Ours in the client's order of preference; with none in common the
-        # handshake goes on without ALPN (a tcp listener offers none).
-        for protocol in offered:
-            if protocol in self._alpn:
+        # Ours in our order of preference (h2 before http/1.1, whatever the
+        # client's order); with none in common the handshake goes on without
+        # ALPN (a tcp listener offers none).
+        for protocol in self._alpn:
+            if protocol in offered:
                 return protocol
         return SSL.NO_OVERLAPPING_PROTOCOLS
 

@@ -260,9 +260,10 @@ tls = {{ certificates = [{{ cert = "{main[0]}", key = "{main[1]}" }}] }}
         self.assertEqual(names_of(unknown), MAIN_NAMES)
 
     @inlineCallbacks
-    def test_alpn_offers_http11_and_tls_below_12_is_refused(self) -> Any:
+    def test_alpn_prefers_h2_and_tls_below_12_is_refused(self) -> Any:
         """
-        The http listener negotiates ALPN C{http/1.1}; a client that speaks
+        The http listener negotiates ALPN C{h2} with a client that offers it
+        and C{http/1.1}; a client that speaks
         at most TLS 1.1 is refused with a protocol-version alert, and a
         listener with C{min_version = "1.3"} refuses a TLS 1.2 client that
         the default listener accepts.
@@ -271,7 +272,10 @@ tls = {{ certificates = [{{ cert = "{main[0]}", key = "{main[1]}" }}] }}
         modern = client_context(self.ca)
         modern.set_alpn_protocols(["h2", "http/1.1"])
         _, alpn, version = yield deferToThread(handshake, port, modern, "example.com")
-        self.assertEqual((alpn, version), ("http/1.1", "TLSv1.3"))
+        self.assertEqual((alpn, version), ("h2", "TLSv1.3"))
+        modern.set_alpn_protocols(["http/1.1"])
+        _, alpn, _ = yield deferToThread(handshake, port, modern, "example.com")
+        self.assertEqual(alpn, "http/1.1")
 
         old = client_context(self.ca, maximum_version=ssl.TLSVersion.TLSv1_1)
         old.minimum_version = ssl.TLSVersion.TLSv1
