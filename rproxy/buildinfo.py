@@ -60,6 +60,7 @@ MYPYC_MODULES: tuple[str, ...] = (
     "rproxy.http.filters.rules._view",
     "rproxy.http.filters.rules._match",
     "rproxy.http.filters.rules._rule",
+    "rproxy.http.filters.rules._engine",
     "rproxy.limits._local",
     "rproxy.limits.keys",
     "rproxy.limits.limiter",

@@ -72,7 +72,7 @@ class Tarpit:
             self.held += 1
         else:
             self.overflows += 1
-            seconds = 0  # dropped at the next turn, once the hook returned
+            seconds = 0.0  # dropped at the next turn, once the hook returned
 
         def release() -> None:
             if held:
