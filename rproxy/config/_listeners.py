@@ -15,21 +15,17 @@ from typing import TYPE_CHECKING
 from attrs import Attribute, field, frozen, validators
 
 from rproxy.config._admission import (
-    ACCESS_KEYS,
     ADMISSION_KEYS,
     AdmissionConfig,
-    parse_address_lists,
     parse_admission,
 )
-from rproxy.config._auth import parse_auth
-from rproxy.config._compress import parse_compress
 from rproxy.config._headers import HEADER_KEYS, parse_header_rules
 from rproxy.config._limits import LimitConfig, parse_limit_names
+from rproxy.config._routes import check_pool, parse_routes
 from rproxy.config._tls import ListenerTLSConfig, parse_listener_tls, parse_sni_routes
 from rproxy.config._validate import (
     Table,
     boolean,
-    did_you_mean,
     header_name,
     ip_network,
     item,
@@ -74,8 +70,6 @@ HTTP_ONLY_KEYS = (
 
 # Response headers that frame the body: removing them would desynchronise it.
 _FRAMING = ("content-length", "transfer-encoding")
-# A pool name that only lets a Route be built to check its other fields.
-_PROBE = "-"
 
 _positive = validators.gt(0)
 
@@ -194,19 +188,6 @@ _LISTENER_KEYS = (
     *HEADER_KEYS[:3],
     *ADMISSION_KEYS,
 )
-_ROUTE_KEYS = (
-    "host",
-    "path_prefix",
-    "strip_prefix",
-    "pool",
-    "cache",
-    "compress",
-    "limit",
-    "auth",
-    "rules",
-    *HEADER_KEYS,
-    *ACCESS_KEYS,
-)
 
 
 def parse_listeners(
@@ -297,7 +278,7 @@ def _listener(
             else table.require("pool", string)
         )
         if pool is not None:
-            _check_pool(table, pool, pools, tcp=True)
+            check_pool(table, pool, pools, tcp=True)
             if sni_routes and _encrypts(pools.get(pool)):
                 table.report("pool", _double_tls("the default", pool))
         accept_proxy, trusted = _accept_proxy(table, tcp=True)
@@ -320,8 +301,8 @@ def _listener(
 
     pool = table.get("pool", string, None)
     if pool is not None:
-        _check_pool(table, pool, pools, tcp=False)
-    routes = _routes(table, pools, named, limits)
+        check_pool(table, pool, pools, tcp=False)
+    routes = parse_routes(table, pools, named, limits)
     if "pool" not in table and not table.data.get("routes"):
         table.report(
             "pool",
@@ -416,140 +397,3 @@ def _removable_header(value: object) -> str:
             f"the headers that cannot be removed are {quoted(_FRAMING)}"
         )
     return name
-
-
-def _routes(
-    table: Table,
-    pools: Mapping[str, PoolConfig | None],
-    named: tuple[Collection[str], Collection[str]],
-    limits: Mapping[str, LimitConfig | None],
-) -> list[Route]:
-    if "routes" not in table:
-        return []
-    raw = table.data["routes"]
-    if not isinstance(raw, list):
-        table.report("routes", "must be an array of tables, as [[listeners.routes]]")
-        return []
-    path = f"{table.path}.routes"
-    routes: list[Route] = []
-    first_use: dict[tuple[str | None, str | None], int] = {}
-    for index, entry in enumerate(raw):
-        route_table = Table.open(table.problems, item(path, index), entry, _ROUTE_KEYS)
-        route = (
-            None if route_table is None else _route(route_table, pools, named, limits)
-        )
-        if route is None:
-            continue
-        key = (route.host, route.path_prefix)
-        if key in first_use:
-            table.problems.add(
-                item(path, index),
-                f"same host and path_prefix as routes[{first_use[key]}], "
-                "so it would never be used",
-            )
-            continue
-        first_use[key] = index
-        routes.append(route)
-    return routes
-
-
-def _route(
-    table: Table,
-    pools: Mapping[str, PoolConfig | None],
-    named: tuple[Collection[str], Collection[str]],
-    limits: Mapping[str, LimitConfig | None],
-) -> Route | None:
-    """
-    One route, its fields checked one by one so that L{Route}'s complaints
-    land on the key they are about; C{named} are the caches and the rule
-    sets the file declares.
-    """
-    caches, rule_sets = named
-    found = len(table.problems.lines)
-    host = table.get("host", string, None)
-    prefix = table.get("path_prefix", string, None)
-    strip = table.get("strip_prefix", boolean, False)
-    pool = table.require("pool", string)
-    headers = parse_header_rules(table)
-    cache = table.get("cache", string, None)
-    if cache is not None and cache not in caches:
-        hint = did_you_mean(cache, caches) or (
-            f"caches are {quoted(caches)}" if caches else "there is no [caches.NAME]"
-        )
-        table.report("cache", f"no cache named {cache!r}; {hint}")
-    compress = parse_compress(table)
-    limit = parse_limit_names(table, limits, listener=False)
-    access = parse_address_lists(table)
-    auth = parse_auth(table)
-    rules = _named(table, "rules", rule_sets, "[rules.NAME]")
-    _try_route(table, "host", lambda: Route(_PROBE, host=host))
-    prefix_ok = prefix is not None or "path_prefix" not in table
-    if prefix_ok and _try_route(
-        table, "path_prefix", lambda: Route(_PROBE, path_prefix=prefix)
-    ):
-        _try_route(
-            table,
-            "strip_prefix",
-            lambda: Route(_PROBE, path_prefix=prefix, strip_prefix=strip),
-        )
-    if pool is not None:
-        _check_pool(table, pool, pools, tcp=False)
-    if pool is None or len(table.problems.lines) != found:
-        return None
-    return Route(
-        pool,
-        host,
-        prefix,
-        strip,
-        headers=headers,
-        cache=cache,
-        compress=compress,
-        limit=limit,
-        access=access or None,
-        auth=auth,
-        rules=rules,
-    )
-
-
-def _named(table: Table, key: str, names: Collection[str], how: str) -> str | None:
-    """
-    The name C{key} gives, reported unless it is one of C{names}.
-    """
-    name = table.get(key, string, None)
-    if name is not None and name not in names:
-        hint = did_you_mean(name, names) or (
-            f"the names are {quoted(names)}" if names else f"there is no {how}"
-        )
-        table.report(key, f"no {key} set named {name!r}; {hint}")
-    return name
-
-
-def _try_route(table: Table, key: str, build: Callable[[], Route]) -> bool:
-    try:
-        build()
-    except ValueError as e:
-        table.report(key, str(e).removeprefix(f"{key} "))
-        return False
-    return True
-
-
-def _check_pool(
-    table: Table, name: str, pools: Mapping[str, PoolConfig | None], *, tcp: bool
-) -> None:
-    """
-    Report C{table}'s C{pool} if there is no such pool, or if it hashes on a
-    header a C{tcp} listener cannot see.
-    """
-    if name not in pools:
-        hint = did_you_mean(name, pools) or (
-            f"pools are {quoted(pools)}" if pools else ""
-        )
-        table.report("pool", f"no pool named {name!r}" + (f"; {hint}" if hint else ""))
-        return
-    pool = pools[name]
-    if pool and tcp and pool.hash_key.startswith("header:"):
-        table.report(
-            "pool",
-            f"pool {name!r} hashes on {pool.hash_key!r}, "
-            "but a tcp listener cannot see headers",
-        )
