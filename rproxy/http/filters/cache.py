@@ -22,34 +22,33 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING, Any
 
-from attrs import evolve
 from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 
 from rproxy._fastwrite import Data
 from rproxy.cache.answers import Answer, answer
-from rproxy.cache.coalescing import ABANDONED, ERROR, STORED, UNCACHEABLE, Fetch
+from rproxy.cache.coalescing import ABANDONED, ERROR, UNCACHEABLE, Fetch
 from rproxy.cache.conditional import (
-    evaluate,
-    merge_not_modified,
-    not_modified_headers,
     revalidation_headers,
     without_validators,
-)
-from rproxy.cache.control import (
-    response_policy,
 )
 from rproxy.cache.entry import StoredResponse
 from rproxy.cache.freshness import Use
 from rproxy.cache.invalidation import SAFE_METHODS, invalidated_keys, invalidates
 from rproxy.cache.keys import cache_key
-from rproxy.cache.request import RequestState, Tee, request_directives
+from rproxy.cache.request import RequestState, request_directives
 from rproxy.cache.shared import Cache
 from rproxy.cache.status import FIELD, CacheStatus
-from rproxy.cache.storing import not_storable, stored_headers
-from rproxy.cache.variants import request_variant, vary_matches, vary_names
+from rproxy.cache.variants import vary_matches
 from rproxy.http.exchange import Phase
 from rproxy.http.filters import HTTPFilter, LocalReply, Step
+from rproxy.http.filters._cache_store import (
+    begin_store,
+    in_place,
+    revalidated,
+    store_response,
+    uncacheable,
+)
 from rproxy.http.framing import RequestHead, ResponseHead
 
 if TYPE_CHECKING:
@@ -354,7 +353,7 @@ class CacheFilter(HTTPFilter):
             return
         stale, fetch = state.stale, state.fetch
         if code == 304 and stale is not None and state.revalidating:
-            self._revalidated(head, state, stale, now)
+            revalidated(cache, head, state, stale, now)
             return
         failed = getattr(exchange, "upstream_error", None) is not None
         if failed or code in _ERRORS:
@@ -365,112 +364,15 @@ class CacheFilter(HTTPFilter):
             ):
                 cache.count("stale")
                 status.detail = "stale-if-error"
-                self._in_place(head, state, stale, cache.age(stale, now))
+                in_place(cache, head, state, stale, cache.age(stale, now))
                 return
             if failed:
                 state.store = False
         if state.store:
-            self._begin_store(head, state, now)
+            begin_store(cache, head, state, now)
         elif fetch is not None:
             cache.coalescer.finish(fetch, UNCACHEABLE)
         self._mark(head, status)
-
-    def _begin_store(self, head: ResponseHead, state: RequestState, now: float) -> None:
-        cache = self.cache
-        settings = cache.settings
-        policy = response_policy(head.headers, settings.targets)
-        why = not_storable(
-            state.method,
-            head.status,
-            state.client_headers,
-            state.directives,
-            head.headers,
-            policy,
-            settings,
-        )
-        if why is None and (head.content_length or 0) > cache.max_object:
-            why = "too-large"
-        if why is not None:
-            state.status.detail = why
-            if state.stale is not None and head.status < 500:
-                cache.store.remove(state.stale)  # the origin has a new answer
-            self._uncacheable(state)
-            return
-        vary = vary_names(head.headers) or ()
-        pending = StoredResponse(
-            state.key,
-            vary,
-            request_variant(vary, state.client_headers),
-            head.status,
-            head.reason,
-            stored_headers(head.headers, policy, settings, now),
-            state.request_time,
-            now,
-            0,
-        )
-        state.tee = Tee(pending, cache.max_object)
-        state.status.stored = True
-        if (
-            state.check_client
-            and not state.background
-            and evaluate(state.method, state.client_headers, pending.headers) == 304
-        ):
-            # The client has this response: tell it so, and store it.
-            state.replace = (Answer(304, b"Not Modified", [], None, None), pending)
-            head.status, head.reason = 304, b"Not Modified"
-            head.headers = not_modified_headers(head.headers)
-            head.body, head.content_length = "none", None
-
-    def _uncacheable(self, state: RequestState) -> None:
-        fetch, state.fetch = state.fetch, None
-        coalescer = self.cache.coalescer
-        if fetch is not None:
-            coalescer.mark_pass(state.key)
-            self.cache.count("pass")
-            coalescer.finish(fetch, UNCACHEABLE)
-
-    def _revalidated(
-        self, head: ResponseHead, state: RequestState, stale: StoredResponse, now: float
-    ) -> None:
-        cache = self.cache
-        merged = merge_not_modified(stale.headers, head.headers)
-        # The store owns what it holds: it gives back the updated response.
-        asked = state.request_time
-        fresh = cache.store.update(stale, merged, request_time=asked, response_time=now)
-        if fresh is None:  # gone from the store meanwhile: serve it anyway
-            fresh = evolve(stale, headers=merged, request_time=asked, response_time=now)
-        cache.count("revalidated")
-        cache.coalescer.clear_pass(state.key)
-        fetch, state.fetch = state.fetch, None
-        if fetch is not None:
-            cache.coalescer.finish(fetch, STORED)
-        verdict = cache.judge(fresh, {}, now)
-        state.status.ttl = verdict.ttl
-        if not state.background:
-            self._in_place(head, state, fresh, verdict.age)
-
-    def _in_place(
-        self, head: ResponseHead, state: RequestState, entry: StoredResponse, age: float
-    ) -> None:
-        """Answer from C{entry} in the backend's response's place."""
-        state.store = False
-        built = answer(
-            entry,
-            state.method,
-            state.client_headers,
-            age,
-            state.status.render(self.cache.settings.status_name),
-            state.names,
-        )
-        head.status, head.reason = built.status, built.reason
-        head.headers = list(built.headers)
-        if built.length is not None and built.status != 204:
-            head.headers.append((b"Content-Length", b"%d" % built.length))
-        if built.span is not None:
-            head.body, head.content_length = "length", built.length
-        else:
-            head.body, head.content_length = "none", None
-        state.replace = (built, entry)
 
     def _mark(self, head: ResponseHead, status: CacheStatus) -> None:
         head.headers.append((FIELD, status.render(self.cache.settings.status_name)))
@@ -482,7 +384,7 @@ class CacheFilter(HTTPFilter):
         tee = state.tee
         if tee is not None and not tee.feed(data):
             state.tee = None
-            self._uncacheable(state)
+            uncacheable(self.cache, state)
         return b"" if state.replace is not None else data
 
     def response_end(
@@ -492,7 +394,7 @@ class CacheFilter(HTTPFilter):
         if state is None:
             return b""
         if state.tee is not None:
-            self._store(state, trailers)
+            store_response(self.cache, state, trailers)
         replace = state.replace
         if replace is None or not replace[0].needs_body:
             return b""
@@ -503,22 +405,6 @@ class CacheFilter(HTTPFilter):
         if isinstance(body, Deferred):
             return body.addCallback(built.cut)
         return built.cut(body)
-
-    def _store(self, state: RequestState, trailers: list[tuple[bytes, bytes]]) -> None:
-        cache, tee = self.cache, state.tee
-        assert tee is not None
-        state.tee = None
-        entry = tee.finish(trailers)
-        if state.stale is not None and (
-            state.stale.vary != entry.vary or state.stale.variant != entry.variant
-        ):
-            cache.store.remove(state.stale)
-        cache.store.put(entry)
-        cache.count("stored")
-        cache.coalescer.clear_pass(state.key)
-        fetch, state.fetch = state.fetch, None
-        if fetch is not None:
-            cache.coalescer.finish(fetch, STORED)
 
 
 def _local(built: Answer, body: bytes) -> LocalReply:
