@@ -14,8 +14,8 @@ from twisted.logger import Logger
 from rproxy._fds import FdBudget, kept_alive_most, raise_fd_limit, soft_fd_limit
 from rproxy.accesslog import AccessLogService
 from rproxy.acme.challenges import Challenges
-from rproxy.backends import Backend, Registry
-from rproxy.config import Config, ConfigError, PoolConfig, load_config
+from rproxy.backends import Registry
+from rproxy.config import Config, ConfigError, load_config
 from rproxy.config._admin import AdminConfig
 from rproxy.health import HealthMonitor
 from rproxy.http.filters import IHTTPFilter
@@ -40,7 +40,8 @@ from rproxy.service._discovery import RunningDiscovery
 from rproxy.service._fronts import FrontContext, build_front
 from rproxy.service._limits import RunningLimits
 from rproxy.service._listeners import ListenerService, PortSource
-from rproxy.service._pool_update import TLSFor, update_pool
+from rproxy.service._pool_update import TLSFor
+from rproxy.service._pools import PoolUpkeep
 from rproxy.service._reload_plan import (
     ListenerSpec,
     Prepared,
@@ -67,7 +68,7 @@ __all__ = [
 log = Logger(namespace="rproxy.service")
 
 
-class ProxyService(MultiService):
+class ProxyService(PoolUpkeep, MultiService):
     """
     The whole proxy for one L{Config}: one health monitor per pool, one
     listener per listener, sharing one L{Registry}, and the access log if
@@ -308,66 +309,6 @@ class ProxyService(MultiService):
         )
         admin.setName("admin")
         return admin
-
-    def _apply_pools(
-        self, old: Config | None, new: Config, prepared: Prepared
-    ) -> list[str]:
-        changes = []
-        old_pools = {} if old is None else {p.name: p for p in old.pools}
-        self._client_tls.update(prepared.client_tls)
-        for config in new.pools:
-            was = old_pools.get(config.name)
-            if was is None:
-                self.registry.add(prepared.pools[config.name])
-                self._monitor(config)
-                if old is not None:
-                    changes.append(f"pool {config.name} added")
-                continue
-            pool = self.registry.get(config.name)
-            tls_for = self._client_tls[config.name]
-            if was == config:
-                if tls_for is not None:
-                    for backend in pool.backends:
-                        backend.tls = tls_for(backend.host)
-                continue
-            stale = update_pool(pool, was, config, tls_for)
-            self._forget_connections(stale)
-            if (was.health, was.send_proxy) != (config.health, config.send_proxy):
-                self.monitors.pop(config.name).disownServiceParent()
-                self._monitor(config)
-            elif self.running:
-                self.monitors[config.name].sync()
-            changes.append(f"pool {config.name} changed")
-        return changes
-
-    def _monitor(self, config: PoolConfig) -> None:
-        monitor = HealthMonitor(
-            self.registry.get(config.name),
-            build_check(self.reactor, config.health, config.send_proxy),
-            self.reactor,
-            interval=config.health.interval,
-            timeout=config.health.timeout,
-        )
-        monitor.setName(f"health:{config.name}")
-        monitor.setServiceParent(self)
-        self.monitors[config.name] = monitor
-
-    def _remove_pools(self, new: Config) -> list[str]:
-        changes = []
-        keep = {p.name for p in new.pools}
-        for pool in list(self.registry):
-            if pool.name in keep:
-                continue
-            self.monitors.pop(pool.name).disownServiceParent()
-            self.registry.remove(pool.name)
-            self._client_tls.pop(pool.name, None)
-            self._forget_connections(pool.backends)
-            changes.append(f"pool {pool.name} removed")
-        return changes
-
-    def _forget_connections(self, backends: list[Backend]) -> None:
-        for service in self.listeners.values():
-            service.factory.forget(backends)
 
     def _apply_listeners(
         self, old: Config | None, new: Config, prepared: Prepared
