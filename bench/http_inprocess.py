@@ -24,7 +24,9 @@ import cProfile
 import pstats
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -71,15 +73,21 @@ class Trivial(HTTPFilter):
         return None
 
 
-def setup(
-    filters: int = 0, cache: bool = False
-) -> tuple[object, StringTransport, UpstreamProtocol, StringTransport]:
-    clock = Clock()
-    clock.advance(DATE)  # the response's Date, so a stored one is fresh
-    route_filters = []
-    if cache:
-        store = TieredStore(MemoryStore(64 << 20), None, 8 << 20)
-        route_filters.append(CacheFilter(Cache("bench", CacheSettings(), store, clock)))
+#: one client connection and its pooled backend connection, on string
+#: transports: (client side, its transport, backend side, its transport).
+Connected = tuple[Any, StringTransport, UpstreamProtocol, StringTransport]
+
+
+def connected(
+    clock: Clock,
+    route_filters: Sequence[Any] = (),
+    listener_filters: Sequence[Any] = (),
+) -> Connected:
+    """
+    A client connection to an HTTP listener whose one route (with
+    C{route_filters}) goes to one backend, over one kept-alive backend
+    connection; the other benches build on it.
+    """
     backend = Backend("127.0.0.1", 8001)
     pool = Pool("web", [backend], now=clock.seconds)
     factory = HTTPProxyFactory(
@@ -87,8 +95,8 @@ def setup(
         clock,
         HTTPSettings(
             listener="front",
-            router=Router([Route(pool="web", filters=route_filters)]),
-            filters=[Trivial() for _ in range(filters)],
+            router=Router([Route(pool="web", filters=list(route_filters))]),
+            filters=list(listener_filters),
         ),
         endpoint_for=lambda backend: None,  # type: ignore[arg-type,return-value]
     )
@@ -103,11 +111,21 @@ def setup(
     return front, front_transport, upstream, upstream_transport
 
 
+def setup(filters: int = 0, cache: bool = False) -> Connected:
+    clock = Clock()
+    clock.advance(DATE)  # the response's Date, so a stored one is fresh
+    route_filters = []
+    if cache:
+        store = TieredStore(MemoryStore(64 << 20), None, 8 << 20)
+        route_filters.append(CacheFilter(Cache("bench", CacheSettings(), store, clock)))
+    return connected(clock, route_filters, [Trivial() for _ in range(filters)])
+
+
 def run(requests: int, filters: int = 0, cache: bool = False) -> float:
     if cache:
         return run_hits(requests)
     front, front_transport, upstream, upstream_transport = setup(filters)
-    received = front.dataReceived  # type: ignore[attr-defined]
+    received = front.dataReceived
     answer = upstream.dataReceived
     started = time.perf_counter()
     for _ in range(requests):
@@ -126,7 +144,7 @@ def run(requests: int, filters: int = 0, cache: bool = False) -> float:
 
 def run_hits(requests: int) -> float:
     front, front_transport, upstream, upstream_transport = setup(cache=True)
-    received = front.dataReceived  # type: ignore[attr-defined]
+    received = front.dataReceived
     received(REQUEST)  # the miss that stores it
     upstream.dataReceived(CACHEABLE)
     front_transport.clear()

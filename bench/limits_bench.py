@@ -40,51 +40,23 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from twisted.internet.address import IPv4Address
+from http_inprocess import REQUEST, RESPONSE, Connected, Trivial, connected
 from twisted.internet.task import Clock
-from twisted.internet.testing import StringTransport
 
-from rproxy.backends import Backend, Pool, Registry
-from rproxy.http.filters import HTTPFilter
 from rproxy.http.filters.limits import RateLimit
-from rproxy.http.listener import HTTPProxyFactory, HTTPSettings
-from rproxy.http.routing import Route, Router
-from rproxy.http.upstream import UpstreamProtocol
 from rproxy.limits.gcra import Rate
 from rproxy.limits.limiter import Limiter
-
-REQUEST = b"GET /small HTTP/1.1\r\nHost: 127.0.0.1:8080\r\n\r\n"
-RESPONSE = (
-    b"HTTP/1.1 200 OK\r\nServer: nginx/1.22.1\r\n"
-    b"Date: Mon, 23 Nov 2026 15:00:00 GMT\r\n"
-    b"Content-Type: application/octet-stream\r\nContent-Length: 6\r\n"
-    b"Connection: keep-alive\r\n\r\nhello\n"
-)
-
 
 # In process ------------------------------------------------------------------
 
 
-class _Trivial(HTTPFilter):
-    """Looks at both heads and lets them through: what any filter with
-    both hooks costs a route."""
-
-    def request_head(self, exchange: Any, head: Any) -> None:
-        return None
-
-    def response_head(self, exchange: Any, head: Any) -> None:
-        return None
-
-
 def _setup(
     variant: str,
-) -> tuple[Any, StringTransport, UpstreamProtocol, StringTransport]:
+) -> Connected:
     clock = Clock()
-    backend = Backend("127.0.0.1", 8001)
-    pool = Pool("web", [backend], now=clock.seconds)
     filters: list[Any] = []
     if variant == "trivial":
-        filters.append(_Trivial())
+        filters.append(Trivial())
     elif variant != "none":
         limiter = Limiter(
             "bench",
@@ -94,23 +66,7 @@ def _setup(
             headers=variant == "limit",
         )
         filters.append(RateLimit(limiter))
-    factory = HTTPProxyFactory(
-        Registry([pool]),
-        clock,
-        HTTPSettings(
-            listener="front", router=Router([Route(pool="web", filters=filters)])
-        ),
-        endpoint_for=lambda backend: None,  # type: ignore[arg-type,return-value]
-    )
-    upstream = UpstreamProtocol(backend)
-    upstream_transport = StringTransport()
-    upstream.makeConnection(upstream_transport)
-    upstream.reusable = True
-    factory.keep_alive.put(upstream)
-    front = factory.buildProtocol(IPv4Address("TCP", "127.0.0.1", 40000))
-    front_transport = StringTransport(peerAddress=IPv4Address("TCP", "127.0.0.1", 1))
-    front.makeConnection(front_transport)
-    return front, front_transport, upstream, upstream_transport
+    return connected(clock, filters)
 
 
 def _run(variant: str, requests: int) -> float:

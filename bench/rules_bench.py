@@ -25,18 +25,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from twisted.internet.address import IPv4Address
+from http_inprocess import connected
 from twisted.internet.task import Clock
-from twisted.internet.testing import StringTransport
 
-from rproxy.backends import Backend, Pool, Registry
 from rproxy.config import load_config, parse_config
 from rproxy.http.filters import HTTPFilter
 from rproxy.http.filters.limits import RateLimit
 from rproxy.http.filters.rules import RuleSet
-from rproxy.http.listener import HTTPProxyFactory, HTTPSettings
-from rproxy.http.routing import Route, Router
-from rproxy.http.upstream import UpstreamProtocol
 from rproxy.limits.gcra import Rate
 from rproxy.limits.limiter import Limiter
 
@@ -98,31 +93,9 @@ def rule_sets(clock: Clock) -> dict[str, list[HTTPFilter]]:
     }
 
 
-def setup(
-    filters: list[HTTPFilter], clock: Clock
-) -> tuple[object, StringTransport, UpstreamProtocol, StringTransport]:
-    backend = Backend("127.0.0.1", 8001)
-    pool = Pool("web", [backend], now=clock.seconds)
-    factory = HTTPProxyFactory(
-        Registry([pool]),
-        clock,
-        HTTPSettings(listener="front", router=Router([Route("web", filters=filters)])),
-        endpoint_for=lambda backend: None,  # type: ignore[arg-type,return-value]
-    )
-    upstream = UpstreamProtocol(backend)
-    upstream_transport = StringTransport()
-    upstream.makeConnection(upstream_transport)
-    upstream.reusable = True
-    factory.keep_alive.put(upstream)
-    front = factory.buildProtocol(IPv4Address("TCP", "127.0.0.1", 40000))
-    front_transport = StringTransport(peerAddress=IPv4Address("TCP", "127.0.0.1", 1))
-    front.makeConnection(front_transport)
-    return front, front_transport, upstream, upstream_transport
-
-
 def run(filters: list[HTTPFilter], clock: Clock, requests: int) -> float:
-    front, front_transport, upstream, upstream_transport = setup(filters, clock)
-    received = front.dataReceived  # type: ignore[attr-defined]
+    front, front_transport, upstream, upstream_transport = connected(clock, filters)
+    received = front.dataReceived
     answer = upstream.dataReceived
     started = time.process_time()
     for _ in range(requests):
